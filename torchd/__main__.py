@@ -1,0 +1,5 @@
+import sys
+
+from torchd.cli import main
+
+sys.exit(main())

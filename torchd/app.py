@@ -1,0 +1,300 @@
+"""The composition root: wires config, scheduler, control, watcher, pidfile; owns lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchd import __version__
+from torchd.children import ChildJournal, end_leftovers
+from torchd.clock import Clock, SystemClock, iso_utc
+from torchd.config import load_config
+from torchd.cronexpr import upcoming
+from torchd.control.protocol import ErrorCode, ProtocolError
+from torchd.control.server import ControlServer
+from torchd.errors import ConfigError
+from torchd.events import Event, RunEnded, RunStarted
+from torchd.hostinfo import local_identity
+from torchd.model import Config, TaskKind
+from torchd.pidfile import PidFile
+from torchd.reload import ReloadPlan, plan
+from torchd.scheduler import Scheduler
+from torchd.sdnotify import notify
+from torchd.watcher import FileWatcher
+
+log = logging.getLogger("torchd")
+DEFAULT_STOP_GRACE = 10.0
+PREVIEW_FIRES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StatePaths:
+    root: Path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "torchd.pid"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "torchd.sock"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def children(self) -> Path:
+        return self.root / "children.journal"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "torchd.log"
+
+
+def raise_fd_limit() -> None:
+    """Each run holds a few descriptors; lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def preview_fires(config: Config, names: list[str], count: int,
+                  after: float) -> dict[str, list[str]]:
+    specs = config.by_name()
+    return {name: [iso_utc(t) for t in upcoming(specs[name].schedule, after, count)]
+            for name in names if specs[name].schedule is not None}  # type: ignore[arg-type]
+
+
+class App:
+    def __init__(self, config_path: Path, paths: StatePaths, *,
+                 clock: Clock | None = None) -> None:
+        self._config_path = config_path
+        self._paths = paths
+        self._clock = clock or SystemClock()
+        self._pidfile = PidFile(paths.pidfile)
+        self._journal = ChildJournal(paths.children)
+        self._config: Config | None = None
+        self._scheduler: Scheduler | None = None
+        self._watcher: FileWatcher | None = None
+        self._control: ControlServer | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._stop_grace = DEFAULT_STOP_GRACE
+        self._stop_signals = 0
+        self._reload_seq = 0
+        self._last_reload: dict[str, Any] | None = None
+        self._started_wall = 0.0
+        self._started_mono = 0.0
+
+    # ----- lifecycle -------------------------------------------------------------------------
+    async def run(self, ready: Callable[[str | None], None]) -> int:
+        """Run until stopped. `ready(None)` once serving, or `ready(error)` if it cannot start."""
+        self._started_wall, self._started_mono = self._clock.time(), self._clock.monotonic()
+        self._reload_lock = asyncio.Lock()
+        self._stop_event = asyncio.Event()
+        try:
+            config = self._first_load()
+        except ConfigError as exc:
+            ready(str(exc))
+            return 2
+        try:
+            self._paths.logs.mkdir(parents=True, exist_ok=True)
+            self._pidfile.acquire()
+        except Exception as exc:  # noqa: BLE001 - reported to whoever started us
+            ready(str(exc))
+            return 1
+        try:
+            return await self._serve(config, ready)
+        finally:
+            self._pidfile.release()
+
+    def _first_load(self) -> Config:
+        config = load_config(self._config_path, identity=local_identity())
+        self._config = config
+        return config
+
+    async def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
+        raise_fd_limit()
+        ended = await asyncio.to_thread(end_leftovers, self._paths.children, DEFAULT_STOP_GRACE)
+        if ended:
+            log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
+                        ended)
+        self._journal.open()
+        scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs,
+                              base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
+                              on_event=self._on_event)
+        self._scheduler = scheduler
+        scheduler.apply(config, plan(None, config))
+        self._record_reload("start", config, plan(None, config), None)
+        self._control = ControlServer(self._paths.socket, {
+            "ping": self._handle_ping, "status": self._handle_status,
+            "plan": self._handle_plan, "stop": self._handle_stop,
+        })
+        try:
+            await self._control.start()
+        except OSError as exc:
+            ready(f"cannot open control socket {self._paths.socket}: {exc}")
+            self._journal.close()
+            return 1
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_reload_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        self._sync_watcher(config)
+        log.info("torchd %s started pid=%d config=%s (%s) tasks=%d state_dir=%s", __version__,
+                 os.getpid(), self._config_path, config.digest, len(config.tasks),
+                 self._paths.root)
+        ready(None)
+        notify("READY=1")
+        engine = asyncio.create_task(scheduler.run(), name="scheduler")
+        stop_waiter = asyncio.create_task(self._stop_event.wait(), name="stop-waiter")
+        await asyncio.wait({engine, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        notify("STOPPING=1")
+        await self._shutdown(engine, stop_waiter)
+        return 0
+
+    async def _shutdown(self, engine: asyncio.Task[None], stop_waiter: asyncio.Task[Any]) -> None:
+        assert self._scheduler is not None  # noqa: S101 - set before serving
+        log.info("stopping: ending %d run(s), grace %.1fs", self._scheduler.running_count(),
+                 self._stop_grace)
+        stop_waiter.cancel()
+        if self._watcher is not None:
+            self._watcher.stop()
+        stopped = await self._scheduler.shutdown(self._stop_grace)
+        engine.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await engine
+        if self._control is not None:
+            await self._control.close()
+        self._journal.close()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        log.info("stopped (%d run(s) were ended)", stopped)
+
+    def _on_stop_signal(self) -> None:
+        self._stop_signals += 1
+        if self._stop_signals == 1:
+            log.info("stop requested")
+            assert self._stop_event is not None  # noqa: S101
+            self._stop_event.set()
+        elif self._scheduler is not None:
+            log.warning("second stop signal: killing every run now")
+            self._scheduler.force_kill()
+
+    def _on_reload_signal(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload("signal"))
+
+    def _on_file_change(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload("file change"))
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._journal.started(event.pid)
+        elif isinstance(event, RunEnded):
+            self._journal.ended(event.pid)
+
+    def _sync_watcher(self, config: Config) -> None:
+        if config.daemon.watch and self._watcher is None:
+            self._watcher = FileWatcher(self._config_path, self._on_file_change)
+            self._watcher.start()
+        elif not config.daemon.watch and self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    # ----- reload ------------------------------------------------------------------------------
+    async def _parse(self) -> Config:
+        return await asyncio.to_thread(load_config, self._config_path,
+                                       identity=local_identity())
+
+    async def reload(self, source: str) -> dict[str, Any]:
+        """The one reload path: parse all, keep the old config on any error, else apply."""
+        assert self._reload_lock is not None and self._scheduler is not None  # noqa: S101
+        async with self._reload_lock:
+            if self._stop_event is not None and self._stop_event.is_set():
+                return self._last_reload or {}
+            try:
+                new = await self._parse()
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload (%s) rejected, keeping the running config: %s", source,
+                              problem)
+                return self._record_reload(source, None, None, exc)
+            assert self._config is not None  # noqa: S101
+            diff = plan(self._config, new)
+            if new.daemon.state_dir != self._config.daemon.state_dir:
+                log.warning("daemon.state_dir changed in the file; it takes effect on restart")
+            self._scheduler.apply(new, diff)
+            self._config = new
+            self._sync_watcher(new)
+            log.info("reload (%s) applied config %s: %d added, %d changed, %d removed",
+                     source, new.digest, len(diff.added), len(diff.changed), len(diff.removed))
+            return self._record_reload(source, new, diff, None)
+
+    def _record_reload(self, source: str, config: Config | None, diff: ReloadPlan | None,
+                       failure: ConfigError | None) -> dict[str, Any]:
+        self._reload_seq += 1
+        self._last_reload = {
+            "seq": self._reload_seq,
+            "source": source,
+            "time": iso_utc(self._clock.time()),
+            "ok": failure is None,
+            "config_hash": config.digest if config else None,
+            "changes": diff.as_dict() if diff else None,
+            "errors": [str(p) for p in failure.problems] if failure else [],
+        }
+        return self._last_reload
+
+    # ----- control handlers --------------------------------------------------------------------
+    async def _handle_ping(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "version": __version__}
+
+    async def _handle_status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        assert self._config is not None and self._scheduler is not None  # noqa: S101
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": iso_utc(self._started_wall),
+            "uptime": round(self._clock.monotonic() - self._started_mono, 3),
+            "state_dir": str(self._paths.root),
+            "config_file": str(self._config_path),
+            "config_hash": self._config.digest,
+            "generation": self._reload_seq,
+            "last_reload": self._last_reload,
+            "running": self._scheduler.running_count(),
+            "tasks": self._scheduler.snapshot(),
+        }
+
+    async def _handle_plan(self, _request: dict[str, Any]) -> dict[str, Any]:
+        assert self._config is not None  # noqa: S101
+        try:
+            new = await self._parse()
+        except ConfigError as exc:
+            raise ProtocolError(ErrorCode.CONFIG, str(exc)) from None
+        diff = plan(self._config, new)
+        cron_names = [n for n in (*diff.added, *diff.changed)
+                      if new.by_name()[n].kind is TaskKind.CRON]
+        return {
+            "config_hash": new.digest,
+            "changes": diff.as_dict(),
+            "next_fires": preview_fires(new, cron_names, PREVIEW_FIRES, time.time()),
+        }
+
+    async def _handle_stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        grace = request.get("grace", DEFAULT_STOP_GRACE)
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "grace must be a number of seconds >= 0")
+        self._stop_grace = float(grace)
+        asyncio.get_running_loop().call_soon(self._on_stop_signal)
+        return {"pid": os.getpid(), "stopping": True}

@@ -1,0 +1,417 @@
+"""Command line: arguments, output and exit codes. The only place that exits the process.
+
+Exit codes: 0 success; 1 failure (not running, already running, timed out, daemon error);
+2 invalid task file or bad usage; 3 `status` when no daemon is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from torchd import __version__
+from torchd.config import load_config
+from torchd.control import client
+from torchd.cronexpr import RebootSchedule, upcoming
+from torchd.errors import ConfigError, ControlError, TorchdError
+from torchd.hostinfo import local_identity
+from torchd.model import Config, TaskKind
+from torchd.pidfile import running_pid
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("TORCHD_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/torchd")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "torchd"
+
+
+def resolve_state_dir(args: argparse.Namespace, config: Config | None = None) -> Path:
+    """--state-dir, else daemon.state_dir from the file, else $TORCHD_STATE_DIR or a default."""
+    if args.state_dir:
+        return Path(args.state_dir).absolute()
+    if config is None and getattr(args, "config", None):
+        try:
+            config = load_config(args.config, identity=None)
+        except ConfigError:
+            config = None
+    if config is not None and config.daemon.state_dir:
+        return Path(config.daemon.state_dir).absolute()
+    return default_state_dir().absolute()
+
+
+def _socket(state_dir: Path) -> Path:
+    return state_dir / "torchd.sock"
+
+
+def _print_errors(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    count = len(exc.problems)
+    print(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed",
+          file=sys.stderr)
+
+
+def _load(path: str) -> Config:
+    return load_config(path, identity=local_identity())
+
+
+# ----- commands ----------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    here = sum(1 for t in config.tasks if t.active)
+    print(f"{args.config}: OK, {len(config.tasks)} task(s), {here} active on this host, "
+          f"hash {config.digest}")
+    return EXIT_OK
+
+
+def _local_iso(ts: float, zone: str) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(zone)).isoformat()
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    tasks = config.tasks
+    if args.task:
+        tasks = tuple(t for t in tasks if t.name == args.task)
+        if not tasks:
+            print(f"no task named '{args.task}' in {args.config}", file=sys.stderr)
+            return EXIT_FAIL
+    now = time.time()
+    result: dict[str, list[str]] = {}
+    notes: dict[str, str] = {}
+    for spec in tasks:
+        if spec.kind is TaskKind.DAEMON:
+            notes[spec.name] = "daemon task: kept running, no schedule"
+            result[spec.name] = []
+        elif isinstance(spec.schedule, RebootSchedule):
+            notes[spec.name] = "runs once when the daemon starts"
+            result[spec.name] = []
+        else:
+            assert spec.schedule is not None  # noqa: S101 - cron tasks have one
+            result[spec.name] = [_local_iso(t, spec.timezone)
+                                 for t in upcoming(spec.schedule, now, args.count)]
+        if not spec.active:
+            notes[spec.name] = "disabled" if not spec.enabled else "not for this host"
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    for name, times in result.items():
+        note = f"  ({notes[name]})" if name in notes else ""
+        print(f"{name}{note}")
+        for stamp in times:
+            print(f"  {stamp}")
+    return EXIT_OK
+
+
+def _configure_stderr_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
+                        stream=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - only the foreground daemon needs the engine
+
+    from torchd.app import App, StatePaths  # noqa: PLC0415
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    _configure_stderr_logging(args.verbose)
+    state_dir = resolve_state_dir(args, config)
+    failure: list[str] = []
+
+    def ready(error: str | None) -> None:
+        if error is not None:
+            failure.append(error)
+
+    code = asyncio.run(App(Path(args.config).absolute(), StatePaths(state_dir)).run(ready))
+    if failure:
+        print(f"torchd: {failure[0]}", file=sys.stderr)
+    return code
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from torchd.daemonize import start_detached  # noqa: PLC0415
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    state_dir = resolve_state_dir(args, config)
+    pid = running_pid(state_dir / "torchd.pid")
+    if pid is not None:
+        print(f"torchd: already running (pid {pid})", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        pid = start_detached(Path(args.config), state_dir,
+                             level=logging.DEBUG if args.verbose else logging.INFO,
+                             timeout=args.timeout)
+    except TorchdError as exc:
+        print(f"torchd: could not start: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"torchd started (pid {pid}), {len(config.tasks)} task(s), state dir {state_dir}")
+    return EXIT_OK
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    pid = running_pid(state_dir / "torchd.pid")
+    if pid is None:
+        print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        client.call(_socket(state_dir), "stop", grace=args.timeout, timeout=5)
+    except ControlError:
+        os.kill(pid, signal.SIGTERM)  # no socket: the signal path has the default grace
+    if _wait_gone(pid, args.timeout + 15):
+        print(f"torchd stopped (pid {pid})")
+        return EXIT_OK
+    print(f"torchd (pid {pid}) is still running after {args.timeout + 15:.0f}s", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def _status(state_dir: Path) -> dict[str, Any] | None:
+    if running_pid(state_dir / "torchd.pid") is None:
+        return None
+    result: dict[str, Any] = client.call(_socket(state_dir), "status", timeout=10)
+    return result
+
+
+def _print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | None) -> None:
+    added, changed, removed = changes["added"], changes["changed"], changes["removed"]
+    print(f"{len(added)} added, {len(changed)} changed, {len(removed)} removed, "
+          f"{changes['unchanged']} unchanged")
+    for name in added:
+        print(f"  + {name}")
+    for name, keys in changed.items():
+        print(f"  ~ {name} ({', '.join(keys)})")
+    for name in removed:
+        print(f"  - {name}")
+    for name, times in (next_fires or {}).items():
+        print(f"  next fires of {name}: {', '.join(times) or 'none'}")
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    try:
+        status = _status(state_dir)
+    except ControlError as exc:
+        print(f"torchd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if status is None:
+        print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
+        return EXIT_FAIL
+    config_file = status["config_file"]
+    try:
+        _load(config_file)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    if args.dry_run:
+        try:
+            preview = client.call(_socket(state_dir), "plan", timeout=60)
+        except ControlError as exc:
+            print(f"torchd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        if args.json:
+            print(json.dumps(preview, indent=2))
+        else:
+            print(f"dry run: {config_file} (hash {preview['config_hash']}) would give:")
+            _print_changes(preview["changes"], preview["next_fires"])
+        return EXIT_OK
+    seq = status["last_reload"]["seq"]
+    os.kill(status["pid"], signal.SIGUSR2)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            current = _status(state_dir)
+        except ControlError:
+            continue
+        if current is None:
+            print("torchd exited during the reload", file=sys.stderr)
+            return EXIT_FAIL
+        result = current["last_reload"]
+        if result["seq"] > seq:
+            return _report_reload(result, args.json)
+    print(f"torchd did not confirm the reload within {args.timeout:.0f}s", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def _report_reload(result: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    elif result["ok"]:
+        print(f"reloaded: config {result['config_hash']}")
+        _print_changes(result["changes"], None)
+    else:
+        for line in result["errors"]:
+            print(line, file=sys.stderr)
+        print("reload rejected; the daemon keeps its previous config", file=sys.stderr)
+    return EXIT_OK if result["ok"] else EXIT_CONFIG
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{days}d{hours}h{minutes}m" if days else f"{hours}h{minutes}m{secs}s"
+    return text if hours or days else f"{minutes}m{secs}s"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    try:
+        status = _status(state_dir)
+    except ControlError as exc:
+        print(f"torchd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if status is None:
+        if args.json:
+            print(json.dumps({"running": False, "state_dir": str(state_dir)}))
+        else:
+            print(f"torchd is not running (state dir {state_dir})")
+        return EXIT_NOT_RUNNING
+    if args.json:
+        print(json.dumps({"running": True, **status}, indent=2))
+        return EXIT_OK
+    last = status["last_reload"]
+    print(f"torchd {status['version']} running, pid {status['pid']}, "
+          f"up {_age(status['uptime'])}")
+    print(f"config {status['config_file']} (hash {status['config_hash']}, "
+          f"generation {status['generation']})")
+    print(f"last reload: {'ok' if last['ok'] else 'REJECTED'} ({last['source']}) at "
+          f"{last['time']}")
+    for error in last["errors"]:
+        print(f"  {error}")
+    rows = [("TASK", "TYPE", "SCHEDULE", "HERE", "NEXT FIRE", "RUNNING", "LAST")]
+    for task in status["tasks"]:
+        here = "yes" if task["for_this_host"] else "no"
+        if not task["enabled"]:
+            here = "off"
+        last_run = task["last_run"]
+        last_text = "-"
+        if last_run:
+            code = last_run["exit_code"] if last_run["signal"] is None else \
+                f"sig{last_run['signal']}"
+            last_text = f"{last_run['outcome']}({code}) {last_run['ended'] or ''}".strip()
+        if task["last_start_error"]:
+            last_text = f"start-error: {task['last_start_error']}"
+        rows.append((task["name"], task["type"], task["schedule"] or "-", here,
+                     task["next_fire"] or "-",
+                     ",".join(str(p) for p in task["running"]) or "-", last_text))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths,
+                                                                      strict=False))
+              + "  " + str(row[-1]))
+    return EXIT_OK
+
+
+# ----- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchd", description="second-level cron daemon")
+    parser.add_argument("--version", action="version", version=f"torchd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, *, config: str = "none", state: bool = True,
+            json_flag: bool = False) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if config == "required":
+            command.add_argument("-c", "--config", required=True, help="task file (YAML)")
+        elif config == "optional":
+            command.add_argument("-c", "--config",
+                                 help="task file, to find daemon.state_dir in it")
+        if state:
+            command.add_argument("--state-dir", help="pidfile, socket and logs (overrides "
+                                 "daemon.state_dir and $TORCHD_STATE_DIR)")
+        if json_flag:
+            command.add_argument("--json", action="store_true", help="machine-readable output")
+        return command
+
+    run = add("run", "run in the foreground, logging to stderr", config="required")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)
+    start = add("start", "start a detached daemon", config="required")
+    start.add_argument("-v", "--verbose", action="store_true")
+    start.add_argument("--timeout", type=float, default=30.0,
+                       help="seconds to wait for the daemon to be ready (default 30)")
+    start.set_defaults(func=cmd_start)
+    stop = add("stop", "stop the daemon and everything it runs", config="optional")
+    stop.add_argument("--timeout", type=float, default=10.0,
+                      help="grace period before survivors are killed (default 10)")
+    stop.set_defaults(func=cmd_stop)
+    reload = add("reload", "validate the task file, then apply it", config="optional",
+                 json_flag=True)
+    reload.add_argument("--dry-run", action="store_true",
+                        help="print what would change and the next fires; send nothing")
+    reload.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the daemon to confirm (default 30)")
+    reload.set_defaults(func=cmd_reload)
+    status = add("status", "show the daemon and its tasks", config="optional", json_flag=True)
+    status.set_defaults(func=cmd_status)
+    check = add("check", "validate a task file", config="required", state=False)
+    check.set_defaults(func=cmd_check)
+    nxt = add("next", "print the next fire times", config="required", state=False,
+              json_flag=True)
+    nxt.add_argument("task", nargs="?", help="only this task")
+    nxt.add_argument("-n", "--count", type=int, default=5, help="fires per task (default 5)")
+    nxt.set_defaults(func=cmd_next)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except TorchdError as exc:
+        print(f"torchd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

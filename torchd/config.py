@@ -1,0 +1,380 @@
+"""Task file -> Config. Every problem is collected and reported at once, with its line.
+
+YAML is composed into nodes and walked by hand instead of constructed into Python
+objects: that keeps line numbers, lets us reject duplicate keys (PyYAML keeps the last),
+and lets us refuse YAML 1.1 coercions (`no`, `0700`, `12:30:00`) where text is expected.
+This module does no asyncio and starts nothing, so `torchd check` is instant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from torchd.clock import host_timezone_name
+from torchd.cronexpr import Schedule, parse_schedule
+from torchd.errors import ConfigError, ConfigProblem, ScheduleError
+from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
+from torchd.model import Config, DaemonSettings, TaskKind, TaskSpec
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TAG = "tag:yaml.org,2002:"
+_TAG_NAMES = {
+    "str": "text", "int": "a number", "float": "a number", "bool": "a boolean",
+    "null": "empty (null)", "timestamp": "a date", "seq": "a list", "map": "a mapping",
+}
+TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+TOP_KEYS = ("daemon", "tasks")
+DAEMON_KEYS = ("state_dir", "timezone", "watch")
+TASK_KEYS = (
+    "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
+)
+T = TypeVar("T")
+
+
+class _Invalid(Exception):
+    """One field's value is wrong; caught by the walker and turned into a ConfigProblem."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag.removeprefix(_TAG)
+    described = _TAG_NAMES.get(tag, tag)
+    return f"{described} ({node.value})" if tag not in ("str", "null") else described
+
+
+def _text(node: yaml.Node, *, allow_empty: bool = False) -> str:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "str":
+        if not allow_empty and not node.value.strip():
+            raise _Invalid(node, "must not be empty")
+        return str(node.value)
+    hint = ""
+    if isinstance(node, yaml.ScalarNode) and node.tag != _TAG + "null":
+        hint = f"; quote it if you mean the text: '{node.value}'"
+    raise _Invalid(node, f"expected text, got {_kind(node)}{hint}")
+
+
+def _integer(node: yaml.Node, *, minimum: int = 0) -> int:
+    if (isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "int"
+            and re.fullmatch(r"[0-9]|[1-9][0-9]*", node.value)):
+        value = int(node.value)
+        if value < minimum:
+            raise _Invalid(node, f"must be at least {minimum}, got {value}")
+        return value
+    raise _Invalid(node, f"expected a whole number written in decimal, got {_kind(node)}")
+
+
+def _boolean(node: yaml.Node) -> bool:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "bool":
+        if node.value.lower() in ("true", "false"):
+            return node.value.lower() == "true"
+        raise _Invalid(node, f"write true or false, not '{node.value}'")
+    raise _Invalid(node, f"expected true or false, got {_kind(node)}")
+
+
+def _text_list(node: yaml.Node) -> tuple[str, ...]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise _Invalid(node, f"expected a list, got {_kind(node)}")
+    return tuple(_text(item) for item in node.value)
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+@dataclass
+class _Walker:
+    """Collects problems while turning nodes into values."""
+
+    file: str
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def problem(self, node: yaml.Node | None, task: str | None, field_name: str | None,
+                message: str) -> None:
+        line = _line(node) if node is not None else None
+        self.problems.append(ConfigProblem(self.file, line, task, field_name, message))
+
+    def mapping(self, node: yaml.Node, task: str | None, what: str | None,
+                known: tuple[str, ...]) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
+        """Yield (key, key_node, value_node), reporting duplicate and unknown keys."""
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, task, what, f"expected a mapping, got {_kind(node)}")
+            return
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _TAG + "str"):
+                self.problem(key_node, task, what, f"key must be text, got {_kind(key_node)}")
+                continue
+            key = str(key_node.value)
+            if key in seen:
+                self.problem(key_node, task, key,
+                             f"duplicate key (first given at line {seen[key]})")
+                continue
+            seen[key] = _line(key_node)
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.problem(key_node, task, key,
+                             f"unknown key{hint}; known keys: {', '.join(known)}")
+                continue
+            yield key, key_node, value_node
+
+    def value(self, convert: Callable[[yaml.Node], T], node: yaml.Node, task: str | None,
+              field_name: str) -> T | None:
+        try:
+            return convert(node)
+        except _Invalid as exc:
+            self.problem(exc.node, task, field_name, str(exc))
+            return None
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    try:
+        documents = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + 1 if mark is not None else None
+        message = f"YAML syntax error: {exc.problem or exc.context}"
+        source_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
+        if "*" in source_line:
+            message += ' (quote cron expressions: schedule: "*/5 * * * * *")'
+        raise ConfigError([ConfigProblem(file, line, None, None, message)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem(file, None, None, None, f"YAML error: {exc}")]) from None
+    if len(documents) > 1:
+        raise ConfigError([ConfigProblem(file, _line(documents[1]), None, None,
+                                         "the file holds more than one YAML document")])
+    return documents[0] if documents else None
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
+    settings: dict[str, object] = {}
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null"):
+        node = None
+    if node is not None:
+        for key, _key_node, value in walker.mapping(node, None, "daemon", DAEMON_KEYS):
+            where = f"daemon.{key}"
+            if key == "state_dir":
+                settings[key] = walker.value(_text, value, None, where)
+            elif key == "timezone":
+                name = walker.value(_text, value, None, where)
+                if name is not None and _zone(name) is None:
+                    walker.problem(value, None, where, f"unknown time zone '{name}'")
+                settings[key] = name
+            elif key == "watch":
+                settings[key] = walker.value(_boolean, value, None, where)
+    timezone = settings.get("timezone") or host_timezone_name()
+    if _zone(str(timezone)) is None:
+        timezone = "UTC"
+    watch = settings.get("watch")
+    return DaemonSettings(
+        state_dir=str(settings["state_dir"]) if settings.get("state_dir") else None,
+        timezone=str(timezone),
+        watch=True if watch is None else bool(watch),
+    )
+
+
+def _command(node: yaml.Node) -> tuple[str, ...]:
+    if isinstance(node, yaml.SequenceNode):
+        argv = _text_list(node)
+        if not argv:
+            raise _Invalid(node, "must not be an empty list")
+        return argv
+    return ("/bin/sh", "-c", _text(node))
+
+
+def _env(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    if not isinstance(node, yaml.MappingNode):
+        raise _Invalid(node, f"expected a mapping of NAME: text, got {_kind(node)}")
+    pairs: dict[str, str] = {}
+    for key_node, value_node in node.value:
+        key = _text(key_node)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise _Invalid(key_node, f"'{key}' is not a valid environment variable name")
+        if key in pairs:
+            raise _Invalid(key_node, f"duplicate variable '{key}'")
+        pairs[key] = _text(value_node, allow_empty=True)
+    return tuple(sorted(pairs.items()))
+
+
+def _hosts(node: yaml.Node) -> tuple[str, ...]:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null":
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise _Invalid(node, f"expected a list, got {_kind(node)}")
+    patterns = []
+    for item in node.value:
+        pattern = _text(item)
+        problem = check_pattern(pattern)
+        if problem is not None:
+            raise _Invalid(item, problem)
+        patterns.append(pattern)
+    return tuple(patterns)
+
+
+def _declared_name(node: yaml.Node) -> str | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if (key_node.value == "name" and isinstance(value_node, yaml.ScalarNode)
+                    and value_node.value):
+                return str(value_node.value)
+    return None
+
+
+@dataclass
+class _TaskFields:
+    values: dict[str, object] = field(default_factory=dict)
+    nodes: dict[str, yaml.Node] = field(default_factory=dict)
+
+
+def _task(walker: _Walker, node: yaml.Node, index: int, daemon: DaemonSettings,
+          identity: HostIdentity | None, now: float,
+          schedules: dict[str, Schedule]) -> TaskSpec | None:
+    label = _declared_name(node) or f"#{index + 1}"
+    before = len(walker.problems)
+    fields = _TaskFields()
+    converters: dict[str, Callable[[yaml.Node], object]] = {
+        "name": _text, "schedule": _text, "command": _command, "type": _text,
+        "hosts": _hosts, "max_running": _integer, "env": _env, "cwd": _text,
+        "enabled": _boolean,
+    }
+    for key, _key_node, value in walker.mapping(node, label, None, TASK_KEYS):
+        fields.nodes[key] = value
+        fields.values[key] = walker.value(converters[key], value, label, key)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    values, nodes = fields.values, fields.nodes
+    name = values.get("name")
+    if "name" not in nodes:
+        walker.problem(node, label, "name", "is required")
+    elif isinstance(name, str) and not TASK_NAME.match(name):
+        walker.problem(nodes["name"], label, "name",
+                       f"'{name}' may only use letters, digits, '_', '.' and '-'")
+    kind = TaskKind.CRON
+    kind_text = values.get("type")
+    if isinstance(kind_text, str):
+        try:
+            kind = TaskKind(kind_text)
+        except ValueError:
+            walker.problem(nodes["type"], label, "type",
+                           f"'{kind_text}' is not a task type; use cron or daemon")
+    if "command" not in nodes:
+        walker.problem(node, label, "command", "is required")
+    schedule: Schedule | None = None
+    schedule_text = values.get("schedule")
+    if kind is TaskKind.CRON and "schedule" not in nodes:
+        walker.problem(node, label, "schedule", "is required for a cron task")
+    elif kind is TaskKind.DAEMON and "schedule" in nodes:
+        walker.problem(nodes["schedule"], label, "schedule",
+                       "a daemon task is kept running and takes no schedule")
+    elif isinstance(schedule_text, str):
+        cache_key = f"{schedule_text}\0{daemon.timezone}"
+        cached = schedules.get(cache_key)
+        if cached is None:
+            try:
+                cached = parse_schedule(schedule_text, ZoneInfo(daemon.timezone), now=now)
+            except ScheduleError as exc:
+                walker.problem(nodes["schedule"], label, "schedule", str(exc))
+            else:
+                schedules[cache_key] = cached
+        schedule = cached
+    if len(walker.problems) != before:
+        return None
+    hosts = tuple(values.get("hosts") or ())  # type: ignore[call-overload]
+    for_this_host = identity is None or hosts_match(hosts, identity)
+    return TaskSpec(
+        name=str(name),
+        kind=kind,
+        schedule=schedule,
+        command=values["command"],  # type: ignore[arg-type]
+        hosts=hosts,
+        max_running=values.get("max_running", 1),  # type: ignore[arg-type]
+        env=values.get("env", ()),  # type: ignore[arg-type]
+        cwd=values.get("cwd"),  # type: ignore[arg-type]
+        enabled=values.get("enabled", True),  # type: ignore[arg-type]
+        timezone=daemon.timezone,
+        for_this_host=for_this_host,
+        line=_line(node),
+    )
+
+
+def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
+                 now: float | None = None) -> Config:
+    """Parse task-file bytes; raise ConfigError listing every problem."""
+    now = time.time() if now is None else now
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigProblem(
+            file, line, None, None,
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})")]) from None
+    root = _compose(text, file)
+    if root is None:
+        raise ConfigError([ConfigProblem(file, None, None, None,
+                                         "the file is empty; expected a 'tasks:' list")])
+    walker = _Walker(file)
+    sections = {key: value for key, _k, value in walker.mapping(root, None, None, TOP_KEYS)}
+    if isinstance(root, yaml.MappingNode) and "tasks" not in sections:
+        walker.problem(root, None, "tasks", "is required (a list of tasks)")
+    daemon = _daemon_settings(walker, sections.get("daemon"))
+    tasks: list[TaskSpec] = []
+    first_line: dict[str, int] = {}
+    schedules: dict[str, Schedule] = {}
+    tasks_node = sections.get("tasks")
+    if tasks_node is not None and not isinstance(tasks_node, yaml.SequenceNode):
+        walker.problem(tasks_node, None, "tasks", f"expected a list, got {_kind(tasks_node)}")
+    elif tasks_node is not None:
+        for index, item in enumerate(tasks_node.value):
+            name = _declared_name(item)
+            if name is not None and name in first_line:
+                walker.problem(item, name, "name",
+                               f"duplicate task name (first defined at line {first_line[name]})")
+            elif name is not None:
+                first_line[name] = _line(item)
+            spec = _task(walker, item, index, daemon, identity, now, schedules)
+            if spec is not None:
+                tasks.append(spec)
+    if walker.problems:
+        raise ConfigError(sorted(walker.problems, key=lambda p: p.line or 0))
+    return Config(
+        path=file,
+        digest=hashlib.sha256(data).hexdigest()[:12],
+        daemon=daemon,
+        tasks=tuple(tasks),
+    )
+
+
+def load_config(path: str | Path, *, identity: HostIdentity | None,
+                now: float | None = None) -> Config:
+    """Read and parse a task file; raise ConfigError (never OSError) when it cannot be used."""
+    file = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, None, None, None,
+                                         f"cannot read: {exc.strerror}")]) from None
+    return parse_config(data, file, identity=identity, now=now)

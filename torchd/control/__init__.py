@@ -1,0 +1,1 @@
+"""The control channel: JSON lines over the daemon's Unix socket."""

@@ -1,0 +1,39 @@
+"""Blocking client for the control socket (the CLI does not need an event loop)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from torchd.control.protocol import MAX_LINE, encode
+from torchd.errors import ControlError
+
+
+def call(socket_path: Path, cmd: str, *, timeout: float = 30.0, **args: Any) -> Any:
+    """Send one request and return its result; raise ControlError on any failure."""
+    request = {"cmd": cmd, **args}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(socket_path))
+            sock.sendall(encode(request))
+            data = b""
+            while not data.endswith(b"\n") and len(data) < MAX_LINE:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except FileNotFoundError:
+        raise ControlError(f"no control socket at {socket_path}") from None
+    except OSError as exc:
+        raise ControlError(f"cannot talk to the daemon at {socket_path}: {exc}") from None
+    try:
+        reply = json.loads(data)
+    except json.JSONDecodeError:
+        raise ControlError("the daemon sent an unreadable reply") from None
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise ControlError(str(err.get("message", "unknown error")))
+    return reply.get("result")

@@ -1,0 +1,53 @@
+"""Control messages: one JSON object per line each way. Pure.
+
+Request: {"cmd": "status", ...arguments}
+Reply:   {"ok": true, "result": ...} or {"ok": false, "error": {"code": C, "message": M}}
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+MAX_LINE = 1 << 20
+COMMANDS = ("ping", "status", "plan", "stop")
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad-request"  # not JSON, not an object, missing or unknown cmd
+    BAD_ARGUMENT = "bad-argument"
+    CONFIG = "config"  # the task file is invalid
+    INTERNAL = "internal"  # a bug: logged by the daemon with its traceback
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def decode_request(line: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not a JSON line: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
+    cmd = message.get("cmd")
+    if cmd not in COMMANDS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"unknown cmd {cmd!r}; known: {', '.join(COMMANDS)}")
+    return message
+
+
+def ok(result: Any) -> dict[str, Any]:
+    return {"ok": True, "result": result}
+
+
+def error(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": str(code), "message": message}}

@@ -1,0 +1,103 @@
+"""`torchd start`: validate, detach with python-daemon, and wait until the daemon is serving.
+
+The CLI process forks once; the child enters DaemonContext (which forks twice more and
+detaches) and reports back through a pipe: "ok PID" once the file is loaded and the socket
+is up, or the reason it could not start. The event loop is created only after detaching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import select
+import time
+from pathlib import Path
+
+from torchd.errors import TorchdError
+
+READY_TIMEOUT = 30.0
+
+
+def _report(error: str | None) -> bytes:
+    """One JSON line: the parent reads until the newline, so errors may span lines."""
+    return (json.dumps({"pid": os.getpid(), "error": error}) + "\n").encode()
+
+
+def _configure_file_logging(path: Path, level: int) -> None:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _daemon_main(config_path: Path, state_dir: Path, ready_fd: int, level: int) -> int:
+    import daemon  # noqa: PLC0415 - only the detaching path needs python-daemon
+
+    from torchd.app import App, StatePaths  # noqa: PLC0415
+
+    paths = StatePaths(state_dir)
+    context = daemon.DaemonContext(
+        working_directory="/",
+        umask=0o022,
+        files_preserve=[ready_fd],
+        signal_map={},  # our loop installs its own handlers; none may raise inside our code
+        detach_process=True,
+    )
+    with context:
+        _configure_file_logging(paths.daemon_log, level)
+
+        def ready(error: str | None) -> None:
+            # The descriptor stays open (children never inherit it): closing it here would
+            # let a later error report write into whatever reuses the number.
+            os.write(ready_fd, _report(error))
+
+        return asyncio.run(App(config_path, paths).run(ready))
+
+
+def start_detached(config_path: Path, state_dir: Path, *, level: int = logging.INFO,
+                   timeout: float = READY_TIMEOUT) -> int:
+    """Start a detached daemon; return its pid once it serves, or raise TorchdError."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        os.close(read_fd)
+        code = 1
+        try:
+            code = _daemon_main(config_path.absolute(), state_dir.absolute(), write_fd, level)
+        except BaseException as exc:  # noqa: BLE001 - the child must never return into the CLI
+            with contextlib.suppress(OSError):
+                os.write(write_fd, _report(str(exc) or type(exc).__name__))
+        os._exit(code)
+    os.close(write_fd)
+    try:
+        return _await_ready(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+        os.waitpid(child, 0)
+
+
+def _await_ready(read_fd: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TorchdError(f"the daemon did not report ready within {timeout:.0f}s")
+        readable, _, _ = select.select([read_fd], [], [], remaining)
+        if not readable:
+            continue
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    if not data:
+        raise TorchdError("the daemon exited before it was ready (see its log)")
+    report = json.loads(data)
+    if report["error"] is not None:
+        raise TorchdError(str(report["error"]))
+    return int(report["pid"])

@@ -1,0 +1,82 @@
+"""Frozen specs and the state enums. Value equality of specs is the reload diff's test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from torchd.cronexpr import Schedule
+
+
+class TaskKind(StrEnum):
+    CRON = "cron"  # fire on a schedule
+    DAEMON = "daemon"  # keep max_running instances alive
+
+
+class RunState(StrEnum):
+    """Lifecycle of one run (one spawned process)."""
+
+    RUNNING = "running"  # spawned, not yet exited
+    STOPPING = "stopping"  # TERM sent to its group, waiting for it to exit
+    EXITED = "exited"  # reaped; see RunOutcome
+
+
+class RunOutcome(StrEnum):
+    OK = "ok"  # exit code 0
+    FAILED = "failed"  # non-zero exit code, or ended by a signal we did not send
+    KILLED = "killed"  # ended because torchd stopped it (stop, reload, shutdown)
+    SKIPPED = "skipped"  # a fire not run because max_running was reached
+    MISSED = "missed"  # a fire whose time passed while it could not run
+    START_ERROR = "start-error"  # the command could not be started
+
+
+class KeeperState(StrEnum):
+    """Lifecycle of one keep-alive (daemon-type) instance slot."""
+
+    STARTING = "starting"  # spawned, has not yet stayed up long enough to count as healthy
+    RUNNING = "running"  # up for at least the reset period
+    BACKOFF = "backoff"  # exited; waiting before the next start
+    STOPPED = "stopped"  # stopped by torchd (reload, shutdown)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    name: str
+    kind: TaskKind
+    schedule: Schedule | None  # None only for kind=daemon
+    command: tuple[str, ...]  # argv; a string command becomes ("/bin/sh", "-c", text)
+    hosts: tuple[str, ...] = ()
+    max_running: int = 1  # 0 = unlimited
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    enabled: bool = True
+    timezone: str = "UTC"
+    for_this_host: bool = True
+    line: int = field(default=0, compare=False)  # where the task starts in its file
+
+    @property
+    def schedule_text(self) -> str | None:
+        return None if self.schedule is None else self.schedule.text
+
+    @property
+    def active(self) -> bool:
+        """True when this host should fire or keep alive this task."""
+        return self.enabled and self.for_this_host
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonSettings:
+    state_dir: str | None = None
+    timezone: str = "UTC"
+    watch: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    path: str
+    digest: str  # sha256 of the file bytes, first 12 hex digits
+    daemon: DaemonSettings
+    tasks: tuple[TaskSpec, ...]
+
+    def by_name(self) -> dict[str, TaskSpec]:
+        return {task.name: task for task in self.tasks}

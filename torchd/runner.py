@@ -1,0 +1,234 @@
+"""One run: spawn a command in its own session, copy its output to the task log, reap it.
+
+No thread per child: exit is watched through a pidfd registered with the event loop, and
+output through the pipe's read end. When the command exits, whatever is left of its
+process group (a grandchild still holding the pipe, say) is sent TERM and, after the grace
+period, KILL; the run is over when its own process has exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torchd.clock import iso_utc
+from torchd.model import RunOutcome, RunState
+
+log = logging.getLogger("torchd.runner")
+READ_CHUNK = 65536
+
+
+class StartError(Exception):
+    """The command could not be started (missing executable, bad cwd, ...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchRequest:
+    """Everything needed to start one run; built by the scheduler from a TaskSpec."""
+
+    task: str
+    run_id: str
+    fire_id: str
+    scheduled: float
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str | None
+    log_path: Path
+    config_digest: str
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class Run:
+    request: LaunchRequest
+    pid: int
+    started: float  # wall clock
+    started_mono: float
+    state: RunState = RunState.RUNNING
+    outcome: RunOutcome | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    ended: float | None = None
+    duration: float | None = None
+    stop_requested: bool = False
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop()
+                                       .create_future())
+
+    @property
+    def run_id(self) -> str:
+        return self.request.run_id
+
+    @property
+    def task(self) -> str:
+        return self.request.task
+
+    def result_text(self) -> str:
+        if self.signal is not None:
+            return f"signal={signal.Signals(self.signal).name}"
+        return f"exit={self.exit_code}"
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Signal a process group; False if it is already gone (which is normal)."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("not permitted to signal process group %d", pgid)
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    return signal_group(pgid, 0)
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def _write(fd: int, data: bytes, task: str) -> None:
+    try:
+        os.write(fd, data)
+    except OSError as exc:
+        log.error("task %s: cannot write its log: %s", task, exc)
+
+
+class RunHandle:
+    """Owns one running process and its descriptors until it has been reaped."""
+
+    def __init__(self, run: Run, popen: subprocess.Popen[bytes], out_fd: int, log_fd: int,
+                 kill_grace: float, clock_time: Callable[[], float],
+                 clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> None:
+        self.run = run
+        self._popen = popen
+        self._out_fd = out_fd
+        self._log_fd = log_fd
+        self._kill_grace = kill_grace
+        self._time = clock_time
+        self._mono = clock_mono
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        self._pidfd = os.pidfd_open(run.pid)
+        self._loop.add_reader(self._pidfd, self._exited)
+        self._loop.add_reader(self._out_fd, self._drain)
+        self._out_open = True
+
+    def _drain(self) -> None:
+        while self._out_open:
+            try:
+                data = os.read(self._out_fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("task %s run %s: reading output failed: %s",
+                            self.run.task, self.run.run_id, exc)
+                data = b""
+            if not data:
+                self._close_output()
+                return
+            _write(self._log_fd, data, self.run.task)
+
+    def _close_output(self) -> None:
+        if self._out_open:
+            self._out_open = False
+            self._loop.remove_reader(self._out_fd)
+            os.close(self._out_fd)
+
+    def _exited(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        returncode = self._popen.wait()
+        self._drain()
+        self._close_output()
+        run = self.run
+        # The group is named after the leader's pid; anything left in it (a grandchild that
+        # kept the pipe open, a stray background job) ends with the run.
+        if signal_group(run.pid, signal.SIGTERM):
+            self._loop.call_later(self._kill_grace, signal_group, run.pid, signal.SIGKILL)
+        run.ended = self._time()
+        run.duration = self._mono() - run.started_mono
+        if returncode < 0:
+            run.signal = -returncode
+        else:
+            run.exit_code = returncode
+        if run.stop_requested:
+            run.outcome = RunOutcome.KILLED
+        elif returncode == 0:
+            run.outcome = RunOutcome.OK
+        else:
+            run.outcome = RunOutcome.FAILED
+        run.state = RunState.EXITED  # running|stopping -> exited
+        footer = (f"--- torchd {iso_utc(run.ended)} end run={run.run_id} {run.result_text()} "
+                  f"duration={run.duration:.3f}s outcome={run.outcome}\n")
+        _write(self._log_fd, footer.encode(), run.task)
+        os.close(self._log_fd)
+        if not run.done.done():
+            run.done.set_result(None)
+        self._on_exit(run)
+
+    def stop(self, grace: float) -> None:
+        """TERM the run's group now, KILL it after `grace` seconds if it is still there."""
+        run = self.run
+        if run.state is not RunState.RUNNING:
+            return
+        run.stop_requested = True
+        run.state = RunState.STOPPING  # running -> stopping
+        signal_group(run.pid, signal.SIGTERM)
+        self._loop.call_later(grace, self._kill_if_running)
+
+    def kill_now(self) -> None:
+        self.run.stop_requested = True
+        signal_group(self.run.pid, signal.SIGKILL)
+
+    def _kill_if_running(self) -> None:
+        if self.run.state is not RunState.EXITED:
+            signal_group(self.run.pid, signal.SIGKILL)
+
+
+def start_run(request: LaunchRequest, *, kill_grace: float,
+              clock_time: Callable[[], float], clock_mono: Callable[[], float],
+              on_exit: Callable[[Run], None]) -> RunHandle:
+    """Spawn the command; raise StartError (after logging it to the task log) if it cannot."""
+    log_fd = _open_log(request.log_path)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        popen = subprocess.Popen(
+            request.command,
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            cwd=request.cwd,
+            env=dict(request.env),
+            start_new_session=True,
+            close_fds=True,
+        )
+    except (OSError, ValueError) as exc:
+        os.close(read_fd)
+        reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
+        _write(log_fd, (f"--- torchd {iso_utc(clock_time())} start-error run={request.run_id} "
+                        f"fire={request.fire_id} error={reason}\n").encode(), request.task)
+        os.close(log_fd)
+        raise StartError(reason) from None
+    finally:
+        os.close(write_fd)
+    os.set_blocking(read_fd, False)
+    started = clock_time()
+    header = (f"--- torchd {iso_utc(started)} start run={request.run_id} "
+              f"fire={request.fire_id} pid={popen.pid} config={request.config_digest}\n")
+    _write(log_fd, header.encode(), request.task)
+    run = Run(request=request, pid=popen.pid, started=started, started_mono=clock_mono())
+    try:
+        return RunHandle(run, popen, read_fd, log_fd, kill_grace, clock_time, clock_mono,
+                         on_exit)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.close(read_fd)
+        raise

@@ -1,0 +1,369 @@
+"""The engine: a timetable of next fires, keep-alive supervision, reload application.
+
+The timetable is a heap of (fire time, seq, task, token). The loop sleeps until the
+earliest entry (or a wake-up), re-reads the wall clock, and pops what is due; it never
+scans every task. A task's next fire is always computed from its previous scheduled fire,
+never from "now", so a fire cannot run twice and a clock that steps back only makes the
+loop wait longer. A changed task gets a new token; entries with an old token are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from torchd.clock import Clock, iso_utc
+from torchd.cronexpr import RebootSchedule
+from torchd.events import Event, FireMissed, FireSkipped, RunEnded, RunStarted
+from torchd.model import Config, KeeperState, RunOutcome, TaskKind, TaskSpec
+from torchd.reload import ReloadPlan
+from torchd.runner import LaunchRequest, Run, RunHandle, StartError, start_run
+
+log = logging.getLogger("torchd.scheduler")
+
+MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock steps
+MISSED_AFTER = 5.0  # a fire more than this late is recorded as missed, not run
+MISSED_COUNT_LIMIT = 1000  # stop counting individual missed fires past this
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
+
+
+def fire_id(task: str, scheduled: float) -> str:
+    stamp = iso_utc(scheduled)
+    if stamp.endswith(".000Z"):
+        stamp = stamp[:-5] + "Z"
+    return f"{task}@{stamp}"
+
+
+@dataclass(eq=False)
+class Keeper:
+    """One keep-alive slot of a daemon-type task."""
+
+    task: str
+    slot: int
+    state: KeeperState = KeeperState.STARTING
+    backoff: float = BACKOFF_FIRST
+    restarts: int = 0
+    last_error: str | None = None
+    handle: RunHandle | None = None
+    runner: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class TaskState:
+    spec: TaskSpec
+    token: int
+    next_fire: float | None = None
+    last_scheduled: float | None = None
+    last_run: Run | None = None
+    last_start_error: str | None = None
+    keepers: list[Keeper] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, *, clock: Clock, log_dir: Path, base_env: Mapping[str, str],
+                 kill_grace: float = 10.0,
+                 on_event: Callable[[Event], None] | None = None) -> None:
+        self._clock = clock
+        self._log_dir = log_dir
+        self._base_env = dict(base_env)
+        self._kill_grace = kill_grace
+        self._on_event = on_event or (lambda _event: None)
+        self._tasks: dict[str, TaskState] = {}
+        self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = 0
+        self._tokens = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._started = False
+        self._config_digest = ""
+
+    # ----- configuration -------------------------------------------------------------
+    def apply(self, config: Config, plan: ReloadPlan) -> None:
+        """Apply a reload plan (the first load is a plan from nothing). Never waits."""
+        self._config_digest = config.digest
+        specs = config.by_name()
+        now = self._clock.time()
+        for name in plan.removed:
+            self._retire(name)
+        for name in plan.changed:
+            previous = self._retire(name)
+            self._admit(specs[name], now, previous)
+        for name in plan.added:
+            self._admit(specs[name], now, None)
+        self._wake.set()
+
+    def _retire(self, name: str) -> TaskState | None:
+        """Take a task off the timetable. Cron runs continue; keep-alive instances stop."""
+        state = self._tasks.pop(name, None)
+        if state is None:
+            return None
+        for keeper in state.keepers:
+            self._stop_keeper(keeper)
+        return state
+
+    def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None) -> None:
+        self._tokens += 1
+        state = TaskState(spec=spec, token=self._tokens)
+        if previous is not None:
+            state.last_scheduled = previous.last_scheduled
+            state.last_run = previous.last_run
+        self._tasks[spec.name] = state
+        if not spec.active:
+            return
+        if spec.kind is TaskKind.DAEMON:
+            waiting_for = [k.handle.run.done for k in (previous.keepers if previous else [])
+                           if k.handle is not None]
+            for slot in range(max(spec.max_running, 1)):
+                keeper = Keeper(task=spec.name, slot=slot)
+                state.keepers.append(keeper)
+                if self._started:
+                    self._start_keeper(state, keeper, waiting_for)
+            return
+        after = max(now, state.last_scheduled or now)
+        self._plan_next(state, after)
+
+    def _plan_next(self, state: TaskState, after: float) -> None:
+        assert state.spec.schedule is not None  # noqa: S101 - cron tasks always have one
+        state.next_fire = state.spec.schedule.next_after(after)
+        if state.next_fire is not None:
+            self._seq += 1
+            heapq.heappush(self._heap, (state.next_fire, self._seq, state.spec.name, state.token))
+
+    # ----- the loop --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Fire tasks until request_stop(); then return (runs are left to shutdown())."""
+        self._started = True
+        for state in list(self._tasks.values()):
+            if not state.spec.active:
+                continue
+            if state.spec.kind is TaskKind.DAEMON:
+                for keeper in state.keepers:
+                    self._start_keeper(state, keeper, [])
+            elif isinstance(state.spec.schedule, RebootSchedule):
+                self._fire(state, self._clock.time())
+        while not self._stopping:
+            self._fire_due(self._clock.time())
+            self._wake.clear()
+            delay = MAX_SLEEP
+            if self._heap:
+                delay = min(delay, self._heap[0][0] - self._clock.time())
+            if delay <= 0:
+                await asyncio.sleep(0)  # let exits and control requests in between bursts
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def _fire_due(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            scheduled, _seq, name, token = heapq.heappop(heap)
+            state = self._tasks.get(name)
+            if state is None or state.token != token or self._stopping:
+                continue
+            if now - scheduled > MISSED_AFTER:
+                self._record_missed(state, scheduled, now)
+                self._plan_next(state, now - MISSED_AFTER)
+                continue
+            state.last_scheduled = scheduled
+            self._fire(state, scheduled)
+            self._plan_next(state, scheduled)
+
+    def _record_missed(self, state: TaskState, first: float, now: float) -> None:
+        assert state.spec.schedule is not None  # noqa: S101 - only cron tasks are timetabled
+        count, last, cursor = 0, first, first
+        while cursor is not None and cursor <= now - MISSED_AFTER and count < MISSED_COUNT_LIMIT:
+            count, last = count + 1, cursor
+            cursor = state.spec.schedule.next_after(cursor)
+        state.last_scheduled = last
+        more = "+" if count >= MISSED_COUNT_LIMIT else ""
+        log.warning("task %s: missed %d%s fire(s) from %s to %s (daemon busy, host asleep "
+                    "or clock stepped forward)", state.spec.name, count, more, iso_utc(first),
+                    iso_utc(last))
+        self._on_event(FireMissed(task=state.spec.name, first=first, last=last, count=count))
+
+    def _fire(self, state: TaskState, scheduled: float) -> None:
+        spec = state.spec
+        running = len(self._runs.get(spec.name, {}))
+        if spec.max_running and running >= spec.max_running:
+            reason = f"{running} run(s) still running (max_running={spec.max_running})"
+            log.info("task %s: fire %s skipped: %s", spec.name, fire_id(spec.name, scheduled),
+                     reason)
+            self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
+            return
+        with contextlib.suppress(StartError):
+            self._launch(state, scheduled)
+
+    def _launch(self, state: TaskState, scheduled: float) -> RunHandle:
+        spec = state.spec
+        run_id = secrets.token_hex(6)
+        fid = fire_id(spec.name, scheduled)
+        env = dict(self._base_env)
+        env.update(spec.env)
+        env["TORCHD_TASK"] = spec.name
+        env["TORCHD_RUN_ID"] = run_id
+        env["TORCHD_FIRE_ID"] = fid
+        env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
+            scheduled, ZoneInfo(spec.timezone)).isoformat()
+        request = LaunchRequest(
+            task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
+            command=spec.command, env=env, cwd=spec.cwd,
+            log_path=self._log_dir / f"{spec.name}.log", config_digest=self._config_digest,
+        )
+        try:
+            handle = start_run(request, kill_grace=self._kill_grace,
+                               clock_time=self._clock.time, clock_mono=self._clock.monotonic,
+                               on_exit=self._run_exited)
+        except StartError as exc:
+            state.last_start_error = str(exc)
+            log.error("task %s: fire %s could not start: %s", spec.name, fid, exc)
+            raise
+        state.last_start_error = None
+        self._runs.setdefault(spec.name, {})[run_id] = handle
+        run = handle.run
+        log.info("task %s run %s started pid=%d fire=%s", spec.name, run_id, run.pid, fid)
+        self._on_event(RunStarted(task=spec.name, run_id=run_id, pid=run.pid,
+                                  started=run.started))
+        return handle
+
+    def _run_exited(self, run: Run) -> None:
+        runs = self._runs.get(run.task, {})
+        runs.pop(run.run_id, None)
+        if not runs:
+            self._runs.pop(run.task, None)
+        state = self._tasks.get(run.task)
+        if state is not None:
+            state.last_run = run
+        level = logging.INFO if run.outcome is RunOutcome.OK else logging.WARNING
+        log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
+                run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
+        self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
+                                outcome=str(run.outcome), exit_code=run.exit_code,
+                                signal=run.signal))
+
+    # ----- keep-alive --------------------------------------------------------------------
+    def _start_keeper(self, state: TaskState, keeper: Keeper,
+                      waiting_for: list[asyncio.Future[None]]) -> None:
+        keeper.runner = asyncio.get_running_loop().create_task(
+            self._keep_alive(state, keeper, waiting_for), name=f"keep-alive {keeper.task}")
+
+    async def _keep_alive(self, state: TaskState, keeper: Keeper,
+                          waiting_for: list[asyncio.Future[None]]) -> None:
+        if waiting_for:  # a changed daemon task: the old instances go first
+            await asyncio.wait(waiting_for)
+        while True:
+            keeper.state = KeeperState.STARTING  # backoff|stopped -> starting
+            try:
+                keeper.handle = self._launch(state, self._clock.time())
+            except StartError as exc:
+                keeper.last_error = str(exc)
+            else:
+                keeper.last_error = None
+                run = keeper.handle.run
+                await asyncio.shield(run.done)
+                if (run.duration or 0.0) >= BACKOFF_RESET_AFTER:
+                    keeper.backoff = BACKOFF_FIRST
+                keeper.last_error = f"exited with {run.result_text()}"
+            keeper.state = KeeperState.BACKOFF  # starting|running -> backoff
+            keeper.restarts += 1
+            log.warning("task %s: instance %d %s; restarting in %.0fs", keeper.task,
+                        keeper.slot, keeper.last_error, keeper.backoff)
+            await asyncio.sleep(keeper.backoff)
+            keeper.backoff = min(keeper.backoff * 2, BACKOFF_MAX)
+
+    def _stop_keeper(self, keeper: Keeper) -> None:
+        keeper.state = KeeperState.STOPPED  # * -> stopped
+        if keeper.runner is not None:
+            keeper.runner.cancel()
+        if keeper.handle is not None:
+            keeper.handle.stop(self._kill_grace)
+
+    # ----- shutdown ------------------------------------------------------------------------
+    def all_runs(self) -> list[RunHandle]:
+        return [handle for runs in self._runs.values() for handle in runs.values()]
+
+    async def shutdown(self, grace: float) -> int:
+        """Stop everything started: TERM groups, wait `grace`, KILL, reap. Returns # killed."""
+        self.request_stop()
+        for state in self._tasks.values():
+            for keeper in state.keepers:
+                keeper.state = KeeperState.STOPPED
+                if keeper.runner is not None:
+                    keeper.runner.cancel()
+        handles = self.all_runs()
+        for handle in handles:
+            handle.stop(grace)
+        pending = [h.run.done for h in handles]
+        if pending:
+            await asyncio.wait(pending, timeout=grace + 5.0)
+        return len(handles)
+
+    def force_kill(self) -> None:
+        for handle in self.all_runs():
+            handle.kill_now()
+
+    # ----- views ---------------------------------------------------------------------------
+    def running_count(self) -> int:
+        return sum(len(runs) for runs in self._runs.values())
+
+    def snapshot(self) -> list[dict[str, object]]:
+        now_mono = self._clock.monotonic()
+        tasks = []
+        for name, state in sorted(self._tasks.items()):
+            spec = state.spec
+            runs = self._runs.get(name, {})
+            last = state.last_run
+            entry: dict[str, object] = {
+                "name": name,
+                "type": str(spec.kind),
+                "schedule": spec.schedule_text,
+                "enabled": spec.enabled,
+                "for_this_host": spec.for_this_host,
+                "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
+                else None,
+                "running": sorted(h.run.pid for h in runs.values()),
+                "last_run": None if last is None else {
+                    "run_id": last.run_id,
+                    "outcome": str(last.outcome),
+                    "exit_code": last.exit_code,
+                    "signal": last.signal,
+                    "started": iso_utc(last.started),
+                    "ended": iso_utc(last.ended) if last.ended else None,
+                },
+                "last_start_error": state.last_start_error,
+            }
+            if spec.kind is TaskKind.DAEMON:
+                entry["instances"] = [self._keeper_view(k, now_mono) for k in state.keepers]
+            tasks.append(entry)
+        return tasks
+
+    @staticmethod
+    def _keeper_view(keeper: Keeper, now_mono: float) -> dict[str, object]:
+        state = keeper.state
+        handle = keeper.handle
+        if (state is KeeperState.STARTING and handle is not None and handle.run.ended is None
+                and now_mono - handle.run.started_mono >= BACKOFF_RESET_AFTER):
+            state = KeeperState.RUNNING  # starting -> running once it has stayed up
+        return {
+            "slot": keeper.slot,
+            "state": str(state),
+            "pid": handle.run.pid if handle is not None and handle.run.ended is None else None,
+            "restarts": keeper.restarts,
+            "backoff": keeper.backoff,
+            "last_error": keeper.last_error,
+        }
