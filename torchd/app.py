@@ -18,9 +18,9 @@ from torchd import __version__
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
 from torchd.config import load_config
-from torchd.cronexpr import upcoming
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.server import ControlServer
+from torchd.cronexpr import upcoming
 from torchd.errors import ConfigError
 from torchd.events import Event, RunEnded, RunStarted
 from torchd.hostinfo import local_identity
@@ -70,9 +70,9 @@ def raise_fd_limit() -> None:
 
 def preview_fires(config: Config, names: list[str], count: int,
                   after: float) -> dict[str, list[str]]:
-    specs = config.by_name()
-    return {name: [iso_utc(t) for t in upcoming(specs[name].schedule, after, count)]
-            for name in names if specs[name].schedule is not None}  # type: ignore[arg-type]
+    schedules = {task.name: task.schedule for task in config.tasks if task.schedule is not None}
+    return {name: [iso_utc(t) for t in upcoming(schedules[name], after, count)]
+            for name in names if name in schedules}
 
 
 class App:
@@ -158,7 +158,9 @@ class App:
         ready(None)
         notify("READY=1")
         engine = asyncio.create_task(scheduler.run(), name="scheduler")
-        stop_waiter = asyncio.create_task(self._stop_event.wait(), name="stop-waiter")
+        stop_event = self._stop_event
+        assert stop_event is not None  # noqa: S101 - set in run()
+        stop_waiter = asyncio.create_task(stop_event.wait(), name="stop-waiter")
         await asyncio.wait({engine, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
         notify("STOPPING=1")
         await self._shutdown(engine, stop_waiter)
@@ -220,7 +222,8 @@ class App:
 
     async def reload(self, source: str) -> dict[str, Any]:
         """The one reload path: parse all, keep the old config on any error, else apply."""
-        assert self._reload_lock is not None and self._scheduler is not None  # noqa: S101
+        assert self._reload_lock is not None  # noqa: S101 - set in run()
+        assert self._scheduler is not None  # noqa: S101
         async with self._reload_lock:
             if self._stop_event is not None and self._stop_event.is_set():
                 return self._last_reload or {}
@@ -261,7 +264,8 @@ class App:
         return {"pid": os.getpid(), "version": __version__}
 
     async def _handle_status(self, _request: dict[str, Any]) -> dict[str, Any]:
-        assert self._config is not None and self._scheduler is not None  # noqa: S101
+        assert self._config is not None  # noqa: S101 - set before serving
+        assert self._scheduler is not None  # noqa: S101
         return {
             "pid": os.getpid(),
             "version": __version__,

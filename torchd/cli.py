@@ -407,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `torchd status | head`: the reader left; that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except TorchdError as exc:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL

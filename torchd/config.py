@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -82,8 +82,9 @@ def _integer(node: yaml.Node, *, minimum: int = 0) -> int:
 
 def _boolean(node: yaml.Node) -> bool:
     if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "bool":
-        if node.value.lower() in ("true", "false"):
-            return node.value.lower() == "true"
+        lowered = str(node.value).lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
         raise _Invalid(node, f"write true or false, not '{node.value}'")
     raise _Invalid(node, f"expected true or false, got {_kind(node)}")
 
@@ -250,7 +251,7 @@ class _TaskFields:
     nodes: dict[str, yaml.Node] = field(default_factory=dict)
 
 
-def _task(walker: _Walker, node: yaml.Node, index: int, daemon: DaemonSettings,
+def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSettings,
           identity: HostIdentity | None, now: float,
           schedules: dict[str, Schedule]) -> TaskSpec | None:
     label = _declared_name(node) or f"#{index + 1}"
@@ -303,18 +304,19 @@ def _task(walker: _Walker, node: yaml.Node, index: int, daemon: DaemonSettings,
         schedule = cached
     if len(walker.problems) != before:
         return None
-    hosts = tuple(values.get("hosts") or ())  # type: ignore[call-overload]
+    # Every value below passed its converter, so the casts only restate those types.
+    hosts = cast(tuple[str, ...], values.get("hosts", ()))
     for_this_host = identity is None or hosts_match(hosts, identity)
     return TaskSpec(
         name=str(name),
         kind=kind,
         schedule=schedule,
-        command=values["command"],  # type: ignore[arg-type]
+        command=cast(tuple[str, ...], values["command"]),
         hosts=hosts,
-        max_running=values.get("max_running", 1),  # type: ignore[arg-type]
-        env=values.get("env", ()),  # type: ignore[arg-type]
-        cwd=values.get("cwd"),  # type: ignore[arg-type]
-        enabled=values.get("enabled", True),  # type: ignore[arg-type]
+        max_running=cast(int, values.get("max_running", 1)),
+        env=cast(tuple[tuple[str, str], ...], values.get("env", ())),
+        cwd=cast(str | None, values.get("cwd")),
+        enabled=cast(bool, values.get("enabled", True)),
         timezone=daemon.timezone,
         for_this_host=for_this_host,
         line=_line(node),
@@ -355,7 +357,8 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
                                f"duplicate task name (first defined at line {first_line[name]})")
             elif name is not None:
                 first_line[name] = _line(item)
-            spec = _task(walker, item, index, daemon, identity, now, schedules)
+            spec = _task(walker, item, index, daemon=daemon, identity=identity, now=now,
+                         schedules=schedules)
             if spec is not None:
                 tasks.append(spec)
     if walker.problems:

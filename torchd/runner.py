@@ -104,7 +104,7 @@ def _write(fd: int, data: bytes, task: str) -> None:
 class RunHandle:
     """Owns one running process and its descriptors until it has been reaped."""
 
-    def __init__(self, run: Run, popen: subprocess.Popen[bytes], out_fd: int, log_fd: int,
+    def __init__(self, run: Run, popen: subprocess.Popen[bytes], *, out_fd: int, log_fd: int,
                  kill_grace: float, clock_time: Callable[[], float],
                  clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> None:
         self.run = run
@@ -226,8 +226,8 @@ def start_run(request: LaunchRequest, *, kill_grace: float,
     _write(log_fd, header.encode(), request.task)
     run = Run(request=request, pid=popen.pid, started=started, started_mono=clock_mono())
     try:
-        return RunHandle(run, popen, read_fd, log_fd, kill_grace, clock_time, clock_mono,
-                         on_exit)
+        return RunHandle(run, popen, out_fd=read_fd, log_fd=log_fd, kill_grace=kill_grace,
+                         clock_time=clock_time, clock_mono=clock_mono, on_exit=on_exit)
     except OSError:
         with contextlib.suppress(OSError):
             os.close(read_fd)

@@ -186,7 +186,8 @@ class Scheduler:
 
     def _record_missed(self, state: TaskState, first: float, now: float) -> None:
         assert state.spec.schedule is not None  # noqa: S101 - only cron tasks are timetabled
-        count, last, cursor = 0, first, first
+        count, last = 0, first
+        cursor: float | None = first
         while cursor is not None and cursor <= now - MISSED_AFTER and count < MISSED_COUNT_LIMIT:
             count, last = count + 1, cursor
             cursor = state.spec.schedule.next_after(cursor)

@@ -81,6 +81,6 @@ class ControlServer:
             return ok(await self._handlers[request["cmd"]](request))
         except ProtocolError as exc:
             return error(exc.code, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad request must never stop the daemon
+        except Exception as exc:  # one bad request must never stop the daemon
             log.exception("control request failed: %r", line[:200])
             return error(ErrorCode.INTERNAL, f"internal error: {exc}")

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Daemon
+
+
+@pytest.fixture
+def write_tasks(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a task file (dedented YAML text) and return its path."""
+    import textwrap
+
+    def write(text: str, name: str = "tasks.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(config: Path, state: str = "state", env: dict[str, str] | None = None) -> Daemon:
+        daemon = Daemon(config=config, state_dir=tmp_path / state, env=env or {})
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.kill_everything()

@@ -1,0 +1,136 @@
+"""Shared test helpers: waiting with deadlines, and the real daemon as a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
+             message: str = "condition") -> T:
+    """Poll until predicate() is truthy; fail the test with `message` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; fail under CI (a skip there would hide a missing install)."""
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI and is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def torchd_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torchd", *args]
+
+
+def lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class Daemon:
+    """A `torchd run` subprocess with its own state dir; always fully ended in teardown."""
+
+    config: Path
+    state_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    seen: set[int] = field(default_factory=set)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.state_dir.parent / f"{self.state_dir.name}.stderr"
+
+    def start(self, *extra: str) -> Daemon:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        with self.stderr_path.open("ab") as err:
+            self.proc = subprocess.Popen(
+                torchd_cmd("run", "-c", str(self.config), "--state-dir", str(self.state_dir),
+                           *extra),
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
+                start_new_session=True,
+            )
+        wait_for(lambda: (self.state_dir / "torchd.sock").exists() or self.proc.poll() is not None,
+                 timeout=20, message="daemon socket")
+        assert self.proc.poll() is None, self.stderr()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(torchd_cmd(*args, "--state-dir", str(self.state_dir)),
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **self.env}, check=False)
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            found = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        self.seen.update(p.pid for p in found)
+        return found
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def kill_everything(self) -> None:
+        """Teardown: end the daemon and every process it started, pass or fail."""
+        if self.proc is None:
+            return
+        self.descendants()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for pid in self.seen:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,224 @@
+"""The scheduler in-process with real /bin/sh children and an injectable clock."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psutil
+
+from torchd.cronexpr import parse_schedule
+from torchd.events import Event, FireMissed, FireSkipped, RunEnded, RunStarted
+from torchd.model import Config, DaemonSettings, TaskKind, TaskSpec
+from torchd.reload import plan
+from torchd.scheduler import Scheduler
+
+
+@dataclass(frozen=True)
+class FastSchedule:
+    """Fires on every multiple of `step` seconds: fast scheduler tests."""
+
+    step: float
+    text: str = "fast"
+
+    def next_after(self, ts: float) -> float | None:
+        return (math.floor(ts / self.step) + 1) * self.step
+
+
+@dataclass
+class ShiftedClock:
+    """The real clock plus an offset that a test can step forward or back."""
+
+    offset: float = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass
+class Recorder:
+    events: list[Event] = field(default_factory=list)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list:  # type: ignore[type-arg]
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def cron(name: str, schedule: object, command: str, **kw: object) -> TaskSpec:
+    return TaskSpec(name=name, kind=TaskKind.CRON, schedule=schedule,  # type: ignore[arg-type]
+                    command=("/bin/sh", "-c", command), **kw)  # type: ignore[arg-type]
+
+
+def keeper(name: str, command: tuple[str, ...], **kw: object) -> TaskSpec:
+    return TaskSpec(name=name, kind=TaskKind.DAEMON, schedule=None, command=command,
+                    **kw)  # type: ignore[arg-type]
+
+
+def config_of(*tasks: TaskSpec) -> Config:
+    return Config(path="t.yaml", digest="test", daemon=DaemonSettings(), tasks=tasks)
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+    assert predicate(), what
+
+
+def run_scheduler(tmp_path: Path, tasks: tuple[TaskSpec, ...],
+                  body: Callable[[Scheduler, Recorder], Awaitable[None]],
+                  clock: ShiftedClock | None = None, kill_grace: float = 2.0) -> Recorder:
+    recorder = Recorder()
+
+    async def main() -> None:
+        scheduler = Scheduler(clock=clock or ShiftedClock(), log_dir=tmp_path,
+                              base_env=os.environ, kill_grace=kill_grace, on_event=recorder)
+        config = config_of(*tasks)
+        scheduler.apply(config, plan(None, config))
+        engine = asyncio.create_task(scheduler.run())
+        try:
+            await body(scheduler, recorder)
+        finally:
+            await scheduler.shutdown(2.0)
+            engine.cancel()
+
+    asyncio.run(main())
+    return recorder
+
+
+def test_each_fire_runs_once(tmp_path: Path) -> None:
+    """A 50 ms schedule for one second: one run per slot, none twice."""
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await asyncio.sleep(1.0)
+
+    rec = run_scheduler(tmp_path, (cron("fast", FastSchedule(0.05), "true", max_running=0),),
+                        body)
+    fires = [line.split("fire=")[1].split()[0] for line in (tmp_path / "fast.log").read_text()
+             .splitlines() if " start " in line]
+    assert len(fires) == len(set(fires))
+    assert 15 <= len(fires) <= 21
+    assert len(rec.of(RunStarted)) == len(fires)
+
+
+def test_max_running_skips_overlapping_fires(tmp_path: Path) -> None:
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(FireSkipped)) >= 3, 5, "skipped fires")
+
+    rec = run_scheduler(tmp_path, (cron("slow", FastSchedule(0.1), "sleep 0.35"),), body)
+    running = 0
+    for event in rec.events:
+        if isinstance(event, RunStarted):
+            running += 1
+            assert running == 1, "two runs of a max_running=1 task overlapped"
+        elif isinstance(event, RunEnded):
+            running -= 1
+    assert rec.of(FireSkipped)[0].reason == "1 run(s) still running (max_running=1)"
+
+
+def test_keep_alive_restarts_with_growing_backoff(tmp_path: Path) -> None:
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(RunStarted)) >= 3, 8, "three starts")
+
+    rec = run_scheduler(tmp_path, (keeper("flappy", ("/bin/true",)),), body)
+    starts = [e.started for e in rec.of(RunStarted)]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert 0.9 <= gaps[0] < 1.9
+    assert 1.9 <= gaps[1] < 3.5
+
+
+def test_missing_executable_is_not_retried_in_a_tight_loop(tmp_path: Path) -> None:
+    async def body(scheduler: Scheduler, _rec: Recorder) -> None:
+        await asyncio.sleep(2.5)
+        (task,) = scheduler.snapshot()
+        (instance,) = task["instances"]  # type: ignore[misc]
+        assert instance["state"] == "backoff"
+        assert instance["last_error"] == "No such file or directory: /nonexistent/cmd"
+        assert instance["restarts"] == 2  # tried at 0 s and 1 s; the next try is at 3 s
+
+    run_scheduler(tmp_path, (keeper("broken", ("/nonexistent/cmd",)),), body)
+    assert "start-error" in (tmp_path / "broken.log").read_text()
+
+
+def test_run_ends_when_its_process_exits_despite_a_grandchild(tmp_path: Path) -> None:
+    """A background grandchild holding the output pipe neither delays the run nor survives."""
+    marker = tmp_path / "grandchild.pid"
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunEnded), 3, "the run to end")
+
+    started = time.monotonic()
+    rec = run_scheduler(
+        tmp_path, (cron("bg", FastSchedule(3600), "sleep 60 & echo $! > " + str(marker)),),
+        body, clock=ShiftedClock(offset=-(time.time() % 3600) + 3599.8))
+    assert time.monotonic() - started < 5
+    assert rec.of(RunEnded)[0].outcome == "ok"
+    grandchild = int(marker.read_text())
+    deadline = time.monotonic() + 3
+    while psutil.pid_exists(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not psutil.pid_exists(grandchild)
+
+
+def test_no_thread_per_child_and_no_leaked_descriptors(tmp_path: Path) -> None:
+    tasks = tuple(cron(f"t{i}", FastSchedule(3600), "sleep 0.5") for i in range(40))
+    before_fds = len(os.listdir("/proc/self/fd"))
+    threads: list[int] = []
+
+    async def body(scheduler: Scheduler, rec: Recorder) -> None:
+        await until(lambda: scheduler.running_count() == 40, 5, "40 running children")
+        threads.append(threading.active_count())
+        await until(lambda: len(rec.of(RunEnded)) == 40, 10, "all children reaped")
+        me = psutil.Process()
+        assert [c for c in me.children() if c.status() == psutil.STATUS_ZOMBIE] == []
+
+    run_scheduler(tmp_path, tasks, body,
+                  clock=ShiftedClock(offset=-(time.time() % 3600) + 3599.5))
+    assert threads[0] <= 2  # the main thread (and at most one helper), whatever the load
+    assert len(os.listdir("/proc/self/fd")) <= before_fds
+
+
+def test_backward_clock_step_does_not_repeat_fires(tmp_path: Path) -> None:
+    clock = ShiftedClock()
+    every_second = parse_schedule("* * * * * *", ZoneInfo("UTC"), now=time.time())
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(RunStarted)) >= 2, 5, "two fires")
+        clock.offset = -3.0
+        count = len(rec.of(RunStarted))
+        await until(lambda: len(rec.of(RunStarted)) >= count + 2, 10, "fires after the step")
+
+    run_scheduler(tmp_path, (cron("tick", every_second, "true"),), body, clock=clock)
+    fires = [line.split("fire=")[1].split()[0] for line in (tmp_path / "tick.log").read_text()
+             .splitlines() if " start " in line]
+    assert len(fires) == len(set(fires)), fires
+
+
+def test_forward_clock_step_records_missed_fires(tmp_path: Path) -> None:
+    clock = ShiftedClock()
+    every_second = parse_schedule("* * * * * *", ZoneInfo("UTC"), now=time.time())
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunStarted), 5, "a first fire")
+        clock.offset = 120.0
+        await until(lambda: rec.of(FireMissed), 10, "missed fires")
+        count = len(rec.of(RunStarted))
+        await until(lambda: len(rec.of(RunStarted)) >= count + 2, 10, "fires after the step")
+
+    rec = run_scheduler(tmp_path, (cron("tick", every_second, "true"),), body, clock=clock)
+    (missed,) = rec.of(FireMissed)
+    assert 110 <= missed.count <= 121
+    fires = [line.split("fire=")[1].split()[0] for line in (tmp_path / "tick.log").read_text()
+             .splitlines() if " start " in line]
+    assert len(fires) == len(set(fires))

@@ -1,0 +1,203 @@
+"""Task-file parsing: every problem reported as FILE:LINE: task 'NAME': FIELD: message."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from torchd.config import parse_config
+from torchd.errors import ConfigError
+from torchd.hostmatch import HostIdentity
+from torchd.model import TaskKind
+
+NOW = 1_795_000_000.0  # 2026-11-18, fixed so "can never fire" checks are deterministic
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(textwrap.dedent(text).encode(), "t.yaml", identity=None, now=NOW)
+    return [str(p) for p in caught.value.problems]
+
+
+def task_file(body: str) -> str:
+    return "tasks:\n  - name: job\n" + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    pytest.param('schedule: "61 * * * * *"\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': schedule: second field '61' is out of range 0-59",
+                 id="second-out-of-range"),
+    pytest.param('schedule: "* * * 30 2 *"\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': schedule: '* * * 30 2 *' can never fire "
+                 "(no matching date)", id="never-fires"),
+    pytest.param('schedule: "* * * *"\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': schedule: '* * * *' has 4 fields; expected 6 (second "
+                 "minute hour day-of-month month day-of-week) or 5 (classic cron)",
+                 id="field-count"),
+    pytest.param('schedule: "0 0 0 * FOO *"\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': schedule: month field: 'FOO' is not a number or a name "
+                 "(JAN, FEB, MAR, APR, MAY, JUN, JUL, AUG, SEP, OCT, NOV, DEC)", id="bad-name"),
+    pytest.param('schedule: "@fortnightly"\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': schedule: unknown macro '@fortnightly'; known: "
+                 "@annually, @daily, @hourly, @midnight, @monthly, @weekly, @yearly, "
+                 "@every <duration>, @reboot", id="unknown-macro"),
+    pytest.param('schedule: "@every 10 parsecs"\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': schedule: @every: '10 parsecs' is not a duration: use "
+                 "seconds (30) or units s, m, h, d (e.g. '1h30m')", id="bad-every"),
+    pytest.param('schedule: "@every 1s"\ncommand: no\n',
+                 "t.yaml:4: task 'job': command: expected text, got a boolean (no); quote it "
+                 "if you mean the text: 'no'", id="command-no"),
+    pytest.param('schedule: 12:30:00\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': schedule: expected text, got a number (12:30:00); "
+                 "quote it if you mean the text: '12:30:00'", id="sexagesimal"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nschedul: "x"\n',
+                 "t.yaml:5: task 'job': schedul: unknown key (did you mean 'schedule'?); "
+                 "known keys: name, schedule, command, type, hosts, max_running, env, cwd, "
+                 "enabled", id="unknown-key"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\ncommand: "false"\n',
+                 "t.yaml:5: task 'job': command: duplicate key (first given at line 4)",
+                 id="duplicate-key"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nmax_running: "2"\n',
+                 "t.yaml:5: task 'job': max_running: expected a whole number written in "
+                 "decimal, got text", id="max-running-text"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nenabled: yes\n',
+                 "t.yaml:5: task 'job': enabled: write true or false, not 'yes'",
+                 id="enabled-yes"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\ntype: cronjob\n',
+                 "t.yaml:5: task 'job': type: 'cronjob' is not a task type; use cron or daemon",
+                 id="bad-type"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nhosts: ["10.0.0.0/33"]\n',
+                 "t.yaml:5: task 'job': hosts: '10.0.0.0/33' is not a valid CIDR range",
+                 id="bad-cidr"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nhosts: "web-1"\n',
+                 "t.yaml:5: task 'job': hosts: expected a list, got text", id="hosts-not-list"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nenv: {PORT: 8080}\n',
+                 "t.yaml:5: task 'job': env: expected text, got a number (8080); quote it if "
+                 "you mean the text: '8080'", id="env-number"),
+    pytest.param('schedule: "@hourly"\ncommand: []\n',
+                 "t.yaml:4: task 'job': command: must not be an empty list", id="empty-argv"),
+    pytest.param('command: "true"\n',
+                 "t.yaml:2: task 'job': schedule: is required for a cron task",
+                 id="schedule-missing"),
+    pytest.param('type: daemon\nschedule: "@hourly"\ncommand: "true"\n',
+                 "t.yaml:4: task 'job': schedule: a daemon task is kept running and takes "
+                 "no schedule", id="daemon-with-schedule"),
+])
+def test_single_problem(body: str, expected: str) -> None:
+    """Each bad field is reported with file, line, task and field."""
+    assert problems(task_file(body)) == [expected]
+
+
+def test_name_that_yaml_reads_as_a_number() -> None:
+    """`name: 0700` is an octal number to YAML 1.1, not the text 0700."""
+    found = problems('tasks:\n  - name: 0700\n    schedule: "@hourly"\n    command: "true"\n')
+    assert found == ["t.yaml:2: task '0700': name: expected text, got a number (0700); quote it "
+                     "if you mean the text: '0700'"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """All errors across tasks and the daemon section come back together, in line order."""
+    found = problems("""\
+        daemon:
+          timezone: Mars/Base
+        tasks:
+          - name: a
+            schedule: "61 * * * * *"
+            command: "true"
+          - name: a
+            schedule: "@hourly"
+            command: no
+          - name: "bad name!"
+            schedule: "@hourly"
+            command: "true"
+        """)
+    assert found == [
+        "t.yaml:2: daemon.timezone: unknown time zone 'Mars/Base'",
+        "t.yaml:5: task 'a': schedule: second field '61' is out of range 0-59",
+        "t.yaml:7: task 'a': name: duplicate task name (first defined at line 4)",
+        "t.yaml:9: task 'a': command: expected text, got a boolean (no); quote it if you mean "
+        "the text: 'no'",
+        "t.yaml:10: task 'bad name!': name: 'bad name!' may only use letters, digits, '_', "
+        "'.' and '-'",
+    ]
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    pytest.param(b"", "t.yaml: the file is empty; expected a 'tasks:' list", id="empty"),
+    pytest.param(b"# only a comment\n", "t.yaml: the file is empty; expected a 'tasks:' list",
+                 id="comment-only"),
+    pytest.param(b"tasks:\n  - name: caf\xe9\n", "t.yaml:2: not valid UTF-8 (byte 0xe9 at "
+                 "offset 20)", id="latin-1"),
+    pytest.param(b"tasks:\n  - name: a\n    schedule: */3 * * * * *\n    command: x\n",
+                 "t.yaml:3: YAML syntax error: did not find expected alphabetic or numeric "
+                 'character (quote cron expressions: schedule: "*/5 * * * * *")',
+                 id="unquoted-cron"),
+    pytest.param(b"tasks: [\n", "t.yaml:2: YAML syntax error: did not find expected node "
+                 "content", id="syntax"),
+    pytest.param(b"tasks: []\nextra: 1\n", "t.yaml:2: extra: unknown key; known keys: daemon, "
+                 "tasks", id="unknown-top-key"),
+    pytest.param(b"daemon: {}\n", "t.yaml:1: tasks: is required (a list of tasks)",
+                 id="no-tasks"),
+    pytest.param(b"tasks: 3\n", "t.yaml:1: tasks: expected a list, got a number (3)",
+                 id="tasks-not-list"),
+    pytest.param(b"tasks: []\n---\ntasks: []\n", "t.yaml:3: the file holds more than one YAML "
+                 "document", id="two-documents"),
+])
+def test_file_level_problem(data: bytes, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "t.yaml", identity=None, now=NOW)
+    assert [str(p) for p in caught.value.problems] == [expected]
+
+
+def test_valid_file_becomes_frozen_specs() -> None:
+    config = parse_config(textwrap.dedent("""\
+        daemon: {state_dir: /tmp/x, timezone: Europe/London, watch: false}
+        tasks:
+          - name: report
+            schedule: "*/5 * * * *"
+            command: ["/usr/bin/report", "--daily"]
+            hosts: ["10.0.0.0/24", "127.0.0.1", "web-*"]
+            max_running: 0
+            env: {MODE: fast}
+            cwd: /tmp
+          - name: keeper
+            type: daemon
+            command: sleep 100
+            enabled: false
+        """).encode(), "t.yaml", identity=None, now=NOW)
+    assert config.daemon.state_dir == "/tmp/x"
+    assert config.daemon.timezone == "Europe/London"
+    assert config.daemon.watch is False
+    report, keeper = config.tasks
+    assert report.schedule is not None
+    assert report.schedule.text == "*/5 * * * *"
+    assert report.command == ("/usr/bin/report", "--daily")
+    assert report.max_running == 0
+    assert report.env == (("MODE", "fast"),)
+    assert report.line == 3
+    assert keeper.kind is TaskKind.DAEMON
+    assert keeper.command == ("/bin/sh", "-c", "sleep 100")
+    assert keeper.enabled is False
+    assert keeper.active is False
+
+
+def test_host_filter_is_evaluated_against_the_identity() -> None:
+    import ipaddress
+
+    identity = HostIdentity(hostnames=frozenset({"web-3"}),
+                            addresses=frozenset({ipaddress.ip_address("127.0.0.1")}))
+    config = parse_config(textwrap.dedent("""\
+        tasks:
+          - {name: here, schedule: "@hourly", command: "true", hosts: ["127.0.0.1"]}
+          - {name: glob, schedule: "@hourly", command: "true", hosts: ["web-*"]}
+          - {name: away, schedule: "@hourly", command: "true", hosts: ["203.0.113.7"]}
+        """).encode(), "t.yaml", identity=identity, now=NOW)
+    assert [t.for_this_host for t in config.tasks] == [True, True, False]
+
+
+def test_digest_changes_with_content() -> None:
+    one = parse_config(b"tasks: []\n", "t.yaml", identity=None, now=NOW)
+    two = parse_config(b"tasks: []\n# edit\n", "t.yaml", identity=None, now=NOW)
+    assert one.digest != two.digest
+    assert len(one.digest) == 12

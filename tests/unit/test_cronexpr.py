@@ -1,0 +1,152 @@
+"""Schedules: seconds-first cron via croniter, checked against a brute-force reference."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from torchd.cronexpr import (
+    EverySchedule,
+    RebootSchedule,
+    normalize_cron,
+    parse_schedule,
+    upcoming,
+)
+from torchd.errors import ScheduleError
+
+UTC_ZONE = ZoneInfo("UTC")
+START = datetime(2026, 11, 22, 0, 0, 0, tzinfo=UTC).timestamp()
+_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_NAMES = {"JAN": 1, "FEB": 2, "MAR": 3, "APR": 4, "MAY": 5, "JUN": 6, "JUL": 7, "AUG": 8,
+          "SEP": 9, "OCT": 10, "NOV": 11, "DEC": 12, "SUN": 0, "MON": 1, "TUE": 2, "WED": 3,
+          "THU": 4, "FRI": 5, "SAT": 6}
+
+
+def _expand(field: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        if span == "*":
+            first, last = low, high
+        elif "-" in span:
+            a, b = span.split("-")
+            first, last = _NAMES.get(a, None) or int(a), _NAMES.get(b, None) or int(b)
+        else:
+            first = _NAMES[span] if span in _NAMES else int(span)
+            last = high if step else first
+        values.update(range(first, last + 1, int(step) if step else 1))
+    return values
+
+
+def reference_fires(expression: str, start: datetime, days: int,
+                    limit: int = 3000) -> list[datetime]:
+    """Vixie-cron semantics by plain enumeration: every day in the window, every matching
+    hour, minute and second. If both day fields are restricted, either may match (OR);
+    otherwise both must."""
+    fields = expression.split()
+    sets = [_expand(f, lo, hi) for f, (lo, hi) in zip(fields, _RANGES, strict=True)]
+    dow = {d % 7 for d in sets[5]}
+    dom_star, dow_star = fields[3].startswith("*"), fields[5].startswith("*")
+    found = []
+    for day_offset in range(days + 1):
+        day = start + timedelta(days=day_offset)
+        weekday = (day.weekday() + 1) % 7  # Python Monday=0 -> cron Sunday=0
+        dom_ok, dow_ok = day.day in sets[3], weekday in dow
+        day_ok = (dom_ok or dow_ok) if not (dom_star or dow_star) else (dom_ok and dow_ok)
+        if not (day_ok and day.month in sets[4]):
+            continue
+        for hour in sorted(sets[2]):
+            for minute in sorted(sets[1]):
+                for second in sorted(sets[0]):
+                    t = day.replace(hour=hour, minute=minute, second=second)
+                    if t > start:
+                        found.append(t)
+                    if len(found) >= limit:
+                        return found
+    return found
+
+
+@pytest.mark.parametrize("expression", [
+    "*/7 * * * * *",
+    "5,10-12 */3 * * * *",
+    "0 0 */6 * * *",
+    "30 15 10 1 * MON",  # day-of-month OR day-of-week
+    "0 0 0 * * SAT,SUN",
+    "0 */20 3-5 13 * 5",  # Friday or the 13th
+    "15 0 0 1,15 JAN-MAR *",
+    "0 0 12 * * 7",  # 7 is Sunday too
+])
+def test_matches_reference_evaluator(expression: str) -> None:
+    """croniter's answers agree with a plain enumeration (120 days or 3,000 fires)."""
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    expected = reference_fires(expression, start, 120)
+    schedule = parse_schedule(expression, UTC_ZONE, now=START)
+    got = upcoming(schedule, start.timestamp(), len(expected) + 1)
+    assert [datetime.fromtimestamp(t, UTC) for t in got[: len(expected)]] == expected
+    assert expected, "the window should hold at least one fire"
+
+
+def test_five_fields_fire_at_second_zero() -> None:
+    assert normalize_cron("*/15 * * * *") == "0 */15 * * * *"
+    schedule = parse_schedule("*/15 * * * *", UTC_ZONE, now=START)
+    fires = upcoming(schedule, START + 1, 3)
+    assert [datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") for t in fires] == [
+        "00:15:00", "00:30:00", "00:45:00"]
+
+
+@pytest.mark.parametrize(("macro", "first"), [
+    ("@hourly", "2026-11-22T01:00:00"),
+    ("@daily", "2026-11-23T00:00:00"),
+    ("@weekly", "2026-11-29T00:00:00"),  # Sunday
+    ("@monthly", "2026-12-01T00:00:00"),
+    ("@yearly", "2027-01-01T00:00:00"),
+])
+def test_macros(macro: str, first: str) -> None:
+    schedule = parse_schedule(macro, UTC_ZONE, now=START)
+    (fire,) = upcoming(schedule, START, 1)
+    assert datetime.fromtimestamp(fire, UTC).replace(tzinfo=None).isoformat() == first
+
+
+def test_every_counts_from_the_previous_fire() -> None:
+    schedule = parse_schedule("@every 1h30m", UTC_ZONE, now=START)
+    assert schedule == EverySchedule(text="@every 1h30m", interval=5400.0)
+    assert upcoming(schedule, 100.0, 2) == [5500.0, 10900.0]
+
+
+def test_reboot_has_no_timetable() -> None:
+    schedule = parse_schedule("@reboot", UTC_ZONE, now=START)
+    assert isinstance(schedule, RebootSchedule)
+    assert schedule.next_after(START) is None
+
+
+def test_time_zone_is_applied() -> None:
+    schedule = parse_schedule("0 0 9 * * *", ZoneInfo("Asia/Tokyo"), now=START)
+    (fire,) = upcoming(schedule, START, 1)
+    assert datetime.fromtimestamp(fire, UTC).hour == 0  # 09:00 JST is 00:00 UTC
+
+
+def test_leap_day_schedule_is_valid() -> None:
+    schedule = parse_schedule("0 0 0 29 2 *", UTC_ZONE, now=START)
+    (fire,) = upcoming(schedule, START, 1)
+    assert datetime.fromtimestamp(fire, UTC).date().isoformat() == "2028-02-29"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("61 * * * * *", "second field '61' is out of range 0-59"),
+    ("* 60 * * * *", "minute field '60' is out of range 0-59"),
+    ("* * 24 * * *", "hour field '24' is out of range 0-23"),
+    ("* * * 0 * *", "day-of-month field '0' is out of range 1-31"),
+    ("* * * * 13 *", "month field '13' is out of range 1-12"),
+    ("* * * * * 8", "day-of-week field '8' is out of range 0-7"),
+    ("*/0 * * * * *", "second field: step in '*/0' must be at least 1"),
+    ("5-1 * * * * *", "second field: range '5-1' runs backwards"),
+    ("* * * 31 4 *", "'* * * 31 4 *' can never fire (no matching date)"),
+    ("@every 500ms", "@every: interval '500ms' is below the 1s minimum"),
+    ("", "is empty"),
+])
+def test_schedule_errors(text: str, message: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        parse_schedule(text, UTC_ZONE, now=START)
+    assert str(caught.value) == message

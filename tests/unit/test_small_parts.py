@@ -1,0 +1,111 @@
+"""Durations, host matching, the reload diff and the control protocol."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from torchd.config import parse_config
+from torchd.control.protocol import ErrorCode, ProtocolError, decode_request
+from torchd.durations import parse_duration
+from torchd.errors import DurationError
+from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
+from torchd.reload import plan
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (30, 30.0), (1.5, 1.5), ("90", 90.0), ("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0),
+    ("2d", 172800.0), ("250ms", 0.25),
+])
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "5x", "m5", "1h 30m", -1, True, None, "1.h"])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(DurationError):
+        parse_duration(value)
+
+
+IDENTITY = HostIdentity(
+    hostnames=frozenset({"web-3", "web-3.example.internal"}),
+    addresses=frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"),
+                         ipaddress.ip_address("10.1.2.3")}),
+)
+
+
+@pytest.mark.parametrize(("patterns", "expected"), [
+    ((), True),
+    (("127.0.0.1",), True),
+    (("203.0.113.7",), False),
+    (("10.1.0.0/16",), True),
+    (("10.2.0.0/16",), False),
+    (("::1",), True),
+    (("::/0",), True),
+    (("web-*",), True),
+    (("WEB-3",), True),
+    (("db-*",), False),
+    (("db-*", "10.1.2.3"), True),
+])
+def test_hosts_match(patterns: tuple[str, ...], expected: bool) -> None:
+    assert hosts_match(patterns, IDENTITY) is expected
+
+
+@pytest.mark.parametrize(("pattern", "problem"), [
+    ("10.0.0.0/33", "'10.0.0.0/33' is not a valid CIDR range"),
+    ("fe80::zz", "'fe80::zz' is not an IP address, CIDR range, hostname or hostname glob"),
+    ("web 1", "'web 1' is not an IP address, CIDR range, hostname or hostname glob"),
+    ("", "empty host pattern"),
+])
+def test_bad_host_patterns(pattern: str, problem: str) -> None:
+    assert check_pattern(pattern) == problem
+
+
+def _config(body: str) -> object:
+    return parse_config(body.encode(), "t.yaml", identity=None, now=1_795_000_000.0)
+
+
+def test_reload_plan_by_name() -> None:
+    old = parse_config(b"""tasks:
+  - {name: same, schedule: "@hourly", command: "true"}
+  - {name: edited, schedule: "@hourly", command: "true"}
+  - {name: gone, schedule: "@hourly", command: "true"}
+""", "t.yaml", identity=None, now=1_795_000_000.0)
+    new = parse_config(b"""tasks:
+  - {name: new, schedule: "@daily", command: "true"}
+  # a comment moves lines; the line is not part of a task's identity
+  - {name: same, schedule: "@hourly", command: "true"}
+  - {name: edited, schedule: "@daily", command: "false"}
+""", "t.yaml", identity=None, now=1_795_000_000.0)
+    diff = plan(old, new)
+    assert diff.added == ("new",)
+    assert diff.changed == ("edited",)
+    assert diff.removed == ("gone",)
+    assert diff.unchanged == ("same",)
+    assert diff.changed_fields == {"edited": ("schedule", "command")}
+    assert diff.as_dict() == {"added": ["new"], "changed": {"edited": ["schedule", "command"]},
+                              "removed": ["gone"], "unchanged": 1}
+
+
+def test_first_load_is_all_added() -> None:
+    config = parse_config(b'tasks: [{name: a, schedule: "@hourly", command: "true"}]\n',
+                          "t.yaml", identity=None, now=1_795_000_000.0)
+    assert plan(None, config).added == ("a",)
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    (b"not json\n", ErrorCode.BAD_REQUEST),
+    (b"[1,2]\n", ErrorCode.BAD_REQUEST),
+    (b'{"cmd": "format-disk"}\n', ErrorCode.BAD_REQUEST),
+    (b'{"nocmd": 1}\n', ErrorCode.BAD_REQUEST),
+    (b"\xff\xfe\n", ErrorCode.BAD_REQUEST),
+])
+def test_malformed_requests(line: bytes, code: ErrorCode) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(line)
+    assert caught.value.code is code
+
+
+def test_good_request() -> None:
+    assert decode_request(b'{"cmd": "status"}\n') == {"cmd": "status"}
