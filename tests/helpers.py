@@ -64,6 +64,7 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     seen: set[int] = field(default_factory=set)
+    wrapper: list[str] = field(default_factory=list)  # e.g. faketime and its arguments
 
     @property
     def log_dir(self) -> Path:
@@ -78,7 +79,7 @@ class Daemon:
         env = {**os.environ, **self.env}
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(
-                torchd_cmd("run", "-c", str(self.config), "--state-dir", str(self.state_dir),
+                self.wrapper + torchd_cmd("run", "-c", str(self.config), "--state-dir", str(self.state_dir),
                            *extra),
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 start_new_session=True,
@@ -134,3 +135,41 @@ class Daemon:
         for pid in self.seen:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def record_cmd(out: Path, extra: str = "") -> str:
+    """A task command that appends its fire id and start time to `out`, in one write."""
+    return f'echo "$TORCHD_FIRE_ID $(date +%s.%N){extra}" >> {out}'
+
+
+def fire_ids(out: Path) -> list[str]:
+    return [line.split()[0] for line in lines(out)]
+
+
+def end_detached(state_dir: Path) -> None:
+    """Teardown for daemons started with `torchd start`: TERM, then KILL them and their runs."""
+    pidfile = state_dir / "torchd.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        proc = psutil.Process(pid)
+        if "torchd" not in " ".join(proc.cmdline()):
+            return
+    except (FileNotFoundError, ValueError, psutil.Error):
+        return
+    children = proc.children(recursive=True)
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    for child in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+
+def process_gone(pid: int) -> bool:
+    """Exited (a zombie counts: it has stopped, whoever is left to reap it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -276,7 +276,7 @@ class App:
             "config_hash": self._config.digest,
             "generation": self._reload_seq,
             "last_reload": self._last_reload,
-            "running": self._scheduler.running_count(),
+            "runs_running": self._scheduler.running_count(),
             "tasks": self._scheduler.snapshot(),
         }
 

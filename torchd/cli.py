@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psutil
+
 from torchd import __version__
 from torchd.config import load_config
 from torchd.control import client
@@ -180,15 +182,19 @@ def cmd_start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gone(pid: int) -> bool:
+    """Exited, or a zombie waiting for its parent (it has stopped all the same)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             return True
-        except PermissionError:
-            pass
         time.sleep(0.05)
     return False
 

@@ -57,6 +57,7 @@ class Run:
     ended: float | None = None
     duration: float | None = None
     stop_requested: bool = False
+    group_lingers: bool = False  # members of its group outlived it (TERM sent, KILL pending)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop()
                                        .create_future())
 
@@ -152,6 +153,7 @@ class RunHandle:
         # The group is named after the leader's pid; anything left in it (a grandchild that
         # kept the pipe open, a stray background job) ends with the run.
         if signal_group(run.pid, signal.SIGTERM):
+            run.group_lingers = True
             self._loop.call_later(self._kill_grace, signal_group, run.pid, signal.SIGKILL)
         run.ended = self._time()
         run.duration = self._mono() - run.started_mono
@@ -189,8 +191,9 @@ class RunHandle:
         signal_group(self.run.pid, signal.SIGKILL)
 
     def _kill_if_running(self) -> None:
-        if self.run.state is not RunState.EXITED:
-            signal_group(self.run.pid, signal.SIGKILL)
+        # The whole group, even if the leader has exited: a member that ignores TERM
+        # must not outlive a stop.
+        signal_group(self.run.pid, signal.SIGKILL)
 
 
 def start_run(request: LaunchRequest, *, kill_grace: float,

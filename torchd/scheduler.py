@@ -14,6 +14,7 @@ import contextlib
 import heapq
 import logging
 import secrets
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,15 @@ from torchd.cronexpr import RebootSchedule
 from torchd.events import Event, FireMissed, FireSkipped, RunEnded, RunStarted
 from torchd.model import Config, KeeperState, RunOutcome, TaskKind, TaskSpec
 from torchd.reload import ReloadPlan
-from torchd.runner import LaunchRequest, Run, RunHandle, StartError, start_run
+from torchd.runner import (
+    LaunchRequest,
+    Run,
+    RunHandle,
+    StartError,
+    group_alive,
+    signal_group,
+    start_run,
+)
 
 log = logging.getLogger("torchd.scheduler")
 
@@ -80,6 +89,7 @@ class Scheduler:
         self._on_event = on_event or (lambda _event: None)
         self._tasks: dict[str, TaskState] = {}
         self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
+        self._lingering: set[int] = set()  # groups whose leader exited, KILL still pending
         self._heap: list[tuple[float, int, str, int]] = []
         self._seq = 0
         self._tokens = 0
@@ -250,6 +260,10 @@ class Scheduler:
         state = self._tasks.get(run.task)
         if state is not None:
             state.last_run = run
+        if run.group_lingers:
+            self._lingering.add(run.pid)
+            asyncio.get_running_loop().call_later(self._kill_grace + 1.0,
+                                                  self._lingering.discard, run.pid)
         level = logging.INFO if run.outcome is RunOutcome.OK else logging.WARNING
         log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
                 run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
@@ -309,14 +323,24 @@ class Scheduler:
         handles = self.all_runs()
         for handle in handles:
             handle.stop(grace)
+        groups = {h.run.pid for h in handles} | self._lingering
+        for pgid in self._lingering:
+            signal_group(pgid, signal.SIGTERM)
+        deadline = self._clock.monotonic() + grace
+        while self._clock.monotonic() < deadline and any(group_alive(g) for g in groups):
+            await asyncio.sleep(0.05)
+        for pgid in groups:
+            signal_group(pgid, signal.SIGKILL)  # "already gone" is the normal answer
         pending = [h.run.done for h in handles]
         if pending:
-            await asyncio.wait(pending, timeout=grace + 5.0)
+            await asyncio.wait(pending, timeout=5.0)
         return len(handles)
 
     def force_kill(self) -> None:
         for handle in self.all_runs():
             handle.kill_now()
+        for pgid in self._lingering:
+            signal_group(pgid, signal.SIGKILL)
 
     # ----- views ---------------------------------------------------------------------------
     def running_count(self) -> int:

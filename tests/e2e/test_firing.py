@@ -1,0 +1,150 @@
+"""The real daemon as a subprocess: what fires, when, and how often."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Daemon, fire_ids, lines, record_cmd, require_tool, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _seconds(fire_id: str) -> int:
+    stamp = fire_id.split("@", 1)[1]
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+
+
+def test_per_second_tasks_fire_once_per_second(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """Three per-second tasks over more than 10 s: no duplicate and no missing second."""
+    outs = [tmp_path / f"out{i}" for i in range(3)]
+    tasks = "".join(f"""
+          - name: tick{i}
+            schedule: "* * * * * *"
+            command: '{record_cmd(out)}'
+        """ for i, out in enumerate(outs))
+    daemon = daemon_factory(write_tasks("tasks:" + tasks)).start()
+    wait_for(lambda: all(len(lines(o)) >= 12 for o in outs), timeout=25, message="12 fires each")
+    daemon.cli("stop")
+    for index, out in enumerate(outs):
+        ids = fire_ids(out)
+        assert all(i.startswith(f"tick{index}@") for i in ids)
+        assert len(ids) == len(set(ids)), "a fire ran twice"
+        seconds = sorted(_seconds(i) for i in ids)
+        assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), "a second was lost"
+
+
+def test_five_field_schedule_fires_at_second_zero(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """Under libfaketime the daemon starts at 10:00:57; the minute task fires at 10:01:00."""
+    faketime = require_tool("faketime")
+    out = tmp_path / "out"
+    config = write_tasks(f"""
+        daemon: {{timezone: UTC}}
+        tasks:
+          - name: minutely
+            schedule: "* * * * *"
+            command: '{record_cmd(out)}'
+        """)
+    daemon = daemon_factory(config, env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    daemon.wrapper = [faketime, "-f", "@2026-11-22 10:00:57"]
+    daemon.start()
+    wait_for(lambda: lines(out), timeout=15, message="the minute fire")
+    assert fire_ids(out) == ["minutely@2026-11-22T10:01:00Z"]
+
+
+def test_host_filter(tmp_path: Path, write_tasks: Callable[..., Path],
+                     daemon_factory: Callable[..., Daemon]) -> None:
+    """127.0.0.1 is an address of every host; 203.0.113.7 (TEST-NET-3) of none."""
+    here, away = tmp_path / "here", tmp_path / "away"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: here
+            schedule: "* * * * * *"
+            hosts: ["127.0.0.1"]
+            command: '{record_cmd(here)}'
+          - name: away
+            schedule: "* * * * * *"
+            hosts: ["203.0.113.7"]
+            command: '{record_cmd(away)}'
+        """)).start()
+    wait_for(lambda: len(lines(here)) >= 3, timeout=10, message="three fires of 'here'")
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    by_name = {t["name"]: t for t in status["tasks"]}
+    assert by_name["away"]["for_this_host"] is False
+    assert by_name["away"]["next_fire"] is None
+    assert by_name["here"]["for_this_host"] is True
+    assert not away.exists()
+
+
+def test_max_running_skips_and_logs(tmp_path: Path, write_tasks: Callable[..., Path],
+                                    daemon_factory: Callable[..., Daemon]) -> None:
+    out = tmp_path / "out"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: slow
+            schedule: "* * * * * *"
+            command: '{record_cmd(out)}; sleep 2.5'
+        """)).start()
+    wait_for(lambda: "skipped: 1 run(s) still running (max_running=1)" in daemon.stderr(),
+             timeout=10, message="a skipped fire in the log")
+    wait_for(lambda: len(lines(out)) >= 2, timeout=10, message="a second run")
+    seconds = [_seconds(i) for i in fire_ids(out)]
+    assert seconds[1] - seconds[0] >= 3  # the fires in between were skipped
+
+
+def test_daemon_task_restarts_with_backoff(tmp_path: Path, write_tasks: Callable[..., Path],
+                                           daemon_factory: Callable[..., Daemon]) -> None:
+    out = tmp_path / "out"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: flappy
+            type: daemon
+            command: 'date +%s.%N >> {out}; exit 3'
+        """)).start()
+    wait_for(lambda: len(lines(out)) >= 3, timeout=15, message="three starts")
+    starts = [float(x) for x in lines(out)[:3]]
+    assert 0.9 <= starts[1] - starts[0] < 2.0
+    assert 1.9 <= starts[2] - starts[1] < 3.5
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    (instance,) = status["tasks"][0]["instances"]
+    assert instance["restarts"] >= 2
+    assert instance["last_error"] == "exited with exit=3"
+
+
+def test_environment_cwd_and_log_framing(tmp_path: Path, write_tasks: Callable[..., Path],
+                                         daemon_factory: Callable[..., Daemon]) -> None:
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: envy
+            schedule: "* * * * * *"
+            cwd: {tmp_path}
+            env: {{GREETING: hello}}
+            command: ["/bin/sh", "-c", "echo $GREETING $TORCHD_TASK $PWD; echo oops >&2; \\
+              read x || echo stdin-empty; echo $TORCHD_SCHEDULED"]
+        """)).start()
+    log = daemon.log_dir / "envy.log"
+    wait_for(lambda: " end " in log.read_text() if log.exists() else False, timeout=10,
+             message="one complete run in the log")
+    text = log.read_text().splitlines()
+    header, *body = text[: text.index(next(t for t in text if " end " in t)) + 1]
+    footer = body.pop()
+    assert header.startswith("--- torchd ")
+    assert " start run=" in header
+    assert " fire=envy@" in header
+    assert " pid=" in header
+    assert " config=" in header
+    assert body[:3] == [f"hello envy {tmp_path}", "oops", "stdin-empty"]
+    assert datetime.fromisoformat(body[3]).utcoffset() is not None
+    assert " end run=" in footer
+    assert " exit=0 " in footer
+    assert footer.endswith("outcome=ok")
+    assert time.time() - datetime.fromisoformat(body[3]).timestamp() < 30

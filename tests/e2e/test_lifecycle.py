@@ -1,0 +1,254 @@
+"""The real daemon through the real CLI: start, stop, status, check, next, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers import (
+    Daemon,
+    end_detached,
+    lines,
+    process_gone,
+    record_cmd,
+    require_tool,
+    torchd_cmd,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def torchd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(torchd_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "state"
+    yield path
+    end_detached(path)
+
+
+def _daemons_for(state: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "torchd" in cmdline and str(state) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_start_status_stop(tmp_path: Path, write_tasks: Callable[..., Path],
+                           state_dir: Path) -> None:
+    out = tmp_path / "out"
+    config = write_tasks(f"""
+        tasks:
+          - {{name: tick, schedule: "* * * * * *", command: '{record_cmd(out)}'}}
+          - {{name: keeper, type: daemon, command: "sleep 300"}}
+        """)
+    started = torchd("start", "-c", str(config), "--state-dir", str(state_dir))
+    assert started.returncode == 0, started.stderr
+    pid = int((state_dir / "torchd.pid").read_text())
+    assert started.stdout.strip() == (f"torchd started (pid {pid}), 2 task(s), state dir "
+                                      f"{state_dir}")
+    # start returns only once the daemon serves: status answers at once
+    status = json.loads(torchd("status", "--json", "--state-dir", str(state_dir)).stdout)
+    assert status["running"] is True
+    assert status["pid"] == pid
+    assert status["config_file"] == str(config)
+    assert status["last_reload"]["ok"] is True
+    assert stat.S_IMODE((state_dir / "torchd.sock").stat().st_mode) == 0o600
+    wait_for(lambda: len(lines(out)) >= 2, timeout=10, message="fires of the detached daemon")
+    human = torchd("status", "--state-dir", str(state_dir))
+    assert human.returncode == 0
+    assert f"running, pid {pid}" in human.stdout
+    assert "tick" in human.stdout
+    again = torchd("start", "-c", str(config), "--state-dir", str(state_dir))
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"torchd: already running (pid {pid})"
+    keeper_pid = wait_for(lambda: json.loads(torchd("status", "--json", "--state-dir",
+                                                    str(state_dir)).stdout)["tasks"][0]["running"],
+                          timeout=10, message="the keeper's pid")[0]
+    stopped = torchd("stop", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"torchd stopped (pid {pid})"
+    assert process_gone(pid)
+    assert process_gone(keeper_pid)
+    assert not (state_dir / "torchd.pid").exists()
+    assert not (state_dir / "torchd.sock").exists()
+    gone = torchd("status", "--state-dir", str(state_dir))
+    assert gone.returncode == 3
+    assert gone.stdout.strip() == f"torchd is not running (state dir {state_dir})"
+
+
+def test_start_with_invalid_file_leaves_nothing(tmp_path: Path,
+                                                write_tasks: Callable[..., Path],
+                                                state_dir: Path) -> None:
+    config = write_tasks("""
+        tasks:
+          - name: bad
+            schedule: "61 * * * * *"
+            command: "true"
+        """)
+    result = torchd("start", "-c", str(config), "--state-dir", str(state_dir))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:4: task 'bad': schedule: second field '61' is out of range 0-59",
+        "1 problem found; nothing was changed",
+    ]
+    assert not (state_dir / "torchd.pid").exists()
+    assert _daemons_for(state_dir) == []
+
+
+def test_stale_pidfiles_are_taken_over(tmp_path: Path, write_tasks: Callable[..., Path],
+                                       state_dir: Path) -> None:
+    """A pidfile naming a dead pid, or a live process that is not torchd, does not block."""
+    config = write_tasks('tasks: [{name: a, schedule: "@hourly", command: "true"}]\n')
+    state_dir.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for stale_pid in (dead.pid, os.getpid()):
+        (state_dir / "torchd.pid").write_text(f"{stale_pid}\n")
+        result = torchd("start", "-c", str(config), "--state-dir", str(state_dir))
+        assert result.returncode == 0, result.stderr
+        assert int((state_dir / "torchd.pid").read_text()) != stale_pid
+        assert torchd("stop", "--state-dir", str(state_dir)).returncode == 0
+
+
+def test_stop_ends_children_and_grandchildren(tmp_path: Path,
+                                              write_tasks: Callable[..., Path],
+                                              daemon_factory: Callable[..., Daemon]) -> None:
+    """A grandchild that ignores TERM is killed after the grace period."""
+    pids = tmp_path / "pids"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: family
+            type: daemon
+            command: "sh -c 'trap \\"\\" TERM; sleep 300' & echo $$ $! > {pids}; sleep 300"
+        """)).start()
+    wait_for(lambda: lines(pids), timeout=10, message="the family's pids")
+    child, grandchild = (int(p) for p in lines(pids)[0].split())
+    assert psutil.pid_exists(child)
+    assert psutil.pid_exists(grandchild)
+    result = daemon.cli("stop", "--timeout", "1")
+    assert result.returncode == 0, result.stderr
+    assert daemon.wait_exit() == 0
+    assert process_gone(child)
+    wait_for(lambda: process_gone(grandchild), timeout=5, message="grandchild gone")
+
+
+def test_kill_9_then_start_ends_what_the_dead_daemon_left(
+        tmp_path: Path, write_tasks: Callable[..., Path], state_dir: Path) -> None:
+    """No keep-alive task runs twice: the old instance is ended before a new one starts."""
+    pids = tmp_path / "pids"
+    config = write_tasks(f"""
+        tasks:
+          - name: singleton
+            type: daemon
+            command: "echo $$ >> {pids}; exec sleep 300"
+        """)
+    assert torchd("start", "-c", str(config), "--state-dir", str(state_dir)).returncode == 0
+    wait_for(lambda: lines(pids), timeout=10, message="the first instance")
+    first_instance = int(lines(pids)[0])
+    daemon_pid = int((state_dir / "torchd.pid").read_text())
+    os.kill(daemon_pid, signal.SIGKILL)
+    wait_for(lambda: process_gone(daemon_pid), timeout=5, message="the daemon to die")
+    assert psutil.pid_exists(first_instance), "the orphan should outlive the killed daemon"
+    result = torchd("start", "-c", str(config), "--state-dir", str(state_dir))
+    assert result.returncode == 0, result.stderr
+    assert process_gone(first_instance)
+    wait_for(lambda: len(lines(pids)) == 2, timeout=10, message="the second instance")
+    assert psutil.pid_exists(int(lines(pids)[1]))
+    log = (state_dir / "torchd.log").read_text()
+    assert f"ended 1 process group(s) left by a previous daemon: [{first_instance}]" in log
+
+
+def test_check_and_next(tmp_path: Path, write_tasks: Callable[..., Path]) -> None:
+    config = write_tasks("""
+        daemon: {timezone: UTC}
+        tasks:
+          - {name: quarter, schedule: "0 */15 * * * *", command: "true"}
+          - {name: keeper, type: daemon, command: "sleep 1"}
+        """)
+    check = torchd("check", "-c", str(config))
+    assert check.returncode == 0
+    assert check.stdout.startswith(f"{config}: OK, 2 task(s), 2 active on this host, hash ")
+    nxt = torchd("next", "-c", str(config), "-n", "3", "quarter", "--json")
+    assert nxt.returncode == 0
+    times = json.loads(nxt.stdout)["quarter"]
+    assert len(times) == 3
+    assert all(t.endswith((":00:00+00:00", ":15:00+00:00", ":30:00+00:00", ":45:00+00:00"))
+               for t in times)
+    human = torchd("next", "-c", str(config), "-n", "1")
+    assert "keeper  (daemon task: kept running, no schedule)" in human.stdout
+    unknown = torchd("next", "-c", str(config), "nosuch")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == f"no task named 'nosuch' in {config}"
+    bad = write_tasks("tasks:\n  - name: x\n", name="bad.yaml")
+    result = torchd("check", "-c", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[:2] == [
+        f"{bad}:2: task 'x': command: is required",
+        f"{bad}:2: task 'x': schedule: is required for a cron task",
+    ]
+
+
+def test_control_socket_survives_malformed_requests(
+        write_tasks: Callable[..., Path], daemon_factory: Callable[..., Daemon]) -> None:
+    daemon = daemon_factory(write_tasks('tasks: [{name: a, schedule: "@hourly", '
+                                        'command: "true"}]\n')).start()
+    path = str(daemon.state_dir / "torchd.sock")
+    for garbage in (b"not json\n", b'{"cmd": "rm -rf"}\n', b"[]\n", b"\xff\n"):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(garbage)
+            reply = json.loads(sock.makefile("rb").readline())
+        assert reply["ok"] is False
+        assert reply["error"]["code"] == "bad-request"
+    with socket.socket(socket.AF_UNIX) as sock:  # connect and hang up without a word
+        sock.connect(path)
+    assert daemon.cli("status").returncode == 0
+
+
+def test_sd_notify_ready(tmp_path: Path, write_tasks: Callable[..., Path],
+                         daemon_factory: Callable[..., Daemon]) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(20)
+        daemon = daemon_factory(write_tasks('tasks: [{name: a, schedule: "@hourly", '
+                                            'command: "true"}]\n'),
+                                env={"NOTIFY_SOCKET": address})
+        daemon.start()
+        assert listener.recv(4096) == b"READY=1"
+        daemon.signal(signal.SIGTERM)
+        assert listener.recv(4096) == b"STOPPING=1"
+        assert daemon.wait_exit() == 0
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    unit = (ROOT / "systemd" / "torchd.service").read_text()
+    # verify insists that ExecStart's binary exists: point it at this environment's torchd
+    here = Path(sys.executable).with_name("torchd")
+    assert "ExecStart=/usr/local/bin/torchd run -c /etc/torchd/tasks.yaml" in unit
+    (tmp_path / "torchd.service").write_text(unit.replace("/usr/local/bin/torchd", str(here)))
+    result = subprocess.run([analyze, "verify", str(tmp_path / "torchd.service")],
+                            capture_output=True, text=True, check=False)
+    problems = [line for line in result.stderr.splitlines() if "torchd.service" in line]
+    assert result.returncode == 0, result.stderr
+    assert problems == []
