@@ -79,12 +79,13 @@ class Daemon:
         env = {**os.environ, **self.env}
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(
-                self.wrapper + torchd_cmd("run", "-c", str(self.config), "--state-dir", str(self.state_dir),
-                           *extra),
+                [*self.wrapper, *torchd_cmd("run", "-c", str(self.config),
+                                            "--state-dir", str(self.state_dir), *extra)],
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 start_new_session=True,
             )
-        wait_for(lambda: (self.state_dir / "torchd.sock").exists() or self.proc.poll() is not None,
+        proc = self.proc
+        wait_for(lambda: (self.state_dir / "torchd.sock").exists() or proc.poll() is not None,
                  timeout=20, message="daemon socket")
         assert self.proc.poll() is None, self.stderr()
         return self

@@ -327,7 +327,10 @@ class Scheduler:
         for pgid in self._lingering:
             signal_group(pgid, signal.SIGTERM)
         deadline = self._clock.monotonic() + grace
-        while self._clock.monotonic() < deadline and any(group_alive(g) for g in groups):
+        # A process group has no exit event to wait on, so poll it until the deadline.
+        while self._clock.monotonic() < deadline:
+            if not any(group_alive(g) for g in groups):
+                break
             await asyncio.sleep(0.05)
         for pgid in groups:
             signal_group(pgid, signal.SIGKILL)  # "already gone" is the normal answer

@@ -32,7 +32,7 @@ def _expand(field: str, low: int, high: int) -> set[int]:
             first, last = low, high
         elif "-" in span:
             a, b = span.split("-")
-            first, last = _NAMES.get(a, None) or int(a), _NAMES.get(b, None) or int(b)
+            first, last = _NAMES.get(a) or int(a), _NAMES.get(b) or int(b)
         else:
             first = _NAMES[span] if span in _NAMES else int(span)
             last = high if step else first
