@@ -17,7 +17,7 @@ from typing import Any
 from torchd import __version__
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
-from torchd.config import load_config
+from torchd.config import digest_of, load_config
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.server import ControlServer
 from torchd.cronexpr import upcoming
@@ -140,18 +140,20 @@ class App:
             "ping": self._handle_ping, "status": self._handle_status,
             "plan": self._handle_plan, "stop": self._handle_stop,
         })
-        try:
-            await self._control.start()
-        except OSError as exc:
-            ready(f"cannot open control socket {self._paths.socket}: {exc}")
-            self._journal.close()
-            return 1
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGUSR2, self._on_reload_signal)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
-        self._sync_watcher(config)
+        self._sync_watcher(config)  # before the socket: a client that sees it is watched
+        try:
+            await self._control.start()
+        except OSError as exc:
+            ready(f"cannot open control socket {self._paths.socket}: {exc}")
+            if self._watcher is not None:
+                self._watcher.stop()
+            self._journal.close()
+            return 1
         log.info("torchd %s started pid=%d config=%s (%s) tasks=%d state_dir=%s", __version__,
                  os.getpid(), self._config_path, config.digest, len(config.tasks),
                  self._paths.root)
@@ -211,6 +213,13 @@ class App:
         if config.daemon.watch and self._watcher is None:
             self._watcher = FileWatcher(self._config_path, self._on_file_change)
             self._watcher.start()
+            # A change between the last parse and the watcher's start would go unseen.
+            try:
+                current = digest_of(self._config_path.read_bytes())
+            except OSError:
+                current = config.digest
+            if current != config.digest:
+                self._on_file_change()
         elif not config.daemon.watch and self._watcher is not None:
             self._watcher.stop()
             self._watcher = None

@@ -1,8 +1,9 @@
 """A journal of the children this daemon started, so a successor can end what a crash left.
 
-Append-only lines `+ PID START_TIME` / `- PID`, one write() each (no fsync: the journal only
+Append-only lines `+ PID START_TICKS` / `- PID`, one write() each (no fsync: the journal only
 has to outlive the daemon process, not the machine; after a reboot there are no children).
-A start time from psutil guards against ending an unrelated process that reused a pid.
+The start time (clock ticks since boot) guards against ending an unrelated process that
+reused a pid.
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
-
 from torchd.runner import group_alive, signal_group
 
 log = logging.getLogger("torchd.children")
 COMPACT_AFTER = 20000  # lines; then the journal is rewritten with only the live children
-START_TIME_SLACK = 0.05  # psutil create_time is rounded to clock ticks
 
 
 class ChildJournal:
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._live: dict[int, float] = {}
+        self._live: dict[int, int] = {}
         self._lines = 0
         self._fd = -1
 
@@ -42,12 +40,11 @@ class ChildJournal:
             self._path.unlink()
 
     def started(self, pid: int) -> None:
-        try:
-            created = psutil.Process(pid).create_time()
-        except psutil.Error:
+        ticks = start_ticks(pid)
+        if ticks is None:
             return  # already gone: nothing to end later
-        self._live[pid] = created
-        self._append(f"+ {pid} {created:.3f}\n")
+        self._live[pid] = ticks
+        self._append(f"+ {pid} {ticks}\n")
 
     def ended(self, pid: int) -> None:
         if self._live.pop(pid, None) is not None:
@@ -67,7 +64,7 @@ class ChildJournal:
 
     def _compact(self) -> None:
         tmp = self._path.with_suffix(".tmp")
-        text = "".join(f"+ {pid} {created:.3f}\n" for pid, created in self._live.items())
+        text = "".join(f"+ {pid} {ticks}\n" for pid, ticks in self._live.items())
         tmp.write_text(text, encoding="ascii")
         os.replace(tmp, self._path)
         os.close(self._fd)
@@ -75,9 +72,23 @@ class ChildJournal:
         self._lines = len(self._live)
 
 
-def read_leftovers(path: Path) -> dict[int, float]:
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22).
+
+    Read directly rather than through psutil: this runs once per spawn, on the hot path.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19])  # field 22 overall; fields after the command name start at 3
+
+
+def read_leftovers(path: Path) -> dict[int, int]:
     """Children a previous daemon recorded as started and not ended."""
-    live: dict[int, float] = {}
+    live: dict[int, int] = {}
     try:
         text = path.read_text(encoding="ascii", errors="replace")
     except FileNotFoundError:
@@ -86,7 +97,7 @@ def read_leftovers(path: Path) -> dict[int, float]:
         parts = line.split()
         try:
             if parts[0] == "+" and len(parts) == 3:
-                live[int(parts[1])] = float(parts[2])
+                live[int(parts[1])] = int(parts[2])
             elif parts[0] == "-" and len(parts) == 2:
                 live.pop(int(parts[1]), None)
         except (ValueError, IndexError):
@@ -96,15 +107,8 @@ def read_leftovers(path: Path) -> dict[int, float]:
 
 def end_leftovers(path: Path, grace: float) -> list[int]:
     """End the process groups of children a crashed daemon left running. Returns their pids."""
-    groups = []
-    for pid, created in read_leftovers(path).items():
-        try:
-            actual = psutil.Process(pid).create_time()
-        except psutil.Error:
-            continue
-        if abs(actual - created) > START_TIME_SLACK:
-            continue  # the pid now belongs to someone else
-        groups.append(pid)
+    groups = [pid for pid, ticks in read_leftovers(path).items()
+              if start_ticks(pid) == ticks]  # a different start time: the pid was reused
     for pgid in groups:
         log.warning("ending process group %d left behind by a previous torchd", pgid)
         signal_group(pgid, signal.SIGTERM)

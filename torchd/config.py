@@ -323,6 +323,11 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
     )
 
 
+def digest_of(data: bytes) -> str:
+    """The config hash shown in status and log headers: sha256 of the file, 12 hex digits."""
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
 def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
                  now: float | None = None) -> Config:
     """Parse task-file bytes; raise ConfigError listing every problem."""
@@ -365,7 +370,7 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
         raise ConfigError(sorted(walker.problems, key=lambda p: p.line or 0))
     return Config(
         path=file,
-        digest=hashlib.sha256(data).hexdigest()[:12],
+        digest=digest_of(data),
         daemon=daemon,
         tasks=tuple(tasks),
     )

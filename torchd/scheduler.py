@@ -15,6 +15,7 @@ import heapq
 import logging
 import secrets
 import signal
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,7 @@ from torchd.runner import (
 log = logging.getLogger("torchd.scheduler")
 
 MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock steps
+PRECISE_WINDOW = 0.002  # the loop wakes this early and sleeps the rest precisely
 MISSED_AFTER = 5.0  # a fire more than this late is recorded as missed, not run
 MISSED_COUNT_LIMIT = 1000  # stop counting individual missed fires past this
 BACKOFF_FIRST = 1.0
@@ -171,8 +173,14 @@ class Scheduler:
             if delay <= 0:
                 await asyncio.sleep(0)  # let exits and control requests in between bursts
                 continue
+            if delay <= PRECISE_WINDOW:
+                # The selector rounds its timeout up to whole milliseconds; the last stretch
+                # before a fire is slept precisely instead (it blocks the loop < 2 ms).
+                with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
+                    time.sleep(delay)  # noqa: ASYNC251
+                continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(delay - PRECISE_WINDOW):
                     await self._wake.wait()
 
     def request_stop(self) -> None:

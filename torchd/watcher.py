@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,9 @@ class FileWatcher:
         if self._timer is not None:
             self._timer.cancel()
         if self._observer is not None:
+            # watchdog's emitter may poll once more after stop() and logs that at ERROR
+            # ("queue_events() called when the thread is inactive"); it is harmless.
+            logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
