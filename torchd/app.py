@@ -76,14 +76,15 @@ def preview_fires(config: Config, names: list[str], count: int,
 
 
 class App:
-    def __init__(self, config_path: Path, paths: StatePaths, *,
-                 clock: Clock | None = None) -> None:
+    def __init__(self, config_path: Path, paths: StatePaths, *, clock: Clock | None = None,
+                 config: Config | None = None) -> None:
+        """`config`, when given, is the file as the caller just validated it (not re-read)."""
         self._config_path = config_path
         self._paths = paths
         self._clock = clock or SystemClock()
         self._pidfile = PidFile(paths.pidfile)
         self._journal = ChildJournal(paths.children)
-        self._config: Config | None = None
+        self._config: Config | None = config
         self._scheduler: Scheduler | None = None
         self._watcher: FileWatcher | None = None
         self._control: ControlServer | None = None
@@ -103,7 +104,7 @@ class App:
         self._reload_lock = asyncio.Lock()
         self._stop_event = asyncio.Event()
         try:
-            config = self._first_load()
+            config = self._config or self._first_load()
         except ConfigError as exc:
             ready(str(exc))
             return 2

@@ -152,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if error is not None:
             failure.append(error)
 
-    code = asyncio.run(App(Path(args.config).absolute(), StatePaths(state_dir)).run(ready))
+    app = App(Path(args.config).absolute(), StatePaths(state_dir), config=config)
+    code = asyncio.run(app.run(ready))
     if failure:
         print(f"torchd: {failure[0]}", file=sys.stderr)
     return code
@@ -172,7 +173,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"torchd: already running (pid {pid})", file=sys.stderr)
         return EXIT_FAIL
     try:
-        pid = start_detached(Path(args.config), state_dir,
+        pid = start_detached(Path(args.config), state_dir, config,
                              level=logging.DEBUG if args.verbose else logging.INFO,
                              timeout=args.timeout)
     except TorchdError as exc:

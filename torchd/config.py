@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +251,7 @@ class _TaskFields:
 
 
 def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSettings,
-          identity: HostIdentity | None, now: float,
+          identity: HostIdentity | None,
           schedules: dict[str, Schedule]) -> TaskSpec | None:
     label = _declared_name(node) or f"#{index + 1}"
     before = len(walker.problems)
@@ -296,7 +295,7 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         cached = schedules.get(cache_key)
         if cached is None:
             try:
-                cached = parse_schedule(schedule_text, ZoneInfo(daemon.timezone), now=now)
+                cached = parse_schedule(schedule_text, ZoneInfo(daemon.timezone))
             except ScheduleError as exc:
                 walker.problem(nodes["schedule"], label, "schedule", str(exc))
             else:
@@ -328,10 +327,8 @@ def digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
-                 now: float | None = None) -> Config:
+def parse_config(data: bytes, file: str, *, identity: HostIdentity | None) -> Config:
     """Parse task-file bytes; raise ConfigError listing every problem."""
-    now = time.time() if now is None else now
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -362,7 +359,7 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
                                f"duplicate task name (first defined at line {first_line[name]})")
             elif name is not None:
                 first_line[name] = _line(item)
-            spec = _task(walker, item, index, daemon=daemon, identity=identity, now=now,
+            spec = _task(walker, item, index, daemon=daemon, identity=identity,
                          schedules=schedules)
             if spec is not None:
                 tasks.append(spec)
@@ -376,8 +373,7 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
     )
 
 
-def load_config(path: str | Path, *, identity: HostIdentity | None,
-                now: float | None = None) -> Config:
+def load_config(path: str | Path, *, identity: HostIdentity | None) -> Config:
     """Read and parse a task file; raise ConfigError (never OSError) when it cannot be used."""
     file = str(path)
     try:
@@ -385,4 +381,4 @@ def load_config(path: str | Path, *, identity: HostIdentity | None,
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, None, None, None,
                                          f"cannot read: {exc.strerror}")]) from None
-    return parse_config(data, file, identity=identity, now=now)
+    return parse_config(data, file, identity=identity)

@@ -129,22 +129,32 @@ def _check_value(token: str, spec: _Field) -> int:
     return number
 
 
-def _check_field(text: str, spec: _Field) -> None:
+def _check_field(text: str, spec: _Field) -> set[int]:
+    """Validate one field and return the values it allows."""
+    values: set[int] = set()
     for part in text.split(","):
         match = _TOKEN.match(part)
         if match is None:
             raise ScheduleError(f"{spec.name} field: cannot read '{part}'")
-        step = match.group("step")
-        if step is not None and int(step) == 0:
+        step_text = match.group("step")
+        step = int(step_text) if step_text is not None else 1
+        if step == 0:
             raise ScheduleError(f"{spec.name} field: step in '{part}' must be at least 1")
         span = match.group("range")
         if span == "*":
-            continue
-        bounds = [_check_value(v, spec) for v in span.split("-")]
-        if len(bounds) == 2 and bounds[0] > bounds[1]:
-            raise ScheduleError(
-                f"{spec.name} field: range '{span}' runs backwards"
-            )
+            low, high = spec.low, spec.high
+        else:
+            bounds = [_check_value(v, spec) for v in span.split("-")]
+            if len(bounds) == 2 and bounds[0] > bounds[1]:
+                raise ScheduleError(f"{spec.name} field: range '{span}' runs backwards")
+            low = bounds[0]
+            high = bounds[-1] if len(bounds) == 2 or step_text is None else spec.high
+        values.update(range(low, high + 1, step))
+    return values
+
+
+_LONGEST_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31,
+                  11: 30, 12: 31}
 
 
 def normalize_cron(text: str) -> str:
@@ -157,12 +167,16 @@ def normalize_cron(text: str) -> str:
             f"'{text}' has {len(fields)} fields; expected 6 "
             "(second minute hour day-of-month month day-of-week) or 5 (classic cron)"
         )
-    for part, spec in zip(fields, _FIELDS, strict=True):
-        _check_field(part, spec)
+    allowed = [_check_field(part, spec) for part, spec in zip(fields, _FIELDS, strict=True)]
+    days, months = allowed[3], allowed[4]
+    # With day-of-week '*', only day-of-month decides; it can name days no chosen month
+    # has (Feb 30). A restricted day-of-week always matches some day (the OR rule).
+    if fields[5] == "*" and not any(d <= _LONGEST_MONTH[m] for m in months for d in days):
+        raise ScheduleError(f"'{text}' can never fire (no matching date)")
     return " ".join(fields)
 
 
-def parse_schedule(text: str, zone: tzinfo, *, now: float) -> Schedule:
+def parse_schedule(text: str, zone: tzinfo) -> Schedule:
     """Turn a schedule string into a Schedule, or raise ScheduleError saying what is wrong."""
     stripped = text.strip()
     if not stripped:
@@ -192,8 +206,6 @@ def parse_schedule(text: str, zone: tzinfo, *, now: float) -> Schedule:
         schedule = CronSchedule(text=stripped, expression=expression, zone=zone)
     except ValueError as exc:  # croniter's errors derive from ValueError
         raise ScheduleError(f"'{stripped}': {exc}") from None
-    if schedule.next_after(now) is None:
-        raise ScheduleError(f"'{stripped}' can never fire (no matching date)")
     return schedule
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from torchd.errors import TorchdError
+from torchd.model import Config
 
 READY_TIMEOUT = 30.0
 
@@ -34,7 +35,8 @@ def _configure_file_logging(path: Path, level: int) -> None:
     root.setLevel(level)
 
 
-def _daemon_main(config_path: Path, state_dir: Path, ready_fd: int, level: int) -> int:
+def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: int,
+                 level: int) -> int:
     import daemon  # noqa: PLC0415 - only the detaching path needs python-daemon
 
     from torchd.app import App, StatePaths  # noqa: PLC0415
@@ -55,12 +57,13 @@ def _daemon_main(config_path: Path, state_dir: Path, ready_fd: int, level: int) 
             # let a later error report write into whatever reuses the number.
             os.write(ready_fd, _report(error))
 
-        return asyncio.run(App(config_path, paths).run(ready))
+        return asyncio.run(App(config_path, paths, config=config).run(ready))
 
 
-def start_detached(config_path: Path, state_dir: Path, *, level: int = logging.INFO,
-                   timeout: float = READY_TIMEOUT) -> int:
-    """Start a detached daemon; return its pid once it serves, or raise TorchdError."""
+def start_detached(config_path: Path, state_dir: Path, config: Config, *,
+                   level: int = logging.INFO, timeout: float = READY_TIMEOUT) -> int:
+    """Start a detached daemon on the already validated `config` (inherited through fork,
+    not parsed again); return its pid once it serves, or raise TorchdError."""
     state_dir.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
     child = os.fork()
@@ -68,7 +71,8 @@ def start_detached(config_path: Path, state_dir: Path, *, level: int = logging.I
         os.close(read_fd)
         code = 1
         try:
-            code = _daemon_main(config_path.absolute(), state_dir.absolute(), write_fd, level)
+            code = _daemon_main(config_path.absolute(), state_dir.absolute(), config, write_fd,
+                                level)
         except BaseException as exc:  # noqa: BLE001 - the child must never return into the CLI
             with contextlib.suppress(OSError):
                 os.write(write_fd, _report(str(exc) or type(exc).__name__))

@@ -63,7 +63,7 @@ def test_bad_host_patterns(pattern: str, problem: str) -> None:
 
 
 def _config(body: str) -> object:
-    return parse_config(body.encode(), "t.yaml", identity=None, now=1_795_000_000.0)
+    return parse_config(body.encode(), "t.yaml", identity=None)
 
 
 def test_reload_plan_by_name() -> None:
@@ -71,13 +71,13 @@ def test_reload_plan_by_name() -> None:
   - {name: same, schedule: "@hourly", command: "true"}
   - {name: edited, schedule: "@hourly", command: "true"}
   - {name: gone, schedule: "@hourly", command: "true"}
-""", "t.yaml", identity=None, now=1_795_000_000.0)
+""", "t.yaml", identity=None)
     new = parse_config(b"""tasks:
   - {name: new, schedule: "@daily", command: "true"}
   # a comment moves lines; the line is not part of a task's identity
   - {name: same, schedule: "@hourly", command: "true"}
   - {name: edited, schedule: "@daily", command: "false"}
-""", "t.yaml", identity=None, now=1_795_000_000.0)
+""", "t.yaml", identity=None)
     diff = plan(old, new)
     assert diff.added == ("new",)
     assert diff.changed == ("edited",)
@@ -90,7 +90,7 @@ def test_reload_plan_by_name() -> None:
 
 def test_first_load_is_all_added() -> None:
     config = parse_config(b'tasks: [{name: a, schedule: "@hourly", command: "true"}]\n',
-                          "t.yaml", identity=None, now=1_795_000_000.0)
+                          "t.yaml", identity=None)
     assert plan(None, config).added == ("a",)
 
 
