@@ -166,8 +166,12 @@ class App:
         stop_waiter = asyncio.create_task(stop_event.wait(), name="stop-waiter")
         await asyncio.wait({engine, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
         notify("STOPPING=1")
+        crashed = engine.done() and not engine.cancelled() and engine.exception() is not None
+        if crashed:
+            log.critical("the scheduler stopped on an internal error; shutting down",
+                         exc_info=engine.exception())
         await self._shutdown(engine, stop_waiter)
-        return 0
+        return 1 if crashed else 0
 
     async def _shutdown(self, engine: asyncio.Task[None], stop_waiter: asyncio.Task[Any]) -> None:
         assert self._scheduler is not None  # noqa: S101 - set before serving
@@ -178,8 +182,8 @@ class App:
             self._watcher.stop()
         stopped = await self._scheduler.shutdown(self._stop_grace)
         engine.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await engine
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await engine  # a crash was already logged by _serve
         if self._control is not None:
             await self._control.close()
         self._journal.close()

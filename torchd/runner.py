@@ -200,8 +200,15 @@ def start_run(request: LaunchRequest, *, kill_grace: float,
               clock_time: Callable[[], float], clock_mono: Callable[[], float],
               on_exit: Callable[[Run], None]) -> RunHandle:
     """Spawn the command; raise StartError (after logging it to the task log) if it cannot."""
-    log_fd = _open_log(request.log_path)
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        log_fd = _open_log(request.log_path)
+    except OSError as exc:
+        raise StartError(f"cannot open log {request.log_path}: {exc.strerror}") from None
+    try:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    except OSError as exc:
+        os.close(log_fd)
+        raise StartError(f"cannot create output pipe: {exc.strerror}") from None
     try:
         popen = subprocess.Popen(
             request.command,

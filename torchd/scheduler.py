@@ -225,8 +225,13 @@ class Scheduler:
                      reason)
             self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
             return
-        with contextlib.suppress(StartError):
+        try:
             self._launch(state, scheduled)
+        except StartError:
+            pass  # already logged and recorded by _launch
+        except Exception:  # one run's failure must never stop the scheduler
+            log.exception("task %s: fire %s failed unexpectedly", spec.name,
+                          fire_id(spec.name, scheduled))
 
     def _launch(self, state: TaskState, scheduled: float) -> RunHandle:
         spec = state.spec
@@ -295,6 +300,10 @@ class Scheduler:
                 keeper.handle = self._launch(state, self._clock.time())
             except StartError as exc:
                 keeper.last_error = str(exc)
+            except Exception as exc:  # one instance's failure must never end its supervision
+                log.exception("task %s: instance %d failed unexpectedly", keeper.task,
+                              keeper.slot)
+                keeper.last_error = f"internal error: {exc}"
             else:
                 keeper.last_error = None
                 run = keeper.handle.run

@@ -252,3 +252,43 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     problems = [line for line in result.stderr.splitlines() if "torchd.service" in line]
     assert result.returncode == 0, result.stderr
     assert problems == []
+
+
+def test_second_sigterm_forces_the_stop(tmp_path: Path, write_tasks: Callable[..., Path],
+                                        daemon_factory: Callable[..., Daemon]) -> None:
+    """A run that ignores TERM holds shutdown for the grace period, unless TERM comes twice."""
+    pids = tmp_path / "pids"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: stubborn
+            type: daemon
+            command: "trap '' TERM; echo $$ > {pids}; while true; do sleep 1; done"
+        """)).start()
+    wait_for(lambda: lines(pids), timeout=10, message="the stubborn run")
+    stubborn = int(lines(pids)[0])
+    daemon.signal(signal.SIGTERM)
+    wait_for(lambda: "stopping: ending 1 run(s)" in daemon.stderr(), timeout=5,
+             message="the shutdown to begin")
+    assert psutil.pid_exists(stubborn)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=5) == 0  # well inside the 10 s grace
+    assert process_gone(stubborn)
+    assert "second stop signal: killing every run now" in daemon.stderr()
+
+
+def test_start_errors_are_reported_and_the_daemon_carries_on(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    out = tmp_path / "out"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - {{name: nowhere, schedule: "* * * * * *", cwd: /nonexistent, command: ["true"]}}
+          - {{name: missing, schedule: "* * * * * *", command: ["/nonexistent/bin"]}}
+          - {{name: fine, schedule: "* * * * * *", command: '{record_cmd(out)}'}}
+        """)).start()
+    wait_for(lambda: len(lines(out)) >= 2, timeout=10, message="the healthy task firing")
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    errors = {t["name"]: t["last_start_error"] for t in status["tasks"]}
+    assert errors == {"fine": None, "missing": "No such file or directory: /nonexistent/bin",
+                      "nowhere": "No such file or directory: /nonexistent"}
+    assert "start-error" in (daemon.log_dir / "missing.log").read_text()
