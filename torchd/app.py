@@ -27,6 +27,7 @@ from torchd.hostinfo import local_identity
 from torchd.model import Config, TaskKind
 from torchd.pidfile import PidFile
 from torchd.reload import ReloadPlan, plan
+from torchd.runner import seal_descriptors
 from torchd.scheduler import Scheduler
 from torchd.sdnotify import notify
 from torchd.watcher import FileWatcher
@@ -126,6 +127,7 @@ class App:
 
     async def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
         raise_fd_limit()
+        seal_descriptors()
         ended = await asyncio.to_thread(end_leftovers, self._paths.children, DEFAULT_STOP_GRACE)
         if ended:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
@@ -218,6 +220,7 @@ class App:
         if config.daemon.watch and self._watcher is None:
             self._watcher = FileWatcher(self._config_path, self._on_file_change)
             self._watcher.start()
+            seal_descriptors()  # watchdog's inotify handle is inheritable
             # A change between the last parse and the watcher's start would go unseen.
             try:
                 current = digest_of(self._config_path.read_bytes())

@@ -148,3 +148,23 @@ def test_environment_cwd_and_log_framing(tmp_path: Path, write_tasks: Callable[.
     assert " exit=0 " in footer
     assert footer.endswith("outcome=ok")
     assert time.time() - datetime.fromisoformat(body[3]).timestamp() < 30
+
+
+@pytest.mark.parametrize("cwd", [None, "/tmp"], ids=["posix_spawn", "with-cwd"])
+def test_children_inherit_no_descriptors(cwd: str | None, write_tasks: Callable[..., Path],
+                                         daemon_factory: Callable[..., Daemon]) -> None:
+    """A run sees stdin, stdout and stderr only (3 is ls's own handle on the directory)."""
+    cwd_line = f"cwd: {cwd}" if cwd else ""
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: fds
+            schedule: "* * * * * *"
+            {cwd_line}
+            command: ["/bin/ls", "/proc/self/fd"]
+        """)).start()
+    log = daemon.log_dir / "fds.log"
+    wait_for(lambda: log.exists() and " end " in log.read_text(), timeout=10,
+             message="one complete run")
+    text = log.read_text().splitlines()
+    body = text[1:next(i for i, line in enumerate(text) if " end run=" in line)]
+    assert body == ["0", "1", "2", "3"]
