@@ -1,183 +1,373 @@
-"""torchd benchmarks. `python -m bench MODE [options]`; see bench/README.md.
+"""torchd benchmarks, side by side with peers. `python -m bench MODE [--peer P ...]`.
 
-Each mode prints a human table and one JSON line per result.
+Each mode prints a table for people and one JSON line per result; bench/README.md
+explains every measure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 
+from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer
+
 HERE = Path(__file__).resolve().parent
-WORK = HERE / ".work"
+Result = dict[str, object]
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """CPU time of every thread of the process, in ns precision from schedstat (psutil's
+    cpu_times() counts 10 ms clock ticks, too coarse for an idle daemon)."""
+    total = 0
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def build_stamp() -> Path:
-    """Compile the task program once (the measure is the scheduler, not the task)."""
+    """Compile the task program once (static: the measure is the scheduler, not ld.so)."""
     WORK.mkdir(exist_ok=True)
     binary = WORK / "stamp"
     source = HERE / "stamp.c"
     if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
-        subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+        built = subprocess.run(["cc", "-O2", "-static", "-o", str(binary), str(source)],
+                               check=False)
+        if built.returncode != 0:  # no static libc: a dynamic binary measures the same
+            subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
     return binary
 
 
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-@contextmanager
-def torchd_daemon(config: Path, state: Path) -> Iterator[psutil.Process]:
-    """`torchd run` on a config; yields once its control socket exists."""
-    log = state.with_suffix(".log")
-    with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "torchd", "run", "-c", str(config),
-                                 "--state-dir", str(state)], stdout=err, stderr=err,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (state / "torchd.sock").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"torchd did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.01)
-        yield psutil.Process(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def stamps(path: Path) -> list[tuple[str, int]]:
+def read_stamps(path: Path) -> list[tuple[str, int]]:
     try:
         text = path.read_text()
     except FileNotFoundError:
         return []
-    result = []
+    found = []
     for line in text.splitlines():
-        task, ns = line.split()
-        result.append((task, int(ns)))
-    return result
+        parts = line.split()
+        if len(parts) == 2:
+            found.append((parts[0], int(parts[1])))
+    return found
 
 
-def emit(result: dict[str, object]) -> None:
-    print(json.dumps(result, sort_keys=True))
+@contextmanager
+def running(peer_name: str, tasks: list[Task], workdir: Path) -> Iterator[
+        tuple[Peer, psutil.Process, float]]:
+    peer = PEERS[peer_name](workdir)
+    peer.install()
+    started = time.time()
+    try:
+        proc = peer.start(tasks)
+        yield peer, proc, started
+    finally:
+        peer.stop()
 
 
-def mode_lateness(args: argparse.Namespace) -> None:
-    stamp = build_stamp()
-    with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        out = tmp / "stamps"
-        tasks = "\n".join(
-            f'  - {{name: t{i}, schedule: "* * * * * *", command: ["{stamp}", "{out}", "t{i}"]}}'
-            for i in range(args.tasks))
-        config = tmp / "tasks.yaml"
-        config.write_text(f"daemon: {{watch: false}}\ntasks:\n{tasks}\n")
-        with torchd_daemon(config, tmp / "state"):
-            time.sleep(args.seconds + 1.5)
-        records = stamps(out)
+def emit_table(header: list[str], rows: list[list[object]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def emit_json(results: list[Result]) -> None:
+    for result in results:
+        print(json.dumps(result, sort_keys=True))
+
+
+def fire_stats(records: list[tuple[str, int]], period: int, first: int, last: int,
+               names: list[str]) -> Result:
+    """Lateness against the scheduled instant (the period boundary at or before the stamp),
+    and missed / duplicated fires among instants first..last (inclusive, seconds)."""
     late_ms: list[float] = []
-    seen: set[tuple[str, int]] = set()
-    duplicates = 0
-    per_task: dict[str, set[int]] = {}
+    seen: dict[tuple[str, int], int] = {}
     for task, ns in records:
-        second = ns // 1_000_000_000
-        late_ms.append((ns - second * 1_000_000_000) / 1e6)
-        if (task, second) in seen:
-            duplicates += 1
-        seen.add((task, second))
-        per_task.setdefault(task, set()).add(second)
-    missed = 0
-    for seconds in per_task.values():
-        missed += (max(seconds) - min(seconds) + 1) - len(seconds)
-    result = {
-        "measure": "lateness", "peer": "torchd", "tasks": args.tasks, "fires": len(records),
-        "p50_ms": round(statistics.median(late_ms), 3),
-        "p99_ms": round(percentile(late_ms, 99), 3), "max_ms": round(max(late_ms), 3),
-        "missed": missed, "duplicated": duplicates,
+        instant = (ns // 1_000_000_000) // period * period
+        if not first <= instant <= last:
+            continue
+        late_ms.append((ns - instant * 1_000_000_000) / 1e6)
+        seen[(task, instant)] = seen.get((task, instant), 0) + 1
+    instants = [s for s in range(first, last + 1) if s % period == 0]
+    expected = len(instants) * len(names)
+    return {
+        "fires": len(late_ms),
+        "p50_ms": round(statistics.median(late_ms), 2) if late_ms else None,
+        "p99_ms": round(percentile(late_ms, 99), 2) if late_ms else None,
+        "max_ms": round(max(late_ms), 2) if late_ms else None,
+        "missed": expected - len(seen),
+        "duplicated": sum(n - 1 for n in seen.values()),
     }
-    print(f"{'peer':8} {'tasks':>5} {'fires':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'missed':>6} {'dup':>4}")
-    print(f"{'torchd':8} {args.tasks:5d} {len(records):6d} {result['p50_ms']:8.3f} "
-          f"{result['p99_ms']:8.3f} {result['max_ms']:8.3f} {missed:6d} {duplicates:4d}")
-    emit(result)
 
 
-def _rare_schedule(i: int) -> str:
-    """Distinct expressions that fire once a year, spread over the calendar."""
+# ----- 1. lateness ---------------------------------------------------------------------------
+def mode_lateness(args: argparse.Namespace) -> list[Result]:
+    stamp = build_stamp()
+    results = []
+    for peer_name in args.peer:
+        period = 1 if PEERS[peer_name].seconds else 60
+        with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+            out = Path(tmp_name) / "stamps"
+            schedule = "* * * * * *" if period == 1 else "0 * * * * *"
+            tasks = [Task(f"t{i}", schedule, (str(stamp), str(out), f"t{i}"))
+                     for i in range(args.tasks)]
+            duration = args.seconds if period == 1 else max(args.seconds, 120)
+            with running(peer_name, tasks, Path(tmp_name) / "peer"):
+                begin = time.time()
+                time.sleep(duration + 1.5)
+                end = time.time()
+            first = math.ceil(begin) + 1
+            last = math.floor(end) - 1
+            stats = fire_stats(read_stamps(out), period, first, last,
+                               [t.name for t in tasks])
+        results.append({"measure": "lateness", "peer": peer_name, "tasks": args.tasks,
+                        "granularity_s": period, "window_s": last - first + 1, **stats})
+    emit_table(["peer", "tasks", "every", "fires", "p50 ms", "p99 ms", "max ms", "missed",
+                "dup"],
+               [[r["peer"], r["tasks"], f"{r['granularity_s']}s", r["fires"], r["p50_ms"],
+                 r["p99_ms"], r["max_ms"], r["missed"], r["duplicated"]] for r in results])
+    return results
+
+
+# ----- 2. burst ------------------------------------------------------------------------------
+def _utc_fields(ts: int) -> str:
+    t = datetime.fromtimestamp(ts, UTC)
+    return f"{t.second} {t.minute} {t.hour} {t.day} {t.month} *"
+
+
+def mode_burst(args: argparse.Namespace) -> list[Result]:
+    stamp = build_stamp()
+    results = []
+    for peer_name in args.peer:
+        with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+            out = Path(tmp_name) / "stamps"
+            target = math.ceil(time.time()) + args.lead
+            if not PEERS[peer_name].seconds:
+                target = math.ceil(target / 60) * 60
+            tasks = [Task(f"b{i}", _utc_fields(target), (str(stamp), str(out), f"b{i}"))
+                     for i in range(args.tasks)]
+            with running(peer_name, tasks, Path(tmp_name) / "peer"):
+                ready = time.time()
+                if ready > target - 1:
+                    raise RuntimeError(f"{peer_name} was not ready 1 s before the burst; "
+                                       "raise --lead")
+                deadline = target + 30
+                while time.time() < deadline:
+                    if len(read_stamps(out)) >= args.tasks:
+                        break
+                    time.sleep(0.05)
+                time.sleep(1)  # let duplicates, if any, arrive
+            records = read_stamps(out)
+        starts = [ns for _, ns in records]
+        names = {task for task, _ in records}
+        last_ms = (max(starts) - target * 1_000_000_000) / 1e6 if starts else None
+        results.append({
+            "measure": "burst", "peer": peer_name, "tasks": args.tasks,
+            "first_ms": round((min(starts) - target * 1e9) / 1e6, 2) if starts else None,
+            "last_ms": round(last_ms, 2) if last_ms is not None else None,
+            "started": len(names), "missed": args.tasks - len(names),
+            "duplicated": len(records) - len(names),
+        })
+    emit_table(["peer", "tasks", "first ms", "last ms", "started", "missed", "dup"],
+               [[r["peer"], r["tasks"], r["first_ms"], r["last_ms"], r["started"],
+                 r["missed"], r["duplicated"]] for r in results])
+    return results
+
+
+# ----- 3. idle cost at scale -----------------------------------------------------------------
+def rare_schedule(i: int) -> str:
+    """Distinct expressions that each fire once a year, spread over the calendar."""
     return f"{i % 60} {(i // 60) % 60} {(i // 3600) % 24} {1 + i % 28} {1 + i % 12} *"
 
 
-def mode_idle(args: argparse.Namespace) -> None:
+def mode_idle(args: argparse.Namespace) -> list[Result]:
     stamp = build_stamp()
-    rows = []
+    results = []
     for count in args.tasks:
-        with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
-            tmp = Path(tmp_name)
-            out = tmp / "stamps"
-            lines = [f'  - {{name: rare{i}, schedule: "{_rare_schedule(i)}", '
-                     f'command: ["{stamp}", "{out}", "rare{i}"]}}' for i in range(count)]
-            lines.append(f'  - {{name: tick, schedule: "* * * * * *", '
-                         f'command: ["{stamp}", "{out}", "tick"]}}')
-            config = tmp / "tasks.yaml"
-            config.write_text("daemon: {watch: false}\ntasks:\n" + "\n".join(lines) + "\n")
-            started = time.time()
-            with torchd_daemon(config, tmp / "state") as proc:
-                while not stamps(out):
+        for peer_name in args.peer:
+            with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+                out = Path(tmp_name) / "stamps"
+                tasks = [Task(f"rare{i}", rare_schedule(i), (str(stamp), str(out), f"r{i}"))
+                         for i in range(count)]
+                tick = "* * * * * *" if PEERS[peer_name].seconds else "0 * * * * *"
+                tasks.append(Task("tick", tick, (str(stamp), str(out), "tick")))
+                with running(peer_name, tasks, Path(tmp_name) / "peer") as (_p, proc, started):
+                    while not read_stamps(out):
+                        time.sleep(0.005)
+                    first_fire = read_stamps(out)[0][1] / 1e9 - started
+                    time.sleep(2)  # let start-up work settle
+                    cpu0 = cpu_seconds(proc)
+                    t0 = time.monotonic()
+                    time.sleep(args.seconds)
+                    cpu = cpu_seconds(proc) - cpu0
+                    elapsed = time.monotonic() - t0
+                    rss_mb = proc.memory_info().rss / 2**20
+            results.append({
+                "measure": "idle", "peer": peer_name, "tasks": count,
+                "cpu_s_per_min": round(cpu * 60 / elapsed, 4), "rss_mb": round(rss_mb, 1),
+                "start_to_first_fire_s": round(first_fire, 3),
+            })
+    emit_table(["peer", "tasks", "CPU s/min", "RSS MB", "start->first fire s"],
+               [[r["peer"], r["tasks"], r["cpu_s_per_min"], r["rss_mb"],
+                 r["start_to_first_fire_s"]] for r in results])
+    return results
+
+
+# ----- 4. reload -----------------------------------------------------------------------------
+def _generation(state: Path) -> int:
+    from torchd.control.client import call  # noqa: PLC0415 - bench runs beside torchd
+
+    return int(call(state / "torchd.sock", "status", timeout=30)["generation"])
+
+
+def mode_reload(args: argparse.Namespace) -> list[Result]:
+    """torchd only: no peer here reloads a changed file in place."""
+    stamp = build_stamp()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+        out = Path(tmp_name) / "stamps"
+
+        def tasks(edit: str) -> list[Task]:
+            """'none': the original file; 'one': one task edited and one added;
+            'all': every task's schedule changed."""
+            shift = 7 if edit == "all" else 0
+            rare = [Task(f"rare{i}", rare_schedule(i * 13 + shift),
+                         (str(stamp), "/dev/null", "r")) for i in range(args.tasks)]
+            if edit == "one":
+                rare[0] = Task("rare0", "0 0 0 1 1 *", rare[0].argv)
+                rare.append(Task("added", "0 0 0 2 1 *", rare[0].argv))
+            return [*rare, Task("tick", "* * * * * *", (str(stamp), str(out), "tick"))]
+
+        peer = TorchdPeer(Path(tmp_name) / "peer")
+        proc = peer.start(tasks("none"))
+        try:
+            time.sleep(2)
+            for how, edit in (("SIGUSR2", "one"), ("file change", "none"),
+                              ("SIGUSR2", "all"), ("file change", "none")):
+                generation = _generation(peer.state)
+                if how == "SIGUSR2":
+                    peer.write(tasks(edit), watch=False)
+                    t0 = time.monotonic()
+                    os.kill(proc.pid, signal.SIGUSR2)
+                else:
+                    t0 = time.monotonic()
+                    peer.write(tasks(edit), watch=True)
+                while _generation(peer.state) == generation:
                     time.sleep(0.005)
-                first_fire = stamps(out)[0][1] / 1e9 - started
-                time.sleep(2)  # let start-up work settle before measuring
-                cpu0 = sum(proc.cpu_times()[:2])
-                t0 = time.monotonic()
+                took = time.monotonic() - t0
+                began = time.time() - took
+                time.sleep(3)
+                if how == "file change":  # back to watch: false for the next signal
+                    generation = _generation(peer.state)
+                    peer.write(tasks(edit), watch=False)
+                    os.kill(proc.pid, signal.SIGUSR2)
+                    while _generation(peer.state) == generation:
+                        time.sleep(0.005)
+                stats = fire_stats(read_stamps(out), 1, math.floor(began) - 2,
+                                   math.floor(time.time()) - 1, ["tick"])
+                changed = {"one": "1 edited + 1 added", "all": f"all {args.tasks} edited",
+                           "none": f"all {args.tasks} edited back"}[edit]
+                results.append({"measure": "reload", "peer": "torchd", "tasks": args.tasks,
+                                "trigger": how, "change": changed, "applied_s": round(took, 3),
+                                "missed": stats["missed"], "duplicated": stats["duplicated"]})
+        finally:
+            peer.stop()
+    emit_table(["peer", "tasks", "trigger", "change", "applied s", "missed", "dup"],
+               [[r["peer"], r["tasks"], r["trigger"], r["change"], r["applied_s"], r["missed"],
+                 r["duplicated"]] for r in results])
+    return results
+
+
+# ----- 5. soak -------------------------------------------------------------------------------
+def mode_soak(args: argparse.Namespace) -> list[Result]:
+    stamp = build_stamp()
+    results = []
+    for peer_name in args.peer:
+        with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+            out = Path(tmp_name) / "stamps"
+            tasks = [Task(f"s{i}", "* * * * * *", (str(stamp), str(out), f"s{i}"))
+                     for i in range(args.tasks)]
+            with running(peer_name, tasks, Path(tmp_name) / "peer") as (_p, proc, _s):
+                time.sleep(10)  # warm-up: first fires, lazily created structures
+                rss0, fds0 = proc.memory_info().rss / 2**20, proc.num_fds()
+                begin = time.time()
                 time.sleep(args.seconds)
-                cpu = sum(proc.cpu_times()[:2]) - cpu0
-                elapsed = time.monotonic() - t0
-                rss_mb = proc.memory_info().rss / 2**20
-        result = {
-            "measure": "idle", "peer": "torchd", "tasks": count,
-            "cpu_s_per_min": round(cpu * 60 / elapsed, 4), "rss_mb": round(rss_mb, 1),
-            "start_to_first_fire_s": round(first_fire, 3), "window_s": round(elapsed, 1),
-        }
-        rows.append(result)
-    print(f"{'peer':8} {'tasks':>7} {'CPU s/min':>10} {'RSS MB':>8} {'first fire s':>13}")
-    for r in rows:
-        print(f"{'torchd':8} {r['tasks']:7d} {r['cpu_s_per_min']:10.4f} {r['rss_mb']:8.1f} "
-              f"{r['start_to_first_fire_s']:13.3f}")
-    for r in rows:
-        emit(r)
+                end = time.time()
+                rss1, fds1 = proc.memory_info().rss / 2**20, proc.num_fds()
+            first, last = math.ceil(begin), math.floor(end) - 1
+            stats = fire_stats(read_stamps(out), 1, first, last, [t.name for t in tasks])
+        results.append({
+            "measure": "soak", "peer": peer_name, "tasks": args.tasks,
+            "fires_per_s": round(int(stats["fires"]) / (last - first + 1), 1),  # type: ignore[call-overload]
+            "p99_ms": stats["p99_ms"], "missed": stats["missed"],
+            "duplicated": stats["duplicated"], "rss_mb_start": round(rss0, 1),
+            "rss_mb_end": round(rss1, 1), "fds_start": fds0, "fds_end": fds1,
+        })
+    emit_table(["peer", "tasks", "fires/s", "p99 ms", "missed", "dup", "RSS MB", "fds"],
+               [[r["peer"], r["tasks"], r["fires_per_s"], r["p99_ms"], r["missed"],
+                 r["duplicated"], f"{r['rss_mb_start']}->{r['rss_mb_end']}",
+                 f"{r['fds_start']}->{r['fds_end']}"] for r in results])
+    return results
+
+
+MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
+    "lateness": (mode_lateness, ["torchd", "apscheduler"]),
+    "burst": (mode_burst, ["torchd", "apscheduler"]),
+    "idle": (mode_idle, ["torchd", "apscheduler"]),
+    "reload": (mode_reload, ["torchd"]),
+    "soak": (mode_soak, ["torchd"]),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="mode", required=True)
-    late = sub.add_parser("lateness", help="start time minus scheduled second")
-    late.add_argument("--tasks", type=int, default=1)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--peer", nargs="+", choices=sorted(PEERS),
+                             default=MODES[name][1])
+        return command
+
+    late = add("lateness", "start time minus scheduled instant, tasks firing every second")
+    late.add_argument("--tasks", type=int, default=20)
     late.add_argument("--seconds", type=int, default=60)
-    late.set_defaults(func=mode_lateness)
-    idle = sub.add_parser("idle", help="CPU and RSS with many rarely-firing tasks")
-    idle.add_argument("--tasks", type=int, nargs="+", default=[10_000])
+    burst = add("burst", "many tasks due on the same second")
+    burst.add_argument("--tasks", type=int, default=1000)
+    burst.add_argument("--lead", type=int, default=20, help="seconds from start to the burst")
+    idle = add("idle", "CPU and RSS with many rarely-firing tasks, plus one every second")
+    idle.add_argument("--tasks", type=int, nargs="+", default=[1000, 10_000, 100_000])
     idle.add_argument("--seconds", type=int, default=60)
-    idle.set_defaults(func=mode_idle)
+    reload = add("reload", "time for a changed file to take effect, fires lost or doubled")
+    reload.add_argument("--tasks", type=int, default=10_000)
+    soak = add("soak", "many short tasks every second for minutes: throughput and leaks")
+    soak.add_argument("--tasks", type=int, default=200)
+    soak.add_argument("--seconds", type=int, default=300)
     args = parser.parse_args(argv)
-    if shutil.which("cc") is None:
-        print("bench needs a C compiler (cc) for its task program", file=sys.stderr)
-        return 1
-    args.func(args)
+    func = MODES[args.mode][0]
+    print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"{datetime.now(UTC).isoformat(timespec='seconds')}")
+    emit_json(func(args))
     return 0

@@ -17,10 +17,10 @@ from typing import Any
 from torchd import __version__
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
-from torchd.config import digest_of, load_config
+from torchd.config import digest_of, load_config, schedule_cache_of
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.server import ControlServer
-from torchd.cronexpr import upcoming
+from torchd.cronexpr import Schedule, upcoming
 from torchd.errors import ConfigError
 from torchd.events import Event, RunEnded, RunStarted
 from torchd.hostinfo import local_identity
@@ -86,6 +86,8 @@ class App:
         self._pidfile = PidFile(paths.pidfile)
         self._journal = ChildJournal(paths.children)
         self._config: Config | None = config
+        # see config.parse_config; seeded from a config the caller already loaded
+        self._schedule_cache: dict[str, Schedule] = schedule_cache_of(config) if config else {}
         self._scheduler: Scheduler | None = None
         self._watcher: FileWatcher | None = None
         self._control: ControlServer | None = None
@@ -121,7 +123,8 @@ class App:
             self._pidfile.release()
 
     def _first_load(self) -> Config:
-        config = load_config(self._config_path, identity=local_identity())
+        config = load_config(self._config_path, identity=local_identity(),
+                             schedule_cache=self._schedule_cache)
         self._config = config
         return config
 
@@ -233,9 +236,12 @@ class App:
             self._watcher = None
 
     # ----- reload ------------------------------------------------------------------------------
-    async def _parse(self) -> Config:
+    async def _parse(self, *, for_apply: bool) -> Config:
+        """Parse in a thread. Only a parse that will be applied updates the schedule cache
+        (a dry run must not evict what the running config uses)."""
+        cache = self._schedule_cache if for_apply else dict(self._schedule_cache)
         return await asyncio.to_thread(load_config, self._config_path,
-                                       identity=local_identity())
+                                       identity=local_identity(), schedule_cache=cache)
 
     async def reload(self, source: str) -> dict[str, Any]:
         """The one reload path: parse all, keep the old config on any error, else apply."""
@@ -245,7 +251,7 @@ class App:
             if self._stop_event is not None and self._stop_event.is_set():
                 return self._last_reload or {}
             try:
-                new = await self._parse()
+                new = await self._parse(for_apply=True)
             except ConfigError as exc:
                 for problem in exc.problems:
                     log.error("reload (%s) rejected, keeping the running config: %s", source,
@@ -300,7 +306,7 @@ class App:
     async def _handle_plan(self, _request: dict[str, Any]) -> dict[str, Any]:
         assert self._config is not None  # noqa: S101
         try:
-            new = await self._parse()
+            new = await self._parse(for_apply=False)
         except ConfigError as exc:
             raise ProtocolError(ErrorCode.CONFIG, str(exc)) from None
         diff = plan(self._config, new)

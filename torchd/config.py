@@ -235,6 +235,16 @@ def _hosts(node: yaml.Node) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+def _schedule_key(text: str, timezone: str) -> str:
+    return f"{text.strip()}\0{timezone}"
+
+
+def schedule_cache_of(config: Config) -> dict[str, Schedule]:
+    """The schedules a loaded config uses, keyed as parse_config's cache expects."""
+    return {_schedule_key(t.schedule.text, t.timezone): t.schedule
+            for t in config.tasks if t.schedule is not None}
+
+
 def _declared_name(node: yaml.Node) -> str | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -252,7 +262,7 @@ class _TaskFields:
 
 def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSettings,
           identity: HostIdentity | None,
-          schedules: dict[str, Schedule]) -> TaskSpec | None:
+          schedules: dict[str, Schedule], used: set[str]) -> TaskSpec | None:
     label = _declared_name(node) or f"#{index + 1}"
     before = len(walker.problems)
     fields = _TaskFields()
@@ -291,7 +301,8 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         walker.problem(nodes["schedule"], label, "schedule",
                        "a daemon task is kept running and takes no schedule")
     elif isinstance(schedule_text, str):
-        cache_key = f"{schedule_text}\0{daemon.timezone}"
+        cache_key = _schedule_key(schedule_text, daemon.timezone)
+        used.add(cache_key)
         cached = schedules.get(cache_key)
         if cached is None:
             try:
@@ -327,8 +338,14 @@ def digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def parse_config(data: bytes, file: str, *, identity: HostIdentity | None) -> Config:
-    """Parse task-file bytes; raise ConfigError listing every problem."""
+def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
+                 schedule_cache: dict[str, Schedule] | None = None) -> Config:
+    """Parse task-file bytes; raise ConfigError listing every problem.
+
+    `schedule_cache` (expression and zone -> Schedule) lets a reload reuse the schedules
+    of the previous load, so unchanged expressions cost nothing; it is pruned to what
+    this file uses.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -347,7 +364,8 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None) -> Co
     daemon = _daemon_settings(walker, sections.get("daemon"))
     tasks: list[TaskSpec] = []
     first_line: dict[str, int] = {}
-    schedules: dict[str, Schedule] = {}
+    schedules: dict[str, Schedule] = dict(schedule_cache) if schedule_cache else {}
+    used: set[str] = set()
     tasks_node = sections.get("tasks")
     if tasks_node is not None and not isinstance(tasks_node, yaml.SequenceNode):
         walker.problem(tasks_node, None, "tasks", f"expected a list, got {_kind(tasks_node)}")
@@ -360,11 +378,14 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None) -> Co
             elif name is not None:
                 first_line[name] = _line(item)
             spec = _task(walker, item, index, daemon=daemon, identity=identity,
-                         schedules=schedules)
+                         schedules=schedules, used=used)
             if spec is not None:
                 tasks.append(spec)
     if walker.problems:
         raise ConfigError(sorted(walker.problems, key=lambda p: p.line or 0))
+    if schedule_cache is not None:
+        schedule_cache.clear()
+        schedule_cache.update((key, schedules[key]) for key in used if key in schedules)
     return Config(
         path=file,
         digest=digest_of(data),
@@ -373,7 +394,8 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None) -> Co
     )
 
 
-def load_config(path: str | Path, *, identity: HostIdentity | None) -> Config:
+def load_config(path: str | Path, *, identity: HostIdentity | None,
+                schedule_cache: dict[str, Schedule] | None = None) -> Config:
     """Read and parse a task file; raise ConfigError (never OSError) when it cannot be used."""
     file = str(path)
     try:
@@ -381,4 +403,4 @@ def load_config(path: str | Path, *, identity: HostIdentity | None) -> Config:
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, None, None, None,
                                          f"cannot read: {exc.strerror}")]) from None
-    return parse_config(data, file, identity=identity)
+    return parse_config(data, file, identity=identity, schedule_cache=schedule_cache)

@@ -90,17 +90,24 @@ class CronSchedule:
     expression: str  # the normalized 6-field form handed to croniter
     zone: tzinfo
     _iter: croniter = field(init=False, repr=False)
+    _last_query: float = field(init=False, repr=False, default=float("nan"))
+    _last_answer: float | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         start = datetime.now(self.zone)
         self._iter = croniter(self.expression, start, ret_type=float, second_at_beginning=True)
 
     def next_after(self, ts: float) -> float | None:
+        # Tasks sharing an expression share this object and usually ask for the same
+        # instant (they fired together), so the last answer is kept.
+        if ts == self._last_query:
+            return self._last_answer
         self._iter.set_current(datetime.fromtimestamp(ts, self.zone), force=True)
         try:
-            value: float = self._iter.get_next(float)
+            value: float | None = self._iter.get_next(float)
         except CroniterBadDateError:
-            return None
+            value = None
+        self._last_query, self._last_answer = ts, value
         return value
 
     def __eq__(self, other: object) -> bool:

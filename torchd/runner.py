@@ -243,40 +243,62 @@ def _spawn(request: LaunchRequest, out_fd: int) -> tuple[int, subprocess.Popen[b
     return popen.pid, popen
 
 
-def start_run(request: LaunchRequest, *, kill_grace: float,
-              clock_time: Callable[[], float], clock_mono: Callable[[], float],
-              on_exit: Callable[[Run], None]) -> RunHandle:
-    """Spawn the command; raise StartError (after logging it to the task log) if it cannot."""
-    try:
-        log_fd = _open_log(request.log_path)
-    except OSError as exc:
-        raise StartError(f"cannot open log {request.log_path}: {exc.strerror}") from None
+@dataclass(slots=True, kw_only=True)
+class Spawned:
+    """A started process whose supervision (log, exit watch) is not yet set up."""
+
+    request: LaunchRequest
+    pid: int
+    popen: subprocess.Popen[bytes] | None
+    out_fd: int
+    started: float
+    started_mono: float
+
+
+def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
+          clock_mono: Callable[[], float]) -> Spawned:
+    """Start the command, doing as little else as possible: the scheduler spawns every
+    due fire first and supervises them afterwards, so the last of a burst starts early.
+    Raises StartError (after writing it to the task log) if the command cannot start."""
     try:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     except OSError as exc:
-        os.close(log_fd)
         raise StartError(f"cannot create output pipe: {exc.strerror}") from None
     try:
         pid, popen = _spawn(request, write_fd)
     except (OSError, ValueError) as exc:
         os.close(read_fd)
         reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
-        _write(log_fd, (f"--- torchd {iso_utc(clock_time())} start-error run={request.run_id} "
-                        f"fire={request.fire_id} error={reason}\n").encode(), request.task)
-        os.close(log_fd)
+        with contextlib.suppress(OSError):
+            log_fd = _open_log(request.log_path)
+            _write(log_fd, (f"--- torchd {iso_utc(clock_time())} start-error "
+                            f"run={request.run_id} fire={request.fire_id} error={reason}\n"
+                            ).encode(), request.task)
+            os.close(log_fd)
         raise StartError(reason) from None
     finally:
         os.close(write_fd)
-    os.set_blocking(read_fd, False)
-    started = clock_time()
-    header = (f"--- torchd {iso_utc(started)} start run={request.run_id} "
-              f"fire={request.fire_id} pid={pid} config={request.config_digest}\n")
-    _write(log_fd, header.encode(), request.task)
-    run = Run(request=request, pid=pid, started=started, started_mono=clock_mono())
+    return Spawned(request=request, pid=pid, popen=popen, out_fd=read_fd,
+                   started=clock_time(), started_mono=clock_mono())
+
+
+def supervise(spawned: Spawned, *, kill_grace: float, clock_time: Callable[[], float],
+              clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> RunHandle:
+    """Write the log header and watch the process's output and exit."""
+    request = spawned.request
     try:
-        return RunHandle(run, popen, out_fd=read_fd, log_fd=log_fd, kill_grace=kill_grace,
-                         clock_time=clock_time, clock_mono=clock_mono, on_exit=on_exit)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.close(read_fd)
-        raise
+        log_fd = _open_log(request.log_path)
+    except OSError as exc:
+        # The process runs already: keep supervising it, and say where its output went.
+        log.error("task %s run %s: cannot open log %s (%s); its output is discarded",
+                  request.task, request.run_id, request.log_path, exc.strerror)
+        log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    os.set_blocking(spawned.out_fd, False)
+    header = (f"--- torchd {iso_utc(spawned.started)} start run={request.run_id} "
+              f"fire={request.fire_id} pid={spawned.pid} config={request.config_digest}\n")
+    _write(log_fd, header.encode(), request.task)
+    run = Run(request=request, pid=spawned.pid, started=spawned.started,
+              started_mono=spawned.started_mono)
+    return RunHandle(run, spawned.popen, out_fd=spawned.out_fd, log_fd=log_fd,
+                     kill_grace=kill_grace, clock_time=clock_time, clock_mono=clock_mono,
+                     on_exit=on_exit)

@@ -31,10 +31,12 @@ from torchd.runner import (
     LaunchRequest,
     Run,
     RunHandle,
+    Spawned,
     StartError,
     group_alive,
     signal_group,
-    start_run,
+    spawn,
+    supervise,
 )
 
 log = logging.getLogger("torchd.scheduler")
@@ -78,6 +80,7 @@ class TaskState:
     last_run: Run | None = None
     last_start_error: str | None = None
     keepers: list[Keeper] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the environment every run starts from
 
 
 class Scheduler:
@@ -126,7 +129,8 @@ class Scheduler:
 
     def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None) -> None:
         self._tokens += 1
-        state = TaskState(spec=spec, token=self._tokens)
+        env = {**self._base_env, **dict(spec.env), "TORCHD_TASK": spec.name}
+        state = TaskState(spec=spec, token=self._tokens, env=env)
         if previous is not None:
             state.last_scheduled = previous.last_scheduled
             state.last_run = previous.last_run
@@ -156,6 +160,7 @@ class Scheduler:
     async def run(self) -> None:
         """Fire tasks until request_stop(); then return (runs are left to shutdown())."""
         self._started = True
+        at_boot: list[tuple[TaskState, float]] = []
         for state in list(self._tasks.values()):
             if not state.spec.active:
                 continue
@@ -163,7 +168,8 @@ class Scheduler:
                 for keeper in state.keepers:
                     self._start_keeper(state, keeper, [])
             elif isinstance(state.spec.schedule, RebootSchedule):
-                self._fire(state, self._clock.time())
+                at_boot.append((state, self._clock.time()))
+        self._fire_batch(at_boot)
         while not self._stopping:
             self._fire_due(self._clock.time())
             self._wake.clear()
@@ -189,6 +195,7 @@ class Scheduler:
 
     def _fire_due(self, now: float) -> None:
         heap = self._heap
+        batch: list[tuple[TaskState, float]] = []
         while heap and heap[0][0] <= now:
             scheduled, _seq, name, token = heapq.heappop(heap)
             state = self._tasks.get(name)
@@ -199,8 +206,12 @@ class Scheduler:
                 self._plan_next(state, now - MISSED_AFTER)
                 continue
             state.last_scheduled = scheduled
-            self._fire(state, scheduled)
-            self._plan_next(state, scheduled)
+            batch.append((state, scheduled))
+        if batch:
+            self._fire_batch(batch)  # start processes first; schedule arithmetic can wait
+            for state, scheduled in batch:
+                if self._tasks.get(state.spec.name) is state:
+                    self._plan_next(state, scheduled)
 
     def _record_missed(self, state: TaskState, first: float, now: float) -> None:
         assert state.spec.schedule is not None  # noqa: S101 - only cron tasks are timetabled
@@ -216,30 +227,39 @@ class Scheduler:
                     iso_utc(last))
         self._on_event(FireMissed(task=state.spec.name, first=first, last=last, count=count))
 
-    def _fire(self, state: TaskState, scheduled: float) -> None:
-        spec = state.spec
-        running = len(self._runs.get(spec.name, {}))
-        if spec.max_running and running >= spec.max_running:
-            reason = f"{running} run(s) still running (max_running={spec.max_running})"
-            log.info("task %s: fire %s skipped: %s", spec.name, fire_id(spec.name, scheduled),
-                     reason)
-            self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
-            return
-        try:
-            self._launch(state, scheduled)
-        except StartError:
-            pass  # already logged and recorded by _launch
-        except Exception:  # one run's failure must never stop the scheduler
-            log.exception("task %s: fire %s failed unexpectedly", spec.name,
-                          fire_id(spec.name, scheduled))
+    def _fire_batch(self, batch: list[tuple[TaskState, float]]) -> None:
+        """Spawn every due fire first, then set up supervision for all of them."""
+        spawned: list[tuple[TaskState, Spawned]] = []
+        in_batch: dict[str, int] = {}
+        for state, scheduled in batch:
+            spec = state.spec
+            running = len(self._runs.get(spec.name, {})) + in_batch.get(spec.name, 0)
+            if spec.max_running and running >= spec.max_running:
+                self._skip(spec, scheduled, running)
+                continue
+            try:
+                spawned.append((state, self._spawn(state, scheduled)))
+            except StartError:
+                continue  # already logged and recorded by _spawn
+            except Exception:  # one run's failure must never stop the scheduler
+                log.exception("task %s: fire %s failed unexpectedly", spec.name,
+                              fire_id(spec.name, scheduled))
+                continue
+            in_batch[spec.name] = in_batch.get(spec.name, 0) + 1
+        for state, started in spawned:
+            self._supervise(state, started)
 
-    def _launch(self, state: TaskState, scheduled: float) -> RunHandle:
+    def _skip(self, spec: TaskSpec, scheduled: float, running: int) -> None:
+        reason = f"{running} run(s) still running (max_running={spec.max_running})"
+        log.info("task %s: fire %s skipped: %s", spec.name, fire_id(spec.name, scheduled),
+                 reason)
+        self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
+
+    def _spawn(self, state: TaskState, scheduled: float) -> Spawned:
         spec = state.spec
         run_id = secrets.token_hex(6)
         fid = fire_id(spec.name, scheduled)
-        env = dict(self._base_env)
-        env.update(spec.env)
-        env["TORCHD_TASK"] = spec.name
+        env = dict(state.env)
         env["TORCHD_RUN_ID"] = run_id
         env["TORCHD_FIRE_ID"] = fid
         env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
@@ -250,20 +270,28 @@ class Scheduler:
             log_path=self._log_dir / f"{spec.name}.log", config_digest=self._config_digest,
         )
         try:
-            handle = start_run(request, kill_grace=self._kill_grace,
-                               clock_time=self._clock.time, clock_mono=self._clock.monotonic,
-                               on_exit=self._run_exited)
+            started = spawn(request, clock_time=self._clock.time,
+                            clock_mono=self._clock.monotonic)
         except StartError as exc:
             state.last_start_error = str(exc)
             log.error("task %s: fire %s could not start: %s", spec.name, fid, exc)
             raise
         state.last_start_error = None
-        self._runs.setdefault(spec.name, {})[run_id] = handle
+        return started
+
+    def _supervise(self, state: TaskState, started: Spawned) -> RunHandle:
+        handle = supervise(started, kill_grace=self._kill_grace, clock_time=self._clock.time,
+                           clock_mono=self._clock.monotonic, on_exit=self._run_exited)
         run = handle.run
-        log.info("task %s run %s started pid=%d fire=%s", spec.name, run_id, run.pid, fid)
-        self._on_event(RunStarted(task=spec.name, run_id=run_id, pid=run.pid,
+        self._runs.setdefault(run.task, {})[run.run_id] = handle
+        log.info("task %s run %s started pid=%d fire=%s", run.task, run.run_id, run.pid,
+                 run.request.fire_id)
+        self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
                                   started=run.started))
         return handle
+
+    def _launch(self, state: TaskState, scheduled: float) -> RunHandle:
+        return self._supervise(state, self._spawn(state, scheduled))
 
     def _run_exited(self, run: Run) -> None:
         runs = self._runs.get(run.task, {})

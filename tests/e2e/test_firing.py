@@ -168,3 +168,16 @@ def test_children_inherit_no_descriptors(cwd: str | None, write_tasks: Callable[
     text = log.read_text().splitlines()
     body = text[1:next(i for i, line in enumerate(text) if " end run=" in line)]
     assert body == ["0", "1", "2", "3"]
+
+
+def test_reboot_runs_once_at_start(tmp_path: Path, write_tasks: Callable[..., Path],
+                                   daemon_factory: Callable[..., Daemon]) -> None:
+    boot, tick = tmp_path / "boot", tmp_path / "tick"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - {{name: boot, schedule: "@reboot", command: '{record_cmd(boot)}'}}
+          - {{name: tick, schedule: "* * * * * *", command: '{record_cmd(tick)}'}}
+        """)).start()
+    wait_for(lambda: len(lines(tick)) >= 3, timeout=10, message="three ticks")
+    assert len(lines(boot)) == 1
+    assert json.loads(daemon.cli("status", "--json").stdout)["tasks"][0]["next_fire"] is None

@@ -199,3 +199,15 @@ def test_digest_changes_with_content() -> None:
     two = parse_config(b"tasks: []\n# edit\n", "t.yaml", identity=None)
     assert one.digest != two.digest
     assert len(one.digest) == 12
+
+
+def test_schedule_cache_reuses_and_prunes() -> None:
+    """A reload reuses the Schedule of an unchanged expression and forgets unused ones."""
+    cache: dict[str, object] = {}
+    first = parse_config(b'tasks: [{name: a, schedule: "*/5 * * * * *", command: "true"},'
+                         b' {name: b, schedule: "@hourly", command: "true"}]\n', "t.yaml",
+                         identity=None, schedule_cache=cache)  # type: ignore[arg-type]
+    second = parse_config(b'tasks: [{name: a, schedule: "*/5 * * * * *", command: "x"}]\n',
+                          "t.yaml", identity=None, schedule_cache=cache)  # type: ignore[arg-type]
+    assert second.tasks[0].schedule is first.tasks[0].schedule
+    assert len(cache) == 1

@@ -1,0 +1,212 @@
+"""The schedulers measured side by side: torchd and what a user would pick instead.
+
+Every peer runs the same task program (stamp.c) and is installed by the harness itself,
+into bench/.work (a venv per PyPI peer; busybox from Debian), never as a torchd dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    schedule: str  # six fields, seconds first
+    argv: tuple[str, ...]
+
+
+def _wait(predicate: object, timeout: float, what: str, proc: subprocess.Popen[bytes],
+          log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the peer exited: {log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout}s: {log.read_text()[-2000:]}")
+        time.sleep(0.01)
+
+
+def _venv(name: str, requirement: str) -> Path:
+    venv = WORK / f"venv-{name}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+    return python
+
+
+@dataclass
+class Peer:
+    """One running scheduler; subclasses say how to configure, start and stop it."""
+
+    name: ClassVar[str]
+    seconds: ClassVar[bool]  # can it fire at second granularity?
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = self.workdir / f"{self.name}.log"
+
+    def install(self) -> None:
+        """Make sure the peer can run here."""
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        raise NotImplementedError
+
+    def _popen(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        return self.proc
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class TorchdPeer(Peer):
+    name = "torchd"
+    seconds = True
+
+    @property
+    def config(self) -> Path:
+        return self.workdir / "tasks.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.workdir / "state"
+
+    def write(self, tasks: list[Task], *, watch: bool = False) -> None:
+        lines = [f'  - {{name: {t.name}, schedule: "{t.schedule}", '
+                 f'command: {json.dumps(list(t.argv))}}}' for t in tasks]
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(f"daemon: {{watch: {str(watch).lower()}}}\ntasks:\n"
+                       + "\n".join(lines) + "\n")
+        os.replace(tmp, self.config)
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        self.write(tasks)
+        proc = self._popen([sys.executable, "-m", "torchd", "run", "-c", str(self.config),
+                            "--state-dir", str(self.state)])
+        socket = self.state / "torchd.sock"
+        _wait(socket.exists, 300, "torchd", proc, self.log)
+        return psutil.Process(proc.pid)
+
+
+APS_RUNNER = '''
+import json, subprocess, sys
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.events import EVENT_SCHEDULER_STARTED
+
+tasks = json.load(open(sys.argv[1]))
+scheduler = BlockingScheduler(timezone="UTC")
+for task in tasks:
+    second, minute, hour, day, month, dow = task["schedule"].split()
+    scheduler.add_job(subprocess.run, CronTrigger(second=second, minute=minute, hour=hour,
+                      day=day, month=month, day_of_week=dow, timezone="UTC"),
+                      args=[task["argv"]], id=task["name"])
+scheduler.add_listener(lambda e: open(sys.argv[2], "w").close(), EVENT_SCHEDULER_STARTED)
+scheduler.start()
+'''
+
+
+class APSchedulerPeer(Peer):
+    """APScheduler 3.x as a Python user would write it: BlockingScheduler, CronTrigger with
+    seconds, each job running the command with subprocess.run (default 10-thread pool)."""
+
+    name = "apscheduler"
+    seconds = True
+
+    def install(self) -> None:
+        self.python = _venv("apscheduler", "apscheduler>=3.10,<4")
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        runner = self.workdir / "aps_runner.py"
+        runner.write_text(APS_RUNNER)
+        spec = self.workdir / "tasks.json"
+        spec.write_text(json.dumps([{"name": t.name, "schedule": t.schedule,
+                                     "argv": list(t.argv)} for t in tasks]))
+        ready = self.workdir / "aps.ready"
+        proc = self._popen([str(self.python), str(runner), str(spec), str(ready)])
+        _wait(ready.exists, 600, "apscheduler", proc, self.log)
+        return psutil.Process(proc.pid)
+
+
+def _five_fields(schedule: str) -> str:
+    second, *rest = schedule.split()
+    if second != "0":
+        raise ValueError(f"minute-level peers fire at second 0 only, not {schedule!r}")
+    return " ".join(rest)
+
+
+class YacronPeer(Peer):
+    name = "yacron"
+    seconds = False
+
+    def install(self) -> None:
+        python = _venv("yacron", "yacron")
+        self.binary = python.with_name("yacron")
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        config = self.workdir / "yacron.yaml"
+        jobs = [{"name": t.name, "command": list(t.argv), "schedule": _five_fields(t.schedule),
+                 "captureStdout": False, "captureStderr": False, "concurrencyPolicy": "Allow",
+                 "utc": True} for t in tasks]
+        config.write_text(json.dumps({"jobs": jobs}))  # JSON is YAML
+        proc = self._popen([str(self.binary), "-c", str(config)])
+        time.sleep(2)  # yacron prints nothing on readiness; minute-level measures allow it
+        if proc.poll() is not None:
+            raise RuntimeError(f"yacron exited: {self.log.read_text()[-2000:]}")
+        return psutil.Process(proc.pid)
+
+
+class BusyboxCronPeer(Peer):
+    """busybox crond in the foreground with its own crontab directory (Debian's cron would
+    need the system's spool; busybox's runs self-contained)."""
+
+    name = "crond"
+    seconds = False
+
+    def install(self) -> None:
+        if shutil.which("busybox") is None:
+            subprocess.run(["apt-get", "install", "-y", "-qq", "busybox"], check=True)
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        spool = self.workdir / "crontabs"
+        spool.mkdir(exist_ok=True)
+        user = psutil.Process().username()
+        lines = [f"{_five_fields(t.schedule)} {' '.join(t.argv)}" for t in tasks]
+        (spool / user).write_text("\n".join(lines) + "\n")
+        proc = self._popen(["busybox", "crond", "-f", "-c", str(spool), "-L", str(self.log)])
+        time.sleep(2)
+        if proc.poll() is not None:
+            raise RuntimeError(f"crond exited: {self.log.read_text()[-2000:]}")
+        return psutil.Process(proc.pid)
+
+
+PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, APSchedulerPeer, YacronPeer,
+                                                     BusyboxCronPeer)}
