@@ -239,7 +239,7 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
 def _generation(state: Path) -> int:
     from torchd.control.client import call  # noqa: PLC0415 - bench runs beside torchd
 
-    return int(call(state / "torchd.sock", "status", timeout=30)["generation"])
+    return int(call(state / "torchd.sock", "ping", timeout=30)["generation"])
 
 
 def mode_reload(args: argparse.Namespace) -> list[Result]:
@@ -256,39 +256,55 @@ def mode_reload(args: argparse.Namespace) -> list[Result]:
             rare = [Task(f"rare{i}", rare_schedule(i * 13 + shift),
                          (str(stamp), "/dev/null", "r")) for i in range(args.tasks)]
             if edit == "one":
-                rare[0] = Task("rare0", "0 0 0 1 1 *", rare[0].argv)
+                rare[0] = Task("rare0", "30 30 0 1 1 *", rare[0].argv)
                 rare.append(Task("added", "0 0 0 2 1 *", rare[0].argv))
             return [*rare, Task("tick", "* * * * * *", (str(stamp), str(out), "tick"))]
 
         peer = TorchdPeer(Path(tmp_name) / "peer")
         proc = peer.start(tasks("none"))
+
+        def wait_applied(generation: int) -> None:
+            deadline = time.monotonic() + 120
+            while _generation(peer.state) == generation:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"reload not applied in 120 s: {peer.log}")
+                time.sleep(0.005)
+
+        def by_signal(edit: str, *, watch: bool) -> float:
+            generation = _generation(peer.state)
+            peer.write(tasks(edit), watch=watch)
+            t0 = time.monotonic()
+            os.kill(proc.pid, signal.SIGUSR2)
+            wait_applied(generation)
+            return time.monotonic() - t0
+
         try:
             time.sleep(2)
+            current = "none"
             for how, edit in (("SIGUSR2", "one"), ("file change", "none"),
                               ("SIGUSR2", "all"), ("file change", "none")):
-                generation = _generation(peer.state)
+                changed = {("none", "one"): "1 edited + 1 added",
+                           ("one", "none"): "1 edited + 1 removed",
+                           ("none", "all"): f"all {args.tasks} edited",
+                           ("all", "none"): f"all {args.tasks} edited"}[(current, edit)]
                 if how == "SIGUSR2":
-                    peer.write(tasks(edit), watch=False)
-                    t0 = time.monotonic()
-                    os.kill(proc.pid, signal.SIGUSR2)
+                    took = by_signal(edit, watch=False)
                 else:
+                    by_signal(current, watch=True)  # same tasks, watcher on
+                    generation = _generation(peer.state)
                     t0 = time.monotonic()
                     peer.write(tasks(edit), watch=True)
-                while _generation(peer.state) == generation:
-                    time.sleep(0.005)
-                took = time.monotonic() - t0
+                    wait_applied(generation)
+                    took = time.monotonic() - t0
                 began = time.time() - took
                 time.sleep(3)
-                if how == "file change":  # back to watch: false for the next signal
-                    generation = _generation(peer.state)
-                    peer.write(tasks(edit), watch=False)
-                    os.kill(proc.pid, signal.SIGUSR2)
-                    while _generation(peer.state) == generation:
-                        time.sleep(0.005)
-                stats = fire_stats(read_stamps(out), 1, math.floor(began) - 2,
+                if how == "file change":
+                    by_signal(edit, watch=False)  # watch off again for the next signal
+                current = edit
+                ticks = read_stamps(out)
+                first_tick = min(ns for _, ns in ticks) // 1_000_000_000
+                stats = fire_stats(ticks, 1, max(first_tick, math.floor(began) - 2),
                                    math.floor(time.time()) - 1, ["tick"])
-                changed = {"one": "1 edited + 1 added", "all": f"all {args.tasks} edited",
-                           "none": f"all {args.tasks} edited back"}[edit]
                 results.append({"measure": "reload", "peer": "torchd", "tasks": args.tasks,
                                 "trigger": how, "change": changed, "applied_s": round(took, 3),
                                 "missed": stats["missed"], "duplicated": stats["duplicated"]})

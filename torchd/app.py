@@ -284,7 +284,11 @@ class App:
 
     # ----- control handlers --------------------------------------------------------------------
     async def _handle_ping(self, _request: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "version": __version__}
+        """Small and cheap whatever the number of tasks: what `reload` polls."""
+        assert self._config is not None  # noqa: S101 - set before serving
+        return {"pid": os.getpid(), "version": __version__, "config_file":
+                str(self._config_path), "config_hash": self._config.digest,
+                "generation": self._reload_seq, "last_reload": self._last_reload}
 
     async def _handle_status(self, _request: dict[str, Any]) -> dict[str, Any]:
         assert self._config is not None  # noqa: S101 - set before serving

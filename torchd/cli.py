@@ -238,17 +238,25 @@ def _print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | N
         print(f"  next fires of {name}: {', '.join(times) or 'none'}")
 
 
+def _ping(state_dir: Path) -> dict[str, Any] | None:
+    """The daemon's small summary (pid, config file, generation, last reload), or None."""
+    if running_pid(state_dir / "torchd.pid") is None:
+        return None
+    result: dict[str, Any] = client.call(_socket(state_dir), "ping", timeout=10)
+    return result
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args)
     try:
-        status = _status(state_dir)
+        summary = _ping(state_dir)
     except ControlError as exc:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    if status is None:
+    if summary is None:
         print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
         return EXIT_FAIL
-    config_file = status["config_file"]
+    config_file = summary["config_file"]
     try:
         _load(config_file)
     except ConfigError as exc:
@@ -266,21 +274,20 @@ def cmd_reload(args: argparse.Namespace) -> int:
             print(f"dry run: {config_file} (hash {preview['config_hash']}) would give:")
             _print_changes(preview["changes"], preview["next_fires"])
         return EXIT_OK
-    seq = status["last_reload"]["seq"]
-    os.kill(status["pid"], signal.SIGUSR2)
+    seq = summary["generation"]
+    os.kill(summary["pid"], signal.SIGUSR2)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         time.sleep(0.05)
         try:
-            current = _status(state_dir)
+            current = _ping(state_dir)
         except ControlError:
             continue
         if current is None:
             print("torchd exited during the reload", file=sys.stderr)
             return EXIT_FAIL
-        result = current["last_reload"]
-        if result["seq"] > seq:
-            return _report_reload(result, args.json)
+        if current["generation"] > seq:
+            return _report_reload(current["last_reload"], args.json)
     print(f"torchd did not confirm the reload within {args.timeout:.0f}s", file=sys.stderr)
     return EXIT_FAIL
 

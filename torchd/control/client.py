@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from torchd.control.protocol import MAX_LINE, encode
+from torchd.control.protocol import encode
 from torchd.errors import ControlError
 
 
@@ -19,12 +19,15 @@ def call(socket_path: Path, cmd: str, *, timeout: float = 30.0, **args: Any) -> 
             sock.settimeout(timeout)
             sock.connect(str(socket_path))
             sock.sendall(encode(request))
-            data = b""
-            while not data.endswith(b"\n") and len(data) < MAX_LINE:
-                chunk = sock.recv(65536)
+            chunks: list[bytes] = []
+            while True:  # replies are not capped: status of 100,000 tasks is large
+                chunk = sock.recv(1 << 20)
                 if not chunk:
                     break
-                data += chunk
+                chunks.append(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+            data = b"".join(chunks)
     except FileNotFoundError:
         raise ControlError(f"no control socket at {socket_path}") from None
     except OSError as exc:
