@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import psutil
+import yaml
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
@@ -176,7 +177,8 @@ class YacronPeer(Peer):
         jobs = [{"name": t.name, "command": list(t.argv), "schedule": _five_fields(t.schedule),
                  "captureStdout": False, "captureStderr": False, "concurrencyPolicy": "Allow",
                  "utc": True} for t in tasks]
-        config.write_text(json.dumps({"jobs": jobs}))  # JSON is YAML
+        # yacron reads strictyaml, which refuses flow style ({...}): write block style
+        config.write_text(yaml.safe_dump({"jobs": jobs}, default_flow_style=False))
         proc = self._popen([str(self.binary), "-c", str(config)])
         time.sleep(2)  # yacron prints nothing on readiness; minute-level measures allow it
         if proc.poll() is not None:

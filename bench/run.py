@@ -29,6 +29,18 @@ HERE = Path(__file__).resolve().parent
 Result = dict[str, object]
 
 
+@contextmanager
+def workdir() -> Iterator[str]:
+    """A scratch directory; kept (and printed) when TORCHD_BENCH_KEEP is set, to debug."""
+    if os.environ.get("TORCHD_BENCH_KEEP"):
+        path = tempfile.mkdtemp(prefix="torchd-bench-")
+        print(f"# keeping {path}", file=sys.stderr)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="torchd-bench-") as path:
+        yield path
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     """CPU time of every thread of the process, in ns precision from schedstat (psutil's
     cpu_times() counts 10 ms clock ticks, too coarse for an idle daemon)."""
@@ -72,6 +84,25 @@ def read_stamps(path: Path) -> list[tuple[str, int]]:
         if len(parts) == 2:
             found.append((parts[0], int(parts[1])))
     return found
+
+
+def each_peer(names: list[str], measure: Callable[[str], Result]) -> list[Result]:
+    """Measure every peer; one that fails is reported as such and the others still run."""
+    results = []
+    for name in names:
+        try:
+            results.append(measure(name))
+        except Exception as exc:  # noqa: BLE001 - a broken peer must not hide the others
+            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            print(f"! {name}: {message}", file=sys.stderr)
+            results.append({"peer": name, "error": message})
+    return results
+
+
+def cells(result: Result, keys: list[str]) -> list[object]:
+    if "error" in result:
+        return [result["peer"], *(["-"] * (len(keys) - 2)), f"error: {result['error'][:60]}"]  # type: ignore[index]
+    return [result.get(key, "-") for key in keys]
 
 
 @contextmanager
@@ -125,10 +156,10 @@ def fire_stats(records: list[tuple[str, int]], period: int, first: int, last: in
 # ----- 1. lateness ---------------------------------------------------------------------------
 def mode_lateness(args: argparse.Namespace) -> list[Result]:
     stamp = build_stamp()
-    results = []
-    for peer_name in args.peer:
+
+    def measure(peer_name: str) -> Result:
         period = 1 if PEERS[peer_name].seconds else 60
-        with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+        with workdir() as tmp_name:
             out = Path(tmp_name) / "stamps"
             schedule = "* * * * * *" if period == 1 else "0 * * * * *"
             tasks = [Task(f"t{i}", schedule, (str(stamp), str(out), f"t{i}"))
@@ -138,16 +169,16 @@ def mode_lateness(args: argparse.Namespace) -> list[Result]:
                 begin = time.time()
                 time.sleep(duration + 1.5)
                 end = time.time()
-            first = math.ceil(begin) + 1
-            last = math.floor(end) - 1
-            stats = fire_stats(read_stamps(out), period, first, last,
-                               [t.name for t in tasks])
-        results.append({"measure": "lateness", "peer": peer_name, "tasks": args.tasks,
-                        "granularity_s": period, "window_s": last - first + 1, **stats})
-    emit_table(["peer", "tasks", "every", "fires", "p50 ms", "p99 ms", "max ms", "missed",
-                "dup"],
-               [[r["peer"], r["tasks"], f"{r['granularity_s']}s", r["fires"], r["p50_ms"],
-                 r["p99_ms"], r["max_ms"], r["missed"], r["duplicated"]] for r in results])
+            first, last = math.ceil(begin) + 1, math.floor(end) - 1
+            stats = fire_stats(read_stamps(out), period, first, last, [t.name for t in tasks])
+        return {"measure": "lateness", "peer": peer_name, "tasks": args.tasks,
+                "every_s": period, "window_s": last - first + 1, **stats}
+
+    results = each_peer(args.peer, measure)
+    keys = ["peer", "tasks", "every_s", "fires", "p50_ms", "p99_ms", "max_ms", "missed",
+            "duplicated"]
+    emit_table(["peer", "tasks", "every s", "fires", "p50 ms", "p99 ms", "max ms", "missed",
+                "dup"], [cells(r, keys) for r in results])
     return results
 
 
@@ -159,9 +190,9 @@ def _utc_fields(ts: int) -> str:
 
 def mode_burst(args: argparse.Namespace) -> list[Result]:
     stamp = build_stamp()
-    results = []
-    for peer_name in args.peer:
-        with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+
+    def measure(peer_name: str) -> Result:
+        with workdir() as tmp_name:
             out = Path(tmp_name) / "stamps"
             target = math.ceil(time.time()) + args.lead
             if not PEERS[peer_name].seconds:
@@ -169,30 +200,27 @@ def mode_burst(args: argparse.Namespace) -> list[Result]:
             tasks = [Task(f"b{i}", _utc_fields(target), (str(stamp), str(out), f"b{i}"))
                      for i in range(args.tasks)]
             with running(peer_name, tasks, Path(tmp_name) / "peer"):
-                ready = time.time()
-                if ready > target - 1:
-                    raise RuntimeError(f"{peer_name} was not ready 1 s before the burst; "
-                                       "raise --lead")
-                deadline = target + 30
-                while time.time() < deadline:
-                    if len(read_stamps(out)) >= args.tasks:
-                        break
+                if time.time() > target - 1:
+                    raise RuntimeError("not ready 1 s before the burst; raise --lead")
+                deadline = target + 60
+                while time.time() < deadline and len(read_stamps(out)) < args.tasks:
                     time.sleep(0.05)
                 time.sleep(1)  # let duplicates, if any, arrive
             records = read_stamps(out)
         starts = [ns for _, ns in records]
         names = {task for task, _ in records}
-        last_ms = (max(starts) - target * 1_000_000_000) / 1e6 if starts else None
-        results.append({
+        return {
             "measure": "burst", "peer": peer_name, "tasks": args.tasks,
             "first_ms": round((min(starts) - target * 1e9) / 1e6, 2) if starts else None,
-            "last_ms": round(last_ms, 2) if last_ms is not None else None,
+            "last_ms": round((max(starts) - target * 1e9) / 1e6, 2) if starts else None,
             "started": len(names), "missed": args.tasks - len(names),
             "duplicated": len(records) - len(names),
-        })
+        }
+
+    results = each_peer(args.peer, measure)
+    keys = ["peer", "tasks", "first_ms", "last_ms", "started", "missed", "duplicated"]
     emit_table(["peer", "tasks", "first ms", "last ms", "started", "missed", "dup"],
-               [[r["peer"], r["tasks"], r["first_ms"], r["last_ms"], r["started"],
-                 r["missed"], r["duplicated"]] for r in results])
+               [cells(r, keys) for r in results])
     return results
 
 
@@ -204,10 +232,10 @@ def rare_schedule(i: int) -> str:
 
 def mode_idle(args: argparse.Namespace) -> list[Result]:
     stamp = build_stamp()
-    results = []
-    for count in args.tasks:
-        for peer_name in args.peer:
-            with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+
+    def measure_count(count: int) -> Callable[[str], Result]:
+        def measure(peer_name: str) -> Result:
+            with workdir() as tmp_name:
                 out = Path(tmp_name) / "stamps"
                 tasks = [Task(f"rare{i}", rare_schedule(i), (str(stamp), str(out), f"r{i}"))
                          for i in range(count)]
@@ -224,14 +252,15 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
                     cpu = cpu_seconds(proc) - cpu0
                     elapsed = time.monotonic() - t0
                     rss_mb = proc.memory_info().rss / 2**20
-            results.append({
-                "measure": "idle", "peer": peer_name, "tasks": count,
-                "cpu_s_per_min": round(cpu * 60 / elapsed, 4), "rss_mb": round(rss_mb, 1),
-                "start_to_first_fire_s": round(first_fire, 3),
-            })
+            return {"measure": "idle", "peer": peer_name, "tasks": count,
+                    "cpu_s_per_min": round(cpu * 60 / elapsed, 4), "rss_mb": round(rss_mb, 1),
+                    "start_to_first_fire_s": round(first_fire, 3)}
+        return measure
+
+    results = [r for count in args.tasks for r in each_peer(args.peer, measure_count(count))]
+    keys = ["peer", "tasks", "cpu_s_per_min", "rss_mb", "start_to_first_fire_s"]
     emit_table(["peer", "tasks", "CPU s/min", "RSS MB", "start->first fire s"],
-               [[r["peer"], r["tasks"], r["cpu_s_per_min"], r["rss_mb"],
-                 r["start_to_first_fire_s"]] for r in results])
+               [cells(r, keys) for r in results])
     return results
 
 
@@ -259,7 +288,7 @@ def mode_reload(args: argparse.Namespace) -> list[Result]:
     """torchd only: no peer here reloads a changed file in place."""
     stamp = build_stamp()
     results = []
-    with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+    with workdir() as tmp_name:
         out = Path(tmp_name) / "stamps"
 
         def tasks(edit: str) -> list[Task]:
@@ -336,9 +365,9 @@ def mode_reload(args: argparse.Namespace) -> list[Result]:
 # ----- 5. soak -------------------------------------------------------------------------------
 def mode_soak(args: argparse.Namespace) -> list[Result]:
     stamp = build_stamp()
-    results = []
-    for peer_name in args.peer:
-        with tempfile.TemporaryDirectory(prefix="torchd-bench-") as tmp_name:
+
+    def measure(peer_name: str) -> Result:
+        with workdir() as tmp_name:
             out = Path(tmp_name) / "stamps"
             tasks = [Task(f"s{i}", "* * * * * *", (str(stamp), str(out), f"s{i}"))
                      for i in range(args.tasks)]
@@ -351,17 +380,19 @@ def mode_soak(args: argparse.Namespace) -> list[Result]:
                 rss1, fds1 = proc.memory_info().rss / 2**20, proc.num_fds()
             first, last = math.ceil(begin), math.floor(end) - 1
             stats = fire_stats(read_stamps(out), 1, first, last, [t.name for t in tasks])
-        results.append({
-            "measure": "soak", "peer": peer_name, "tasks": args.tasks,
-            "fires_per_s": round(int(stats["fires"]) / (last - first + 1), 1),  # type: ignore[call-overload]
-            "p99_ms": stats["p99_ms"], "missed": stats["missed"],
-            "duplicated": stats["duplicated"], "rss_mb_start": round(rss0, 1),
-            "rss_mb_end": round(rss1, 1), "fds_start": fds0, "fds_end": fds1,
-        })
-    emit_table(["peer", "tasks", "fires/s", "p99 ms", "missed", "dup", "RSS MB", "fds"],
-               [[r["peer"], r["tasks"], r["fires_per_s"], r["p99_ms"], r["missed"],
-                 r["duplicated"], f"{r['rss_mb_start']}->{r['rss_mb_end']}",
-                 f"{r['fds_start']}->{r['fds_end']}"] for r in results])
+        fires = stats["fires"]
+        assert isinstance(fires, int)
+        return {"measure": "soak", "peer": peer_name, "tasks": args.tasks,
+                "fires_per_s": round(fires / (last - first + 1), 1),
+                "p99_ms": stats["p99_ms"], "missed": stats["missed"],
+                "duplicated": stats["duplicated"], "rss_mb_start": round(rss0, 1),
+                "rss_mb_end": round(rss1, 1), "fds_start": fds0, "fds_end": fds1}
+
+    results = each_peer(args.peer, measure)
+    keys = ["peer", "tasks", "fires_per_s", "p99_ms", "missed", "duplicated", "rss_mb_start",
+            "rss_mb_end", "fds_start", "fds_end"]
+    emit_table(["peer", "tasks", "fires/s", "p99 ms", "missed", "dup", "RSS MB start",
+                "RSS MB end", "fds start", "fds end"], [cells(r, keys) for r in results])
     return results
 
 

@@ -92,8 +92,14 @@ class Daemon:
 
     @property
     def pid(self) -> int:
+        """The daemon's pid: with a wrapper (faketime forks rather than execs), its child."""
         assert self.proc is not None
-        return self.proc.pid
+        if not self.wrapper:
+            return self.proc.pid
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            if "torchd" in " ".join(child.cmdline()):
+                return child.pid
+        raise AssertionError("the wrapped daemon is not running")
 
     def stderr(self) -> str:
         try:
@@ -107,8 +113,9 @@ class Daemon:
                               env={**os.environ, **self.env}, check=False)
 
     def descendants(self) -> list[psutil.Process]:
+        assert self.proc is not None
         try:
-            found = psutil.Process(self.pid).children(recursive=True)
+            found = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
         self.seen.update(p.pid for p in found)
@@ -127,15 +134,17 @@ class Daemon:
             return
         self.descendants()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(AssertionError, psutil.Error, ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)  # the daemon itself, not a wrapper
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        for pid in self.seen:
+        # the daemon's own group (it and any wrapper), then each run's session group
+        for pgid in {self.proc.pid, *self.seen}:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(pgid, signal.SIGKILL)
 
 
 def record_cmd(out: Path, extra: str = "") -> str:

@@ -73,12 +73,19 @@ def _load(path: str) -> Config:
     return load_config(path, identity=local_identity())
 
 
-# ----- commands ----------------------------------------------------------------------------
-def cmd_check(args: argparse.Namespace) -> int:
+def _load_or_report(path: str) -> Config | None:
+    """The parsed file, or None after printing every problem to stderr."""
     try:
-        config = _load(args.config)
+        return _load(path)
     except ConfigError as exc:
         _print_errors(exc)
+        return None
+
+
+# ----- commands ----------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     here = sum(1 for t in config.tasks if t.active)
     print(f"{args.config}: OK, {len(config.tasks)} task(s), {here} active on this host, "
@@ -91,10 +98,8 @@ def _local_iso(ts: float, zone: str) -> str:
 
 
 def cmd_next(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        _print_errors(exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     tasks = config.tasks
     if args.task:
@@ -139,10 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from torchd.app import App, StatePaths  # noqa: PLC0415
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        _print_errors(exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     _configure_stderr_logging(args.verbose)
     state_dir = resolve_state_dir(args, config)
@@ -162,10 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from torchd.daemonize import start_detached  # noqa: PLC0415
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        _print_errors(exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     state_dir = resolve_state_dir(args, config)
     pid = running_pid(state_dir / "torchd.pid")
@@ -257,10 +258,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
         return EXIT_FAIL
     config_file = summary["config_file"]
-    try:
-        _load(config_file)
-    except ConfigError as exc:
-        _print_errors(exc)
+    if _load_or_report(config_file) is None:
         return EXIT_CONFIG
     if args.dry_run:
         try:
