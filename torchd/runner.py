@@ -200,6 +200,20 @@ class RunHandle:
             run.done.set_result(None)
         self._on_exit(run)
 
+    def reap_if_exited(self) -> bool:
+        """Handle the exit now if the process has exited but the loop has not seen it yet
+        (it was busy): a limit must count processes, not unprocessed events."""
+        if self.run.state is RunState.EXITED:
+            return True
+        try:
+            exited = os.waitid(os.P_PID, self.run.pid,
+                               os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            exited = False
+        if exited:
+            self._exited()  # removing its reader cancels the pending callback
+        return exited
+
     def stop(self, grace: float) -> None:
         """TERM the run's group now, KILL it after `grace` seconds if it is still there."""
         run = self.run

@@ -233,7 +233,7 @@ class Scheduler:
         in_batch: dict[str, int] = {}
         for state, scheduled in batch:
             spec = state.spec
-            running = len(self._runs.get(spec.name, {})) + in_batch.get(spec.name, 0)
+            running = self._running(spec.name) + in_batch.get(spec.name, 0)
             if spec.max_running and running >= spec.max_running:
                 self._skip(spec, scheduled, running)
                 continue
@@ -248,6 +248,12 @@ class Scheduler:
             in_batch[spec.name] = in_batch.get(spec.name, 0) + 1
         for state, started in spawned:
             self._supervise(state, started)
+
+    def _running(self, task: str) -> int:
+        runs = self._runs.get(task, {})
+        for handle in list(runs.values()):
+            handle.reap_if_exited()  # exits the busy loop has not processed yet
+        return len(self._runs.get(task, {}))
 
     def _skip(self, spec: TaskSpec, scheduled: float, running: int) -> None:
         reason = f"{running} run(s) still running (max_running={spec.max_running})"

@@ -223,3 +223,21 @@ def test_forward_clock_step_records_missed_fires(tmp_path: Path) -> None:
     fires = [line.split("fire=")[1].split()[0] for line in (tmp_path / "tick.log").read_text()
              .splitlines() if " start " in line]
     assert len(fires) == len(set(fires))
+
+
+def test_limit_counts_exited_processes_the_busy_loop_has_not_seen(tmp_path: Path) -> None:
+    """A long reload blocks the loop while the last run exits and the next fire comes due;
+    the next fire must not be skipped as if that run were still running."""
+    specs = (cron("quick", FastSchedule(0.5), "sleep 0.2"),)
+
+    async def body(scheduler: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunStarted), 5, "a first run")
+        count = len(rec.of(RunStarted))
+        time.sleep(0.7)  # noqa: ASYNC251 - the point: a loop busy past exit and next fire
+        assert scheduler.running_count() == 1  # exited meanwhile, but not yet seen
+        config = config_of(*specs)
+        scheduler.apply(config, plan(config, config))  # wakes the scheduler first in line
+        await until(lambda: len(rec.of(RunStarted)) > count, 2, "the next run")
+
+    rec = run_scheduler(tmp_path, specs, body)
+    assert rec.of(FireSkipped) == []
