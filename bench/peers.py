@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -188,14 +187,21 @@ class YacronPeer(Peer):
 
 class BusyboxCronPeer(Peer):
     """busybox crond in the foreground with its own crontab directory (Debian's cron would
-    need the system's spool; busybox's runs self-contained)."""
+    need the system's spool). Debian's busybox lacks the crond applet; busybox-static has
+    it, so its package is unpacked into bench/.work (the system's busybox is untouched)."""
 
     name = "crond"
     seconds = False
 
     def install(self) -> None:
-        if shutil.which("busybox") is None:
-            subprocess.run(["apt-get", "install", "-y", "-qq", "busybox"], check=True)
+        root = WORK / "busybox-static"
+        self.busybox = root / "bin" / "busybox"
+        if self.busybox.exists():
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", "-q", "busybox-static"], cwd=root, check=True)
+        package = next(root.glob("busybox-static_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(package), str(root)], check=True)
 
     def start(self, tasks: list[Task]) -> psutil.Process:
         spool = self.workdir / "crontabs"
@@ -203,7 +209,8 @@ class BusyboxCronPeer(Peer):
         user = psutil.Process().username()
         lines = [f"{_five_fields(t.schedule)} {' '.join(t.argv)}" for t in tasks]
         (spool / user).write_text("\n".join(lines) + "\n")
-        proc = self._popen(["busybox", "crond", "-f", "-c", str(spool), "-L", str(self.log)])
+        proc = self._popen([str(self.busybox), "crond", "-f", "-c", str(spool),
+                            "-L", str(self.log)])
         time.sleep(2)
         if proc.poll() is not None:
             raise RuntimeError(f"crond exited: {self.log.read_text()[-2000:]}")

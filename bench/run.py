@@ -342,6 +342,7 @@ def mode_reload(args: argparse.Namespace) -> list[Result]:
                 time.sleep(3)
                 if how == "file change":
                     by_signal(edit, watch=False)  # watch off again for the next signal
+                    time.sleep(2)  # the fires that reload delayed are in the window below
                 current = edit
                 first_tick = min(_tick_fires(peer.state / "logs" / "tick.log", (0, 2**40)))
                 window = (max(first_tick, math.floor(began) - 2), math.floor(time.time()) - 1)
