@@ -233,10 +233,12 @@ class Scheduler:
         in_batch: dict[str, int] = {}
         for state, scheduled in batch:
             spec = state.spec
-            running = self._running(spec.name) + in_batch.get(spec.name, 0)
+            running = len(self._runs.get(spec.name, {})) + in_batch.get(spec.name, 0)
             if spec.max_running and running >= spec.max_running:
-                self._skip(spec, scheduled, running)
-                continue
+                running = self._reap_exited(spec.name) + in_batch.get(spec.name, 0)
+                if running >= spec.max_running:
+                    self._skip(spec, scheduled, running)
+                    continue
             try:
                 spawned.append((state, self._spawn(state, scheduled)))
             except StartError:
@@ -249,10 +251,10 @@ class Scheduler:
         for state, started in spawned:
             self._supervise(state, started)
 
-    def _running(self, task: str) -> int:
-        runs = self._runs.get(task, {})
-        for handle in list(runs.values()):
-            handle.reap_if_exited()  # exits the busy loop has not processed yet
+    def _reap_exited(self, task: str) -> int:
+        """Handle exits the busy loop has not processed yet; return how many still run."""
+        for handle in list(self._runs.get(task, {}).values()):
+            handle.reap_if_exited()
         return len(self._runs.get(task, {}))
 
     def _skip(self, spec: TaskSpec, scheduled: float, running: int) -> None:
