@@ -80,7 +80,9 @@ class TaskState:
     last_run: Run | None = None
     last_start_error: str | None = None
     keepers: list[Keeper] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # the environment every run starts from
+    # The environment every run starts from; built at the first fire, since a copy of the
+    # daemon's environment per task would cost megabytes across 100,000 rare tasks.
+    env: dict[str, str] | None = None
 
 
 class Scheduler:
@@ -129,8 +131,7 @@ class Scheduler:
 
     def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None) -> None:
         self._tokens += 1
-        env = {**self._base_env, **dict(spec.env), "TORCHD_TASK": spec.name}
-        state = TaskState(spec=spec, token=self._tokens, env=env)
+        state = TaskState(spec=spec, token=self._tokens)
         if previous is not None:
             state.last_scheduled = previous.last_scheduled
             state.last_run = previous.last_run
@@ -267,6 +268,8 @@ class Scheduler:
         spec = state.spec
         run_id = secrets.token_hex(6)
         fid = fire_id(spec.name, scheduled)
+        if state.env is None:
+            state.env = {**self._base_env, **dict(spec.env), "TORCHD_TASK": spec.name}
         env = dict(state.env)
         env["TORCHD_RUN_ID"] = run_id
         env["TORCHD_FIRE_ID"] = fid
