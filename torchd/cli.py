@@ -218,10 +218,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
-def _status(state_dir: Path) -> dict[str, Any] | None:
+def _ask(state_dir: Path, cmd: str) -> dict[str, Any] | None:
+    """The daemon's answer to `cmd` ("status", or "ping": pid, config file, generation and
+    last reload, small whatever the task count), or None if no daemon runs there."""
     if running_pid(state_dir / "torchd.pid") is None:
         return None
-    result: dict[str, Any] = client.call(_socket(state_dir), "status", timeout=10)
+    result: dict[str, Any] = client.call(_socket(state_dir), cmd, timeout=10)
     return result
 
 
@@ -239,18 +241,10 @@ def _print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | N
         print(f"  next fires of {name}: {', '.join(times) or 'none'}")
 
 
-def _ping(state_dir: Path) -> dict[str, Any] | None:
-    """The daemon's small summary (pid, config file, generation, last reload), or None."""
-    if running_pid(state_dir / "torchd.pid") is None:
-        return None
-    result: dict[str, Any] = client.call(_socket(state_dir), "ping", timeout=10)
-    return result
-
-
 def cmd_reload(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args)
     try:
-        summary = _ping(state_dir)
+        summary = _ask(state_dir, "ping")
     except ControlError as exc:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -278,7 +272,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         time.sleep(0.05)
         try:
-            current = _ping(state_dir)
+            current = _ask(state_dir, "ping")
         except ControlError:
             continue
         if current is None:
@@ -315,7 +309,7 @@ def _age(seconds: float) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args)
     try:
-        status = _status(state_dir)
+        status = _ask(state_dir, "status")
     except ControlError as exc:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL

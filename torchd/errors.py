@@ -59,10 +59,5 @@ class AlreadyRunningError(TorchdError):
         super().__init__(f"already running (pid {pid})" if pid else "already running")
 
 
-class NotRunningError(TorchdError):
-    def __init__(self, state_dir: str) -> None:
-        super().__init__(f"torchd is not running (state dir {state_dir})")
-
-
 class ControlError(TorchdError):
     """The daemon answered a control request with an error, or could not be reached."""
