@@ -1,54 +1,39 @@
 """Schedules behind one method, next_after(ts): the first fire strictly after ts.
 
-Cron expressions have six fields, seconds first (gotorch order); five fields are classic
-minute cron with the second fixed at 0. Field checks are ours so that errors name the field
-and the allowed range; the date arithmetic is croniter's.
+Cron arithmetic is done here over the values cronfields reads, in the task's zone:
+- a wall time that occurs once fires then;
+- a wall time skipped by a spring-forward gap fires once, at the instant the gap ends;
+- a wall time repeated by a fall-back fires once, on its first showing;
+- except schedules whose hour field allows every hour: they follow elapsed time, so they
+  skip the gap and fire again in the repeated hour, as an interval timer would.
 """
 
 from __future__ import annotations
 
-import re
+import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import date, tzinfo
 from typing import Protocol
 
-from croniter import CroniterBadDateError, croniter
-
+from torchd.cronfields import MACROS, CronFields, read_cron
 from torchd.durations import parse_duration
 from torchd.errors import DurationError, ScheduleError
-
-MACROS = {
-    "@yearly": "0 0 0 1 1 *",
-    "@annually": "0 0 0 1 1 *",
-    "@monthly": "0 0 0 1 * *",
-    "@weekly": "0 0 0 * * 0",
-    "@daily": "0 0 0 * * *",
-    "@midnight": "0 0 0 * * *",
-    "@hourly": "0 0 * * * *",
-}
-
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-
-
-@dataclass(frozen=True, slots=True)
-class _Field:
-    name: str
-    low: int
-    high: int
-    names: tuple[str, ...] = ()
-    name_base: int = 0
-
-
-_FIELDS = (
-    _Field("second", 0, 59),
-    _Field("minute", 0, 59),
-    _Field("hour", 0, 23),
-    _Field("day-of-month", 1, 31),
-    _Field("month", 1, 12, _MONTHS, 1),
-    _Field("day-of-week", 0, 7, _DAYS, 0),
+from torchd.localtime import (
+    change_between,
+    first_instant,
+    offset_at,
+    repeat_end,
+    wall_date,
+    wall_seconds,
 )
-_TOKEN = re.compile(r"^(?P<range>\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(?P<step>[0-9]+))?$")
+
+SEARCH_YEARS = 30  # past this a schedule counts as ended (the calendar check rules out
+#                    schedules that can never fire; 28 years cover every weekday/date mix)
+_MONTH_LENGTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# _WEEKDAY_DAYS[k]: the days of a month (bits 1-31) that fall k weekdays after the 1st.
+_WEEKDAY_DAYS = tuple(sum(1 << d for d in range(k + 1, 32, 7)) for k in range(7))
+_ALL_DAYS = sum(1 << d for d in range(1, 32))
 
 
 class Schedule(Protocol):
@@ -82,33 +67,124 @@ class EverySchedule:
         return ts + self.interval
 
 
+def _month_length(year: int, month: int) -> int:
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        return 29
+    return _MONTH_LENGTH[month]
+
+
 @dataclass(slots=True, eq=False)
 class CronSchedule:
-    """A cron expression evaluated in a time zone, seconds first."""
+    """A cron expression evaluated in a time zone."""
 
     text: str
-    expression: str  # the normalized 6-field form handed to croniter
+    fields: CronFields
     zone: tzinfo
-    _iter: croniter = field(init=False, repr=False)
     _last_query: float = field(init=False, repr=False, default=float("nan"))
     _last_answer: float | None = field(init=False, repr=False, default=None)
 
-    def __post_init__(self) -> None:
-        start = datetime.now(self.zone)
-        self._iter = croniter(self.expression, start, ret_type=float, second_at_beginning=True)
+    @property
+    def expression(self) -> str:
+        return self.fields.expression
 
     def next_after(self, ts: float) -> float | None:
         # Tasks sharing an expression share this object and usually ask for the same
         # instant (they fired together), so the last answer is kept.
         if ts == self._last_query:
             return self._last_answer
-        self._iter.set_current(datetime.fromtimestamp(ts, self.zone), force=True)
-        try:
-            value: float | None = self._iter.get_next(float)
-        except CroniterBadDateError:
-            value = None
-        self._last_query, self._last_answer = ts, value
-        return value
+        elapsed = self.fields.every_hour
+        answer = self._next_elapsed(ts) if elapsed else self._next_wall_clock(ts)
+        self._last_query, self._last_answer = ts, answer
+        return answer
+
+    def _next_elapsed(self, ts: float) -> float | None:
+        """Instants whose wall time matches: within one offset the mapping is a shift;
+        at an offset change, continue from the change with the new offset."""
+        cursor, strict = ts, True
+        for _ in range(SEARCH_YEARS * 4):
+            offset = offset_at(self.zone, cursor)
+            wall = cursor + offset
+            found = self._next_match(math.floor(wall) + 1 if strict else math.ceil(wall))
+            if found is None:
+                return None
+            candidate = found - offset
+            change = change_between(self.zone, math.floor(cursor), candidate, offset)
+            if change is None:
+                return float(candidate)
+            cursor, strict = change, False
+        return None
+
+    def _next_wall_clock(self, ts: float) -> float | None:
+        """Each matching wall time once, at its first showing (or the end of its gap).
+        That instant never decreases as the wall time grows, so the first matching wall
+        time after ts's whose instant is after ts is the answer."""
+        start = math.floor(ts + offset_at(self.zone, ts)) + 1
+        end_of_repeat = repeat_end(self.zone, ts)
+        if end_of_repeat is not None:  # everything in the repeated hour fired on its first showing
+            start = max(start, math.ceil(end_of_repeat))
+        found = self._next_match(start)
+        while found is not None:
+            instant = first_instant(self.zone, found)
+            if instant > ts:
+                return float(instant)
+            found = self._next_match(found + 1)
+        return None
+
+    def _next_match(self, wall: int) -> int | None:
+        """The first wall time at or after `wall` that the fields allow."""
+        day, time_of_day = wall_date(wall)
+        year, month, mday = day.year, day.month, day.day
+        months = self.fields.months
+        while year < min(day.year + SEARCH_YEARS, 9999):
+            if months >> month & 1:
+                days = self._days_in(year, month) >> mday
+                while days:
+                    skip = (days & -days).bit_length() - 1
+                    if skip:
+                        mday, days, time_of_day = mday + skip, days >> skip, 0
+                    found = self._next_time_of_day(time_of_day)
+                    if found is not None:
+                        return wall_seconds(year, month, mday, found)
+                    mday, days, time_of_day = mday + 1, days >> 1, 0
+            month, mday, time_of_day = month + 1, 1, 0
+            if month > 12:
+                month, year = 1, year + 1
+        return None
+
+    def _days_in(self, year: int, month: int) -> int:
+        """The days of a month the day fields allow, as bits 1-31."""
+        fields = self.fields
+        existing = (1 << (_month_length(year, month) + 1)) - 2
+        if fields.all_weekdays and not fields.either_day:
+            return fields.days_of_month & existing
+        first = (date(year, month, 1).weekday() + 1) % 7  # cron numbering: Sunday = 0
+        on_weekdays = 0
+        for weekday in fields.weekdays:
+            on_weekdays |= _WEEKDAY_DAYS[(weekday - first) % 7]
+        if fields.either_day:
+            return (fields.days_of_month | on_weekdays) & existing
+        return fields.days_of_month & on_weekdays & existing
+
+    def _next_time_of_day(self, second_of_day: int) -> int | None:
+        """The first second of the day at or after the given one the fields allow."""
+        fields = self.fields
+        hours, minutes, seconds = fields.hours, fields.minutes, fields.seconds
+        hour, rest = divmod(second_of_day, 3600)
+        minute, second = divmod(rest, 60)
+        h = bisect_left(hours, hour)
+        if h < len(hours) and hours[h] == hour:
+            m = bisect_left(minutes, minute)
+            if m < len(minutes) and minutes[m] == minute:
+                s = bisect_left(seconds, second)
+                if s < len(seconds):
+                    return hour * 3600 + minute * 60 + seconds[s]
+                m += 1
+            if m < len(minutes):
+                return hour * 3600 + minutes[m] * 60 + seconds[0]
+            h += 1
+        if h < len(hours):
+            return hours[h] * 3600 + minutes[0] * 60 + seconds[0]
+        return None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CronSchedule):
@@ -117,70 +193,6 @@ class CronSchedule:
 
     def __hash__(self) -> int:
         return hash((self.expression, str(self.zone)))
-
-
-def _check_value(token: str, spec: _Field) -> int:
-    upper = token.upper()
-    if spec.names and upper in spec.names:
-        return spec.names.index(upper) + spec.name_base
-    if not token.isdigit():
-        allowed = f" or a name ({', '.join(spec.names)})" if spec.names else ""
-        raise ScheduleError(
-            f"{spec.name} field: '{token}' is not a number{allowed}"
-        )
-    number = int(token)
-    if not spec.low <= number <= spec.high:
-        raise ScheduleError(
-            f"{spec.name} field '{token}' is out of range {spec.low}-{spec.high}"
-        )
-    return number
-
-
-def _check_field(text: str, spec: _Field) -> set[int]:
-    """Validate one field and return the values it allows."""
-    values: set[int] = set()
-    for part in text.split(","):
-        match = _TOKEN.match(part)
-        if match is None:
-            raise ScheduleError(f"{spec.name} field: cannot read '{part}'")
-        step_text = match.group("step")
-        step = int(step_text) if step_text is not None else 1
-        if step == 0:
-            raise ScheduleError(f"{spec.name} field: step in '{part}' must be at least 1")
-        span = match.group("range")
-        if span == "*":
-            low, high = spec.low, spec.high
-        else:
-            bounds = [_check_value(v, spec) for v in span.split("-")]
-            if len(bounds) == 2 and bounds[0] > bounds[1]:
-                raise ScheduleError(f"{spec.name} field: range '{span}' runs backwards")
-            low = bounds[0]
-            high = bounds[-1] if len(bounds) == 2 or step_text is None else spec.high
-        values.update(range(low, high + 1, step))
-    return values
-
-
-_LONGEST_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31,
-                  11: 30, 12: 31}
-
-
-def normalize_cron(text: str) -> str:
-    """Validate a 5- or 6-field expression and return the 6-field form (seconds first)."""
-    fields = text.split()
-    if len(fields) == 5:
-        fields = ["0", *fields]
-    if len(fields) != 6:
-        raise ScheduleError(
-            f"'{text}' has {len(fields)} fields; expected 6 "
-            "(second minute hour day-of-month month day-of-week) or 5 (classic cron)"
-        )
-    allowed = [_check_field(part, spec) for part, spec in zip(fields, _FIELDS, strict=True)]
-    days, months = allowed[3], allowed[4]
-    # With day-of-week '*', only day-of-month decides; it can name days no chosen month
-    # has (Feb 30). A restricted day-of-week always matches some day (the OR rule).
-    if fields[5] == "*" and not any(d <= _LONGEST_MONTH[m] for m in months for d in days):
-        raise ScheduleError(f"'{text}' can never fire (no matching date)")
-    return " ".join(fields)
 
 
 def parse_schedule(text: str, zone: tzinfo) -> Schedule:
@@ -206,14 +218,8 @@ def parse_schedule(text: str, zone: tzinfo) -> Schedule:
                 f"unknown macro '{stripped}'; known: {', '.join(sorted(MACROS))}, "
                 "@every <duration>, @reboot"
             )
-        expression = MACROS[lowered]
-    else:
-        expression = normalize_cron(stripped)
-    try:
-        schedule = CronSchedule(text=stripped, expression=expression, zone=zone)
-    except ValueError as exc:  # croniter's errors derive from ValueError
-        raise ScheduleError(f"'{stripped}': {exc}") from None
-    return schedule
+        return CronSchedule(text=stripped, fields=read_cron(MACROS[lowered]), zone=zone)
+    return CronSchedule(text=stripped, fields=read_cron(stripped), zone=zone)
 
 
 def upcoming(schedule: Schedule, after: float, count: int) -> list[float]:

@@ -1,0 +1,167 @@
+"""Cron arithmetic in real zones, across DST changes, against a second-by-second reference.
+
+The reference walks every second of a window, reads the zone's clock face, and applies the
+rules as the README states them, with no cleverness:
+- a matching wall time fires when it shows, but a repeated one only on its first showing;
+- when the clock jumps forward over wall times that match, one fire at the jump;
+- schedules whose hour field allows every hour fire whenever a second's wall time
+  matches (elapsed time: nothing at the jump, twice in the repeated hour).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_cronexpr import cron_expressions, field_sets
+from torchd.cronexpr import parse_schedule, upcoming
+
+ZONES = ("America/New_York", "Europe/London", "Australia/Lord_Howe", "America/Santiago",
+         "Pacific/Chatham", "Asia/Kolkata", "UTC")
+WINDOW = 3 * 3600
+_WALL_EPOCH = datetime(1970, 1, 1)  # a clock face: deliberately naive
+
+
+def _offset(zone: ZoneInfo, instant: int) -> int:
+    return int(datetime.fromtimestamp(instant, zone).utcoffset().total_seconds())  # type: ignore[union-attr]
+
+
+def offset_changes(zone: ZoneInfo, year: int) -> list[int]:
+    """Instants in a year at which the zone's offset changes (hourly scan, then exact)."""
+    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    changes = []
+    for hour in range(366 * 24):
+        low, high = start + hour * 3600, start + (hour + 1) * 3600
+        if _offset(zone, low) != _offset(zone, high):
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if _offset(zone, middle) == _offset(zone, low) else (
+                    low, middle)
+            changes.append(high)
+    return changes
+
+
+def reference_fires(expression: str, zone: ZoneInfo, start: int, end: int) -> list[int]:
+    sets = field_sets(expression)
+    fields = expression.split()
+    either_day = not fields[3].startswith("*") and not fields[5].startswith("*")
+    every_hour = len(sets[2]) == 24
+
+    weekdays = {d % 7 for d in sets[5]}
+
+    def matches(wall: datetime) -> bool:
+        if wall.second not in sets[0] or wall.minute not in sets[1] or wall.hour not in sets[2]:
+            return False
+        dom, dow = wall.day in sets[3], (wall.weekday() + 1) % 7 in weekdays
+        return ((dom or dow) if either_day else (dom and dow)) and wall.month in sets[4]
+
+    fires = []
+    previous = start + _offset(zone, start)
+    for instant in range(start + 1, end + 1):
+        local = datetime.fromtimestamp(instant, zone)
+        wall = instant + int(local.utcoffset().total_seconds())  # type: ignore[union-attr]
+        due = matches(local) and (every_hour or local.fold == 0)
+        if wall - previous > 1 and not every_hour:  # the clock jumped over some wall times
+            due = due or any(matches(_WALL_EPOCH + timedelta(seconds=w))
+                             for w in range(previous + 1, wall))
+        if due:
+            fires.append(instant)
+        previous = wall
+    return fires
+
+
+def _ours(expression: str, zone: ZoneInfo, start: int, end: int) -> list[int]:
+    schedule = parse_schedule(expression, zone)
+    fires, cursor = [], float(start)
+    while True:
+        found = schedule.next_after(cursor)
+        if found is None or found > end:
+            return fires
+        assert found == int(found), "fires fall on whole seconds"
+        fires.append(int(found))
+        cursor = found
+
+
+CHANGES = [(name, change) for name in ZONES if name != "UTC"
+           for change in offset_changes(ZoneInfo(name), 2026)]
+
+
+def test_the_zones_have_changes_in_2026() -> None:
+    assert {name for name, _ in CHANGES} == set(ZONES) - {"UTC", "Asia/Kolkata"}
+
+
+# Dense hour and minute fields so that windows around a change hold fires.
+@settings(max_examples=120, deadline=None)
+@given(expression=cron_expressions(dense=True), change=st.sampled_from(CHANGES),
+       lead=st.integers(0, WINDOW))
+def test_around_offset_changes_matches_reference(expression: str, change: tuple[str, int],
+                                                 lead: int) -> None:
+    zone = ZoneInfo(change[0])
+    start = change[1] - lead
+    assert _ours(expression, zone, start, start + WINDOW) == reference_fires(
+        expression, zone, start, start + WINDOW)
+
+
+@settings(max_examples=30, deadline=None)
+@given(expression=cron_expressions(dense=True), zone_name=st.sampled_from(ZONES),
+       start=st.integers(int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()),
+                         int(datetime(2027, 1, 1, tzinfo=UTC).timestamp())))
+def test_anywhere_in_the_year_matches_reference(expression: str, zone_name: str,
+                                                start: int) -> None:
+    zone = ZoneInfo(zone_name)
+    assert _ours(expression, zone, start, start + WINDOW) == reference_fires(
+        expression, zone, start, start + WINDOW)
+
+
+NEW_YORK, LONDON = ZoneInfo("America/New_York"), ZoneInfo("Europe/London")
+
+
+def _local(zone: ZoneInfo, fires: list[float]) -> list[str]:
+    return [datetime.fromtimestamp(t, zone).isoformat() for t in fires]
+
+
+def _from(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.mark.parametrize(("zone", "expression", "after", "expected"), [
+    # Spring forward, New York 2026-03-08 02:00 EST -> 03:00 EDT: 02:30 never shows.
+    (NEW_YORK, "0 30 2 * * *", "2026-03-07T12:00:00-05:00",
+     ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
+    # Every fire inside the gap becomes one fire at its end; 03:00 itself is the same fire.
+    (NEW_YORK, "0 0,15,30,45 2,3 * * *", "2026-03-08T01:00:00-05:00",
+     ["2026-03-08T03:00:00-04:00", "2026-03-08T03:15:00-04:00", "2026-03-08T03:30:00-04:00"]),
+    # Hourly follows elapsed time: one hour between fires, nothing extra at the gap.
+    (NEW_YORK, "0 30 * * * *", "2026-03-08T00:45:00-05:00",
+     ["2026-03-08T01:30:00-05:00", "2026-03-08T03:30:00-04:00", "2026-03-08T04:30:00-04:00"]),
+    # Fall back, New York 2026-11-01 02:00 EDT -> 01:00 EST: 01:30 shows twice, fires once.
+    (NEW_YORK, "0 30 1 * * *", "2026-10-31T12:00:00-04:00",
+     ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]),
+    # Hourly fires in both showings of the repeated hour.
+    (NEW_YORK, "0 0 * * * *", "2026-11-01T00:30:00-04:00",
+     ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"]),
+    # Asked from inside the second showing: the repeated fires are not due again.
+    (NEW_YORK, "0 */20 1,2 * * *", "2026-11-01T01:10:00-05:00",
+     ["2026-11-01T02:00:00-05:00", "2026-11-01T02:20:00-05:00"]),
+    # London 2026-03-29 01:00 GMT -> 02:00 BST, and 2026-10-25 02:00 BST -> 01:00 GMT.
+    (LONDON, "0 30 1 * * *", "2026-03-28T12:00:00+00:00",
+     ["2026-03-29T02:00:00+01:00", "2026-03-30T01:30:00+01:00"]),
+    (LONDON, "0 30 1 * * *", "2026-10-24T12:00:00+01:00",
+     ["2026-10-25T01:30:00+01:00", "2026-10-26T01:30:00+00:00"]),
+])
+def test_dst_rules(zone: ZoneInfo, expression: str, after: str, expected: list[str]) -> None:
+    fires = upcoming(parse_schedule(expression, zone), _from(after), len(expected))
+    assert _local(zone, fires) == expected
+
+
+def test_a_year_of_daily_fires_in_new_york_is_365_fires() -> None:
+    """Once a day, every day, DST or not: no day lost, none doubled."""
+    schedule = parse_schedule("0 30 1 * * *", NEW_YORK)
+    fires = upcoming(schedule, _from("2026-01-01T00:00:00-05:00"), 400)
+    in_2026 = [t for t in fires if datetime.fromtimestamp(t, NEW_YORK).year == 2026]
+    assert len(in_2026) == 365
+    assert len({datetime.fromtimestamp(t, NEW_YORK).date() for t in in_2026}) == 365
