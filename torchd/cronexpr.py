@@ -22,6 +22,7 @@ from torchd.errors import DurationError, ScheduleError
 from torchd.localtime import (
     change_between,
     first_instant,
+    fixed_offset,
     offset_at,
     repeat_end,
     wall_date,
@@ -82,6 +83,10 @@ class CronSchedule:
     zone: tzinfo
     _last_query: float = field(init=False, repr=False, default=float("nan"))
     _last_answer: float | None = field(init=False, repr=False, default=None)
+    _fixed_offset: int | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._fixed_offset = fixed_offset(self.zone)
 
     @property
     def expression(self) -> str:
@@ -92,8 +97,14 @@ class CronSchedule:
         # instant (they fired together), so the last answer is kept.
         if ts == self._last_query:
             return self._last_answer
-        elapsed = self.fields.every_hour
-        answer = self._next_elapsed(ts) if elapsed else self._next_wall_clock(ts)
+        if self._fixed_offset is not None:
+            offset = self._fixed_offset
+            found = self._next_match(math.floor(ts + offset) + 1)
+            answer = None if found is None else float(found - offset)
+        elif self.fields.every_hour:
+            answer = self._next_elapsed(ts)
+        else:
+            answer = self._next_wall_clock(ts)
         self._last_query, self._last_answer = ts, answer
         return answer
 

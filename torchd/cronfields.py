@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from torchd.errors import ScheduleError
 
@@ -90,10 +91,6 @@ def _check_value(token: str, spec: _Field) -> int:
 
 def _field_values(text: str, spec: _Field) -> set[int]:
     """Validate one field and return the values it allows."""
-    if text == "*":
-        return set(range(spec.low, spec.high + 1))
-    if text.isdigit() and spec.low <= int(text) <= spec.high:  # the common cases, quickly
-        return {int(text)}
     values: set[int] = set()
     for part in text.split(","):
         match = _TOKEN.match(part)
@@ -116,11 +113,17 @@ def _field_values(text: str, spec: _Field) -> set[int]:
     return values
 
 
-def _mask(values: set[int]) -> int:
+@lru_cache(maxsize=4096)
+def _read_field(text: str, index: int) -> tuple[tuple[int, ...], int]:
+    """A field's allowed values, sorted and as a bit mask (day-of-week 7 read as 0).
+    Remembered: big task files repeat the same field texts over and over."""
+    values = _field_values(text, _FIELDS[index])
+    if index == 5:
+        values = {v % 7 for v in values}
     mask = 0
     for value in values:
         mask |= 1 << value
-    return mask
+    return tuple(sorted(values)), mask
 
 
 def normalize_cron(text: str) -> str:
@@ -138,21 +141,21 @@ def read_cron(text: str) -> CronFields:
             f"'{text}' has {len(fields)} fields; expected 6 "
             "(second minute hour day-of-month month day-of-week) or 5 (classic cron)"
         )
-    seconds, minutes, hours, days, months, weekdays = (
-        _field_values(part, spec) for part, spec in zip(fields, _FIELDS, strict=True))
+    (seconds, _), (minutes, _), (hours, _), (_, days), (months, month_mask), (weekdays, _) = (
+        _read_field(part, index) for index, part in enumerate(fields))
     either_day = not fields[3].startswith("*") and not fields[5].startswith("*")
     # Under the AND rule a date must exist in a chosen month (no February 30th); any
     # existing date falls on every weekday in some year. Under the OR rule every month
     # has the chosen weekdays.
-    if not either_day and not any(d <= _LONGEST_MONTH[m] for m in months for d in days):
+    if not either_day and not any(days & ((2 << _LONGEST_MONTH[m]) - 2) for m in months):
         raise ScheduleError(f"'{text}' can never fire (no matching date)")
     return CronFields(
         expression=" ".join(fields),
-        seconds=tuple(sorted(seconds)),
-        minutes=tuple(sorted(minutes)),
-        hours=tuple(sorted(hours)),
-        days_of_month=_mask(days),
-        months=_mask(months),
-        weekdays=tuple(sorted({d % 7 for d in weekdays})),
+        seconds=seconds,
+        minutes=minutes,
+        hours=hours,
+        days_of_month=days,
+        months=month_mask,
+        weekdays=weekdays,
         either_day=either_day,
     )

@@ -7,11 +7,25 @@ never shows; one in a fall-back hour shows twice.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, tzinfo
+import re
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 DAY = 86400
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _WALL_EPOCH = datetime(1970, 1, 1)  # a clock face: deliberately naive
+
+
+_NEVER_CHANGING = re.compile(
+    r"(Etc/)?(UTC|UCT|Universal|Zulu|GMT|GMT[+-]?0|Greenwich)|Etc/GMT[+-][0-9]{1,2}")
+
+
+@lru_cache(maxsize=64)
+def fixed_offset(zone: tzinfo) -> int | None:
+    """The offset of a zone that never changes it (UTC and the Etc/GMT zones), else None."""
+    if isinstance(zone, timezone) or _NEVER_CHANGING.fullmatch(str(zone)):
+        return offset_at(zone, 0)
+    return None
 
 
 def offset_at(zone: tzinfo, instant: float) -> int:
