@@ -78,10 +78,15 @@ def start_ticks(pid: int) -> int | None:
     Read directly rather than through psutil: this runs once per spawn, on the hot path.
     """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = data[data.rindex(b")") + 2:].split()
     return int(fields[19])  # field 22 overall; fields after the command name start at 3
 

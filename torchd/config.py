@@ -52,6 +52,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 _TAG = "tag:yaml.org,2002:"
+_STR, _INT, _BOOL, _NULL = (_TAG + kind for kind in ("str", "int", "bool", "null"))
 _TAG_NAMES = {
     "str": "text", "int": "a number", "float": "a number", "bool": "a boolean",
     "null": "empty (null)", "timestamp": "a date", "seq": "a list", "map": "a mapping",
@@ -84,18 +85,18 @@ def _kind(node: yaml.Node) -> str:
 
 
 def _text(node: yaml.Node, *, allow_empty: bool = False) -> str:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "str":
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
         if not allow_empty and not node.value.strip():
             raise _Invalid(node, "must not be empty")
         return str(node.value)
     hint = ""
-    if isinstance(node, yaml.ScalarNode) and node.tag != _TAG + "null":
+    if isinstance(node, yaml.ScalarNode) and node.tag != _NULL:
         hint = f"; quote it if you mean the text: '{node.value}'"
     raise _Invalid(node, f"expected text, got {_kind(node)}{hint}")
 
 
 def _integer(node: yaml.Node, *, minimum: int = 0) -> int:
-    if (isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "int"
+    if (isinstance(node, yaml.ScalarNode) and node.tag == _INT
             and re.fullmatch(r"[0-9]|[1-9][0-9]*", node.value)):
         value = int(node.value)
         if value < minimum:
@@ -105,7 +106,7 @@ def _integer(node: yaml.Node, *, minimum: int = 0) -> int:
 
 
 def _boolean(node: yaml.Node) -> bool:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "bool":
+    if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL:
         lowered = str(node.value).lower()
         if lowered in ("true", "false"):
             return lowered == "true"
@@ -141,17 +142,17 @@ class _Walker:
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, task, what, f"expected a mapping, got {_kind(node)}")
             return
-        seen: dict[str, int] = {}
+        seen: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _TAG + "str"):
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR):
                 self.problem(key_node, task, what, f"key must be text, got {_kind(key_node)}")
                 continue
             key = str(key_node.value)
             if key in seen:
                 self.problem(key_node, task, key,
-                             f"duplicate key (first given at line {seen[key]})")
+                             f"duplicate key (first given at line {_line(seen[key])})")
                 continue
-            seen[key] = _line(key_node)
+            seen[key] = key_node
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -210,7 +211,7 @@ def _zone(name: str) -> ZoneInfo | None:
 
 def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
     settings: dict[str, object] = {}
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null"):
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
         node = None
     if node is not None:
         for key, _key_node, value in walker.mapping(node, None, "daemon", DAEMON_KEYS):
@@ -259,7 +260,7 @@ def _env(node: yaml.Node) -> tuple[tuple[str, str], ...]:
 
 
 def _hosts(node: yaml.Node) -> tuple[str, ...]:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null":
+    if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
         return ()
     if not isinstance(node, yaml.SequenceNode):
         raise _Invalid(node, f"expected a list, got {_kind(node)}")
@@ -292,10 +293,11 @@ def _declared_name(node: yaml.Node) -> str | None:
     return None
 
 
-@dataclass
-class _TaskFields:
-    values: dict[str, object] = field(default_factory=dict)
-    nodes: dict[str, yaml.Node] = field(default_factory=dict)
+_TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
+    "name": _text, "schedule": _text, "command": _command, "type": _text,
+    "hosts": _hosts, "max_running": _integer, "env": _env, "cwd": _text,
+    "enabled": _boolean,
+}
 
 
 def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSettings,
@@ -303,18 +305,13 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
           schedules: dict[str, Schedule], used: set[str]) -> TaskSpec | None:
     label = _declared_name(node) or f"#{index + 1}"
     before = len(walker.problems)
-    fields = _TaskFields()
-    converters: dict[str, Callable[[yaml.Node], object]] = {
-        "name": _text, "schedule": _text, "command": _command, "type": _text,
-        "hosts": _hosts, "max_running": _integer, "env": _env, "cwd": _text,
-        "enabled": _boolean,
-    }
+    values: dict[str, object] = {}
+    nodes: dict[str, yaml.Node] = {}
     for key, _key_node, value in walker.mapping(node, label, None, TASK_KEYS):
-        fields.nodes[key] = value
-        fields.values[key] = walker.value(converters[key], value, label, key)
+        nodes[key] = value
+        values[key] = walker.value(_TASK_CONVERTERS[key], value, label, key)
     if not isinstance(node, yaml.MappingNode):
         return None
-    values, nodes = fields.values, fields.nodes
     name = values.get("name")
     if "name" not in nodes:
         walker.problem(node, label, "name", "is required")

@@ -71,7 +71,7 @@ class Keeper:
     runner: asyncio.Task[None] | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskState:
     spec: TaskSpec
     token: int
