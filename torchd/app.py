@@ -23,8 +23,9 @@ from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.server import ControlServer
 from torchd.cronexpr import Schedule, upcoming
 from torchd.errors import ConfigError
-from torchd.events import Event, RunEnded, RunStarted
+from torchd.events import Event, FireSettled, RunEnded, RunStarted
 from torchd.hostinfo import local_identity
+from torchd.ledger import FireLedger
 from torchd.model import Config, TaskKind
 from torchd.pidfile import PidFile
 from torchd.reload import ReloadPlan, plan
@@ -57,6 +58,10 @@ class StatePaths:
     @property
     def children(self) -> Path:
         return self.root / "children.journal"
+
+    @property
+    def fires(self) -> Path:
+        return self.root / "fires.ledger"
 
     @property
     def daemon_log(self) -> Path:
@@ -94,6 +99,7 @@ class App:
         self._clock = clock or SystemClock()
         self._pidfile = PidFile(paths.pidfile)
         self._journal = ChildJournal(paths.children)
+        self._ledger = FireLedger(paths.fires)
         self._config: Config | None = config
         # see config.parse_config; seeded from a config the caller already loaded
         self._schedule_cache: dict[str, Schedule] = schedule_cache_of(config) if config else {}
@@ -145,11 +151,13 @@ class App:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
                         ended)
         self._journal.open()
+        last_fires = self._ledger.open()
+        self._ledger.forget_except({task.name for task in config.tasks})
         scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
                               on_event=self._on_event)
         self._scheduler = scheduler
-        scheduler.apply(config, plan(None, config))
+        scheduler.apply(config, plan(None, config), last_fires)
         _settle_heap()
         self._record_reload("start", config, plan(None, config), None)
         self._control = ControlServer(self._paths.socket, {
@@ -169,6 +177,7 @@ class App:
             if self._watcher is not None:
                 self._watcher.stop()
             self._journal.close()
+            self._ledger.close()
             return 1
         log.info("torchd %s started pid=%d config=%s (%s) tasks=%d state_dir=%s", __version__,
                  os.getpid(), self._config_path, config.digest, len(config.tasks),
@@ -202,6 +211,7 @@ class App:
         if self._control is not None:
             await self._control.close()
         self._journal.close()
+        self._ledger.close()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP):
             loop.remove_signal_handler(signum)
@@ -228,6 +238,8 @@ class App:
             self._journal.started(event.pid)
         elif isinstance(event, RunEnded):
             self._journal.ended(event.pid)
+        elif isinstance(event, FireSettled):
+            self._ledger.record(event.task, event.scheduled)
 
     def _sync_watcher(self, config: Config) -> None:
         if config.daemon.watch and self._watcher is None:
@@ -273,6 +285,7 @@ class App:
                 log.warning("daemon.state_dir changed in the file; it takes effect on restart")
             self._scheduler.apply(new, diff)
             self._config = new
+            self._ledger.forget_except({task.name for task in new.tasks})
             _settle_heap()
             self._sync_watcher(new)
             log.info("reload (%s) applied config %s: %d added, %d changed, %d removed",

@@ -97,6 +97,17 @@ def _local_iso(ts: float, zone: str) -> str:
     return datetime.fromtimestamp(ts, ZoneInfo(zone)).isoformat()
 
 
+def _instant(text: str, zone: str) -> float | None:
+    """Epoch seconds of an ISO 8601 time; one without an offset is read in `zone`."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    return moment.timestamp()
+
+
 def cmd_next(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
@@ -108,6 +119,13 @@ def cmd_next(args: argparse.Namespace) -> int:
             print(f"no task named '{args.task}' in {args.config}", file=sys.stderr)
             return EXIT_FAIL
     now = time.time()
+    if args.after is not None:
+        after = _instant(args.after, config.daemon.timezone)
+        if after is None:
+            print(f"--after: '{args.after}' is not an ISO 8601 time such as "
+                  "2026-11-01T00:00:00-04:00 or 2026-11-01T04:00:00Z", file=sys.stderr)
+            return EXIT_FAIL
+        now = after
     result: dict[str, list[str]] = {}
     notes: dict[str, str] = {}
     for spec in tasks:
@@ -403,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
               json_flag=True)
     nxt.add_argument("task", nargs="?", help="only this task")
     nxt.add_argument("-n", "--count", type=int, default=5, help="fires per task (default 5)")
+    nxt.add_argument("--after", metavar="TIME",
+                     help="preview from this ISO 8601 time instead of now (without an offset "
+                          "it is read in daemon.timezone), e.g. 2026-11-01T00:00:00-04:00")
     nxt.set_defaults(func=cmd_next)
     return parser
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,9 +24,10 @@ import yaml
 
 from torchd.clock import host_timezone_name
 from torchd.cronexpr import Schedule, parse_schedule
-from torchd.errors import ConfigError, ConfigProblem, ScheduleError
+from torchd.durations import parse_duration
+from torchd.errors import ConfigError, ConfigProblem, DurationError, ScheduleError
 from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
-from torchd.model import Config, DaemonSettings, TaskKind, TaskSpec
+from torchd.model import Catchup, Config, DaemonSettings, Overlap, TaskKind, TaskSpec
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -52,7 +54,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 _TAG = "tag:yaml.org,2002:"
-_STR, _INT, _BOOL, _NULL = (_TAG + kind for kind in ("str", "int", "bool", "null"))
+_STR, _INT, _FLOAT, _BOOL, _NULL = (
+    _TAG + kind for kind in ("str", "int", "float", "bool", "null"))
 _TAG_NAMES = {
     "str": "text", "int": "a number", "float": "a number", "bool": "a boolean",
     "null": "empty (null)", "timestamp": "a date", "seq": "a list", "map": "a mapping",
@@ -62,6 +65,7 @@ TOP_KEYS = ("daemon", "tasks")
 DAEMON_KEYS = ("state_dir", "timezone", "watch")
 TASK_KEYS = (
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
+    "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
 )
 T = TypeVar("T")
 
@@ -293,10 +297,49 @@ def _declared_name(node: yaml.Node) -> str | None:
     return None
 
 
+def _zone_name(node: yaml.Node) -> str:
+    name = _text(node)
+    if _zone(name) is None:
+        raise _Invalid(node, f"unknown time zone '{name}' (use an IANA name such as "
+                             "'Europe/London' or 'UTC')")
+    return name
+
+
+def _duration(node: yaml.Node) -> float:
+    """Seconds: a number, or text such as '30s', '5m', '1h30m'."""
+    if isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _FLOAT):
+        raw: object = float(node.value)
+    elif isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+        raw = node.value
+    else:
+        raise _Invalid(node, f"expected a duration such as 30s or 5m, got {_kind(node)}")
+    try:
+        return parse_duration(raw)
+    except DurationError as exc:
+        raise _Invalid(node, str(exc)) from None
+
+
+def _choice(enum: type[StrEnum]) -> Callable[[yaml.Node], StrEnum]:
+    def convert(node: yaml.Node) -> StrEnum:
+        text = _text(node)
+        try:
+            return enum(text)
+        except ValueError:
+            raise _Invalid(node, f"'{text}' is not one of: "
+                                 f"{', '.join(m.value for m in enum)}") from None
+    return convert
+
+
+def _count(node: yaml.Node) -> int:
+    return _integer(node, minimum=1)
+
+
 _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "name": _text, "schedule": _text, "command": _command, "type": _text,
     "hosts": _hosts, "max_running": _integer, "env": _env, "cwd": _text,
-    "enabled": _boolean,
+    "enabled": _boolean, "timezone": _zone_name, "catchup": _choice(Catchup),
+    "starting_deadline": _duration, "overlap": _choice(Overlap), "queue_limit": _count,
+    "kill_grace": _duration,
 }
 
 
@@ -330,18 +373,19 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         walker.problem(node, label, "command", "is required")
     schedule: Schedule | None = None
     schedule_text = values.get("schedule")
+    zone_name = str(values.get("timezone") or daemon.timezone)
     if kind is TaskKind.CRON and "schedule" not in nodes:
         walker.problem(node, label, "schedule", "is required for a cron task")
     elif kind is TaskKind.DAEMON and "schedule" in nodes:
         walker.problem(nodes["schedule"], label, "schedule",
                        "a daemon task is kept running and takes no schedule")
     elif isinstance(schedule_text, str):
-        cache_key = _schedule_key(schedule_text, daemon.timezone)
+        cache_key = _schedule_key(schedule_text, zone_name)
         used.add(cache_key)
         cached = schedules.get(cache_key)
         if cached is None:
             try:
-                cached = parse_schedule(schedule_text, ZoneInfo(daemon.timezone))
+                cached = parse_schedule(schedule_text, ZoneInfo(zone_name))
             except ScheduleError as exc:
                 walker.problem(nodes["schedule"], label, "schedule", str(exc))
             else:
@@ -362,7 +406,12 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         env=cast(tuple[tuple[str, str], ...], values.get("env", ())),
         cwd=cast(str | None, values.get("cwd")),
         enabled=cast(bool, values.get("enabled", True)),
-        timezone=daemon.timezone,
+        timezone=zone_name,
+        catchup=cast(Catchup, values.get("catchup", Catchup.NONE)),
+        starting_deadline=cast(float | None, values.get("starting_deadline")),
+        overlap=cast(Overlap, values.get("overlap", Overlap.SKIP)),
+        queue_limit=cast(int, values.get("queue_limit", 10)),
+        kill_grace=cast(float, values.get("kill_grace", 10.0)),
         for_this_host=for_this_host,
         line=_line(node),
     )

@@ -24,6 +24,15 @@ class RunEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class FireSettled:
+    """The scheduler is done deciding about a fire (started, queued, skipped or dropped as
+    missed): it is not due again, even after a restart."""
+
+    task: str
+    scheduled: float
+
+
+@dataclass(frozen=True, slots=True)
 class FireSkipped:
     task: str
     scheduled: float
@@ -38,4 +47,4 @@ class FireMissed:
     count: int
 
 
-Event = RunStarted | RunEnded | FireSkipped | FireMissed
+Event = RunStarted | RunEnded | FireSettled | FireSkipped | FireMissed

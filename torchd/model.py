@@ -30,6 +30,26 @@ class RunOutcome(StrEnum):
     START_ERROR = "start-error"  # the command could not be started
 
 
+class Catchup(StrEnum):
+    """What happens to fires missed while the daemon was down, the host asleep, or after
+    the clock stepped forward."""
+
+    NONE = "none"  # none of them run; they are logged as missed
+    LAST = "last"  # the most recent one runs, once
+    ALL = "all"  # each runs, oldest first (at most CATCHUP_LIMIT)
+
+
+class Overlap(StrEnum):
+    """What a fire does when its task already has max_running runs."""
+
+    SKIP = "skip"  # the fire is not run (logged)
+    QUEUE = "queue"  # it waits for a free slot (at most queue_limit wait; more are dropped)
+    REPLACE = "replace"  # the oldest run is stopped (TERM, kill_grace, KILL), then it starts
+
+
+CATCHUP_LIMIT = 100  # like Kubernetes: more missed fires than this are not all run
+
+
 class KeeperState(StrEnum):
     """Lifecycle of one keep-alive (daemon-type) instance slot."""
 
@@ -51,6 +71,11 @@ class TaskSpec:
     cwd: str | None = None
     enabled: bool = True
     timezone: str = "UTC"
+    catchup: Catchup = Catchup.NONE
+    starting_deadline: float | None = None  # seconds; missed fires older than this are dropped
+    overlap: Overlap = Overlap.SKIP
+    queue_limit: int = 10
+    kill_grace: float = 10.0  # seconds between TERM and KILL when torchd stops a run
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
 

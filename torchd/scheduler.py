@@ -16,16 +16,26 @@ import logging
 import secrets
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from torchd.catchup import decide
 from torchd.clock import Clock, iso_utc
 from torchd.cronexpr import RebootSchedule
-from torchd.events import Event, FireMissed, FireSkipped, RunEnded, RunStarted
-from torchd.model import Config, KeeperState, RunOutcome, TaskKind, TaskSpec
+from torchd.events import Event, FireMissed, FireSettled, FireSkipped, RunEnded, RunStarted
+from torchd.model import (
+    Config,
+    KeeperState,
+    Overlap,
+    RunOutcome,
+    RunState,
+    TaskKind,
+    TaskSpec,
+)
 from torchd.reload import ReloadPlan
 from torchd.runner import (
     LaunchRequest,
@@ -43,8 +53,7 @@ log = logging.getLogger("torchd.scheduler")
 
 MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock steps
 PRECISE_WINDOW = 0.002  # the loop wakes this early and sleeps the rest precisely
-MISSED_AFTER = 5.0  # a fire more than this late is recorded as missed, not run
-MISSED_COUNT_LIMIT = 1000  # stop counting individual missed fires past this
+MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup decides
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
@@ -80,6 +89,8 @@ class TaskState:
     last_run: Run | None = None
     last_start_error: str | None = None
     keepers: list[Keeper] = field(default_factory=list)
+    waiting: deque[float] = field(default_factory=deque)  # fires waiting for a free slot
+    missed: tuple[float, float] | None = None  # at start: fires missed while torchd was down
     # The environment every run starts from; built at the first fire, since a copy of the
     # daemon's environment per task would cost megabytes across 100,000 rare tasks.
     env: dict[str, str] | None = None
@@ -106,8 +117,13 @@ class Scheduler:
         self._config_digest = ""
 
     # ----- configuration -------------------------------------------------------------
-    def apply(self, config: Config, plan: ReloadPlan) -> None:
-        """Apply a reload plan (the first load is a plan from nothing). Never waits."""
+    def apply(self, config: Config, plan: ReloadPlan,
+              last_fires: Mapping[str, float] | None = None) -> None:
+        """Apply a reload plan (the first load is a plan from nothing). Never waits.
+
+        `last_fires` (at start only): each task's last fire as recorded by an earlier
+        daemon; the fires since then are due now, and late or missed as the loop finds.
+        """
         self._config_digest = config.digest
         specs = config.by_name()
         now = self._clock.time()
@@ -117,7 +133,7 @@ class Scheduler:
             previous = self._retire(name)
             self._admit(specs[name], now, previous)
         for name in plan.added:
-            self._admit(specs[name], now, None)
+            self._admit(specs[name], now, None, (last_fires or {}).get(name))
         self._wake.set()
 
     def _retire(self, name: str) -> TaskState | None:
@@ -125,11 +141,16 @@ class Scheduler:
         state = self._tasks.pop(name, None)
         if state is None:
             return None
+        if state.waiting:
+            log.warning("task %s: %d queued fire(s) dropped: the task was changed or removed",
+                        name, len(state.waiting))
+            state.waiting.clear()
         for keeper in state.keepers:
             self._stop_keeper(keeper)
         return state
 
-    def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None) -> None:
+    def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None,
+               recorded_last: float | None = None) -> None:
         self._tokens += 1
         state = TaskState(spec=spec, token=self._tokens)
         if previous is not None:
@@ -147,6 +168,11 @@ class Scheduler:
                 if self._started:
                     self._start_keeper(state, keeper, waiting_for)
             return
+        if recorded_last is not None:
+            state.last_scheduled = recorded_last
+            first = spec.schedule.next_after(recorded_last) if spec.schedule else None
+            if first is not None and first <= now and not self._started:
+                state.missed = (first, now)  # run() applies the catchup policy at start
         after = max(now, state.last_scheduled or now)
         self._plan_next(state, after)
 
@@ -170,6 +196,12 @@ class Scheduler:
                     self._start_keeper(state, keeper, [])
             elif isinstance(state.spec.schedule, RebootSchedule):
                 at_boot.append((state, self._clock.time()))
+            elif state.missed is not None:
+                # Everything since the last recorded fire was missed, however recent; what
+                # is due after `until` is on the timetable already.
+                first, until = state.missed
+                self._handle_missed(state, first, self._clock.time(), end=until)
+                state.missed = None
         self._fire_batch(at_boot)
         while not self._stopping:
             self._fire_due(self._clock.time())
@@ -203,10 +235,10 @@ class Scheduler:
             if state is None or state.token != token or self._stopping:
                 continue
             if now - scheduled > MISSED_AFTER:
-                self._record_missed(state, scheduled, now)
-                self._plan_next(state, now - MISSED_AFTER)
+                self._handle_missed(state, scheduled, now)
                 continue
             state.last_scheduled = scheduled
+            self._on_event(FireSettled(task=name, scheduled=scheduled))
             batch.append((state, scheduled))
         if batch:
             self._fire_batch(batch)  # start processes first; schedule arithmetic can wait
@@ -214,19 +246,62 @@ class Scheduler:
                 if self._tasks.get(state.spec.name) is state:
                     self._plan_next(state, scheduled)
 
-    def _record_missed(self, state: TaskState, first: float, now: float) -> None:
-        assert state.spec.schedule is not None  # noqa: S101 - only cron tasks are timetabled
-        count, last = 0, first
-        cursor: float | None = first
-        while cursor is not None and cursor <= now - MISSED_AFTER and count < MISSED_COUNT_LIMIT:
-            count, last = count + 1, cursor
-            cursor = state.spec.schedule.next_after(cursor)
-        state.last_scheduled = last
-        more = "+" if count >= MISSED_COUNT_LIMIT else ""
-        log.warning("task %s: missed %d%s fire(s) from %s to %s (daemon busy, host asleep "
-                    "or clock stepped forward)", state.spec.name, count, more, iso_utc(first),
-                    iso_utc(last))
-        self._on_event(FireMissed(task=state.spec.name, first=first, last=last, count=count))
+    def _handle_missed(self, state: TaskState, first: float, now: float,
+                       end: float | None = None) -> None:
+        """Fires from `first` to `end` (default: MISSED_AFTER ago) could not run in time:
+        the task's catchup policy picks which run now; the rest are logged as missed."""
+        spec = state.spec
+        assert spec.schedule is not None  # noqa: S101 - only cron tasks are timetabled
+        at_runtime = end is None
+        end = now - MISSED_AFTER if end is None else end
+        decision = decide(spec.schedule, first, end, now=now, policy=spec.catchup,
+                          deadline=spec.starting_deadline)
+        state.last_scheduled = decision.last
+        if decision.missed:
+            more = "" if decision.counted_all else "+"
+            log.warning("task %s: missed %d%s fire(s) from %s to %s (daemon down or busy, "
+                        "host asleep, or clock stepped forward); not run: %s", spec.name,
+                        decision.missed, more, iso_utc(decision.first),
+                        iso_utc(decision.last), decision.note)
+            self._on_event(FireMissed(task=spec.name, first=decision.first,
+                                      last=decision.last, count=decision.missed))
+        self._on_event(FireSettled(task=spec.name, scheduled=decision.last))
+        if decision.run:
+            log.info("task %s: catching up %d missed fire(s), %s to %s", spec.name,
+                     len(decision.run), iso_utc(decision.run[0]), iso_utc(decision.run[-1]))
+            state.waiting.extend(decision.run)  # they wait for free slots, in order
+            self._start_waiting(state)
+        if at_runtime:
+            self._plan_next(state, end)  # later fires are only late: they run as usual
+
+    def _start_waiting(self, state: TaskState) -> None:
+        """Start queued fires, oldest first, while the task has free slots."""
+        spec = state.spec
+        while state.waiting and not self._stopping and self._tasks.get(spec.name) is state:
+            if spec.max_running and self._reap_exited(spec.name) >= spec.max_running:
+                return
+            self._fire_batch([(state, state.waiting.popleft())])
+
+    def _enqueue(self, state: TaskState, scheduled: float, running: int) -> None:
+        spec = state.spec
+        if len(state.waiting) >= spec.queue_limit:
+            reason = f"queue full ({spec.queue_limit} fire(s) waiting)"
+            log.warning("task %s: fire %s dropped: %s", spec.name,
+                        fire_id(spec.name, scheduled), reason)
+            self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
+            return
+        state.waiting.append(scheduled)
+        log.info("task %s: fire %s queued: %d run(s) still running (max_running=%d)",
+                 spec.name, fire_id(spec.name, scheduled), running, spec.max_running)
+
+    def _replace_oldest(self, state: TaskState) -> None:
+        runs = [h for h in self._runs.get(state.spec.name, {}).values()
+                if h.run.state is RunState.RUNNING]
+        if runs:
+            oldest = min(runs, key=lambda h: h.run.started_mono)
+            log.info("task %s: stopping run %s to make room (overlap: replace)",
+                     state.spec.name, oldest.run.run_id)
+            oldest.stop(state.spec.kill_grace)
 
     def _fire_batch(self, batch: list[tuple[TaskState, float]]) -> None:
         """Spawn every due fire first, then set up supervision for all of them."""
@@ -238,7 +313,7 @@ class Scheduler:
             if spec.max_running and running >= spec.max_running:
                 running = self._reap_exited(spec.name) + in_batch.get(spec.name, 0)
                 if running >= spec.max_running:
-                    self._skip(spec, scheduled, running)
+                    self._when_full(state, scheduled, running)
                     continue
             try:
                 spawned.append((state, self._spawn(state, scheduled)))
@@ -251,6 +326,16 @@ class Scheduler:
             in_batch[spec.name] = in_batch.get(spec.name, 0) + 1
         for state, started in spawned:
             self._supervise(state, started)
+
+    def _when_full(self, state: TaskState, scheduled: float, running: int) -> None:
+        """A fire found its task at max_running: the task's overlap policy decides."""
+        overlap = state.spec.overlap
+        if overlap is Overlap.SKIP:
+            self._skip(state.spec, scheduled, running)
+            return
+        if overlap is Overlap.REPLACE:
+            self._replace_oldest(state)
+        self._enqueue(state, scheduled, running)
 
     def _reap_exited(self, task: str) -> int:
         """Handle exits the busy loop has not processed yet; return how many still run."""
@@ -322,6 +407,8 @@ class Scheduler:
         self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
                                 outcome=str(run.outcome), exit_code=run.exit_code,
                                 signal=run.signal))
+        if state is not None and state.waiting:
+            self._start_waiting(state)
 
     # ----- keep-alive --------------------------------------------------------------------
     def _start_keeper(self, state: TaskState, keeper: Keeper,
@@ -372,6 +459,10 @@ class Scheduler:
         """Stop everything started: TERM groups, wait `grace`, KILL, reap. Returns # killed."""
         self.request_stop()
         for state in self._tasks.values():
+            if state.waiting:
+                log.warning("task %s: %d queued fire(s) dropped at shutdown", state.spec.name,
+                            len(state.waiting))
+                state.waiting.clear()
             for keeper in state.keepers:
                 keeper.state = KeeperState.STOPPED
                 if keeper.runner is not None:
@@ -421,6 +512,7 @@ class Scheduler:
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
                 "running": sorted(h.run.pid for h in runs.values()),
+                "waiting": len(state.waiting),
                 "last_run": None if last is None else {
                     "run_id": last.run_id,
                     "outcome": str(last.outcome),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -181,3 +182,77 @@ def test_reboot_runs_once_at_start(tmp_path: Path, write_tasks: Callable[..., Pa
     wait_for(lambda: len(lines(tick)) >= 3, timeout=10, message="three ticks")
     assert len(lines(boot)) == 1
     assert json.loads(daemon.cli("status", "--json").stdout)["tasks"][0]["next_fire"] is None
+
+
+@pytest.mark.parametrize("catchup", ["none", "last", "all"])
+def test_missed_fires_after_a_restart(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon], catchup: str) -> None:
+    """The daemon stops; the next one starts with its clock two minutes on (libfaketime):
+    about 120 per-second fires were missed. `catchup` decides which run, with their
+    original fire ids, and none of the first daemon's fires runs again."""
+    faketime = require_tool("faketime")
+    out = tmp_path / "out"
+    config = write_tasks(f"""
+        daemon: {{timezone: UTC}}
+        tasks:
+          - name: tick
+            schedule: "* * * * * *"
+            command: '{record_cmd(out)}'
+            max_running: 0
+            catchup: {catchup}
+        """)
+    first = daemon_factory(config).start()
+    wait_for(lambda: len(lines(out)) >= 2, timeout=10, message="two fires")
+    assert first.cli("stop").returncode == 0
+    before = fire_ids(out)
+    last_before = max(_seconds(i) for i in before)
+
+    later = daemon_factory(config, env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    later.state_dir = first.state_dir  # same state dir: same ledger
+    later.wrapper = [faketime, "-f", "+120"]
+    later.start()
+    def log_text() -> str:
+        return later.stderr()
+
+    wait_for(lambda: "missed" in log_text() or "catching up" in log_text(), timeout=15,
+             message="the missed fires handled")
+    expected_catchups = {"none": 0, "last": 1, "all": 100}[catchup]
+    wait_for(lambda: len(fire_ids(out)) >= len(before) + expected_catchups + 2, timeout=20,
+             message="catch-up runs and a regular fire")
+    later.cli("stop")
+    after = [_seconds(i) for i in fire_ids(out)[len(before):]]
+    assert all(second > last_before for second in after), "a fire ran twice"
+    assert len(after) == len(set(after))
+    missed = re.search(r"missed (\d+) fire\(s\) from (\S+) to (\S+)", log_text())
+    caught = re.search(r"catching up (\d+) missed fire\(s\), (\S+) to (\S+)", log_text())
+    if catchup == "all":
+        assert caught is not None
+        first_caught, last_caught = _iso_seconds(caught[2]), _iso_seconds(caught[3])
+        assert int(caught[1]) == 100
+        assert last_caught - first_caught == 99
+        assert set(range(first_caught, last_caught + 1)) <= set(after)
+        assert "catchup all runs at most the 100 most recent" in log_text()
+        assert missed is not None
+        assert _iso_seconds(missed[2]) == last_before + 1  # the older ones, counted
+        return
+    assert missed is not None
+    count, first_missed, last_missed = int(missed[1]), _iso_seconds(missed[2]), _iso_seconds(
+        missed[3])
+    assert first_missed == last_before + 1
+    assert last_missed - first_missed >= 115  # two minutes of per-second fires
+    if catchup == "none":
+        assert caught is None
+        assert count == last_missed - first_missed + 1
+        assert not set(range(first_missed, last_missed + 1)) & set(after)
+    else:
+        assert caught is not None
+        assert (caught[1], caught[2]) == ("1", caught[3])
+        assert count == last_missed - first_missed  # all but the one caught up
+        assert _iso_seconds(caught[3]) == last_missed
+        assert last_missed in after
+        assert not set(range(first_missed, last_missed)) & set(after)
+
+
+def _iso_seconds(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())

@@ -10,16 +10,18 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psutil
+import pytest
 
 from torchd.cronexpr import parse_schedule
-from torchd.events import Event, FireMissed, FireSkipped, RunEnded, RunStarted
-from torchd.model import Config, DaemonSettings, TaskKind, TaskSpec
+from torchd.events import Event, FireMissed, FireSettled, FireSkipped, RunEnded, RunStarted
+from torchd.model import Catchup, Config, DaemonSettings, Overlap, TaskKind, TaskSpec
 from torchd.reload import plan
-from torchd.scheduler import Scheduler
+from torchd.scheduler import Scheduler, fire_id
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,16 @@ async def until(predicate: Callable[[], object], timeout: float, what: str) -> N
 
 
 def run_scheduler(tmp_path: Path, tasks: tuple[TaskSpec, ...],
-                  body: Callable[[Scheduler, Recorder], Awaitable[None]],
-                  clock: ShiftedClock | None = None, kill_grace: float = 2.0) -> Recorder:
+                  body: Callable[[Scheduler, Recorder], Awaitable[None]], *,
+                  clock: ShiftedClock | None = None, kill_grace: float = 2.0,
+                  last_fires: dict[str, float] | None = None) -> Recorder:
     recorder = Recorder()
 
     async def main() -> None:
         scheduler = Scheduler(clock=clock or ShiftedClock(), log_dir=tmp_path,
                               base_env=os.environ, kill_grace=kill_grace, on_event=recorder)
         config = config_of(*tasks)
-        scheduler.apply(config, plan(None, config))
+        scheduler.apply(config, plan(None, config), last_fires)
         engine = asyncio.create_task(scheduler.run())
         try:
             await body(scheduler, recorder)
@@ -241,3 +244,100 @@ def test_limit_counts_exited_processes_the_busy_loop_has_not_seen(tmp_path: Path
 
     rec = run_scheduler(tmp_path, specs, body)
     assert rec.of(FireSkipped) == []
+
+
+def _log_fires(path: Path) -> list[str]:
+    return [line.split("fire=")[1].split()[0] for line in path.read_text().splitlines()
+            if " start " in line]
+
+
+def test_overlap_queue_runs_fires_one_after_another_in_order(tmp_path: Path) -> None:
+    """Fires every 0.1 s, each run takes 0.25 s, one at a time: fires wait in order, at
+    most 2 wait, the rest are dropped and said so."""
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(RunEnded)) >= 5, 10, "five queued runs ended")
+
+    rec = run_scheduler(tmp_path, (cron("q", FastSchedule(0.1), "sleep 0.25",
+                                        overlap=Overlap.QUEUE, queue_limit=2),), body)
+    kinds = [type(e).__name__ for e in rec.events if isinstance(e, RunStarted | RunEnded)]
+    assert kinds[:10] == ["RunStarted", "RunEnded"] * 5  # never two at once
+    fires = [datetime.fromisoformat(f.split("@")[1].replace("Z", "+00:00"))
+             for f in _log_fires(tmp_path / "q.log")]
+    assert fires == sorted(fires)  # queued fires start oldest first
+    dropped = [e.reason for e in rec.of(FireSkipped)]
+    assert dropped
+    assert set(dropped) == {"queue full (2 fire(s) waiting)"}
+
+
+def test_overlap_replace_stops_the_running_one(tmp_path: Path) -> None:
+    """Each fire ends the previous run (TERM; it ignores it, so KILL after kill_grace)
+    and starts when the slot is free."""
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(RunEnded)) >= 2, 10, "two replaced runs")
+
+    rec = run_scheduler(tmp_path, (cron("r", FastSchedule(0.5), "trap '' TERM; sleep 30",
+                                        overlap=Overlap.REPLACE, kill_grace=0.3),), body)
+    ended = rec.of(RunEnded)[:2]
+    assert [e.outcome for e in ended] == ["killed", "killed"]
+    assert [e.signal for e in ended] == [9, 9]
+    assert len(rec.of(RunStarted)) >= 3
+    kinds = [type(e).__name__ for e in rec.events if isinstance(e, RunStarted | RunEnded)]
+    assert kinds[:4] == ["RunStarted", "RunEnded", "RunStarted", "RunEnded"]  # one at a time
+
+
+def _fires_since(step: float, last: float, until_ts: float) -> list[float]:
+    fires, t = [], last
+    while (t := (math.floor(t / step) + 1) * step) <= until_ts:
+        fires.append(t)
+    return fires
+
+
+def _started_fires(tmp_path: Path, name: str) -> list[str]:
+    return _log_fires(tmp_path / f"{name}.log") if (tmp_path / f"{name}.log").exists() else []
+
+
+@pytest.mark.parametrize("policy", list(Catchup))
+def test_catchup_after_a_restart(tmp_path: Path, policy: Catchup) -> None:
+    """The previous daemon's last fire was a minute ago on a 10 s schedule: the six fires
+    since were missed while it was down, and the policy says which run now. The clock is
+    set midway between fires so that none falls due during the test."""
+    step = 10.0
+    real = time.time()
+    clock = ShiftedClock(offset=(math.floor(real / step) + 1) * step + step / 2 - real)
+    now = clock.time()
+    last = (math.floor(now / step) - 6) * step
+    missed = _fires_since(step, last, now)
+    assert len(missed) == 6
+    expected_runs = {Catchup.NONE: [], Catchup.LAST: missed[-1:], Catchup.ALL: missed}[policy]
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(FireSettled), 5, "the missed fires are settled")
+        await until(lambda: len(rec.of(RunEnded)) >= len(expected_runs), 10, "catch-up runs")
+
+    rec = run_scheduler(tmp_path, (cron("c", FastSchedule(step), "true", catchup=policy),),
+                        body, clock=clock, last_fires={"c": last})
+    assert _started_fires(tmp_path, "c") == [fire_id("c", t)
+                                             for t in expected_runs]
+    missed_events = rec.of(FireMissed)
+    if policy is Catchup.ALL:
+        assert missed_events == []
+    else:
+        assert [(e.count, e.first, e.last) for e in missed_events] == [
+            (len(missed) - len(expected_runs), missed[0], missed[-1])]
+    assert [e.scheduled for e in rec.of(FireSettled)] == [missed[-1]]  # not due again
+
+
+def test_a_recent_last_fire_in_the_future_is_not_repeated(tmp_path: Path) -> None:
+    """The clock went back since the last daemon recorded its last fire: fires up to it
+    are not run again."""
+    step = 1.0
+    recorded = time.time() + 1.5
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunStarted), 5, "a fire after the recorded one")
+
+    rec = run_scheduler(tmp_path, (cron("b", FastSchedule(step), "true"),), body,
+                        last_fires={"b": recorded})
+    first = rec.of(FireSettled)[0].scheduled
+    assert first > recorded
+    assert rec.of(FireMissed) == []

@@ -52,7 +52,26 @@ def task_file(body: str) -> str:
     pytest.param('schedule: "@hourly"\ncommand: "true"\nschedul: "x"\n',
                  "t.yaml:5: task 'job': schedul: unknown key (did you mean 'schedule'?); "
                  "known keys: name, schedule, command, type, hosts, max_running, env, cwd, "
-                 "enabled", id="unknown-key"),
+                 "enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
+                 "kill_grace", id="unknown-key"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\ntimezone: Mars/Olympus\n',
+                 "t.yaml:5: task 'job': timezone: unknown time zone 'Mars/Olympus' (use an "
+                 "IANA name such as 'Europe/London' or 'UTC')", id="task-zone"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\ncatchup: some\n',
+                 "t.yaml:5: task 'job': catchup: 'some' is not one of: none, last, all",
+                 id="catchup-choice"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\noverlap: stack\n',
+                 "t.yaml:5: task 'job': overlap: 'stack' is not one of: skip, queue, replace",
+                 id="overlap-choice"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nstarting_deadline: soon\n',
+                 "t.yaml:5: task 'job': starting_deadline: 'soon' is not a duration: use "
+                 "seconds (30) or units s, m, h, d (e.g. '1h30m')", id="deadline-duration"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nkill_grace: [1]\n',
+                 "t.yaml:5: task 'job': kill_grace: expected a duration such as 30s or 5m, "
+                 "got a list", id="grace-type"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nqueue_limit: 0\n',
+                 "t.yaml:5: task 'job': queue_limit: must be at least 1, got 0",
+                 id="queue-limit"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\ncommand: "false"\n',
                  "t.yaml:5: task 'job': command: duplicate key (first given at line 4)",
                  id="duplicate-key"),
@@ -211,3 +230,34 @@ def test_schedule_cache_reuses_and_prunes() -> None:
                           "t.yaml", identity=None, schedule_cache=cache)  # type: ignore[arg-type]
     assert second.tasks[0].schedule is first.tasks[0].schedule
     assert len(cache) == 1
+
+
+def test_execution_policies_and_task_zone() -> None:
+    config = parse_config(textwrap.dedent("""\
+        daemon: {timezone: UTC}
+        tasks:
+          - name: report
+            schedule: "0 30 1 * * *"
+            command: "true"
+            timezone: America/New_York
+            catchup: all
+            starting_deadline: 1h
+            overlap: queue
+            queue_limit: 3
+            kill_grace: 2.5
+          - name: plain
+            schedule: "0 30 1 * * *"
+            command: "true"
+        """).encode(), "t.yaml", identity=None)
+    report, plain = config.tasks
+    assert (report.timezone, plain.timezone) == ("America/New_York", "UTC")
+    assert (report.catchup, report.starting_deadline) == ("all", 3600.0)
+    assert (report.overlap, report.queue_limit, report.kill_grace) == ("queue", 3, 2.5)
+    assert (plain.catchup, plain.starting_deadline, plain.overlap) == ("none", None, "skip")
+    # The same expression in two zones is two schedules, five hours apart.
+    assert report.schedule is not None
+    assert plain.schedule is not None
+    in_new_york, in_utc = report.schedule.next_after(0.0), plain.schedule.next_after(0.0)
+    assert in_new_york is not None
+    assert in_utc is not None
+    assert in_new_york - in_utc == 5 * 3600  # 1970-01-01 01:30 EST is 06:30 UTC

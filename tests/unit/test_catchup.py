@@ -1,0 +1,123 @@
+"""The catchup policy over missed fires, and the ledger that remembers last fires."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from torchd.catchup import COUNT_LIMIT, decide
+from torchd.cronexpr import parse_schedule
+from torchd.ledger import COMPACT_MIN_LINES, FireLedger, read_ledger
+from torchd.model import CATCHUP_LIMIT, Catchup
+
+MINUTELY = parse_schedule("0 * * * * *", ZoneInfo("UTC"))
+EVERY_SECOND = parse_schedule("* * * * * *", ZoneInfo("UTC"))
+T0 = 1_800_000_000.0  # a whole minute (2027-01-15T08:00:00Z)
+
+
+def test_none_runs_nothing_and_counts_every_missed_fire() -> None:
+    decision = decide(MINUTELY, T0, T0 + 9 * 60, now=T0 + 9 * 60 + 30, policy=Catchup.NONE,
+                      deadline=None)
+    assert decision.run == ()
+    assert (decision.missed, decision.counted_all) == (10, True)
+    assert (decision.first, decision.last) == (T0, T0 + 9 * 60)
+    assert decision.note == "catchup is none"
+
+
+def test_last_runs_the_most_recent_once() -> None:
+    decision = decide(MINUTELY, T0, T0 + 9 * 60, now=T0 + 9 * 60 + 30, policy=Catchup.LAST,
+                      deadline=None)
+    assert decision.run == (T0 + 9 * 60,)
+    assert decision.missed == 9
+
+
+def test_all_runs_each_oldest_first() -> None:
+    decision = decide(MINUTELY, T0, T0 + 4 * 60, now=T0 + 4 * 60 + 30, policy=Catchup.ALL,
+                      deadline=None)
+    assert decision.run == tuple(T0 + k * 60 for k in range(5))
+    assert decision.missed == 0
+
+
+def test_starting_deadline_drops_older_fires() -> None:
+    now = T0 + 9 * 60 + 30
+    decision = decide(MINUTELY, T0, T0 + 9 * 60, now=now, policy=Catchup.ALL, deadline=150)
+    assert decision.run == (T0 + 7 * 60, T0 + 8 * 60, T0 + 9 * 60)  # within 150 s of now
+    assert decision.missed == 7
+    assert decision.note == "older than starting_deadline (150s)"
+
+
+def test_last_respects_the_deadline_too() -> None:
+    decision = decide(MINUTELY, T0, T0 + 9 * 60, now=T0 + 9 * 60 + 40, policy=Catchup.LAST,
+                      deadline=30)
+    assert decision.run == ()
+    assert decision.missed == 10
+    assert decision.note == "all are older than starting_deadline (30s)"
+
+
+def test_all_is_bounded_and_keeps_the_most_recent() -> None:
+    end = T0 + 3600  # an hour of a per-second schedule: 3601 missed fires
+    decision = decide(EVERY_SECOND, T0, end, now=end + 5, policy=Catchup.ALL, deadline=None)
+    assert len(decision.run) == CATCHUP_LIMIT
+    assert decision.run[-1] == end
+    assert decision.run[0] == end - CATCHUP_LIMIT + 1
+    assert decision.missed == 3601 - CATCHUP_LIMIT
+    assert decision.note == f"catchup all runs at most the {CATCHUP_LIMIT} most recent"
+
+
+def test_a_long_outage_is_counted_up_to_a_limit() -> None:
+    end = T0 + 30 * 86400  # thirty days of a per-second schedule
+    decision = decide(EVERY_SECOND, T0, end, now=end + 5, policy=Catchup.LAST, deadline=None)
+    assert decision.run == (end,)
+    assert decision.counted_all is False
+    assert decision.missed == COUNT_LIMIT - 1
+
+
+def test_ledger_keeps_the_latest_fire_per_task_across_reopen(tmp_path: Path) -> None:
+    ledger = FireLedger(tmp_path / "fires.ledger")
+    assert ledger.open() == {}
+    ledger.record("a", 10.0)
+    ledger.record("b", 20.5)
+    ledger.record("a", 30.0)
+    ledger.record("a", 25.0)  # older than what is known: ignored
+    ledger.close()
+    assert FireLedger(tmp_path / "fires.ledger").open() == {"a": 30.0, "b": 20.5}
+
+
+def test_ledger_ignores_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "fires.ledger"
+    path.write_text("a 10.0\nb 20.0\na 3")
+    assert read_ledger(path) == {"a": 10.0, "b": 20.0}
+    path.write_text("a 10.0\nb 20.0\na 3x")
+    assert read_ledger(path) == {"a": 10.0, "b": 20.0}
+
+
+def test_ledger_compacts_as_it_grows(tmp_path: Path) -> None:
+    path = tmp_path / "fires.ledger"
+    ledger = FireLedger(path)
+    ledger.open()
+    for k in range(COMPACT_MIN_LINES * 3):
+        ledger.record("tick", float(k))
+    ledger.close()
+    assert len(path.read_text().splitlines()) < COMPACT_MIN_LINES
+    assert read_ledger(path) == {"tick": float(COMPACT_MIN_LINES * 3 - 1)}
+
+
+def test_ledger_forgets_removed_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "fires.ledger"
+    ledger = FireLedger(path)
+    ledger.open()
+    ledger.record("kept", 1.0)
+    ledger.record("removed", 2.0)
+    ledger.forget_except({"kept"})
+    for k in range(COMPACT_MIN_LINES):  # forces a compaction
+        ledger.record("kept", 3.0 + k)
+    ledger.close()
+    assert set(read_ledger(path)) == {"kept"}
+
+
+@pytest.mark.parametrize("policy", list(Catchup))
+def test_every_policy_settles_on_the_newest_missed_fire(policy: Catchup) -> None:
+    decision = decide(MINUTELY, T0, T0 + 120, now=T0 + 150, policy=policy, deadline=None)
+    assert decision.last == T0 + 120

@@ -1,0 +1,79 @@
+"""What to do with fires whose time passed while they could not run (daemon down, host
+asleep, clock stepped forward): the `catchup` policy with `starting_deadline`. Pure
+arithmetic over a schedule; no processes, no clock."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from torchd.cronexpr import Schedule
+from torchd.model import CATCHUP_LIMIT, Catchup
+
+COUNT_LIMIT = 10_000  # missed fires are counted one by one up to this, then reported as "N+"
+
+
+@dataclass(frozen=True, slots=True)
+class CatchupDecision:
+    run: tuple[float, ...]  # scheduled instants to run now, oldest first
+    missed: int  # missed fires not run (counted up to COUNT_LIMIT)
+    counted_all: bool  # False: `missed` stopped at COUNT_LIMIT
+    first: float  # the first missed fire
+    last: float  # the last missed fire: the task's last handled fire from now on
+    note: str  # why the fires not run were dropped, for the log
+
+
+def _last_fires(schedule: Schedule, first: float, end: float, limit: int) -> list[float]:
+    """The last `limit` fires in [first, end] (`first` is a fire), oldest first. Searches
+    back from `end` in growing windows, so a dense schedule after a long outage is cheap."""
+    span = 1.0
+    while True:
+        low = end - span
+        cursor: float | None = first if low < first else schedule.next_after(low)
+        found: deque[float] = deque(maxlen=limit)
+        while cursor is not None and cursor <= end:
+            found.append(cursor)
+            cursor = schedule.next_after(cursor)
+        if len(found) >= limit or low < first:
+            return list(found)
+        span *= 4
+
+
+def _count(schedule: Schedule, first: float, end: float) -> tuple[int, bool]:
+    count, cursor = 0, first
+    while cursor is not None and cursor <= end:
+        count += 1
+        if count >= COUNT_LIMIT:
+            return count, False
+        nxt = schedule.next_after(cursor)
+        if nxt is None:
+            break
+        cursor = nxt
+    return count, True
+
+
+def decide(schedule: Schedule, first: float, end: float, *, now: float, policy: Catchup,
+           deadline: float | None) -> CatchupDecision:
+    """Missed fires are `first` (a fire) and every fire after it up to `end`."""
+    newest = _last_fires(schedule, first, end, 1)[-1]
+    total, counted_all = _count(schedule, first, end)
+    eligible_from = first if deadline is None else max(first, now - deadline)
+    run: list[float] = []
+    note = ""
+    if policy is Catchup.NONE:
+        note = "catchup is none"
+    elif newest < eligible_from:
+        note = f"all are older than starting_deadline ({deadline:g}s)"
+    elif policy is Catchup.LAST:
+        run = [newest]
+        note = "catchup is last: only the most recent runs"
+    else:
+        run = [t for t in _last_fires(schedule, first, end, CATCHUP_LIMIT + 1)
+               if t >= eligible_from]
+        if len(run) > CATCHUP_LIMIT:
+            run = run[-CATCHUP_LIMIT:]
+            note = f"catchup all runs at most the {CATCHUP_LIMIT} most recent"
+        elif total > len(run):
+            note = f"older than starting_deadline ({deadline:g}s)"
+    return CatchupDecision(run=tuple(run), missed=total - len(run), counted_all=counted_all,
+                           first=first, last=newest, note=note)

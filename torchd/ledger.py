@@ -1,0 +1,98 @@
+"""The last fire of every task, kept in the state dir so missed fires can be caught up
+after a restart.
+
+An append-only file of `TASK EPOCH` lines (one write per fire, no rewrite of the whole
+table on the hot path), compacted into a fresh file by atomic rename when it grows. A torn
+last line after a crash is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("torchd.ledger")
+
+COMPACT_MIN_LINES = 1000
+
+
+class FireLedger:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd = -1
+        self._last: dict[str, float] = {}
+        self._lines = 0
+
+    def open(self) -> dict[str, float]:
+        """Read what earlier daemons recorded, start a compact file, return task -> last
+        scheduled fire (epoch seconds)."""
+        self._last = read_ledger(self._path)
+        self._compact()
+        return dict(self._last)
+
+    def record(self, task: str, scheduled: float) -> None:
+        if self._last.get(task, float("-inf")) >= scheduled:
+            return
+        self._last[task] = scheduled
+        if self._fd < 0:
+            return
+        try:
+            os.write(self._fd, f"{task} {scheduled!r}\n".encode())
+        except OSError as exc:
+            log.error("cannot write the fire ledger %s: %s", self._path, exc)
+            return
+        self._lines += 1
+        if self._lines >= max(COMPACT_MIN_LINES, 4 * len(self._last)):
+            self._compact()
+
+    def forget_except(self, tasks: set[str]) -> None:
+        """Drop tasks no longer in the file, so a task re-added later starts afresh."""
+        for name in set(self._last) - tasks:
+            del self._last[name]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _compact(self) -> None:
+        tmp = self._path.with_suffix(".tmp")
+        text = "".join(f"{task} {ts!r}\n" for task, ts in self._last.items())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.error("cannot rewrite the fire ledger %s: %s", self._path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.close()
+        try:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o600)
+        except OSError as exc:
+            log.error("cannot open the fire ledger %s: %s", self._path, exc)
+        self._lines = len(self._last)
+
+
+def read_ledger(path: Path) -> dict[str, float]:
+    last: dict[str, float] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return last
+    for line in text.splitlines():
+        task, _, stamp = line.partition(" ")
+        try:
+            value = float(stamp)
+        except ValueError:
+            continue  # a torn last line after a crash
+        if task and value > last.get(task, float("-inf")):
+            last[task] = value
+    return last
