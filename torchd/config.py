@@ -27,7 +27,15 @@ from torchd.cronexpr import Schedule, parse_schedule
 from torchd.durations import parse_duration
 from torchd.errors import ConfigError, ConfigProblem, DurationError, ScheduleError
 from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
-from torchd.model import Catchup, Config, DaemonSettings, Overlap, TaskKind, TaskSpec
+from torchd.model import (
+    Catchup,
+    Config,
+    DaemonSettings,
+    Overlap,
+    RetryPolicy,
+    TaskKind,
+    TaskSpec,
+)
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -66,7 +74,9 @@ DAEMON_KEYS = ("state_dir", "timezone", "watch")
 TASK_KEYS = (
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
+    "timeout", "retries",
 )
+RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
 T = TypeVar("T")
 
 
@@ -334,12 +344,59 @@ def _count(node: yaml.Node) -> int:
     return _integer(node, minimum=1)
 
 
+def _positive_duration(node: yaml.Node) -> float:
+    value = _duration(node)
+    if value <= 0:
+        raise _Invalid(node, "must be more than 0")
+    return value
+
+
+def _retries(node: yaml.Node) -> RetryPolicy:
+    """`retries: 3`, or a mapping of max, delay, backoff, max_delay."""
+    if isinstance(node, yaml.ScalarNode):
+        return RetryPolicy(max=_integer(node))
+    if not isinstance(node, yaml.MappingNode):
+        raise _Invalid(node, f"expected a number of retries or a mapping of "
+                             f"{', '.join(RETRY_KEYS)}, got {_kind(node)}")
+    fields: dict[str, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        key = _text(key_node)
+        if key not in RETRY_KEYS:
+            raise _Invalid(key_node, f"unknown key '{key}'; known keys: {', '.join(RETRY_KEYS)}")
+        if key in fields:
+            raise _Invalid(key_node, f"duplicate key '{key}'")
+        fields[key] = value_node
+    if "max" not in fields:
+        raise _Invalid(node, "'max' (how many retries) is required")
+    def field_value(key: str, convert: Callable[[yaml.Node], T], default: T) -> T:
+        if key not in fields:
+            return default
+        try:
+            return convert(fields[key])
+        except _Invalid as exc:
+            raise _Invalid(exc.node, f"{key}: {exc}") from None
+
+    return RetryPolicy(
+        max=field_value("max", _integer, 0),
+        delay=field_value("delay", _duration, 10.0),
+        backoff=field_value("backoff", _growth, 2.0),
+        max_delay=field_value("max_delay", _duration, 600.0),
+    )
+
+
+def _growth(node: yaml.Node) -> float:
+    if (isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _FLOAT)
+            and float(node.value) >= 1):
+        return float(node.value)
+    raise _Invalid(node, f"expected a number of at least 1, got {_kind(node)}")
+
+
 _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "name": _text, "schedule": _text, "command": _command, "type": _text,
     "hosts": _hosts, "max_running": _integer, "env": _env, "cwd": _text,
     "enabled": _boolean, "timezone": _zone_name, "catchup": _choice(Catchup),
     "starting_deadline": _duration, "overlap": _choice(Overlap), "queue_limit": _count,
-    "kill_grace": _duration,
+    "kill_grace": _duration, "timeout": _positive_duration, "retries": _retries,
 }
 
 
@@ -412,6 +469,8 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         overlap=cast(Overlap, values.get("overlap", Overlap.SKIP)),
         queue_limit=cast(int, values.get("queue_limit", 10)),
         kill_grace=cast(float, values.get("kill_grace", 10.0)),
+        timeout=cast(float | None, values.get("timeout")),
+        retries=cast(RetryPolicy | None, values.get("retries")),
         for_this_host=for_this_host,
         line=_line(node),
     )

@@ -24,7 +24,8 @@ class RunState(StrEnum):
 class RunOutcome(StrEnum):
     OK = "ok"  # exit code 0
     FAILED = "failed"  # non-zero exit code, or ended by a signal we did not send
-    KILLED = "killed"  # ended because torchd stopped it (stop, reload, shutdown)
+    KILLED = "killed"  # ended because torchd stopped it (stop, overlap: replace, shutdown)
+    TIMEOUT = "timeout"  # ran longer than the task's timeout and was stopped
     SKIPPED = "skipped"  # a fire not run because max_running was reached
     MISSED = "missed"  # a fire whose time passed while it could not run
     START_ERROR = "start-error"  # the command could not be started
@@ -60,6 +61,20 @@ class KeeperState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Attempts after a run fails (non-zero exit, signal) or times out."""
+
+    max: int  # retries after the first attempt
+    delay: float = 10.0  # seconds before the first retry
+    backoff: float = 2.0  # each later delay is the previous times this
+    max_delay: float = 600.0
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt number `attempt` (2 = the first retry)."""
+        return min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     name: str
     kind: TaskKind
@@ -76,6 +91,8 @@ class TaskSpec:
     overlap: Overlap = Overlap.SKIP
     queue_limit: int = 10
     kill_grace: float = 10.0  # seconds between TERM and KILL when torchd stops a run
+    timeout: float | None = None  # seconds a run may take before it is stopped
+    retries: RetryPolicy | None = None
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
 

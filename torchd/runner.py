@@ -42,6 +42,9 @@ class LaunchRequest:
     cwd: str | None
     log_path: Path
     config_digest: str
+    attempt: int = 1
+    timeout: float | None = None  # stop the run (TERM, kill_grace, KILL) after this long
+    kill_grace: float = 10.0
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -57,6 +60,7 @@ class Run:
     ended: float | None = None
     duration: float | None = None
     stop_requested: bool = False
+    timed_out: bool = False
     group_lingers: bool = False  # members of its group outlived it (TERM sent, KILL pending)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop()
                                        .create_future())
@@ -141,6 +145,18 @@ class RunHandle:
         self._loop.add_reader(self._pidfd, self._exited)
         self._loop.add_reader(self._out_fd, self._drain)
         self._out_open = True
+        timeout = run.request.timeout
+        self._deadline = (None if timeout is None
+                          else self._loop.call_later(timeout, self._time_out))
+
+    def _time_out(self) -> None:
+        run = self.run
+        if run.state is not RunState.RUNNING:
+            return
+        log.warning("task %s run %s timed out after %gs; stopping it (kill_grace %gs)",
+                    run.task, run.run_id, run.request.timeout, run.request.kill_grace)
+        run.timed_out = True
+        self.stop(run.request.kill_grace)
 
     def _drain(self) -> None:
         while self._out_open:
@@ -164,6 +180,8 @@ class RunHandle:
             os.close(self._out_fd)
 
     def _exited(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         if self._popen is not None:
@@ -185,7 +203,9 @@ class RunHandle:
             run.signal = -returncode
         else:
             run.exit_code = returncode
-        if run.stop_requested:
+        if run.timed_out:
+            run.outcome = RunOutcome.TIMEOUT
+        elif run.stop_requested:
             run.outcome = RunOutcome.KILLED
         elif returncode == 0:
             run.outcome = RunOutcome.OK
@@ -308,8 +328,10 @@ def supervise(spawned: Spawned, *, kill_grace: float, clock_time: Callable[[], f
                   request.task, request.run_id, request.log_path, exc.strerror)
         log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     os.set_blocking(spawned.out_fd, False)
+    attempt = f" attempt={request.attempt}" if request.attempt > 1 else ""
     header = (f"--- torchd {iso_utc(spawned.started)} start run={request.run_id} "
-              f"fire={request.fire_id} pid={spawned.pid} config={request.config_digest}\n")
+              f"fire={request.fire_id}{attempt} pid={spawned.pid} "
+              f"config={request.config_digest}\n")
     _write(log_fd, header.encode(), request.task)
     run = Run(request=request, pid=spawned.pid, started=spawned.started,
               started_mono=spawned.started_mono)

@@ -91,6 +91,7 @@ class TaskState:
     keepers: list[Keeper] = field(default_factory=list)
     waiting: deque[float] = field(default_factory=deque)  # fires waiting for a free slot
     missed: tuple[float, float] | None = None  # at start: fires missed while torchd was down
+    retry_timers: dict[object, asyncio.TimerHandle] = field(default_factory=dict)
     # The environment every run starts from; built at the first fire, since a copy of the
     # daemon's environment per task would cost megabytes across 100,000 rare tasks.
     env: dict[str, str] | None = None
@@ -145,6 +146,7 @@ class Scheduler:
             log.warning("task %s: %d queued fire(s) dropped: the task was changed or removed",
                         name, len(state.waiting))
             state.waiting.clear()
+        self._cancel_retries(state, "the task was changed or removed")
         for keeper in state.keepers:
             self._stop_keeper(keeper)
         return state
@@ -282,6 +284,15 @@ class Scheduler:
                 return
             self._fire_batch([(state, state.waiting.popleft())])
 
+    @staticmethod
+    def _cancel_retries(state: TaskState, why: str) -> None:
+        if state.retry_timers:
+            log.warning("task %s: %d pending retry(ies) cancelled: %s", state.spec.name,
+                        len(state.retry_timers), why)
+        for timer in state.retry_timers.values():
+            timer.cancel()
+        state.retry_timers.clear()
+
     def _enqueue(self, state: TaskState, scheduled: float, running: int) -> None:
         spec = state.spec
         if len(state.waiting) >= spec.queue_limit:
@@ -349,7 +360,7 @@ class Scheduler:
                  reason)
         self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
 
-    def _spawn(self, state: TaskState, scheduled: float) -> Spawned:
+    def _spawn(self, state: TaskState, scheduled: float, attempt: int = 1) -> Spawned:
         spec = state.spec
         run_id = secrets.token_hex(6)
         fid = fire_id(spec.name, scheduled)
@@ -360,10 +371,12 @@ class Scheduler:
         env["TORCHD_FIRE_ID"] = fid
         env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
             scheduled, ZoneInfo(spec.timezone)).isoformat()
+        env["TORCHD_ATTEMPT"] = str(attempt)
         request = LaunchRequest(
             task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
             command=spec.command, env=env, cwd=spec.cwd,
             log_path=self._log_dir / f"{spec.name}.log", config_digest=self._config_digest,
+            attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
         )
         try:
             started = spawn(request, clock_time=self._clock.time,
@@ -380,8 +393,9 @@ class Scheduler:
                            clock_mono=self._clock.monotonic, on_exit=self._run_exited)
         run = handle.run
         self._runs.setdefault(run.task, {})[run.run_id] = handle
-        log.info("task %s run %s started pid=%d fire=%s", run.task, run.run_id, run.pid,
-                 run.request.fire_id)
+        attempt = run.request.attempt
+        log.info("task %s run %s started pid=%d fire=%s%s", run.task, run.run_id, run.pid,
+                 run.request.fire_id, f" attempt={attempt}" if attempt > 1 else "")
         self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
                                   started=run.started))
         return handle
@@ -407,8 +421,36 @@ class Scheduler:
         self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
                                 outcome=str(run.outcome), exit_code=run.exit_code,
                                 signal=run.signal))
-        if state is not None and state.waiting:
-            self._start_waiting(state)
+        if state is not None:
+            self._maybe_retry(state, run)
+            if state.waiting:
+                self._start_waiting(state)
+
+    # ----- retries -----------------------------------------------------------------------
+    def _maybe_retry(self, state: TaskState, run: Run) -> None:
+        policy = state.spec.retries
+        attempt = run.request.attempt
+        if (policy is None or self._stopping or state.spec.kind is not TaskKind.CRON
+                or run.outcome not in (RunOutcome.FAILED, RunOutcome.TIMEOUT)):
+            return
+        if attempt > policy.max:
+            log.warning("task %s: fire %s failed after %d attempt(s); no retries left",
+                        run.task, run.request.fire_id, attempt)
+            return
+        delay = policy.delay_before(attempt + 1)
+        log.info("task %s: fire %s attempt %d/%d %s; retrying in %.1fs", run.task,
+                 run.request.fire_id, attempt, policy.max + 1, run.outcome, delay)
+        key = object()
+        state.retry_timers[key] = asyncio.get_running_loop().call_later(
+            delay, self._retry, state, run.request.scheduled, attempt + 1, key)
+
+    def _retry(self, state: TaskState, scheduled: float, attempt: int, key: object) -> None:
+        """A retry belongs to its fire: it is not a new fire, so overlap does not apply."""
+        state.retry_timers.pop(key, None)
+        if self._stopping or self._tasks.get(state.spec.name) is not state:
+            return
+        with contextlib.suppress(StartError):  # logged and recorded by _spawn
+            self._supervise(state, self._spawn(state, scheduled, attempt))
 
     # ----- keep-alive --------------------------------------------------------------------
     def _start_keeper(self, state: TaskState, keeper: Keeper,
@@ -463,6 +505,7 @@ class Scheduler:
                 log.warning("task %s: %d queued fire(s) dropped at shutdown", state.spec.name,
                             len(state.waiting))
                 state.waiting.clear()
+            self._cancel_retries(state, "shutdown")
             for keeper in state.keepers:
                 keeper.state = KeeperState.STOPPED
                 if keeper.runner is not None:
@@ -513,6 +556,7 @@ class Scheduler:
                 else None,
                 "running": sorted(h.run.pid for h in runs.values()),
                 "waiting": len(state.waiting),
+                "retries_pending": len(state.retry_timers),
                 "last_run": None if last is None else {
                     "run_id": last.run_id,
                     "outcome": str(last.outcome),

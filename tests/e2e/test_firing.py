@@ -256,3 +256,35 @@ def test_missed_fires_after_a_restart(
 
 def _iso_seconds(stamp: str) -> int:
     return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+
+
+def test_timeout_and_retries(tmp_path: Path, write_tasks: Callable[..., Path],
+                             daemon_factory: Callable[..., Daemon]) -> None:
+    """A run that fails is retried with its attempt number; one that runs too long is
+    stopped and recorded as timed out, then retried too."""
+    out = tmp_path / "attempts"
+    config = write_tasks(f"""
+        tasks:
+          - name: flaky
+            schedule: "@reboot"
+            command: 'echo "$TORCHD_ATTEMPT $TORCHD_FIRE_ID" >> {out}; exit 4'
+            retries: {{max: 2, delay: 0.2s, backoff: 2}}
+          - name: stuck
+            schedule: "@reboot"
+            command: "sleep 60"
+            timeout: 0.5s
+            kill_grace: 1s
+            retries: {{max: 1, delay: 0.2s}}
+        """)
+    daemon = daemon_factory(config).start()
+    stuck_log = daemon.log_dir / "stuck.log"
+    wait_for(lambda: len(lines(out)) == 3, timeout=10, message="three attempts of flaky")
+    wait_for(lambda: sum("outcome=timeout" in line for line in lines(stuck_log)) == 2,
+             timeout=10, message="stuck timed out twice (first attempt and its retry)")
+    assert [line.split()[0] for line in lines(out)] == ["1", "2", "3"]
+    assert len({line.split()[1] for line in lines(out)}) == 1
+    headers = [line for line in lines(daemon.log_dir / "flaky.log") if " start " in line]
+    assert [("attempt=" in h) for h in headers] == [False, True, True]
+    wait_for(lambda: "no retries left" in daemon.stderr(), timeout=5, message="the last word")
+    assert "stuck run" in daemon.stderr()
+    assert "timed out after 0.5s" in daemon.stderr()

@@ -19,7 +19,15 @@ import pytest
 
 from torchd.cronexpr import parse_schedule
 from torchd.events import Event, FireMissed, FireSettled, FireSkipped, RunEnded, RunStarted
-from torchd.model import Catchup, Config, DaemonSettings, Overlap, TaskKind, TaskSpec
+from torchd.model import (
+    Catchup,
+    Config,
+    DaemonSettings,
+    Overlap,
+    RetryPolicy,
+    TaskKind,
+    TaskSpec,
+)
 from torchd.reload import plan
 from torchd.scheduler import Scheduler, fire_id
 
@@ -341,3 +349,53 @@ def test_a_recent_last_fire_in_the_future_is_not_repeated(tmp_path: Path) -> Non
     first = rec.of(FireSettled)[0].scheduled
     assert first > recorded
     assert rec.of(FireMissed) == []
+
+
+def _soon() -> ShiftedClock:
+    """A clock 0.3 s before a whole hour, for FastSchedule(3600) tasks to fire once."""
+    return ShiftedClock(offset=-(time.time() % 3600) + 3599.7)
+
+
+@pytest.mark.parametrize(("command", "signal_number"), [
+    ("sleep 30", 15),  # ends on TERM
+    ("trap '' TERM; sleep 30", 9),  # ignores TERM: KILL after kill_grace
+])
+def test_timeout_stops_the_run(tmp_path: Path, command: str, signal_number: int) -> None:
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunEnded), 5, "the run to be stopped")
+
+    started = time.monotonic()
+    rec = run_scheduler(tmp_path, (cron("slow", FastSchedule(3600), command, timeout=0.4,
+                                        kill_grace=0.3),), body, clock=_soon())
+    assert time.monotonic() - started < 4
+    (ended,) = rec.of(RunEnded)
+    assert (ended.outcome, ended.signal) == ("timeout", signal_number)
+    footer = (tmp_path / "slow.log").read_text().splitlines()[-1]
+    assert "outcome=timeout" in footer
+
+
+def test_retries_run_the_same_fire_again_with_backoff(tmp_path: Path) -> None:
+    out = tmp_path / "attempts"
+
+    pending_after_last: list[object] = []
+
+    async def body(scheduler: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(RunEnded)) >= 3, 5, "three attempts")
+        pending_after_last.append(scheduler.snapshot()[0]["retries_pending"])
+
+    policy = RetryPolicy(max=2, delay=0.1, backoff=4.0)
+    rec = run_scheduler(tmp_path, (cron(
+        "flaky", FastSchedule(3600), f'echo "$TORCHD_ATTEMPT $TORCHD_FIRE_ID" >> {out}; exit 3',
+        retries=policy),), body, clock=_soon())
+    assert pending_after_last == [0]  # no fourth attempt is planned
+    attempts = out.read_text().split("\n")[:-1]
+    assert [a.split()[0] for a in attempts] == ["1", "2", "3"]
+    assert len({a.split()[1] for a in attempts}) == 1  # one fire, three attempts
+    ends = rec.of(RunEnded)
+    assert [e.exit_code for e in ends] == [3, 3, 3]
+    starts = [e.started for e in rec.of(RunStarted)]
+    assert starts[1] - starts[0] >= 0.1  # delay
+    assert starts[2] - starts[1] >= 0.4  # delay x backoff
+    headers = [line for line in (tmp_path / "flaky.log").read_text().splitlines()
+               if " start " in line]
+    assert ["attempt=" in h for h in headers] == [False, True, True]

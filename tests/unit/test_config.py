@@ -9,7 +9,7 @@ import pytest
 from torchd.config import parse_config
 from torchd.errors import ConfigError
 from torchd.hostmatch import HostIdentity
-from torchd.model import TaskKind
+from torchd.model import RetryPolicy, TaskKind
 
 
 def problems(text: str) -> list[str]:
@@ -53,7 +53,18 @@ def task_file(body: str) -> str:
                  "t.yaml:5: task 'job': schedul: unknown key (did you mean 'schedule'?); "
                  "known keys: name, schedule, command, type, hosts, max_running, env, cwd, "
                  "enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
-                 "kill_grace", id="unknown-key"),
+                 "kill_grace, timeout, retries", id="unknown-key"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\ntimeout: 0\n',
+                 "t.yaml:5: task 'job': timeout: must be more than 0", id="timeout-zero"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nretries: {max: 2, backoff: 0.5}\n',
+                 "t.yaml:5: task 'job': retries: backoff: expected a number of at least 1, got "
+                 "a number (0.5)", id="retries-backoff"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nretries: {delay: 5s}\n',
+                 "t.yaml:5: task 'job': retries: 'max' (how many retries) is required",
+                 id="retries-max"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nretries: {max: 1, every: 5s}\n',
+                 "t.yaml:5: task 'job': retries: unknown key 'every'; known keys: max, delay, "
+                 "backoff, max_delay", id="retries-key"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\ntimezone: Mars/Olympus\n',
                  "t.yaml:5: task 'job': timezone: unknown time zone 'Mars/Olympus' (use an "
                  "IANA name such as 'Europe/London' or 'UTC')", id="task-zone"),
@@ -245,6 +256,8 @@ def test_execution_policies_and_task_zone() -> None:
             overlap: queue
             queue_limit: 3
             kill_grace: 2.5
+            timeout: 1m30s
+            retries: {max: 3, delay: 5s, backoff: 3, max_delay: 1m}
           - name: plain
             schedule: "0 30 1 * * *"
             command: "true"
@@ -254,6 +267,12 @@ def test_execution_policies_and_task_zone() -> None:
     assert (report.catchup, report.starting_deadline) == ("all", 3600.0)
     assert (report.overlap, report.queue_limit, report.kill_grace) == ("queue", 3, 2.5)
     assert (plain.catchup, plain.starting_deadline, plain.overlap) == ("none", None, "skip")
+    assert report.timeout == 90.0
+    assert report.retries == RetryPolicy(max=3, delay=5.0, backoff=3.0, max_delay=60.0)
+    assert report.retries is not None
+    assert [report.retries.delay_before(n) for n in (2, 3, 4)] == [5.0, 15.0, 45.0]
+    assert report.retries.delay_before(5) == 60.0  # capped by max_delay
+    assert (plain.timeout, plain.retries) == (None, None)
     # The same expression in two zones is two schedules, five hours apart.
     assert report.schedule is not None
     assert plain.schedule is not None
