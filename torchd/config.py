@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar, cast
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from torchd.bounded import AtSchedule, WindowedSchedule
 from torchd.clock import host_timezone_name
 from torchd.cronexpr import Schedule, parse_schedule
 from torchd.durations import parse_duration
@@ -62,8 +64,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 _TAG = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _BOOL, _NULL = (
-    _TAG + kind for kind in ("str", "int", "float", "bool", "null"))
+_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP = (
+    _TAG + kind for kind in ("str", "int", "float", "bool", "null", "timestamp"))
 _TAG_NAMES = {
     "str": "text", "int": "a number", "float": "a number", "bool": "a boolean",
     "null": "empty (null)", "timestamp": "a date", "seq": "a list", "map": "a mapping",
@@ -74,7 +76,7 @@ DAEMON_KEYS = ("state_dir", "timezone", "watch")
 TASK_KEYS = (
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
-    "timeout", "retries",
+    "timeout", "retries", "at", "start_at", "end_at", "jitter",
 )
 RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
 T = TypeVar("T")
@@ -384,6 +386,28 @@ def _retries(node: yaml.Node) -> RetryPolicy:
     )
 
 
+def _time_text(node: yaml.Node) -> str:
+    """An ISO 8601 time, quoted or not (YAML reads an unquoted one as a timestamp)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag in (_STR, _TIMESTAMP):
+        text = str(node.value).strip()
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            raise _Invalid(node, f"'{text}' is not an ISO 8601 time such as "
+                                 "2026-12-01T10:00:00+08:00") from None
+        return text
+    raise _Invalid(node, f"expected an ISO 8601 time such as 2026-12-01T10:00:00+08:00, "
+                         f"got {_kind(node)}")
+
+
+def _instant(text: str, zone_name: str) -> float:
+    """Epoch seconds of an ISO 8601 time; one without an offset is read in the zone."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone_name))
+    return moment.timestamp()
+
+
 def _growth(node: yaml.Node) -> float:
     if (isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _FLOAT)
             and float(node.value) >= 1):
@@ -397,6 +421,7 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "enabled": _boolean, "timezone": _zone_name, "catchup": _choice(Catchup),
     "starting_deadline": _duration, "overlap": _choice(Overlap), "queue_limit": _count,
     "kill_grace": _duration, "timeout": _positive_duration, "retries": _retries,
+    "at": _time_text, "start_at": _time_text, "end_at": _time_text, "jitter": _duration,
 }
 
 
@@ -428,26 +453,9 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
                            f"'{kind_text}' is not a task type; use cron or daemon")
     if "command" not in nodes:
         walker.problem(node, label, "command", "is required")
-    schedule: Schedule | None = None
-    schedule_text = values.get("schedule")
     zone_name = str(values.get("timezone") or daemon.timezone)
-    if kind is TaskKind.CRON and "schedule" not in nodes:
-        walker.problem(node, label, "schedule", "is required for a cron task")
-    elif kind is TaskKind.DAEMON and "schedule" in nodes:
-        walker.problem(nodes["schedule"], label, "schedule",
-                       "a daemon task is kept running and takes no schedule")
-    elif isinstance(schedule_text, str):
-        cache_key = _schedule_key(schedule_text, zone_name)
-        used.add(cache_key)
-        cached = schedules.get(cache_key)
-        if cached is None:
-            try:
-                cached = parse_schedule(schedule_text, ZoneInfo(zone_name))
-            except ScheduleError as exc:
-                walker.problem(nodes["schedule"], label, "schedule", str(exc))
-            else:
-                schedules[cache_key] = cached
-        schedule = cached
+    schedule = _task_schedule(walker, _TaskInput(node, label, values, nodes), kind=kind,
+                              zone_name=zone_name, schedules=schedules, used=used)
     if len(walker.problems) != before:
         return None
     # Every value below passed its converter, so the casts only restate those types.
@@ -464,16 +472,79 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         cwd=cast(str | None, values.get("cwd")),
         enabled=cast(bool, values.get("enabled", True)),
         timezone=zone_name,
-        catchup=cast(Catchup, values.get("catchup", Catchup.NONE)),
+        # A one-time task whose instant passed while the daemon was down still runs.
+        catchup=cast(Catchup, values.get("catchup",
+                                          Catchup.LAST if "at" in nodes else Catchup.NONE)),
         starting_deadline=cast(float | None, values.get("starting_deadline")),
         overlap=cast(Overlap, values.get("overlap", Overlap.SKIP)),
         queue_limit=cast(int, values.get("queue_limit", 10)),
         kill_grace=cast(float, values.get("kill_grace", 10.0)),
         timeout=cast(float | None, values.get("timeout")),
+        jitter=cast(float, values.get("jitter", 0.0)),
         retries=cast(RetryPolicy | None, values.get("retries")),
         for_this_host=for_this_host,
         line=_line(node),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskInput:
+    node: yaml.Node
+    label: str
+    values: dict[str, object]  # converted values of the keys that passed
+    nodes: dict[str, yaml.Node]  # every key given, to its value node
+
+
+def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_name: str,
+                   schedules: dict[str, Schedule], used: set[str]) -> Schedule | None:
+    """The task's schedule from `schedule` or `at`, inside its start_at/end_at window."""
+    node, label, values, nodes = task.node, task.label, task.values, task.nodes
+    if kind is TaskKind.DAEMON:
+        for key in ("schedule", "at", "start_at", "end_at", "jitter"):
+            if key in nodes:
+                walker.problem(nodes[key], label, key,
+                               "a daemon task is kept running and takes no schedule")
+        return None
+    if "schedule" in nodes and "at" in nodes:
+        walker.problem(nodes["at"], label, "at",
+                       "give either schedule (repeating) or at (once), not both")
+        return None
+    if "schedule" not in nodes and "at" not in nodes:
+        walker.problem(node, label, "schedule",
+                       "is required for a cron task (or 'at' for a one-time task)")
+        return None
+    schedule: Schedule | None = None
+    at_text, schedule_text = values.get("at"), values.get("schedule")
+    if isinstance(at_text, str):
+        schedule = AtSchedule(text=f"at {at_text}", instant=_instant(at_text, zone_name))
+    elif isinstance(schedule_text, str) and schedule_text.strip().lower().startswith("@random"):
+        schedule = _parse_or_report(walker, nodes["schedule"], label, schedule_text, zone_name)
+    elif isinstance(schedule_text, str):  # shared by every task with the same expression
+        cache_key = _schedule_key(schedule_text, zone_name)
+        used.add(cache_key)
+        schedule = schedules.get(cache_key)
+        if schedule is None:
+            schedule = _parse_or_report(walker, nodes["schedule"], label, schedule_text,
+                                        zone_name)
+            if schedule is not None:
+                schedules[cache_key] = schedule
+    bounds = [values.get(key) for key in ("start_at", "end_at")]
+    if schedule is None or bounds == [None, None]:
+        return schedule
+    start, end = (_instant(b, zone_name) if isinstance(b, str) else None for b in bounds)
+    if start is not None and end is not None and end <= start:
+        walker.problem(nodes["end_at"], label, "end_at", "must be after start_at")
+        return None
+    return WindowedSchedule(inner=schedule, start=start, end=end)
+
+
+def _parse_or_report(walker: _Walker, node: yaml.Node, label: str, text: str,
+                     zone_name: str) -> Schedule | None:
+    try:
+        return parse_schedule(text, ZoneInfo(zone_name))
+    except ScheduleError as exc:
+        walker.problem(node, label, "schedule", str(exc))
+        return None
 
 
 def digest_of(data: bytes) -> str:

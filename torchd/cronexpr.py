@@ -11,6 +11,7 @@ Cron arithmetic is done here over the values cronfields reads, in the task's zon
 from __future__ import annotations
 
 import math
+import random
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
@@ -66,6 +67,25 @@ class EverySchedule:
 
     def next_after(self, ts: float) -> float | None:
         return ts + self.interval
+
+
+@dataclass(frozen=True, slots=True)
+class RandomSchedule:
+    """Fires after a random interval between `low` and `high` seconds, drawn anew after each
+    fire (so hosts sharing a task file spread out). The answer for one `ts` is remembered:
+    the scheduler may ask twice."""
+
+    text: str
+    low: float
+    high: float
+    _answers: dict[float, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def next_after(self, ts: float) -> float | None:
+        answer = self._answers.get(ts)
+        if answer is None:
+            self._answers.clear()
+            answer = self._answers[ts] = ts + random.uniform(self.low, self.high)  # noqa: S311 - spreading load, not security
+        return answer
 
 
 def _month_length(year: int, month: int) -> int:
@@ -223,14 +243,31 @@ def parse_schedule(text: str, zone: tzinfo) -> Schedule:
         if interval < 1:
             raise ScheduleError(f"@every: interval '{arg}' is below the 1s minimum")
         return EverySchedule(text=stripped, interval=interval)
+    if lowered.startswith("@random"):
+        return _random(stripped)
     if lowered.startswith("@"):
         if lowered not in MACROS:
             raise ScheduleError(
                 f"unknown macro '{stripped}'; known: {', '.join(sorted(MACROS))}, "
-                "@every <duration>, @reboot"
+                "@every <duration>, @random <min> <max>, @reboot"
             )
         return CronSchedule(text=stripped, fields=read_cron(MACROS[lowered]), zone=zone)
     return CronSchedule(text=stripped, fields=read_cron(stripped), zone=zone)
+
+
+def _random(text: str) -> RandomSchedule:
+    bounds = text[len("@random"):].split()
+    if len(bounds) != 2:
+        raise ScheduleError("@random: give a lower and an upper interval, e.g. '@random 1m 5m'")
+    try:
+        low, high = (parse_duration(b) for b in bounds)
+    except DurationError as exc:
+        raise ScheduleError(f"@random: {exc}") from None
+    if low < 1:
+        raise ScheduleError(f"@random: interval '{bounds[0]}' is below the 1s minimum")
+    if high < low:
+        raise ScheduleError(f"@random: '{bounds[1]}' is shorter than '{bounds[0]}'")
+    return RandomSchedule(text=text, low=low, high=high)
 
 
 def upcoming(schedule: Schedule, after: float, count: int) -> list[float]:

@@ -92,6 +92,7 @@ class TaskSpec:
     queue_limit: int = 10
     kill_grace: float = 10.0  # seconds between TERM and KILL when torchd stops a run
     timeout: float | None = None  # seconds a run may take before it is stopped
+    jitter: float = 0.0  # each fire starts up to this many seconds after its time (random)
     retries: RetryPolicy | None = None
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import random
 import secrets
 import signal
 import time
@@ -177,13 +178,20 @@ class Scheduler:
                 state.missed = (first, now)  # run() applies the catchup policy at start
         after = max(now, state.last_scheduled or now)
         self._plan_next(state, after)
+        if (state.next_fire is None and state.missed is None and spec.active
+                and not isinstance(spec.schedule, RebootSchedule)):
+            log.info("task %s: no fire to come (%s)", spec.name,
+                     "it ran already" if recorded_last is not None else "its time has passed")
 
     def _plan_next(self, state: TaskState, after: float) -> None:
         assert state.spec.schedule is not None  # noqa: S101 - cron tasks always have one
         state.next_fire = state.spec.schedule.next_after(after)
         if state.next_fire is not None:
             self._seq += 1
-            heapq.heappush(self._heap, (state.next_fire, self._seq, state.spec.name, state.token))
+            due = state.next_fire
+            if state.spec.jitter:
+                due += random.uniform(0.0, state.spec.jitter)  # noqa: S311 - spreading load
+            heapq.heappush(self._heap, (due, self._seq, state.spec.name, state.token))
 
     # ----- the loop --------------------------------------------------------------------
     async def run(self) -> None:
@@ -232,11 +240,13 @@ class Scheduler:
         heap = self._heap
         batch: list[tuple[TaskState, float]] = []
         while heap and heap[0][0] <= now:
-            scheduled, _seq, name, token = heapq.heappop(heap)
+            due, _seq, name, token = heapq.heappop(heap)
             state = self._tasks.get(name)
             if state is None or state.token != token or self._stopping:
                 continue
-            if now - scheduled > MISSED_AFTER:
+            scheduled = state.next_fire  # `due` is later by the task's jitter, if any
+            assert scheduled is not None  # noqa: S101 - an entry is pushed only with one
+            if now - due > MISSED_AFTER:
                 self._handle_missed(state, scheduled, now)
                 continue
             state.last_scheduled = scheduled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -288,3 +289,29 @@ def test_timeout_and_retries(tmp_path: Path, write_tasks: Callable[..., Path],
     wait_for(lambda: "no retries left" in daemon.stderr(), timeout=5, message="the last word")
     assert "stuck run" in daemon.stderr()
     assert "timed out after 0.5s" in daemon.stderr()
+
+
+def test_one_time_task_runs_once_across_restarts(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    out = tmp_path / "out"
+    when = datetime.fromtimestamp(math.ceil(time.time()) + 2).astimezone()
+    config = write_tasks(f"""
+        tasks:
+          - name: once
+            at: "{when.isoformat()}"
+            command: '{record_cmd(out)}'
+        """)
+    first = daemon_factory(config).start()
+    wait_for(lambda: lines(out), timeout=10, message="the one-time fire")
+    assert first.cli("stop").returncode == 0
+    again = daemon_factory(config)
+    again.state_dir = first.state_dir
+    again.start()
+    wait_for(lambda: "no fire to come (it ran already)" in again.stderr(), timeout=5,
+             message="the restarted daemon to see it done")
+    status = json.loads(again.cli("status", "--json").stdout)
+    (task,) = status["tasks"]
+    assert task["next_fire"] is None
+    assert len(fire_ids(out)) == 1
+    assert _seconds(fire_ids(out)[0]) == int(when.timestamp())

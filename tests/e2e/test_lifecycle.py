@@ -202,7 +202,8 @@ def test_check_and_next(tmp_path: Path, write_tasks: Callable[..., Path]) -> Non
     assert result.returncode == 2
     assert result.stderr.splitlines()[:2] == [
         f"{bad}:2: task 'x': command: is required",
-        f"{bad}:2: task 'x': schedule: is required for a cron task",
+        f"{bad}:2: task 'x': schedule: is required for a cron task (or 'at' for a one-time "
+        "task)",
     ]
 
 

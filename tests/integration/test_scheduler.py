@@ -399,3 +399,18 @@ def test_retries_run_the_same_fire_again_with_backoff(tmp_path: Path) -> None:
     headers = [line for line in (tmp_path / "flaky.log").read_text().splitlines()
                if " start " in line]
     assert ["attempt=" in h for h in headers] == [False, True, True]
+
+
+def test_jitter_delays_the_start_but_not_the_fire_id(tmp_path: Path) -> None:
+    clock = _soon()
+    hour = math.ceil(clock.time() / 3600) * 3600
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunStarted), 5, "the jittered fire")
+
+    rec = run_scheduler(tmp_path, (cron("spread", FastSchedule(3600), "true", jitter=1.5),),
+                        body, clock=clock)
+    (started,) = rec.of(RunStarted)
+    assert hour <= started.started <= hour + 1.5 + 0.5
+    assert _log_fires(tmp_path / "spread.log") == [fire_id("spread", hour)]
+    assert rec.of(FireMissed) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import datetime
 
 import pytest
 
@@ -39,7 +40,7 @@ def task_file(body: str) -> str:
     pytest.param('schedule: "@fortnightly"\ncommand: "true"\n',
                  "t.yaml:3: task 'job': schedule: unknown macro '@fortnightly'; known: "
                  "@annually, @daily, @hourly, @midnight, @monthly, @weekly, @yearly, "
-                 "@every <duration>, @reboot", id="unknown-macro"),
+                 "@every <duration>, @random <min> <max>, @reboot", id="unknown-macro"),
     pytest.param('schedule: "@every 10 parsecs"\ncommand: "true"\n',
                  "t.yaml:3: task 'job': schedule: @every: '10 parsecs' is not a duration: use "
                  "seconds (30) or units s, m, h, d (e.g. '1h30m')", id="bad-every"),
@@ -53,7 +54,19 @@ def task_file(body: str) -> str:
                  "t.yaml:5: task 'job': schedul: unknown key (did you mean 'schedule'?); "
                  "known keys: name, schedule, command, type, hosts, max_running, env, cwd, "
                  "enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
-                 "kill_grace, timeout, retries", id="unknown-key"),
+                 "kill_grace, timeout, retries, at, start_at, end_at, jitter", id="unknown-key"),
+    pytest.param('schedule: "@hourly"\nat: 2026-12-01T10:00:00Z\ncommand: "true"\n',
+                 "t.yaml:4: task 'job': at: give either schedule (repeating) or at (once), "
+                 "not both", id="schedule-and-at"),
+    pytest.param('at: next tuesday\ncommand: "true"\n',
+                 "t.yaml:3: task 'job': at: 'next tuesday' is not an ISO 8601 time such as "
+                 "2026-12-01T10:00:00+08:00", id="at-text"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nstart_at: "2027-01-01T00:00:00"\n'
+                 'end_at: "2026-01-01T00:00:00"\n',
+                 "t.yaml:6: task 'job': end_at: must be after start_at", id="window"),
+    pytest.param('type: daemon\ncommand: "true"\njitter: 5s\n',
+                 "t.yaml:5: task 'job': jitter: a daemon task is kept running and takes no "
+                 "schedule", id="daemon-jitter"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\ntimeout: 0\n',
                  "t.yaml:5: task 'job': timeout: must be more than 0", id="timeout-zero"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\nretries: {max: 2, backoff: 0.5}\n',
@@ -106,7 +119,8 @@ def task_file(body: str) -> str:
     pytest.param('schedule: "@hourly"\ncommand: []\n',
                  "t.yaml:4: task 'job': command: must not be an empty list", id="empty-argv"),
     pytest.param('command: "true"\n',
-                 "t.yaml:2: task 'job': schedule: is required for a cron task",
+                 "t.yaml:2: task 'job': schedule: is required for a cron task (or 'at' for a "
+                 "one-time task)",
                  id="schedule-missing"),
     pytest.param('type: daemon\nschedule: "@hourly"\ncommand: "true"\n',
                  "t.yaml:4: task 'job': schedule: a daemon task is kept running and takes "
@@ -280,3 +294,40 @@ def test_execution_policies_and_task_zone() -> None:
     assert in_new_york is not None
     assert in_utc is not None
     assert in_new_york - in_utc == 5 * 3600  # 1970-01-01 01:30 EST is 06:30 UTC
+
+
+def test_one_time_and_windowed_tasks() -> None:
+    config = parse_config(textwrap.dedent("""\
+        daemon: {timezone: UTC}
+        tasks:
+          - name: once
+            at: 2026-12-01T10:00:00+08:00
+            command: "true"
+          - name: once-local
+            at: "2026-12-01T10:00:00"
+            timezone: Asia/Tokyo
+            command: "true"
+          - name: season
+            schedule: "@daily"
+            start_at: 2026-12-01T00:00:00Z
+            end_at: "2026-12-03T00:00:00Z"
+            jitter: 30s
+            command: "true"
+        """).encode(), "t.yaml", identity=None)
+    once, once_local, season = config.tasks
+    assert once.schedule is not None
+    assert once.schedule.next_after(0.0) == _utc("2026-12-01T02:00:00")
+    assert once.schedule.next_after(_utc("2026-12-01T02:00:00")) is None
+    assert once_local.schedule is not None
+    assert once_local.schedule.next_after(0.0) == _utc("2026-12-01T01:00:00")  # 10:00 JST
+    assert (once.catchup, season.catchup) == ("last", "none")  # a one-time task catches up
+    assert season.jitter == 30.0
+    assert season.schedule is not None
+    fires, cursor = [], 0.0
+    while (cursor := season.schedule.next_after(cursor)) is not None:  # type: ignore[assignment]
+        fires.append(cursor)
+    assert fires == [_utc(f"2026-12-0{day}T00:00:00") for day in (1, 2, 3)]
+
+
+def _utc(naive_iso: str) -> float:
+    return datetime.fromisoformat(naive_iso + "+00:00").timestamp()

@@ -222,3 +222,42 @@ def test_schedule_errors(text: str, message: str) -> None:
     with pytest.raises(ScheduleError) as caught:
         parse_schedule(text, UTC_ZONE)
     assert str(caught.value) == message
+
+
+def test_random_interval_stays_within_bounds_and_is_stable_per_query() -> None:
+    schedule = parse_schedule("@random 1m 5m", UTC_ZONE)
+    draws = []
+    cursor = START
+    for _ in range(200):
+        nxt = schedule.next_after(cursor)
+        assert nxt is not None
+        assert schedule.next_after(cursor) == nxt  # asked twice, the same answer
+        draws.append(nxt - cursor)
+        cursor = nxt
+    assert all(60 <= d <= 300 for d in draws)
+    assert len({round(d, 3) for d in draws}) > 150  # really drawn, not fixed
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("@random 5m", "@random: give a lower and an upper interval, e.g. '@random 1m 5m'"),
+    ("@random 5m 1m", "@random: '1m' is shorter than '5m'"),
+    ("@random 0s 1m", "@random: interval '0s' is below the 1s minimum"),
+    ("@random 1m later", "@random: 'later' is not a duration: use seconds (30) or units s, "
+                         "m, h, d (e.g. '1h30m')"),
+])
+def test_random_errors(text: str, message: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        parse_schedule(text, UTC_ZONE)
+    assert str(caught.value) == message
+
+
+def test_at_fires_once_and_window_bounds_any_schedule() -> None:
+    from torchd.bounded import AtSchedule, WindowedSchedule
+
+    once = AtSchedule(text="at x", instant=START + 100)
+    assert upcoming(once, START, 5) == [START + 100]
+    assert once.next_after(START + 100) is None
+    hourly = parse_schedule("@hourly", UTC_ZONE)
+    window = WindowedSchedule(inner=hourly, start=START + 3600, end=START + 3 * 3600)
+    assert upcoming(window, START - 86400, 10) == [START + 3600, START + 7200, START + 10800]
+    assert WindowedSchedule(inner=hourly, start=None, end=START + 1).next_after(START) is None
