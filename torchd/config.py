@@ -72,7 +72,7 @@ _TAG_NAMES = {
 }
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 TOP_KEYS = ("daemon", "tasks")
-DAEMON_KEYS = ("state_dir", "timezone", "watch")
+DAEMON_KEYS = ("state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit")
 TASK_KEYS = (
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
@@ -241,6 +241,16 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
                 settings[key] = name
             elif key == "watch":
                 settings[key] = walker.value(_boolean, value, None, where)
+            elif key == "max_running":
+                settings[key] = walker.value(_integer, value, None, where)
+            elif key == "queue_limit":
+                settings[key] = walker.value(_count, value, None, where)
+            elif key == "overlap":
+                overlap = walker.value(_choice(Overlap), value, None, where)
+                if overlap is Overlap.REPLACE:
+                    walker.problem(value, None, where, "use skip or queue (replace is a "
+                                   "per-task policy: which task's run would it stop?)")
+                settings[key] = overlap
     timezone = settings.get("timezone") or host_timezone_name()
     if _zone(str(timezone)) is None:
         timezone = "UTC"
@@ -249,6 +259,9 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
         state_dir=str(settings["state_dir"]) if settings.get("state_dir") else None,
         timezone=str(timezone),
         watch=True if watch is None else bool(watch),
+        max_running=cast(int, settings.get("max_running") or 0),
+        overlap=cast(Overlap, settings.get("overlap") or Overlap.SKIP),
+        queue_limit=cast(int, settings.get("queue_limit") or 100),
     )
 
 

@@ -112,6 +112,9 @@ class DaemonSettings:
     state_dir: str | None = None
     timezone: str = "UTC"
     watch: bool = True
+    max_running: int = 0  # cron runs across all tasks; 0 = unlimited
+    overlap: Overlap = Overlap.SKIP  # skip or queue, when max_running is reached
+    queue_limit: int = 100  # fires waiting for the daemon-wide limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

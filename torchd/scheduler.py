@@ -30,6 +30,7 @@ from torchd.cronexpr import RebootSchedule
 from torchd.events import Event, FireMissed, FireSettled, FireSkipped, RunEnded, RunStarted
 from torchd.model import (
     Config,
+    DaemonSettings,
     KeeperState,
     Overlap,
     RunOutcome,
@@ -117,6 +118,9 @@ class Scheduler:
         self._stopping = False
         self._started = False
         self._config_digest = ""
+        self._limits = DaemonSettings()
+        self._cron_runs: set[str] = set()  # run ids of cron-type runs (the daemon-wide limit)
+        self._global_waiting: deque[tuple[TaskState, float]] = deque()
 
     # ----- configuration -------------------------------------------------------------
     def apply(self, config: Config, plan: ReloadPlan,
@@ -127,6 +131,7 @@ class Scheduler:
         daemon; the fires since then are due now, and late or missed as the loop finds.
         """
         self._config_digest = config.digest
+        self._limits = config.daemon
         specs = config.by_name()
         now = self._clock.time()
         for name in plan.removed:
@@ -336,6 +341,9 @@ class Scheduler:
                 if running >= spec.max_running:
                     self._when_full(state, scheduled, running)
                     continue
+            if self._daemon_full(len(spawned)):
+                self._when_daemon_full(state, scheduled)
+                continue
             try:
                 spawned.append((state, self._spawn(state, scheduled)))
             except StartError:
@@ -347,6 +355,36 @@ class Scheduler:
             in_batch[spec.name] = in_batch.get(spec.name, 0) + 1
         for state, started in spawned:
             self._supervise(state, started)
+
+    def _daemon_full(self, about_to_start: int) -> bool:
+        limit = self._limits.max_running
+        if not limit or len(self._cron_runs) + about_to_start < limit:
+            return False
+        for handle in [h for runs in self._runs.values() for h in runs.values()
+                       if h.run.run_id in self._cron_runs]:
+            handle.reap_if_exited()  # count processes, not exits the loop has not seen
+        return len(self._cron_runs) + about_to_start >= limit
+
+    def _when_daemon_full(self, state: TaskState, scheduled: float) -> None:
+        limits, spec = self._limits, state.spec
+        reason = f"daemon.max_running={limits.max_running} runs across all tasks"
+        if limits.overlap is Overlap.QUEUE and len(self._global_waiting) < limits.queue_limit:
+            self._global_waiting.append((state, scheduled))
+            log.info("task %s: fire %s queued: %s", spec.name, fire_id(spec.name, scheduled),
+                     reason)
+            return
+        if limits.overlap is Overlap.QUEUE:
+            reason = f"daemon queue full ({limits.queue_limit} fire(s) waiting)"
+        log.info("task %s: fire %s skipped: %s", spec.name, fire_id(spec.name, scheduled),
+                 reason)
+        self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
+
+    def _start_daemon_waiting(self) -> None:
+        """Start fires held by the daemon-wide limit, oldest first, while it allows."""
+        while self._global_waiting and not self._stopping and not self._daemon_full(0):
+            state, scheduled = self._global_waiting.popleft()
+            if self._tasks.get(state.spec.name) is state:
+                self._fire_batch([(state, scheduled)])
 
     def _when_full(self, state: TaskState, scheduled: float, running: int) -> None:
         """A fire found its task at max_running: the task's overlap policy decides."""
@@ -403,6 +441,8 @@ class Scheduler:
                            clock_mono=self._clock.monotonic, on_exit=self._run_exited)
         run = handle.run
         self._runs.setdefault(run.task, {})[run.run_id] = handle
+        if state.spec.kind is TaskKind.CRON:
+            self._cron_runs.add(run.run_id)
         attempt = run.request.attempt
         log.info("task %s run %s started pid=%d fire=%s%s", run.task, run.run_id, run.pid,
                  run.request.fire_id, f" attempt={attempt}" if attempt > 1 else "")
@@ -416,6 +456,8 @@ class Scheduler:
     def _run_exited(self, run: Run) -> None:
         runs = self._runs.get(run.task, {})
         runs.pop(run.run_id, None)
+        was_cron = run.run_id in self._cron_runs
+        self._cron_runs.discard(run.run_id)
         if not runs:
             self._runs.pop(run.task, None)
         state = self._tasks.get(run.task)
@@ -435,6 +477,8 @@ class Scheduler:
             self._maybe_retry(state, run)
             if state.waiting:
                 self._start_waiting(state)
+        if was_cron and self._global_waiting:
+            self._start_daemon_waiting()
 
     # ----- retries -----------------------------------------------------------------------
     def _maybe_retry(self, state: TaskState, run: Run) -> None:
@@ -516,6 +560,10 @@ class Scheduler:
                             len(state.waiting))
                 state.waiting.clear()
             self._cancel_retries(state, "shutdown")
+        if self._global_waiting:
+            log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
+                        len(self._global_waiting))
+            self._global_waiting.clear()
             for keeper in state.keepers:
                 keeper.state = KeeperState.STOPPED
                 if keeper.runner is not None:

@@ -77,8 +77,9 @@ def keeper(name: str, command: tuple[str, ...], **kw: object) -> TaskSpec:
                     **kw)  # type: ignore[arg-type]
 
 
-def config_of(*tasks: TaskSpec) -> Config:
-    return Config(path="t.yaml", digest="test", daemon=DaemonSettings(), tasks=tasks)
+def config_of(*tasks: TaskSpec, daemon: DaemonSettings | None = None) -> Config:
+    return Config(path="t.yaml", digest="test", daemon=daemon or DaemonSettings(),
+                  tasks=tasks)
 
 
 async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
@@ -91,13 +92,14 @@ async def until(predicate: Callable[[], object], timeout: float, what: str) -> N
 def run_scheduler(tmp_path: Path, tasks: tuple[TaskSpec, ...],
                   body: Callable[[Scheduler, Recorder], Awaitable[None]], *,
                   clock: ShiftedClock | None = None, kill_grace: float = 2.0,
-                  last_fires: dict[str, float] | None = None) -> Recorder:
+                  last_fires: dict[str, float] | None = None,
+                  daemon: DaemonSettings | None = None) -> Recorder:
     recorder = Recorder()
 
     async def main() -> None:
         scheduler = Scheduler(clock=clock or ShiftedClock(), log_dir=tmp_path,
                               base_env=os.environ, kill_grace=kill_grace, on_event=recorder)
-        config = config_of(*tasks)
+        config = config_of(*tasks, daemon=daemon)
         scheduler.apply(config, plan(None, config), last_fires)
         engine = asyncio.create_task(scheduler.run())
         try:
@@ -414,3 +416,34 @@ def test_jitter_delays_the_start_but_not_the_fire_id(tmp_path: Path) -> None:
     assert hour <= started.started <= hour + 1.5 + 0.5
     assert _log_fires(tmp_path / "spread.log") == [fire_id("spread", hour)]
     assert rec.of(FireMissed) == []
+
+
+
+def _most_at_once(rec: Recorder) -> int:
+    running, most = 0, 0
+    for event in rec.events:
+        if isinstance(event, RunStarted):
+            running += 1
+            most = max(most, running)
+        elif isinstance(event, RunEnded):
+            running -= 1
+    return most
+
+
+@pytest.mark.parametrize("overlap", [Overlap.SKIP, Overlap.QUEUE])
+def test_daemon_wide_limit_holds_across_tasks(tmp_path: Path, overlap: Overlap) -> None:
+    """Four tasks that each could run alone, under daemon.max_running=2."""
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(RunEnded)) >= 8, 10, "eight runs ended")
+
+    tasks = tuple(cron(f"t{i}", FastSchedule(0.2), "sleep 0.3") for i in range(4))
+    rec = run_scheduler(tmp_path, tasks, body,
+                        daemon=DaemonSettings(max_running=2, overlap=overlap, queue_limit=3))
+    assert _most_at_once(rec) == 2
+    held = [e.reason for e in rec.of(FireSkipped)]
+    if overlap is Overlap.SKIP:
+        assert "daemon.max_running=2 runs across all tasks" in held
+    else:
+        assert set(held) <= {"daemon queue full (3 fire(s) waiting)",
+                             "1 run(s) still running (max_running=1)"}
+        assert "daemon queue full (3 fire(s) waiting)" in held

@@ -331,3 +331,13 @@ def test_one_time_and_windowed_tasks() -> None:
 
 def _utc(naive_iso: str) -> float:
     return datetime.fromisoformat(naive_iso + "+00:00").timestamp()
+
+
+def test_daemon_wide_limit() -> None:
+    config = parse_config(b"daemon: {max_running: 4, overlap: queue, queue_limit: 50}\n"
+                          b"tasks: []\n", "t.yaml", identity=None)
+    assert (config.daemon.max_running, config.daemon.overlap) == (4, "queue")
+    assert config.daemon.queue_limit == 50
+    assert problems("daemon: {max_running: 4, overlap: replace}\ntasks: []\n") == [
+        "t.yaml:1: daemon.overlap: use skip or queue (replace is a per-task policy: which "
+        "task's run would it stop?)"]
