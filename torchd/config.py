@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import gc
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,13 @@ from torchd.model import (
     RetryPolicy,
     TaskKind,
     TaskSpec,
+)
+from torchd.runas import (
+    LIMITS,
+    group_exists,
+    missing_tools,
+    running_as_root,
+    user_exists,
 )
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -77,6 +85,7 @@ TASK_KEYS = (
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
+    "user", "group", "umask", "nice", "limits",
 )
 RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
 T = TypeVar("T")
@@ -421,6 +430,70 @@ def _instant(text: str, zone_name: str) -> float:
     return moment.timestamp()
 
 
+def _umask(node: yaml.Node) -> int:
+    """Octal with a leading 0: `umask: "0027"`, or unquoted 0027 (YAML's octal)."""
+    text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+    if (isinstance(node, yaml.ScalarNode) and node.tag in (_STR, _INT)
+            and re.fullmatch(r"0[0-7]{1,3}", text)):
+        return int(text, 8)
+    raise _Invalid(node, f"expected an octal mask with a leading 0 such as '0027', got "
+                         f"{_kind(node)}")
+
+
+def _nice(node: yaml.Node) -> int:
+    if (isinstance(node, yaml.ScalarNode) and node.tag == _INT
+            and re.fullmatch(r"[-+]?(0|[1-9][0-9]?)", node.value)
+            and -20 <= int(node.value) <= 19):
+        return int(node.value)
+    raise _Invalid(node, f"expected a nice level from -20 to 19, got {_kind(node)}")
+
+
+def _limits(node: yaml.Node) -> tuple[tuple[str, int | None], ...]:
+    """A mapping of limit name to a whole number or 'unlimited'."""
+    if not isinstance(node, yaml.MappingNode):
+        raise _Invalid(node, f"expected a mapping such as {{nofile: 1024, cpu: 60}}, got "
+                             f"{_kind(node)}")
+    limits: dict[str, int | None] = {}
+    for key_node, value_node in node.value:
+        name = _text(key_node)
+        if name not in LIMITS:
+            raise _Invalid(key_node, f"unknown limit '{name}'; known: {', '.join(LIMITS)}")
+        if name in limits:
+            raise _Invalid(key_node, f"duplicate limit '{name}'")
+        if isinstance(value_node, yaml.ScalarNode) and value_node.value == "unlimited":
+            limits[name] = None
+            continue
+        try:
+            limits[name] = _integer(value_node)
+        except _Invalid as exc:
+            raise _Invalid(value_node, f"{name}: {exc} or 'unlimited'") from None
+    return tuple(sorted(limits.items()))
+
+
+def _account_problems(task: _TaskInput, as_root: bool) -> list[tuple[yaml.Node, str, str]]:
+    """Who a task may run as depends on who the daemon is: (node, field, message)."""
+    found = []
+    for key, exists in (("user", user_exists), ("group", group_exists)):
+        name = task.values.get(key)
+        if not isinstance(name, str):
+            continue
+        if not as_root:
+            found.append((task.nodes[key], key, f"running tasks as another {key} needs torchd "
+                          f"to run as root (it runs as uid {os.geteuid()})"))
+        elif not exists(name):
+            found.append((task.nodes[key], key, f"no such {key} '{name}' on this host"))
+    nice = task.values.get("nice")
+    if isinstance(nice, int) and nice < 0 and not as_root:
+        found.append((task.nodes["nice"], "nice", "a negative nice level needs torchd to run "
+                      "as root"))
+    if any(key in task.nodes for key in ("user", "group", "nice", "limits")):
+        missing = missing_tools()
+        if missing:
+            found.append((task.node, "user", f"needs {', '.join(missing)} (util-linux, "
+                          "coreutils) on PATH"))
+    return found
+
+
 def _growth(node: yaml.Node) -> float:
     if (isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _FLOAT)
             and float(node.value) >= 1):
@@ -435,11 +508,12 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "starting_deadline": _duration, "overlap": _choice(Overlap), "queue_limit": _count,
     "kill_grace": _duration, "timeout": _positive_duration, "retries": _retries,
     "at": _time_text, "start_at": _time_text, "end_at": _time_text, "jitter": _duration,
+    "user": _text, "group": _text, "umask": _umask, "nice": _nice, "limits": _limits,
 }
 
 
 def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSettings,
-          identity: HostIdentity | None,
+          identity: HostIdentity | None, as_root: bool,
           schedules: dict[str, Schedule], used: set[str]) -> TaskSpec | None:
     label = _declared_name(node) or f"#{index + 1}"
     before = len(walker.problems)
@@ -467,8 +541,11 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
     if "command" not in nodes:
         walker.problem(node, label, "command", "is required")
     zone_name = str(values.get("timezone") or daemon.timezone)
-    schedule = _task_schedule(walker, _TaskInput(node, label, values, nodes), kind=kind,
-                              zone_name=zone_name, schedules=schedules, used=used)
+    task_input = _TaskInput(node, label, values, nodes)
+    schedule = _task_schedule(walker, task_input, kind=kind, zone_name=zone_name,
+                              schedules=schedules, used=used)
+    for problem_node, key, message in _account_problems(task_input, as_root):
+        walker.problem(problem_node, label, key, message)
     if len(walker.problems) != before:
         return None
     # Every value below passed its converter, so the casts only restate those types.
@@ -494,6 +571,11 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         kill_grace=cast(float, values.get("kill_grace", 10.0)),
         timeout=cast(float | None, values.get("timeout")),
         jitter=cast(float, values.get("jitter", 0.0)),
+        user=cast(str | None, values.get("user")),
+        group=cast(str | None, values.get("group")),
+        umask=cast(int | None, values.get("umask")),
+        nice=cast(int | None, values.get("nice")),
+        limits=cast(tuple[tuple[str, int | None], ...], values.get("limits", ())),
         retries=cast(RetryPolicy | None, values.get("retries")),
         for_this_host=for_this_host,
         line=_line(node),
@@ -566,7 +648,8 @@ def digest_of(data: bytes) -> str:
 
 
 def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
-                 schedule_cache: dict[str, Schedule] | None = None) -> Config:
+                 schedule_cache: dict[str, Schedule] | None = None,
+                 as_root: bool | None = None) -> Config:
     """Parse task-file bytes; raise ConfigError listing every problem.
 
     `schedule_cache` (expression and zone -> Schedule) lets a reload reuse the schedules
@@ -581,11 +664,12 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
             file, line, None, None,
             f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})")]) from None
     with _collector_paused():
-        return _parse_text(text, data, file, identity=identity, schedule_cache=schedule_cache)
+        return _parse_text(text, data, file, identity=identity, schedule_cache=schedule_cache,
+                           as_root=running_as_root() if as_root is None else as_root)
 
 
 def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | None,
-                schedule_cache: dict[str, Schedule] | None) -> Config:
+                schedule_cache: dict[str, Schedule] | None, as_root: bool) -> Config:
     root = _compose(text, file)
     if root is None:
         raise ConfigError([ConfigProblem(file, None, None, None,
@@ -611,7 +695,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
             elif name is not None:
                 first_line[name] = _line(item)
             spec = _task(walker, item, index, daemon=daemon, identity=identity,
-                         schedules=schedules, used=used)
+                         as_root=as_root, schedules=schedules, used=used)
             if spec is not None:
                 tasks.append(spec)
     if walker.problems:
@@ -627,13 +711,28 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     )
 
 
+def _unsafe_for_root(path: Path) -> str | None:
+    """As cron does: a root daemon runs only a file that only root can change."""
+    info = path.stat()
+    if info.st_mode & 0o022:
+        return (f"torchd runs as root and the file is writable by group or others (mode "
+                f"{info.st_mode & 0o777:04o}); refusing it: chmod go-w {path}")
+    if info.st_uid != 0:
+        return (f"torchd runs as root and the file is owned by uid {info.st_uid}, not root; "
+                f"refusing it: chown root {path}")
+    return None
+
+
 def load_config(path: str | Path, *, identity: HostIdentity | None,
                 schedule_cache: dict[str, Schedule] | None = None) -> Config:
     """Read and parse a task file; raise ConfigError (never OSError) when it cannot be used."""
     file = str(path)
     try:
         data = Path(path).read_bytes()
+        owner_problem = _unsafe_for_root(Path(path)) if running_as_root() else None
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, None, None, None,
                                          f"cannot read: {exc.strerror}")]) from None
+    if owner_problem is not None:
+        raise ConfigError([ConfigProblem(file, None, None, None, owner_problem)])
     return parse_config(data, file, identity=identity, schedule_cache=schedule_cache)

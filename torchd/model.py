@@ -93,6 +93,11 @@ class TaskSpec:
     kill_grace: float = 10.0  # seconds between TERM and KILL when torchd stops a run
     timeout: float | None = None  # seconds a run may take before it is stopped
     jitter: float = 0.0  # each fire starts up to this many seconds after its time (random)
+    user: str | None = None  # run as this account (torchd must run as root)
+    group: str | None = None
+    umask: int | None = None
+    nice: int | None = None
+    limits: tuple[tuple[str, int | None], ...] = ()  # (name, value; None = unlimited)
     retries: RetryPolicy | None = None
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file

@@ -43,6 +43,7 @@ class LaunchRequest:
     log_path: Path
     config_digest: str
     attempt: int = 1
+    umask: int | None = None
     timeout: float | None = None  # stop the run (TERM, kill_grace, KILL) after this long
     kill_grace: float = 10.0
 
@@ -258,10 +259,10 @@ def _spawn(request: LaunchRequest, out_fd: int) -> tuple[int, subprocess.Popen[b
     """Start the command in a new session with stdin /dev/null and stdout+stderr on out_fd.
 
     posix_spawn (vfork+exec in glibc, environment converted in C) costs about half of
-    Popen; Popen is kept for tasks with a `cwd`, which posix_spawn cannot set on 3.11.
+    Popen; Popen is kept for tasks with a `cwd` or `umask`, which posix_spawn cannot set.
     Every descriptor torchd holds is close-on-exec, so nothing else leaks into the child.
     """
-    if request.cwd is None:
+    if request.cwd is None and request.umask is None:
         pid = os.posix_spawnp(
             request.command[0], request.command, request.env,
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -273,6 +274,7 @@ def _spawn(request: LaunchRequest, out_fd: int) -> tuple[int, subprocess.Popen[b
     popen = subprocess.Popen(
         request.command, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd,
         cwd=request.cwd, env=request.env, start_new_session=True, close_fds=True,
+        umask=-1 if request.umask is None else request.umask,
     )
     return popen.pid, popen
 

@@ -39,6 +39,7 @@ from torchd.model import (
     TaskSpec,
 )
 from torchd.reload import ReloadPlan
+from torchd.runas import account_env, wrap_command
 from torchd.runner import (
     LaunchRequest,
     Run,
@@ -97,6 +98,7 @@ class TaskState:
     # The environment every run starts from; built at the first fire, since a copy of the
     # daemon's environment per task would cost megabytes across 100,000 rare tasks.
     env: dict[str, str] | None = None
+    argv: tuple[str, ...] = ()  # the command with its nice/limits/account wrappers
 
 
 class Scheduler:
@@ -413,7 +415,11 @@ class Scheduler:
         run_id = secrets.token_hex(6)
         fid = fire_id(spec.name, scheduled)
         if state.env is None:
-            state.env = {**self._base_env, **dict(spec.env), "TORCHD_TASK": spec.name}
+            account = account_env(spec.user) if spec.user else {}
+            state.env = {**self._base_env, **account, **dict(spec.env),
+                         "TORCHD_TASK": spec.name}
+            state.argv = wrap_command(spec.command, user=spec.user, group=spec.group,
+                                      nice=spec.nice, limits=spec.limits)
         env = dict(state.env)
         env["TORCHD_RUN_ID"] = run_id
         env["TORCHD_FIRE_ID"] = fid
@@ -422,7 +428,7 @@ class Scheduler:
         env["TORCHD_ATTEMPT"] = str(attempt)
         request = LaunchRequest(
             task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
-            command=spec.command, env=env, cwd=spec.cwd,
+            command=state.argv, env=env, cwd=spec.cwd, umask=spec.umask,
             log_path=self._log_dir / f"{spec.name}.log", config_digest=self._config_digest,
             attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pwd
 import re
 import time
 from collections.abc import Callable
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, fire_ids, lines, record_cmd, require_tool, wait_for
+from tests.helpers import (
+    Daemon,
+    fire_ids,
+    lines,
+    record_cmd,
+    require_root,
+    require_tool,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -315,3 +324,28 @@ def test_one_time_task_runs_once_across_restarts(
     assert task["next_fire"] is None
     assert len(fire_ids(out)) == 1
     assert _seconds(fire_ids(out)[0]) == int(when.timestamp())
+
+
+def test_run_as_another_user_with_umask_nice_and_limits(
+        write_tasks: Callable[..., Path], daemon_factory: Callable[..., Daemon]) -> None:
+    require_root()
+    report = ("ids=$(id -u):$(id -g) umask=$(umask) nice=$(nice) files=$(ulimit -n) "
+              "cpu=$(ulimit -t) home=$HOME user=$USER")
+    config = write_tasks(f"""
+        tasks:
+          - name: confined
+            schedule: "@reboot"
+            command: 'echo "{report}"'
+            user: nobody
+            umask: "0027"
+            nice: 7
+            limits: {{nofile: 256, cpu: 30}}
+        """)
+    daemon = daemon_factory(config).start()
+    log = daemon.log_dir / "confined.log"
+    wait_for(lambda: any("ids=" in line for line in lines(log)), timeout=10,
+             message="the confined run's output")
+    (output,) = [line for line in lines(log) if "ids=" in line]
+    nobody = pwd.getpwnam("nobody")
+    assert output == (f"ids={nobody.pw_uid}:{nobody.pw_gid} umask=0027 nice=7 files=256 "
+                      f"cpu=30 home={nobody.pw_dir} user=nobody")

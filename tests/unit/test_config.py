@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from torchd.config import parse_config
+from tests.helpers import require_root
+from torchd.config import load_config, parse_config
 from torchd.errors import ConfigError
 from torchd.hostmatch import HostIdentity
 from torchd.model import RetryPolicy, TaskKind
@@ -54,7 +57,8 @@ def task_file(body: str) -> str:
                  "t.yaml:5: task 'job': schedul: unknown key (did you mean 'schedule'?); "
                  "known keys: name, schedule, command, type, hosts, max_running, env, cwd, "
                  "enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
-                 "kill_grace, timeout, retries, at, start_at, end_at, jitter", id="unknown-key"),
+                 "kill_grace, timeout, retries, at, start_at, end_at, jitter, user, group, "
+                 "umask, nice, limits", id="unknown-key"),
     pytest.param('schedule: "@hourly"\nat: 2026-12-01T10:00:00Z\ncommand: "true"\n',
                  "t.yaml:4: task 'job': at: give either schedule (repeating) or at (once), "
                  "not both", id="schedule-and-at"),
@@ -341,3 +345,73 @@ def test_daemon_wide_limit() -> None:
     assert problems("daemon: {max_running: 4, overlap: replace}\ntasks: []\n") == [
         "t.yaml:1: daemon.overlap: use skip or queue (replace is a per-task policy: which "
         "task's run would it stop?)"]
+
+
+def test_accounts_and_process_attributes() -> None:
+    config = parse_config(textwrap.dedent("""\
+        tasks:
+          - name: as-nobody
+            schedule: "@hourly"
+            command: "id"
+            user: nobody
+            group: nogroup
+            umask: "0027"
+            nice: 5
+            limits: {nofile: 256, cpu: 60, memory: unlimited}
+          - name: octal
+            schedule: "@hourly"
+            command: "id"
+            umask: 0077
+        """).encode(), "t.yaml", identity=None, as_root=True)
+    nobody, octal = config.tasks
+    assert (nobody.user, nobody.group, nobody.umask, nobody.nice) == ("nobody", "nogroup",
+                                                                      0o027, 5)
+    assert nobody.limits == (("cpu", 60), ("memory", None), ("nofile", 256))
+    assert octal.umask == 0o077
+
+
+@pytest.mark.parametrize(("body", "as_root", "expected"), [
+    ("user: nobody\n", False, "t.yaml:5: task 'job': user: running tasks as another user "
+     f"needs torchd to run as root (it runs as uid {os.geteuid()})"),
+    ("user: no-such-account\n", True,
+     "t.yaml:5: task 'job': user: no such user 'no-such-account' on this host"),
+    ("group: no-such-group\n", True,
+     "t.yaml:5: task 'job': group: no such group 'no-such-group' on this host"),
+    ("nice: -5\n", False, "t.yaml:5: task 'job': nice: a negative nice level needs torchd "
+     "to run as root"),
+    ("nice: 40\n", True, "t.yaml:5: task 'job': nice: expected a nice level from -20 to 19, "
+     "got a number (40)"),
+    ("umask: 27\n", True, "t.yaml:5: task 'job': umask: expected an octal mask with a "
+     "leading 0 such as '0027', got a number (27)"),
+    ("limits: {files: 10}\n", True, "t.yaml:5: task 'job': limits: unknown limit 'files'; "
+     "known: nofile, cpu, memory, nproc, core, fsize, stack"),
+    ("limits: {nofile: lots}\n", True, "t.yaml:5: task 'job': limits: nofile: expected a "
+     "whole number written in decimal, got text or 'unlimited'"),
+])
+def test_account_problems(body: str, as_root: bool, expected: str) -> None:
+    text = task_file('schedule: "@hourly"\ncommand: "true"\n' + body)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.encode(), "t.yaml", identity=None, as_root=as_root)
+    assert [str(p) for p in caught.value.problems] == [expected]
+
+
+@pytest.mark.parametrize(("mode", "owner", "message"), [
+    (0o664, 0, "writable by group or others (mode 0664); refusing it: chmod go-w"),
+    (0o646, 0, "writable by group or others (mode 0646); refusing it: chmod go-w"),
+    (0o644, 65534, "owned by uid 65534, not root; refusing it: chown root"),
+])
+def test_a_root_daemon_refuses_a_file_others_can_change(
+        tmp_path: Path, mode: int, owner: int, message: str) -> None:
+    require_root()
+    path = tmp_path / "tasks.yaml"
+    path.write_text('tasks:\n  - {name: a, schedule: "@hourly", command: "true"}\n')
+    path.chmod(mode)
+    os.chown(path, owner, -1)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, identity=None)
+    (problem,) = caught.value.problems
+    assert message in str(problem)
+    assert str(problem).startswith(f"{path}: torchd runs as root and the file is ")
+    path.chmod(0o644)
+    os.chown(path, 0, -1)
+    assert len(load_config(path, identity=None).tasks) == 1

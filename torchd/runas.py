@@ -1,0 +1,76 @@
+"""Running a task as another account, with a umask, a nice level and resource limits.
+
+Applied by exec wrappers from util-linux and coreutils (`nice`, `prlimit`, `setpriv`) in
+that order, so that the privileged steps happen before the account is switched. A
+pre-exec hook in Python is not safe in a daemon with threads; these tools are on every
+Debian-like system (util-linux and coreutils are essential packages).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+
+# task-file name -> prlimit option
+LIMITS = {"nofile": "nofile", "cpu": "cpu", "memory": "as", "nproc": "nproc", "core": "core",
+          "fsize": "fsize", "stack": "stack"}
+TOOLS = ("nice", "prlimit", "setpriv")
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def account_env(user: str) -> dict[str, str]:
+    """HOME, USER, LOGNAME and SHELL of the account a run switches to, as cron sets them."""
+    entry = pwd.getpwnam(user)
+    return {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user,
+            "SHELL": entry.pw_shell or "/bin/sh"}
+
+
+def wrap_command(command: tuple[str, ...], *, user: str | None, group: str | None,
+                 nice: int | None, limits: tuple[tuple[str, int | None], ...]
+                 ) -> tuple[str, ...]:
+    """The argv that applies nice, then limits, then the account switch, then execs."""
+    argv = command
+    if user is not None or group is not None:
+        switch = ["setpriv"]
+        if user is not None:
+            switch += [f"--reuid={user}", "--init-groups"]
+            primary = group or grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+            switch.append(f"--regid={primary}")
+        else:
+            switch += [f"--regid={group}", "--clear-groups"]
+        argv = (*switch, "--", *argv)
+    if limits:
+        options = [f"--{LIMITS[name]}={_limit(value)}:{_limit(value)}" for name, value in limits]
+        argv = ("prlimit", *options, "--", *argv)
+    if nice is not None:
+        argv = ("nice", "-n", str(nice), *argv)
+    return argv
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
