@@ -220,8 +220,14 @@ class Scheduler:
                 self._handle_missed(state, first, self._clock.time(), end=until)
                 state.missed = None
         self._fire_batch(at_boot)
+        last_seen = self._clock.time()
         while not self._stopping:
-            self._fire_due(self._clock.time())
+            now = self._clock.time()
+            if now < last_seen - 1.0:
+                log.warning("the wall clock stepped back %.1fs; fires already run are not "
+                            "run again, the next ones wait for their time", last_seen - now)
+            last_seen = now
+            self._fire_due(now)
             self._wake.clear()
             delay = MAX_SLEEP
             if self._heap:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import pwd
@@ -349,3 +350,47 @@ def test_run_as_another_user_with_umask_nice_and_limits(
     nobody = pwd.getpwnam("nobody")
     assert output == (f"ids={nobody.pw_uid}:{nobody.pw_gid} umask=0027 nice=7 files=256 "
                       f"cpu=30 home={nobody.pw_dir} user=nobody")
+
+
+def test_wall_clock_jumps_while_running(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """libfaketime reads its offset from a file the test rewrites: the daemon's wall clock
+    jumps an hour forward (the missed fires follow `catchup`), then back (nothing runs
+    twice: the next fire is planned after the last one, not from the clock)."""
+    require_tool("faketime")
+    (library,) = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    offset = tmp_path / "offset"
+    offset.write_text("+0\n")
+    out = tmp_path / "out"
+    config = write_tasks(f"""
+        daemon: {{timezone: UTC}}
+        tasks:
+          - name: tick
+            schedule: "* * * * * *"
+            command: '{record_cmd(out)}'
+            max_running: 0
+            catchup: last
+        """)
+    daemon = daemon_factory(config, env={
+        "LD_PRELOAD": library, "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    daemon.start()
+    wait_for(lambda: len(lines(out)) >= 2, timeout=10, message="fires before the jump")
+    before_jump = max(_seconds(i) for i in fire_ids(out))
+    offset.write_text("+3600\n")
+    wait_for(lambda: any(_seconds(i) > before_jump + 3590 for i in fire_ids(out)),
+             timeout=15, message="fires after the forward jump")
+    missed = re.search(r"missed (\d+) fire\(s\)", daemon.stderr())
+    assert missed is not None
+    assert 3585 <= int(missed[1]) <= 3600
+    assert "catching up 1 missed fire(s)" in daemon.stderr()
+    offset.write_text("+0\n")
+    wait_for(lambda: "the wall clock stepped back" in daemon.stderr(), timeout=10,
+             message="the daemon to see the clock step back")
+    latest = max(_seconds(i) for i in fire_ids(out))
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    (task,) = status["tasks"]
+    assert _iso_seconds(task["next_fire"]) > latest  # planned after the last fire
+    ids = fire_ids(out)
+    assert len(ids) == len(set(ids)), "a fire ran twice"
