@@ -92,9 +92,15 @@ class TaskState:
     last_run: Run | None = None
     last_start_error: str | None = None
     keepers: list[Keeper] = field(default_factory=list)
-    waiting: deque[float] = field(default_factory=deque)  # fires waiting for a free slot
+    waiting: deque[float] | None = None  # fires waiting for a free slot (made when needed:
+    #                                      100,000 empty deques would cost 60 MB)
     missed: tuple[float, float] | None = None  # at start: fires missed while torchd was down
-    retry_timers: dict[object, asyncio.TimerHandle] = field(default_factory=dict)
+    retry_timers: dict[object, asyncio.TimerHandle] | None = None
+
+    def queue(self) -> deque[float]:
+        if self.waiting is None:
+            self.waiting = deque()
+        return self.waiting
     # The environment every run starts from; built at the first fire, since a copy of the
     # daemon's environment per task would cost megabytes across 100,000 rare tasks.
     env: dict[str, str] | None = None
@@ -153,7 +159,7 @@ class Scheduler:
         if state.waiting:
             log.warning("task %s: %d queued fire(s) dropped: the task was changed or removed",
                         name, len(state.waiting))
-            state.waiting.clear()
+            state.waiting = None
         self._cancel_retries(state, "the task was changed or removed")
         for keeper in state.keepers:
             self._stop_keeper(keeper)
@@ -294,7 +300,7 @@ class Scheduler:
         if decision.run:
             log.info("task %s: catching up %d missed fire(s), %s to %s", spec.name,
                      len(decision.run), iso_utc(decision.run[0]), iso_utc(decision.run[-1]))
-            state.waiting.extend(decision.run)  # they wait for free slots, in order
+            state.queue().extend(decision.run)  # they wait for free slots, in order
             self._start_waiting(state)
         if at_runtime:
             self._plan_next(state, end)  # later fires are only late: they run as usual
@@ -302,29 +308,31 @@ class Scheduler:
     def _start_waiting(self, state: TaskState) -> None:
         """Start queued fires, oldest first, while the task has free slots."""
         spec = state.spec
-        while state.waiting and not self._stopping and self._tasks.get(spec.name) is state:
+        queue = state.queue()
+        while queue and not self._stopping and self._tasks.get(spec.name) is state:
             if spec.max_running and self._reap_exited(spec.name) >= spec.max_running:
                 return
-            self._fire_batch([(state, state.waiting.popleft())])
+            self._fire_batch([(state, queue.popleft())])
 
     @staticmethod
     def _cancel_retries(state: TaskState, why: str) -> None:
-        if state.retry_timers:
-            log.warning("task %s: %d pending retry(ies) cancelled: %s", state.spec.name,
-                        len(state.retry_timers), why)
+        if not state.retry_timers:
+            return
+        log.warning("task %s: %d pending retry(ies) cancelled: %s", state.spec.name,
+                    len(state.retry_timers), why)
         for timer in state.retry_timers.values():
             timer.cancel()
-        state.retry_timers.clear()
+        state.retry_timers = None
 
     def _enqueue(self, state: TaskState, scheduled: float, running: int) -> None:
         spec = state.spec
-        if len(state.waiting) >= spec.queue_limit:
+        if len(state.queue()) >= spec.queue_limit:
             reason = f"queue full ({spec.queue_limit} fire(s) waiting)"
             log.warning("task %s: fire %s dropped: %s", spec.name,
                         fire_id(spec.name, scheduled), reason)
             self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
             return
-        state.waiting.append(scheduled)
+        state.queue().append(scheduled)
         log.info("task %s: fire %s queued: %d run(s) still running (max_running=%d)",
                  spec.name, fire_id(spec.name, scheduled), running, spec.max_running)
 
@@ -507,12 +515,15 @@ class Scheduler:
         log.info("task %s: fire %s attempt %d/%d %s; retrying in %.1fs", run.task,
                  run.request.fire_id, attempt, policy.max + 1, run.outcome, delay)
         key = object()
+        if state.retry_timers is None:
+            state.retry_timers = {}
         state.retry_timers[key] = asyncio.get_running_loop().call_later(
             delay, self._retry, state, run.request.scheduled, attempt + 1, key)
 
     def _retry(self, state: TaskState, scheduled: float, attempt: int, key: object) -> None:
         """A retry belongs to its fire: it is not a new fire, so overlap does not apply."""
-        state.retry_timers.pop(key, None)
+        if state.retry_timers:
+            state.retry_timers.pop(key, None)
         if self._stopping or self._tasks.get(state.spec.name) is not state:
             return
         with contextlib.suppress(StartError):  # logged and recorded by _spawn
@@ -570,7 +581,7 @@ class Scheduler:
             if state.waiting:
                 log.warning("task %s: %d queued fire(s) dropped at shutdown", state.spec.name,
                             len(state.waiting))
-                state.waiting.clear()
+                state.waiting = None
             self._cancel_retries(state, "shutdown")
         if self._global_waiting:
             log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
@@ -625,8 +636,8 @@ class Scheduler:
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
                 "running": sorted(h.run.pid for h in runs.values()),
-                "waiting": len(state.waiting),
-                "retries_pending": len(state.retry_timers),
+                "waiting": len(state.waiting or ()),
+                "retries_pending": len(state.retry_timers or ()),
                 "last_run": None if last is None else {
                     "run_id": last.run_id,
                     "outcome": str(last.outcome),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import math
 import pwd
@@ -394,3 +395,126 @@ def test_wall_clock_jumps_while_running(
     assert _iso_seconds(task["next_fire"]) > latest  # planned after the last fire
     ids = fire_ids(out)
     assert len(ids) == len(set(ids)), "a fire ran twice"
+
+
+def _under_faketime(daemon_factory: Callable[..., Daemon], config: Path, start_utc: str
+                    ) -> Daemon:
+    daemon = daemon_factory(config, env={"FAKETIME_DONT_FAKE_MONOTONIC": "1", "TZ": "UTC"})
+    daemon.wrapper = [require_tool("faketime"), "-f", f"@{start_utc}"]
+    return daemon.start()
+
+
+def test_spring_forward_with_the_real_daemon(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """New York, 2026-03-08: 02:00 EST becomes 03:00 EDT. 02:30 never shows, so the
+    02:30 task runs once at 03:00 EDT; the hourly :30 task follows elapsed time and has
+    nothing to make up."""
+    fixed, hourly = tmp_path / "fixed", tmp_path / "hourly"
+    config = write_tasks(f"""
+        daemon: {{timezone: America/New_York}}
+        tasks:
+          - name: at-0230
+            schedule: "0 30 2 * * *"
+            command: '{record_cmd(fixed)}'
+          - name: hourly-30
+            schedule: "0 30 * * * *"
+            command: '{record_cmd(hourly)}'
+        """)
+    daemon = _under_faketime(daemon_factory, config, "2026-03-08 06:59:57")  # 01:59:57 EST
+    wait_for(lambda: lines(fixed), timeout=15, message="the gap's fire")
+    assert fire_ids(fixed) == ["at-0230@2026-03-08T07:00:00Z"]  # 03:00 EDT
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    next_fires = {t["name"]: t["next_fire"] for t in status["tasks"]}
+    assert next_fires == {"at-0230": "2026-03-09T06:30:00.000Z",  # 02:30 EDT next day
+                          "hourly-30": "2026-03-08T07:30:00.000Z"}  # 03:30 EDT
+    assert lines(hourly) == []
+
+
+def test_fall_back_with_the_real_daemon(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """New York, 2026-11-01: 02:00 EDT becomes 01:00 EST. A task for every second of the
+    1 o'clock hour runs in its first showing only; an every-second task runs through."""
+    in_hour_one, every_second = tmp_path / "hour-one", tmp_path / "every"
+    config = write_tasks(f"""
+        daemon: {{timezone: America/New_York}}
+        tasks:
+          - name: hour-one
+            schedule: "* * 1 * * *"
+            command: '{record_cmd(in_hour_one)}'
+            max_running: 0
+          - name: every
+            schedule: "* * * * * *"
+            command: '{record_cmd(every_second)}'
+            max_running: 0
+        """)
+    _under_faketime(daemon_factory, config, "2026-11-01 05:59:56")  # 01:59:56 EDT
+    change = int(datetime.fromisoformat("2026-11-01T06:00:00+00:00").timestamp())
+    wait_for(lambda: any(_seconds(i) >= change + 3 for i in fire_ids(every_second)),
+             timeout=15, message="three seconds into the repeated hour")
+    hour_one = sorted(_seconds(i) for i in fire_ids(in_hour_one))
+    assert hour_one
+    assert max(hour_one) == change - 1  # 01:59:59 EDT, then nothing at 01:00:00 EST onwards
+    every = sorted(_seconds(i) for i in fire_ids(every_second))
+    assert {change - 1, change, change + 1, change + 2} <= set(every)
+
+
+def test_overlap_queue_with_the_real_daemon(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """Each run takes 1.5 s, fires come every second, one run at a time, one may wait:
+    runs follow each other without overlapping, oldest fire first, and the fires that do
+    not fit are dropped with a log line."""
+    out = tmp_path / "out"
+    config = write_tasks(f"""
+        tasks:
+          - name: slow
+            schedule: "* * * * * *"
+            command: '{record_cmd(out, extra=" $(date +%s.%N)")}; sleep 1.5; echo end >> {out}'
+            overlap: queue
+            queue_limit: 1
+        """)
+    daemon = daemon_factory(config).start()
+    wait_for(lambda: sum(line == "end" for line in lines(out)) >= 3, timeout=20,
+             message="three queued runs done")
+    daemon.cli("stop")
+    records = lines(out)
+    kinds = ["end" if line == "end" else "start" for line in records]
+    assert kinds[:6] == ["start", "end"] * 3  # never two at once
+    started = [_seconds(line.split()[0]) for line in records if line != "end"]
+    assert started == sorted(started)
+    assert "dropped: queue full (1 fire(s) waiting)" in daemon.stderr()
+
+
+def test_window_random_and_jitter_with_the_real_daemon(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    windowed, spread, randomly = tmp_path / "windowed", tmp_path / "spread", tmp_path / "random"
+    start = math.ceil(time.time()) + 3
+    iso = lambda ts: datetime.fromtimestamp(ts).astimezone().isoformat()  # noqa: E731
+    config = write_tasks(f"""
+        tasks:
+          - name: windowed
+            schedule: "* * * * * *"
+            start_at: "{iso(start)}"
+            end_at: "{iso(start + 2)}"
+            command: '{record_cmd(windowed)}'
+          - name: spread
+            schedule: "*/2 * * * * *"
+            jitter: 1s
+            command: '{record_cmd(spread)}'
+          - name: random
+            schedule: "@random 1s 2s"
+            command: '{record_cmd(randomly)}'
+        """)
+    daemon_factory(config).start()
+    wait_for(lambda: len(lines(spread)) >= 3 and len(lines(randomly)) >= 4
+             and time.time() > start + 4, timeout=20, message="fires of every kind")
+    assert [_seconds(i) for i in fire_ids(windowed)] == [start, start + 1, start + 2]
+    for line in lines(spread):  # started within the jitter after the fire's own second
+        fire, began = _seconds(line.split()[0]), float(line.split()[1])
+        assert fire <= began <= fire + 1.5
+    begins = [float(line.split()[1]) for line in lines(randomly)]
+    gaps = [b - a for a, b in itertools.pairwise(begins)]
+    assert all(0.9 <= gap <= 2.5 for gap in gaps)

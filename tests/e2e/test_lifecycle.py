@@ -293,3 +293,29 @@ def test_start_errors_are_reported_and_the_daemon_carries_on(
     assert errors == {"fine": None, "missing": "No such file or directory: /nonexistent/bin",
                       "nowhere": "No such file or directory: /nonexistent"}
     assert "start-error" in (daemon.log_dir / "missing.log").read_text()
+
+
+def test_next_previews_a_dst_day_from_any_instant(write_tasks: Callable[..., Path]) -> None:
+    config = write_tasks("""
+        daemon: {timezone: UTC}
+        tasks:
+          - {name: nightly, schedule: "0 30 1 * * *", command: "true",
+             timezone: America/New_York}
+          - {name: hourly, schedule: "0 0 * * * *", command: "true",
+             timezone: America/New_York}
+        """)
+    preview = torchd("next", "-c", str(config), "-n", "3", "--after",
+                     "2026-11-01T00:00:00-04:00", "--json")
+    assert preview.returncode == 0, preview.stderr
+    assert json.loads(preview.stdout) == {
+        "nightly": ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00",
+                    "2026-11-03T01:30:00-05:00"],
+        "hourly": ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00",
+                   "2026-11-01T02:00:00-05:00"],
+    }
+    naive = torchd("next", "-c", str(config), "nightly", "-n", "1", "--after",
+                   "2026-03-08T06:00:00")  # no offset: daemon.timezone (UTC)
+    assert naive.stdout.splitlines() == ["nightly", "  2026-03-08T01:30:00-05:00"]
+    wrong = torchd("next", "-c", str(config), "--after", "tomorrow")
+    assert wrong.returncode == 1
+    assert "--after: 'tomorrow' is not an ISO 8601 time" in wrong.stderr
