@@ -549,34 +549,34 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
     if len(walker.problems) != before:
         return None
     # Every value below passed its converter, so the casts only restate those types.
-    hosts = cast(tuple[str, ...], values.get("hosts", ()))
+    hosts = cast("tuple[str, ...]", values.get("hosts", ()))
     for_this_host = identity is None or hosts_match(hosts, identity)
     return TaskSpec(
         name=str(name),
         kind=kind,
         schedule=schedule,
-        command=cast(tuple[str, ...], values["command"]),
+        command=cast("tuple[str, ...]", values["command"]),
         hosts=hosts,
         max_running=cast(int, values.get("max_running", 1)),
-        env=cast(tuple[tuple[str, str], ...], values.get("env", ())),
-        cwd=cast(str | None, values.get("cwd")),
+        env=cast("tuple[tuple[str, str], ...]", values.get("env", ())),
+        cwd=cast("str | None", values.get("cwd")),
         enabled=cast(bool, values.get("enabled", True)),
         timezone=zone_name,
         # A one-time task whose instant passed while the daemon was down still runs.
         catchup=cast(Catchup, values.get("catchup",
                                           Catchup.LAST if "at" in nodes else Catchup.NONE)),
-        starting_deadline=cast(float | None, values.get("starting_deadline")),
+        starting_deadline=cast("float | None", values.get("starting_deadline")),
         overlap=cast(Overlap, values.get("overlap", Overlap.SKIP)),
         queue_limit=cast(int, values.get("queue_limit", 10)),
         kill_grace=cast(float, values.get("kill_grace", 10.0)),
-        timeout=cast(float | None, values.get("timeout")),
+        timeout=cast("float | None", values.get("timeout")),
         jitter=cast(float, values.get("jitter", 0.0)),
-        user=cast(str | None, values.get("user")),
-        group=cast(str | None, values.get("group")),
-        umask=cast(int | None, values.get("umask")),
-        nice=cast(int | None, values.get("nice")),
-        limits=cast(tuple[tuple[str, int | None], ...], values.get("limits", ())),
-        retries=cast(RetryPolicy | None, values.get("retries")),
+        user=cast("str | None", values.get("user")),
+        group=cast("str | None", values.get("group")),
+        umask=cast("int | None", values.get("umask")),
+        nice=cast("int | None", values.get("nice")),
+        limits=cast("tuple[tuple[str, int | None], ...]", values.get("limits", ())),
+        retries=cast("RetryPolicy | None", values.get("retries")),
         for_this_host=for_this_host,
         line=_line(node),
     )

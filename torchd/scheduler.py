@@ -539,7 +539,7 @@ class Scheduler:
                           waiting_for: list[asyncio.Future[None]]) -> None:
         if waiting_for:  # a changed daemon task: the old instances go first
             await asyncio.wait(waiting_for)
-        while True:
+        while not self._stopping:
             keeper.state = KeeperState.STARTING  # backoff|stopped -> starting
             try:
                 keeper.handle = self._launch(state, self._clock.time())
@@ -583,14 +583,14 @@ class Scheduler:
                             len(state.waiting))
                 state.waiting = None
             self._cancel_retries(state, "shutdown")
-        if self._global_waiting:
-            log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
-                        len(self._global_waiting))
-            self._global_waiting.clear()
             for keeper in state.keepers:
                 keeper.state = KeeperState.STOPPED
                 if keeper.runner is not None:
                     keeper.runner.cancel()
+        if self._global_waiting:
+            log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
+                        len(self._global_waiting))
+            self._global_waiting.clear()
         handles = self.all_runs()
         for handle in handles:
             handle.stop(grace)

@@ -275,6 +275,8 @@ def test_second_sigterm_forces_the_stop(tmp_path: Path, write_tasks: Callable[..
     assert daemon.wait_exit(timeout=5) == 0  # well inside the 10 s grace
     assert process_gone(stubborn)
     assert "second stop signal: killing every run now" in daemon.stderr()
+    assert "restarting" not in daemon.stderr()  # a stopping daemon starts nothing
+    assert [int(pid) for pid in lines(pids)] == [stubborn]
 
 
 def test_start_errors_are_reported_and_the_daemon_carries_on(
