@@ -518,3 +518,42 @@ def test_window_random_and_jitter_with_the_real_daemon(
     begins = [float(line.split()[1]) for line in lines(randomly)]
     gaps = [b - a for a, b in itertools.pairwise(begins)]
     assert all(0.9 <= gap <= 2.5 for gap in gaps)
+
+
+def test_overlap_replace_and_the_daemon_wide_limit(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """`replace`: each fire ends the run before it (which ignores TERM: KILL after
+    kill_grace). `daemon.max_running: 1`: of two tasks due each second, one at a time runs,
+    the other fire is skipped and said so."""
+    out = tmp_path / "out"
+    config = write_tasks(f"""
+        tasks:
+          - name: stuck
+            schedule: "*/2 * * * * *"
+            command: {json.dumps(["/bin/sh", "-c", f"trap '' TERM; {record_cmd(out)}; sleep 30"])}
+            overlap: replace
+            kill_grace: 0.5s
+        """)
+    daemon = daemon_factory(config).start()
+    wait_for(lambda: len(lines(out)) >= 3, timeout=15, message="three replacing runs")
+    footers = [line for line in lines(daemon.log_dir / "stuck.log") if " end " in line]
+    assert len(footers) >= 2
+    assert all("signal=SIGKILL" in f and "outcome=killed" in f for f in footers)
+    assert "stopping run" in daemon.stderr()
+    assert daemon.cli("stop", "--timeout", "1").returncode == 0
+
+    limited = write_tasks(f"""
+        daemon: {{max_running: 1}}
+        tasks:
+          - {{name: a, schedule: "* * * * * *",
+             command: {json.dumps("sleep 0.5; " + record_cmd(out, " a"))}}}
+          - {{name: b, schedule: "* * * * * *",
+             command: {json.dumps("sleep 0.5; " + record_cmd(out, " b"))}}}
+        """, name="limited.yaml")
+    other = daemon_factory(limited, state="limited").start()
+    wait_for(lambda: other.stderr().count("daemon.max_running=1 runs across all tasks") >= 3,
+             timeout=15, message="fires held back by the daemon-wide limit")
+    ids = [line.split()[0] for line in lines(out) if line.endswith((" a", " b"))]
+    seconds = [_seconds(i) for i in ids]
+    assert len(seconds) == len(set(seconds))  # one run per second across both tasks
