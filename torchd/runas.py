@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import shutil
+from functools import cache
 
 # task-file name -> prlimit option
 LIMITS = {"nofile": "nofile", "cpu": "cpu", "memory": "as", "nproc": "nproc", "core": "core",
@@ -23,8 +24,10 @@ def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-def missing_tools() -> list[str]:
-    return [tool for tool in TOOLS if shutil.which(tool) is None]
+@cache
+def missing_tools() -> tuple[str, ...]:
+    """Looked up once per process: a file may name these for thousands of tasks."""
+    return tuple(tool for tool in TOOLS if shutil.which(tool) is None)
 
 
 def user_exists(name: str) -> bool:
@@ -59,7 +62,7 @@ def wrap_command(command: tuple[str, ...], *, user: str | None, group: str | Non
         switch = ["setpriv"]
         if user is not None:
             switch += [f"--reuid={user}", "--init-groups"]
-            primary = group or grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+            primary = group or str(pwd.getpwnam(user).pw_gid)  # numeric: may have no name
             switch.append(f"--regid={primary}")
         else:
             switch += [f"--regid={group}", "--clear-groups"]
