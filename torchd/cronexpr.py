@@ -166,17 +166,24 @@ class CronSchedule:
         day, time_of_day = wall_date(wall)
         year, month, mday = day.year, day.month, day.day
         months = self.fields.months
-        while year < min(day.year + SEARCH_YEARS, 9999):
-            if months >> month & 1:
-                days = self._days_in(year, month) >> mday
-                while days:
-                    skip = (days & -days).bit_length() - 1
-                    if skip:
-                        mday, days, time_of_day = mday + skip, days >> skip, 0
-                    found = self._next_time_of_day(time_of_day)
-                    if found is not None:
-                        return wall_seconds(year, month, mday, found)
-                    mday, days, time_of_day = mday + 1, days >> 1, 0
+        last_year = min(year + SEARCH_YEARS, 9999)
+        while year < last_year:
+            ahead = months >> month  # the allowed months from this one on, this year
+            if not ahead:
+                year, month, mday, time_of_day = year + 1, 1, 1, 0
+                continue
+            skip = (ahead & -ahead).bit_length() - 1
+            if skip:
+                month, mday, time_of_day = month + skip, 1, 0
+            days = self._days_in(year, month) >> mday
+            while days:
+                skip = (days & -days).bit_length() - 1
+                if skip:
+                    mday, days, time_of_day = mday + skip, days >> skip, 0
+                found = self._next_time_of_day(time_of_day)
+                if found is not None:
+                    return wall_seconds(year, month, mday, found)
+                mday, days, time_of_day = mday + 1, days >> 1, 0
             month, mday, time_of_day = month + 1, 1, 0
             if month > 12:
                 month, year = 1, year + 1
