@@ -16,20 +16,18 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
 
+from torchd import yamlvalues as v
 from torchd.bounded import AtSchedule, WindowedSchedule
 from torchd.clock import host_timezone_name
 from torchd.cronexpr import Schedule, parse_schedule
-from torchd.durations import parse_duration
-from torchd.errors import ConfigError, ConfigProblem, DurationError, ScheduleError
-from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
+from torchd.errors import ConfigError, ConfigProblem, ScheduleError
+from torchd.hostmatch import HostIdentity, hosts_match
 from torchd.model import (
     Catchup,
     Config,
@@ -40,7 +38,6 @@ from torchd.model import (
     TaskSpec,
 )
 from torchd.runas import (
-    LIMITS,
     group_exists,
     missing_tools,
     running_as_root,
@@ -71,13 +68,6 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         return tag
 
 
-_TAG = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP = (
-    _TAG + kind for kind in ("str", "int", "float", "bool", "null", "timestamp"))
-_TAG_NAMES = {
-    "str": "text", "int": "a number", "float": "a number", "bool": "a boolean",
-    "null": "empty (null)", "timestamp": "a date", "seq": "a list", "map": "a mapping",
-}
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 TOP_KEYS = ("daemon", "tasks")
 DAEMON_KEYS = ("state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit")
@@ -87,66 +77,7 @@ TASK_KEYS = (
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
     "user", "group", "umask", "nice", "limits",
 )
-RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
 T = TypeVar("T")
-
-
-class _Invalid(Exception):
-    """One field's value is wrong; caught by the walker and turned into a ConfigProblem."""
-
-    def __init__(self, node: yaml.Node, message: str) -> None:
-        super().__init__(message)
-        self.node = node
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    tag = node.tag.removeprefix(_TAG)
-    described = _TAG_NAMES.get(tag, tag)
-    return f"{described} ({node.value})" if tag not in ("str", "null") else described
-
-
-def _text(node: yaml.Node, *, allow_empty: bool = False) -> str:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
-        if not allow_empty and not node.value.strip():
-            raise _Invalid(node, "must not be empty")
-        return str(node.value)
-    hint = ""
-    if isinstance(node, yaml.ScalarNode) and node.tag != _NULL:
-        hint = f"; quote it if you mean the text: '{node.value}'"
-    raise _Invalid(node, f"expected text, got {_kind(node)}{hint}")
-
-
-def _integer(node: yaml.Node, *, minimum: int = 0) -> int:
-    if (isinstance(node, yaml.ScalarNode) and node.tag == _INT
-            and re.fullmatch(r"[0-9]|[1-9][0-9]*", node.value)):
-        value = int(node.value)
-        if value < minimum:
-            raise _Invalid(node, f"must be at least {minimum}, got {value}")
-        return value
-    raise _Invalid(node, f"expected a whole number written in decimal, got {_kind(node)}")
-
-
-def _boolean(node: yaml.Node) -> bool:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL:
-        lowered = str(node.value).lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        raise _Invalid(node, f"write true or false, not '{node.value}'")
-    raise _Invalid(node, f"expected true or false, got {_kind(node)}")
-
-
-def _text_list(node: yaml.Node) -> tuple[str, ...]:
-    if not isinstance(node, yaml.SequenceNode):
-        raise _Invalid(node, f"expected a list, got {_kind(node)}")
-    return tuple(_text(item) for item in node.value)
-
-
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
 
 
 @dataclass
@@ -158,24 +89,24 @@ class _Walker:
 
     def problem(self, node: yaml.Node | None, task: str | None, field_name: str | None,
                 message: str) -> None:
-        line = _line(node) if node is not None else None
+        line = v.line_of(node) if node is not None else None
         self.problems.append(ConfigProblem(self.file, line, task, field_name, message))
 
     def mapping(self, node: yaml.Node, task: str | None, what: str | None,
                 known: tuple[str, ...]) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
         """Yield (key, key_node, value_node), reporting duplicate and unknown keys."""
         if not isinstance(node, yaml.MappingNode):
-            self.problem(node, task, what, f"expected a mapping, got {_kind(node)}")
+            self.problem(node, task, what, f"expected a mapping, got {v.kind_of(node)}")
             return
         seen: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR):
-                self.problem(key_node, task, what, f"key must be text, got {_kind(key_node)}")
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == v.STR):
+                self.problem(key_node, task, what, f"key must be text, got {v.kind_of(key_node)}")
                 continue
             key = str(key_node.value)
             if key in seen:
                 self.problem(key_node, task, key,
-                             f"duplicate key (first given at line {_line(seen[key])})")
+                             f"duplicate key (first given at line {v.line_of(seen[key])})")
                 continue
             seen[key] = key_node
             if key not in known:
@@ -190,7 +121,7 @@ class _Walker:
               field_name: str) -> T | None:
         try:
             return convert(node)
-        except _Invalid as exc:
+        except v.Invalid as exc:
             self.problem(exc.node, task, field_name, str(exc))
             return None
 
@@ -222,46 +153,39 @@ def _compose(text: str, file: str) -> yaml.Node | None:
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem(file, None, None, None, f"YAML error: {exc}")]) from None
     if len(documents) > 1:
-        raise ConfigError([ConfigProblem(file, _line(documents[1]), None, None,
+        raise ConfigError([ConfigProblem(file, v.line_of(documents[1]), None, None,
                                          "the file holds more than one YAML document")])
     return documents[0] if documents else None
 
 
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
 def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
     settings: dict[str, object] = {}
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == v.NULL):
         node = None
     if node is not None:
         for key, _key_node, value in walker.mapping(node, None, "daemon", DAEMON_KEYS):
             where = f"daemon.{key}"
             if key == "state_dir":
-                settings[key] = walker.value(_text, value, None, where)
+                settings[key] = walker.value(v.as_text, value, None, where)
             elif key == "timezone":
-                name = walker.value(_text, value, None, where)
-                if name is not None and _zone(name) is None:
+                name = walker.value(v.as_text, value, None, where)
+                if name is not None and v.zone(name) is None:
                     walker.problem(value, None, where, f"unknown time zone '{name}'")
                 settings[key] = name
             elif key == "watch":
-                settings[key] = walker.value(_boolean, value, None, where)
+                settings[key] = walker.value(v.as_boolean, value, None, where)
             elif key == "max_running":
-                settings[key] = walker.value(_integer, value, None, where)
+                settings[key] = walker.value(v.as_integer, value, None, where)
             elif key == "queue_limit":
-                settings[key] = walker.value(_count, value, None, where)
+                settings[key] = walker.value(v.as_count, value, None, where)
             elif key == "overlap":
-                overlap = walker.value(_choice(Overlap), value, None, where)
+                overlap = walker.value(v.one_of(Overlap), value, None, where)
                 if overlap is Overlap.REPLACE:
                     walker.problem(value, None, where, "use skip or queue (replace is a "
                                    "per-task policy: which task's run would it stop?)")
                 settings[key] = overlap
     timezone = settings.get("timezone") or host_timezone_name()
-    if _zone(str(timezone)) is None:
+    if v.zone(str(timezone)) is None:
         timezone = "UTC"
     watch = settings.get("watch")
     return DaemonSettings(
@@ -272,44 +196,6 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
         overlap=cast(Overlap, settings.get("overlap") or Overlap.SKIP),
         queue_limit=cast(int, settings.get("queue_limit") or 100),
     )
-
-
-def _command(node: yaml.Node) -> tuple[str, ...]:
-    if isinstance(node, yaml.SequenceNode):
-        argv = _text_list(node)
-        if not argv:
-            raise _Invalid(node, "must not be an empty list")
-        return argv
-    return ("/bin/sh", "-c", _text(node))
-
-
-def _env(node: yaml.Node) -> tuple[tuple[str, str], ...]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _Invalid(node, f"expected a mapping of NAME: text, got {_kind(node)}")
-    pairs: dict[str, str] = {}
-    for key_node, value_node in node.value:
-        key = _text(key_node)
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise _Invalid(key_node, f"'{key}' is not a valid environment variable name")
-        if key in pairs:
-            raise _Invalid(key_node, f"duplicate variable '{key}'")
-        pairs[key] = _text(value_node, allow_empty=True)
-    return tuple(sorted(pairs.items()))
-
-
-def _hosts(node: yaml.Node) -> tuple[str, ...]:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
-        return ()
-    if not isinstance(node, yaml.SequenceNode):
-        raise _Invalid(node, f"expected a list, got {_kind(node)}")
-    patterns = []
-    for item in node.value:
-        pattern = _text(item)
-        problem = check_pattern(pattern)
-        if problem is not None:
-            raise _Invalid(item, problem)
-        patterns.append(pattern)
-    return tuple(patterns)
 
 
 def _schedule_key(text: str, timezone: str) -> str:
@@ -329,145 +215,6 @@ def _declared_name(node: yaml.Node) -> str | None:
                     and value_node.value):
                 return str(value_node.value)
     return None
-
-
-def _zone_name(node: yaml.Node) -> str:
-    name = _text(node)
-    if _zone(name) is None:
-        raise _Invalid(node, f"unknown time zone '{name}' (use an IANA name such as "
-                             "'Europe/London' or 'UTC')")
-    return name
-
-
-def _duration(node: yaml.Node) -> float:
-    """Seconds: a number, or text such as '30s', '5m', '1h30m'."""
-    if isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _FLOAT):
-        raw: object = float(node.value)
-    elif isinstance(node, yaml.ScalarNode) and node.tag == _STR:
-        raw = node.value
-    else:
-        raise _Invalid(node, f"expected a duration such as 30s or 5m, got {_kind(node)}")
-    try:
-        return parse_duration(raw)
-    except DurationError as exc:
-        raise _Invalid(node, str(exc)) from None
-
-
-def _choice(enum: type[StrEnum]) -> Callable[[yaml.Node], StrEnum]:
-    def convert(node: yaml.Node) -> StrEnum:
-        text = _text(node)
-        try:
-            return enum(text)
-        except ValueError:
-            raise _Invalid(node, f"'{text}' is not one of: "
-                                 f"{', '.join(m.value for m in enum)}") from None
-    return convert
-
-
-def _count(node: yaml.Node) -> int:
-    return _integer(node, minimum=1)
-
-
-def _positive_duration(node: yaml.Node) -> float:
-    value = _duration(node)
-    if value <= 0:
-        raise _Invalid(node, "must be more than 0")
-    return value
-
-
-def _retries(node: yaml.Node) -> RetryPolicy:
-    """`retries: 3`, or a mapping of max, delay, backoff, max_delay."""
-    if isinstance(node, yaml.ScalarNode):
-        return RetryPolicy(max=_integer(node))
-    if not isinstance(node, yaml.MappingNode):
-        raise _Invalid(node, f"expected a number of retries or a mapping of "
-                             f"{', '.join(RETRY_KEYS)}, got {_kind(node)}")
-    fields: dict[str, yaml.Node] = {}
-    for key_node, value_node in node.value:
-        key = _text(key_node)
-        if key not in RETRY_KEYS:
-            raise _Invalid(key_node, f"unknown key '{key}'; known keys: {', '.join(RETRY_KEYS)}")
-        if key in fields:
-            raise _Invalid(key_node, f"duplicate key '{key}'")
-        fields[key] = value_node
-    if "max" not in fields:
-        raise _Invalid(node, "'max' (how many retries) is required")
-    def field_value(key: str, convert: Callable[[yaml.Node], T], default: T) -> T:
-        if key not in fields:
-            return default
-        try:
-            return convert(fields[key])
-        except _Invalid as exc:
-            raise _Invalid(exc.node, f"{key}: {exc}") from None
-
-    return RetryPolicy(
-        max=field_value("max", _integer, 0),
-        delay=field_value("delay", _duration, 10.0),
-        backoff=field_value("backoff", _growth, 2.0),
-        max_delay=field_value("max_delay", _duration, 600.0),
-    )
-
-
-def _time_text(node: yaml.Node) -> str:
-    """An ISO 8601 time, quoted or not (YAML reads an unquoted one as a timestamp)."""
-    if isinstance(node, yaml.ScalarNode) and node.tag in (_STR, _TIMESTAMP):
-        text = str(node.value).strip()
-        try:
-            datetime.fromisoformat(text)
-        except ValueError:
-            raise _Invalid(node, f"'{text}' is not an ISO 8601 time such as "
-                                 "2026-12-01T10:00:00+08:00") from None
-        return text
-    raise _Invalid(node, f"expected an ISO 8601 time such as 2026-12-01T10:00:00+08:00, "
-                         f"got {_kind(node)}")
-
-
-def _instant(text: str, zone_name: str) -> float:
-    """Epoch seconds of an ISO 8601 time; one without an offset is read in the zone."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone_name))
-    return moment.timestamp()
-
-
-def _umask(node: yaml.Node) -> int:
-    """Octal with a leading 0: `umask: "0027"`, or unquoted 0027 (YAML's octal)."""
-    text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
-    if (isinstance(node, yaml.ScalarNode) and node.tag in (_STR, _INT)
-            and re.fullmatch(r"0[0-7]{1,3}", text)):
-        return int(text, 8)
-    raise _Invalid(node, f"expected an octal mask with a leading 0 such as '0027', got "
-                         f"{_kind(node)}")
-
-
-def _nice(node: yaml.Node) -> int:
-    if (isinstance(node, yaml.ScalarNode) and node.tag == _INT
-            and re.fullmatch(r"[-+]?(0|[1-9][0-9]?)", node.value)
-            and -20 <= int(node.value) <= 19):
-        return int(node.value)
-    raise _Invalid(node, f"expected a nice level from -20 to 19, got {_kind(node)}")
-
-
-def _limits(node: yaml.Node) -> tuple[tuple[str, int | None], ...]:
-    """A mapping of limit name to a whole number or 'unlimited'."""
-    if not isinstance(node, yaml.MappingNode):
-        raise _Invalid(node, f"expected a mapping such as {{nofile: 1024, cpu: 60}}, got "
-                             f"{_kind(node)}")
-    limits: dict[str, int | None] = {}
-    for key_node, value_node in node.value:
-        name = _text(key_node)
-        if name not in LIMITS:
-            raise _Invalid(key_node, f"unknown limit '{name}'; known: {', '.join(LIMITS)}")
-        if name in limits:
-            raise _Invalid(key_node, f"duplicate limit '{name}'")
-        if isinstance(value_node, yaml.ScalarNode) and value_node.value == "unlimited":
-            limits[name] = None
-            continue
-        try:
-            limits[name] = _integer(value_node)
-        except _Invalid as exc:
-            raise _Invalid(value_node, f"{name}: {exc} or 'unlimited'") from None
-    return tuple(sorted(limits.items()))
 
 
 def _account_problems(task: _TaskInput, as_root: bool) -> list[tuple[yaml.Node, str, str]]:
@@ -494,21 +241,16 @@ def _account_problems(task: _TaskInput, as_root: bool) -> list[tuple[yaml.Node, 
     return found
 
 
-def _growth(node: yaml.Node) -> float:
-    if (isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _FLOAT)
-            and float(node.value) >= 1):
-        return float(node.value)
-    raise _Invalid(node, f"expected a number of at least 1, got {_kind(node)}")
-
-
 _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
-    "name": _text, "schedule": _text, "command": _command, "type": _text,
-    "hosts": _hosts, "max_running": _integer, "env": _env, "cwd": _text,
-    "enabled": _boolean, "timezone": _zone_name, "catchup": _choice(Catchup),
-    "starting_deadline": _duration, "overlap": _choice(Overlap), "queue_limit": _count,
-    "kill_grace": _duration, "timeout": _positive_duration, "retries": _retries,
-    "at": _time_text, "start_at": _time_text, "end_at": _time_text, "jitter": _duration,
-    "user": _text, "group": _text, "umask": _umask, "nice": _nice, "limits": _limits,
+    "name": v.as_text, "schedule": v.as_text, "command": v.as_command, "type": v.as_text,
+    "hosts": v.as_hosts, "max_running": v.as_integer, "env": v.as_env, "cwd": v.as_text,
+    "enabled": v.as_boolean, "timezone": v.as_zone_name, "catchup": v.one_of(Catchup),
+    "starting_deadline": v.as_duration, "overlap": v.one_of(Overlap),
+    "queue_limit": v.as_count, "kill_grace": v.as_duration,
+    "timeout": v.as_positive_duration, "retries": v.as_retries,
+    "at": v.as_time_text, "start_at": v.as_time_text, "end_at": v.as_time_text,
+    "jitter": v.as_duration, "user": v.as_text, "group": v.as_text, "umask": v.as_umask,
+    "nice": v.as_nice, "limits": v.as_limits,
 }
 
 
@@ -578,7 +320,7 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         limits=cast("tuple[tuple[str, int | None], ...]", values.get("limits", ())),
         retries=cast("RetryPolicy | None", values.get("retries")),
         for_this_host=for_this_host,
-        line=_line(node),
+        line=v.line_of(node),
     )
 
 
@@ -611,7 +353,7 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
     schedule: Schedule | None = None
     at_text, schedule_text = values.get("at"), values.get("schedule")
     if isinstance(at_text, str):
-        schedule = AtSchedule(text=f"at {at_text}", instant=_instant(at_text, zone_name))
+        schedule = AtSchedule(text=f"at {at_text}", instant=v.instant(at_text, zone_name))
     elif isinstance(schedule_text, str) and schedule_text.strip().lower().startswith("@random"):
         schedule = _parse_or_report(walker, nodes["schedule"], label, schedule_text, zone_name)
     elif isinstance(schedule_text, str):  # shared by every task with the same expression
@@ -626,7 +368,7 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
     bounds = [values.get(key) for key in ("start_at", "end_at")]
     if schedule is None or bounds == [None, None]:
         return schedule
-    start, end = (_instant(b, zone_name) if isinstance(b, str) else None for b in bounds)
+    start, end = (v.instant(b, zone_name) if isinstance(b, str) else None for b in bounds)
     if start is not None and end is not None and end <= start:
         walker.problem(nodes["end_at"], label, "end_at", "must be after start_at")
         return None
@@ -685,7 +427,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     used: set[str] = set()
     tasks_node = sections.get("tasks")
     if tasks_node is not None and not isinstance(tasks_node, yaml.SequenceNode):
-        walker.problem(tasks_node, None, "tasks", f"expected a list, got {_kind(tasks_node)}")
+        walker.problem(tasks_node, None, "tasks", f"expected a list, got {v.kind_of(tasks_node)}")
     elif tasks_node is not None:
         for index, item in enumerate(tasks_node.value):
             name = _declared_name(item)
@@ -693,7 +435,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
                 walker.problem(item, name, "name",
                                f"duplicate task name (first defined at line {first_line[name]})")
             elif name is not None:
-                first_line[name] = _line(item)
+                first_line[name] = v.line_of(item)
             spec = _task(walker, item, index, daemon=daemon, identity=identity,
                          as_root=as_root, schedules=schedules, used=used)
             if spec is not None:
