@@ -185,16 +185,10 @@ def as_retries(node: yaml.Node) -> RetryPolicy:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a number of retries or a mapping of "
                              f"{', '.join(RETRY_KEYS)}, got {kind_of(node)}")
-    fields: dict[str, yaml.Node] = {}
-    for key_node, value_node in node.value:
-        key = as_text(key_node)
-        if key not in RETRY_KEYS:
-            raise Invalid(key_node, f"unknown key '{key}'; known keys: {', '.join(RETRY_KEYS)}")
-        if key in fields:
-            raise Invalid(key_node, f"duplicate key '{key}'")
-        fields[key] = value_node
+    fields = _keyed(node, RETRY_KEYS, "key")
     if "max" not in fields:
         raise Invalid(node, "'max' (how many retries) is required")
+
     def field_value(key: str, convert: Callable[[yaml.Node], T], default: T) -> T:
         if key not in fields:
             return default
@@ -257,12 +251,7 @@ def as_limits(node: yaml.Node) -> tuple[tuple[str, int | None], ...]:
         raise Invalid(node, f"expected a mapping such as {{nofile: 1024, cpu: 60}}, got "
                              f"{kind_of(node)}")
     limits: dict[str, int | None] = {}
-    for key_node, value_node in node.value:
-        name = as_text(key_node)
-        if name not in LIMITS:
-            raise Invalid(key_node, f"unknown limit '{name}'; known: {', '.join(LIMITS)}")
-        if name in limits:
-            raise Invalid(key_node, f"duplicate limit '{name}'")
+    for name, value_node in _keyed(node, tuple(LIMITS), "limit").items():
         if isinstance(value_node, yaml.ScalarNode) and value_node.value == "unlimited":
             limits[name] = None
             continue
@@ -271,6 +260,19 @@ def as_limits(node: yaml.Node) -> tuple[tuple[str, int | None], ...]:
         except Invalid as exc:
             raise Invalid(value_node, f"{name}: {exc} or 'unlimited'") from None
     return tuple(sorted(limits.items()))
+
+
+def _keyed(node: yaml.MappingNode, known: tuple[str, ...], what: str) -> dict[str, yaml.Node]:
+    """A small mapping's value nodes by key, refusing unknown and repeated keys."""
+    found: dict[str, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        key = as_text(key_node)
+        if key not in known:
+            raise Invalid(key_node, f"unknown {what} '{key}'; known: {', '.join(known)}")
+        if key in found:
+            raise Invalid(key_node, f"duplicate {what} '{key}'")
+        found[key] = value_node
+    return found
 
 
 def as_growth(node: yaml.Node) -> float:

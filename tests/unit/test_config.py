@@ -80,7 +80,7 @@ def task_file(body: str) -> str:
                  "t.yaml:5: task 'job': retries: 'max' (how many retries) is required",
                  id="retries-max"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\nretries: {max: 1, every: 5s}\n',
-                 "t.yaml:5: task 'job': retries: unknown key 'every'; known keys: max, delay, "
+                 "t.yaml:5: task 'job': retries: unknown key 'every'; known: max, delay, "
                  "backoff, max_delay", id="retries-key"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\ntimezone: Mars/Olympus\n',
                  "t.yaml:5: task 'job': timezone: unknown time zone 'Mars/Olympus' (use an "
