@@ -266,6 +266,10 @@ def test_missed_fires_after_a_restart(
         assert not set(range(first_missed, last_missed)) & set(after)
 
 
+def _iso_instant(fire_id: str) -> float:
+    return datetime.fromisoformat(fire_id.split("@", 1)[1].replace("Z", "+00:00")).timestamp()
+
+
 def _iso_seconds(stamp: str) -> int:
     return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
 
@@ -421,7 +425,7 @@ def test_spring_forward_with_the_real_daemon(
             schedule: "0 30 * * * *"
             command: '{record_cmd(hourly)}'
         """)
-    daemon = _under_faketime(daemon_factory, config, "2026-03-08 06:59:57")  # 01:59:57 EST
+    daemon = _under_faketime(daemon_factory, config, "2026-03-08 06:59:53")  # 01:59:53 EST
     wait_for(lambda: lines(fixed), timeout=15, message="the gap's fire")
     assert fire_ids(fixed) == ["at-0230@2026-03-08T07:00:00Z"]  # 03:00 EDT
     status = json.loads(daemon.cli("status", "--json").stdout)
@@ -449,7 +453,7 @@ def test_fall_back_with_the_real_daemon(
             command: '{record_cmd(every_second)}'
             max_running: 0
         """)
-    _under_faketime(daemon_factory, config, "2026-11-01 05:59:56")  # 01:59:56 EDT
+    _under_faketime(daemon_factory, config, "2026-11-01 05:59:53")  # 01:59:53 EDT
     change = int(datetime.fromisoformat("2026-11-01T06:00:00+00:00").timestamp())
     wait_for(lambda: any(_seconds(i) >= change + 3 for i in fire_ids(every_second)),
              timeout=15, message="three seconds into the repeated hour")
@@ -514,10 +518,11 @@ def test_window_random_and_jitter_with_the_real_daemon(
     assert [_seconds(i) for i in fire_ids(windowed)] == [start, start + 1, start + 2]
     for line in lines(spread):  # started within the jitter after the fire's own second
         fire, began = _seconds(line.split()[0]), float(line.split()[1])
-        assert fire <= began <= fire + 1.5
-    begins = [float(line.split()[1]) for line in lines(randomly)]
-    gaps = [b - a for a, b in itertools.pairwise(begins)]
-    assert all(0.9 <= gap <= 2.5 for gap in gaps)
+        assert fire <= began <= fire + 3  # 1 s of jitter, and room for a busy machine
+    scheduled = [_iso_instant(i) for i in fire_ids(randomly)]  # exact, to the millisecond
+    gaps = [b - a for a, b in itertools.pairwise(scheduled)]
+    assert all(1.0 <= round(gap, 3) <= 2.0 for gap in gaps)
+    assert len({round(gap, 3) for gap in gaps}) > 1  # drawn, not fixed
 
 
 def test_overlap_replace_and_the_daemon_wide_limit(
