@@ -158,9 +158,10 @@ class App:
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
                               on_event=self._on_event)
         self._scheduler = scheduler
-        scheduler.apply(config, plan(None, config), last_fires)
+        everything = plan(None, config)
+        scheduler.apply(config, everything, last_fires)
         _settle_heap()
-        self._record_reload("start", config, plan(None, config), None)
+        self._record_reload("start", config, everything, None)
         self._control = ControlServer(self._paths.socket, {
             "ping": self._handle_ping, "status": self._handle_status,
             "plan": self._handle_plan, "stop": self._handle_stop,

@@ -38,10 +38,10 @@ from torchd.model import (
     TaskSpec,
 )
 from torchd.runas import (
+    account_exists,
     group_exists,
     missing_tools,
     running_as_root,
-    user_exists,
 )
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -220,7 +220,7 @@ def _declared_name(node: yaml.Node) -> str | None:
 def _account_problems(task: _TaskInput, as_root: bool) -> list[tuple[yaml.Node, str, str]]:
     """Who a task may run as depends on who the daemon is: (node, field, message)."""
     found = []
-    for key, exists in (("user", user_exists), ("group", group_exists)):
+    for key, exists in (("user", account_exists), ("group", group_exists)):
         name = task.values.get(key)
         if not isinstance(name, str):
             continue
@@ -233,11 +233,11 @@ def _account_problems(task: _TaskInput, as_root: bool) -> list[tuple[yaml.Node, 
     if isinstance(nice, int) and nice < 0 and not as_root:
         found.append((task.nodes["nice"], "nice", "a negative nice level needs torchd to run "
                       "as root"))
-    if any(key in task.nodes for key in ("user", "group", "nice", "limits")):
-        missing = missing_tools()
-        if missing:
-            found.append((task.node, "user", f"needs {', '.join(missing)} (util-linux, "
-                          "coreutils) on PATH"))
+    wrapped = [key for key in ("user", "group", "nice", "limits") if key in task.nodes]
+    missing = missing_tools() if wrapped else ()
+    if missing:
+        found.append((task.nodes[wrapped[0]], wrapped[0], f"needs {', '.join(missing)} "
+                      "(util-linux, coreutils) on PATH"))
     return found
 
 

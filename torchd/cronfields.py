@@ -126,11 +126,6 @@ def _read_field(text: str, index: int) -> tuple[tuple[int, ...], int]:
     return tuple(sorted(values)), mask
 
 
-def normalize_cron(text: str) -> str:
-    """The 6-field form of a 5- or 6-field expression (validated)."""
-    return read_cron(text).expression
-
-
 def read_cron(text: str) -> CronFields:
     """Validate a 5- or 6-field expression (or a macro's expansion) into its values."""
     fields = text.split()

@@ -34,11 +34,6 @@ def offset_at(zone: tzinfo, instant: float) -> int:
     return int(offset.total_seconds()) if offset is not None else 0
 
 
-def wall_of(zone: tzinfo, instant: float) -> float:
-    """The wall seconds the zone's clock shows at an instant."""
-    return instant + offset_at(zone, instant)
-
-
 def wall_seconds(year: int, month: int, day: int, time_of_day: int) -> int:
     return (date(year, month, day).toordinal() - EPOCH_ORDINAL) * DAY + time_of_day
 

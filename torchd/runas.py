@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import shutil
+from collections.abc import Callable
 from functools import cache
 
 # task-file name -> prlimit option
@@ -30,17 +31,17 @@ def missing_tools() -> tuple[str, ...]:
     return tuple(tool for tool in TOOLS if shutil.which(tool) is None)
 
 
-def user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+def account_exists(name: str) -> bool:
+    return _known(pwd.getpwnam, name)
 
 
 def group_exists(name: str) -> bool:
+    return _known(grp.getgrnam, name)
+
+
+def _known(lookup: Callable[[str], object], name: str) -> bool:
     try:
-        grp.getgrnam(name)
+        lookup(name)
     except KeyError:
         return False
     return True

@@ -96,15 +96,15 @@ class TaskState:
     #                                      100,000 empty deques would cost 60 MB)
     missed: tuple[float, float] | None = None  # at start: fires missed while torchd was down
     retry_timers: dict[object, asyncio.TimerHandle] | None = None
+    # The environment every run starts from; built at the first fire, since a copy of the
+    # daemon's environment per task would cost megabytes across 100,000 rare tasks.
+    env: dict[str, str] | None = None
+    argv: tuple[str, ...] = ()  # the command with its nice/limits/account wrappers
 
     def queue(self) -> deque[float]:
         if self.waiting is None:
             self.waiting = deque()
         return self.waiting
-    # The environment every run starts from; built at the first fire, since a copy of the
-    # daemon's environment per task would cost megabytes across 100,000 rare tasks.
-    env: dict[str, str] | None = None
-    argv: tuple[str, ...] = ()  # the command with its nice/limits/account wrappers
 
 
 class Scheduler:
@@ -156,10 +156,7 @@ class Scheduler:
         state = self._tasks.pop(name, None)
         if state is None:
             return None
-        if state.waiting:
-            log.warning("task %s: %d queued fire(s) dropped: the task was changed or removed",
-                        name, len(state.waiting))
-            state.waiting = None
+        self._drop_queued(state, "the task was changed or removed")
         self._cancel_retries(state, "the task was changed or removed")
         for keeper in state.keepers:
             self._stop_keeper(keeper)
@@ -315,6 +312,13 @@ class Scheduler:
             self._fire_batch([(state, queue.popleft())])
 
     @staticmethod
+    def _drop_queued(state: TaskState, why: str) -> None:
+        if state.waiting:
+            log.warning("task %s: %d queued fire(s) dropped: %s", state.spec.name,
+                        len(state.waiting), why)
+        state.waiting = None
+
+    @staticmethod
     def _cancel_retries(state: TaskState, why: str) -> None:
         if not state.retry_timers:
             return
@@ -327,10 +331,8 @@ class Scheduler:
     def _enqueue(self, state: TaskState, scheduled: float, running: int) -> None:
         spec = state.spec
         if len(state.queue()) >= spec.queue_limit:
-            reason = f"queue full ({spec.queue_limit} fire(s) waiting)"
-            log.warning("task %s: fire %s dropped: %s", spec.name,
-                        fire_id(spec.name, scheduled), reason)
-            self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
+            self._not_run(spec, scheduled, f"queue full ({spec.queue_limit} fire(s) waiting)",
+                          dropped=True)
             return
         state.queue().append(scheduled)
         log.info("task %s: fire %s queued: %d run(s) still running (max_running=%d)",
@@ -391,9 +393,7 @@ class Scheduler:
             return
         if limits.overlap is Overlap.QUEUE:
             reason = f"daemon queue full ({limits.queue_limit} fire(s) waiting)"
-        log.info("task %s: fire %s skipped: %s", spec.name, fire_id(spec.name, scheduled),
-                 reason)
-        self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
+        self._not_run(spec, scheduled, reason)
 
     def _start_daemon_waiting(self) -> None:
         """Start fires held by the daemon-wide limit, oldest first, while it allows."""
@@ -406,7 +406,9 @@ class Scheduler:
         """A fire found its task at max_running: the task's overlap policy decides."""
         overlap = state.spec.overlap
         if overlap is Overlap.SKIP:
-            self._skip(state.spec, scheduled, running)
+            spec = state.spec
+            self._not_run(spec, scheduled, f"{running} run(s) still running "
+                                           f"(max_running={spec.max_running})")
             return
         if overlap is Overlap.REPLACE:
             self._replace_oldest(state)
@@ -418,10 +420,12 @@ class Scheduler:
             handle.reap_if_exited()
         return len(self._runs.get(task, {}))
 
-    def _skip(self, spec: TaskSpec, scheduled: float, running: int) -> None:
-        reason = f"{running} run(s) still running (max_running={spec.max_running})"
-        log.info("task %s: fire %s skipped: %s", spec.name, fire_id(spec.name, scheduled),
-                 reason)
+    def _not_run(self, spec: TaskSpec, scheduled: float, reason: str, *,
+                 dropped: bool = False) -> None:
+        """A fire that will not run: skipped by a limit, or dropped from a full queue."""
+        log.log(logging.WARNING if dropped else logging.INFO, "task %s: fire %s %s: %s",
+                spec.name, fire_id(spec.name, scheduled), "dropped" if dropped else "skipped",
+                reason)
         self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
 
     def _spawn(self, state: TaskState, scheduled: float, attempt: int = 1) -> Spawned:
@@ -578,10 +582,7 @@ class Scheduler:
         """Stop everything started: TERM groups, wait `grace`, KILL, reap. Returns # killed."""
         self.request_stop()
         for state in self._tasks.values():
-            if state.waiting:
-                log.warning("task %s: %d queued fire(s) dropped at shutdown", state.spec.name,
-                            len(state.waiting))
-                state.waiting = None
+            self._drop_queued(state, "shutdown")
             self._cancel_retries(state, "shutdown")
             for keeper in state.keepers:
                 keeper.state = KeeperState.STOPPED

@@ -17,7 +17,7 @@ from torchd.cronexpr import (
     parse_schedule,
     upcoming,
 )
-from torchd.cronfields import normalize_cron
+from torchd.cronfields import read_cron
 from torchd.errors import ScheduleError
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -159,7 +159,7 @@ def test_matches_croniter_in_utc(expression: str, start: int) -> None:
 
 
 def test_five_fields_fire_at_second_zero() -> None:
-    assert normalize_cron("*/15 * * * *") == "0 */15 * * * *"
+    assert read_cron("*/15 * * * *").expression == "0 */15 * * * *"
     schedule = parse_schedule("*/15 * * * *", UTC_ZONE)
     fires = upcoming(schedule, START + 1, 3)
     assert [datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") for t in fires] == [
