@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,10 +97,19 @@ class Daemon:
                 start_new_session=True,
             )
         proc = self.proc
-        wait_for(lambda: (self.state_dir / "torchd.sock").exists() or proc.poll() is not None,
-                 timeout=20, message="daemon socket")
+        # Connecting (not just seeing the file) skips a socket a killed daemon left behind.
+        wait_for(lambda: self._answers() or proc.poll() is not None, timeout=20,
+                 message="daemon socket")
         assert self.proc.poll() is None, self.stderr()
         return self
+
+    def _answers(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(str(self.state_dir / "torchd.sock"))
+            except OSError:
+                return False
+        return True
 
     @property
     def pid(self) -> int:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from torchd import __version__
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
@@ -23,19 +25,31 @@ from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.server import ControlServer
 from torchd.cronexpr import Schedule, upcoming
 from torchd.errors import ConfigError
-from torchd.events import Event, FireSettled, RunEnded, RunStarted
+from torchd.events import (
+    Event,
+    FireMissed,
+    FireSettled,
+    FireSkipped,
+    RunEnded,
+    RunNotStarted,
+    RunStarted,
+)
+from torchd.history import HistoryWriter
+from torchd.hooks import HookRunner
 from torchd.hostinfo import local_identity
 from torchd.ledger import FireLedger
 from torchd.model import Config, TaskKind
+from torchd.ops import SUBMIT_PREFIX, Operations, OpsPaths
 from torchd.pidfile import PidFile
 from torchd.reload import ReloadPlan, plan
 from torchd.runner import seal_descriptors
-from torchd.scheduler import Scheduler
+from torchd.scheduler import Scheduler, fire_id
 from torchd.sdnotify import notify
 from torchd.watcher import FileWatcher
 
 log = logging.getLogger("torchd")
 DEFAULT_STOP_GRACE = 10.0
+HOOK_GRACE = 5.0  # seconds hooks under way get at shutdown
 PREVIEW_FIRES = 3
 
 
@@ -67,6 +81,15 @@ class StatePaths:
     def daemon_log(self) -> Path:
         return self.root / "torchd.log"
 
+    @property
+    def history(self) -> Path:
+        return self.root / "history.db"
+
+    def ops(self) -> OpsPaths:
+        return OpsPaths(log_dir=self.logs, history=self.history,
+                        paused=self.root / "paused.json",
+                        submitted=self.root / "submitted.json")
+
 
 def raise_fd_limit() -> None:
     """Each run holds a few descriptors; lift the soft limit to the hard one."""
@@ -82,6 +105,16 @@ def _settle_heap() -> None:
     so freezing live runs (which form reference cycles) at each reload would leak them."""
     gc.collect(1)
     gc.freeze()
+
+
+def process_alive(pid: int, started: float) -> bool:
+    """True if `pid` runs and is the process that started at `started` (not a reused pid)."""
+    try:
+        proc = psutil.Process(pid)
+        return (abs(proc.create_time() - started) < 2.0
+                and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def preview_fires(config: Config, names: list[str], count: int,
@@ -105,6 +138,9 @@ class App:
         # see config.parse_config; seeded from a config the caller already loaded
         self._schedule_cache: dict[str, Schedule] = schedule_cache_of(config) if config else {}
         self._scheduler: Scheduler | None = None
+        self._history: HistoryWriter | None = None
+        self._hooks: HookRunner | None = None
+        self._ops: Operations | None = None
         self._watcher: FileWatcher | None = None
         self._control: ControlServer | None = None
         self._reload_lock: asyncio.Lock | None = None
@@ -147,6 +183,14 @@ class App:
     async def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
         raise_fd_limit()
         seal_descriptors()
+        if config.daemon.history.enabled:
+            self._history = HistoryWriter(self._paths.history, config.daemon.history)
+            lost = self._history.start(process_alive)  # before leftovers are ended
+            for run in lost:
+                log.warning("task %s run %s was in flight when the daemon died; recorded as "
+                            "lost (%s)", run["task"], run["run_id"],
+                            "its process is ended with its group" if run["was_running"]
+                            else "its process had ended")
         ended = await asyncio.to_thread(end_leftovers, self._paths.children, DEFAULT_STOP_GRACE)
         if ended:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
@@ -158,14 +202,21 @@ class App:
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
                               on_event=self._on_event)
         self._scheduler = scheduler
+        self._hooks = HookRunner(log_dir=self._paths.logs, base_env=os.environ,
+                                 clock=self._clock, record=self._record_hook)
+        self._configure_hooks(config)
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires)
+        self._ops = Operations(scheduler=scheduler, paths=self._paths.ops(),
+                               history=self._history, config=self._current_config,
+                               clock=self._clock)
+        self._ops.restore()
         _settle_heap()
         self._record_reload("start", config, everything, None)
         self._control = ControlServer(self._paths.socket, {
             "ping": self._handle_ping, "status": self._handle_status,
-            "plan": self._handle_plan, "stop": self._handle_stop,
-        })
+            "plan": self._handle_plan, "stop": self._handle_stop, **self._ops.handlers(),
+        }, group=config.daemon.socket_group)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
@@ -180,6 +231,8 @@ class App:
                 self._watcher.stop()
             self._journal.close()
             self._ledger.close()
+            if self._history is not None:
+                self._history.stop()
             return 1
         log.info("torchd %s started pid=%d config=%s (%s) tasks=%d state_dir=%s", __version__,
                  os.getpid(), self._config_path, config.digest, len(config.tasks),
@@ -207,6 +260,10 @@ class App:
         if self._watcher is not None:
             self._watcher.stop()
         stopped = await self._scheduler.shutdown(self._stop_grace)
+        if self._hooks is not None:
+            await self._hooks.close(min(self._stop_grace, HOOK_GRACE))
+        if self._history is not None:
+            await asyncio.to_thread(self._history.stop)  # after the runs' ends are queued
         engine.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await engine  # a crash was already logged by _serve
@@ -236,12 +293,43 @@ class App:
         asyncio.get_running_loop().create_task(self.reload("file change"))
 
     def _on_event(self, event: Event) -> None:
+        history = self._history
         if isinstance(event, RunStarted):
             self._journal.started(event.pid)
+            if history is not None:
+                history.run_started(event)
         elif isinstance(event, RunEnded):
             self._journal.ended(event.pid)
+            if history is not None:
+                history.run_ended(event)
         elif isinstance(event, FireSettled):
-            self._ledger.record(event.task, event.scheduled)
+            if not event.task.startswith(SUBMIT_PREFIX):
+                self._ledger.record(event.task, event.scheduled)
+        elif history is not None and isinstance(event, RunNotStarted):
+            history.not_started(event)
+        elif history is not None and isinstance(event, FireSkipped):
+            history.fire_skipped(event, fire_id(event.task, event.scheduled),
+                                 self._clock.time())
+        elif history is not None and isinstance(event, FireMissed):
+            history.fire_missed(event, fire_id(event.task, event.last), self._clock.time())
+        if self._hooks is not None:
+            self._hooks.on_event(event)
+        if self._ops is not None:
+            self._ops.on_event(event)
+
+    def _record_hook(self, **call: Any) -> None:
+        if self._history is not None:
+            self._history.hook_call(**call)
+
+    def _current_config(self) -> Config:
+        assert self._config is not None  # noqa: S101 - set before serving
+        return self._config
+
+    def _configure_hooks(self, config: Config) -> None:
+        assert self._hooks is not None  # noqa: S101 - made before the first configure
+        by_name = {task.name: task.hooks for task in config.tasks if task.hooks}
+        self._hooks.configure(config.daemon.hooks, lambda name: by_name.get(name, ()),
+                              config.daemon.log)
 
     def _sync_watcher(self, config: Config) -> None:
         if config.daemon.watch and self._watcher is None:
@@ -287,6 +375,12 @@ class App:
                 log.warning("daemon.state_dir changed in the file; it takes effect on restart")
             self._scheduler.apply(new, diff)
             self._config = new
+            self._configure_hooks(new)
+            if self._history is not None:
+                self._history.policy = new.daemon.history
+            if new.daemon.history.enabled != (self._history is not None):
+                log.warning("daemon.history changed between on and off; it takes effect on "
+                            "restart")
             self._ledger.forget_except({task.name for task in new.tasks})
             self._sync_watcher(new)
             log.info("reload (%s) applied config %s: %d added, %d changed, %d removed",

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from torchd import __version__
 from torchd.config import load_config
 from torchd.control import client
 from torchd.cronexpr import RebootSchedule, upcoming
-from torchd.errors import ConfigError, ControlError, TorchdError
+from torchd.durations import parse_duration
+from torchd.errors import ConfigError, ControlError, DurationError, TorchdError
 from torchd.hostinfo import local_identity
 from torchd.model import Config, TaskKind
 from torchd.pidfile import running_pid
@@ -354,6 +356,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         here = "yes" if task["for_this_host"] else "no"
         if not task["enabled"]:
             here = "off"
+        if task.get("paused"):
+            here = "paused"
         last_run = task["last_run"]
         last_text = "-"
         if last_run:
@@ -365,11 +369,213 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append((task["name"], task["type"], task["schedule"] or "-", here,
                      task["next_fire"] or "-",
                      ",".join(str(p) for p in task["running"]) or "-", last_text))
+    _print_table(rows)
+    return EXIT_OK
+
+
+# ----- operations ----------------------------------------------------------------------------
+def _call(state_dir: Path, cmd: str, *, timeout: float | None = 30.0,
+          **request: Any) -> dict[str, Any] | None:
+    """The daemon's answer, or None when no daemon runs in state_dir."""
+    if running_pid(state_dir / "torchd.pid") is None:
+        return None
+    result: dict[str, Any] = client.call(_socket(state_dir), cmd, timeout=timeout, **request)
+    return result
+
+
+def _not_running(state_dir: Path) -> int:
+    print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def _exit_code_of(outcome: dict[str, Any]) -> int:
+    """`trigger --wait` exits like the run did: its code, 128+signal, else 1."""
+    if outcome.get("exit_code") is not None:
+        return int(outcome["exit_code"])
+    if outcome.get("signal") is not None:
+        return 128 + int(outcome["signal"])
+    return EXIT_FAIL
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    result = _call(state_dir, "trigger", timeout=None if args.wait else 30.0, task=args.task,
+                   force=args.force, wait=args.wait)
+    if result is None:
+        return _not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"task {result['task']}: run {result['run_id']} {result['status']}")
+        if "outcome" in result:
+            detail = result.get("error") or (
+                f"exit={result['exit_code']}" if result["signal"] is None
+                else f"signal={result['signal']}")
+            print(f"run {result['run_id']} ended: {result['outcome']} ({detail})")
+    if args.wait and "outcome" in result:
+        return _exit_code_of(result)
+    return EXIT_OK if result["status"] in ("started", "queued") else EXIT_FAIL
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    result = _call(state_dir, "kill", timeout=None, task=args.task, run=args.run)
+    if result is None:
+        return _not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    for run in result["runs"]:
+        state = f"{run['outcome']} ({run['result']})" if run["ended"] else "still stopping"
+        print(f"task {result['task']}: run {run['run_id']} pid {run['pid']}: {state}")
+    return EXIT_OK
+
+
+def _pause_or_resume(args: argparse.Namespace, cmd: str) -> int:
+    if (args.task is None) == (not args.all):
+        print(f"torchd {cmd}: give a task name or --all (not both)", file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = resolve_state_dir(args)
+    request = {"all": True} if args.all else {"task": args.task}
+    result = _call(state_dir, cmd, **request)
+    if result is None:
+        return _not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    done = "paused" if cmd == "pause" else "resumed"
+    changed = result[done]
+    print(f"{done}: {', '.join(changed) if changed else 'nothing changed'}")
+    if result["paused_all"]:
+        print("every task is paused (pause --all)")
+    elif result["paused"]:
+        print(f"paused tasks: {', '.join(result['paused'])}")
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, "pause")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, "resume")
+
+
+def _ops_paths(state_dir: Path) -> Any:
+    from torchd.ops import OpsPaths  # noqa: PLC0415 - reads files only when no daemon runs
+
+    return OpsPaths(log_dir=state_dir / "logs", history=state_dir / "history.db",
+                    paused=state_dir / "paused.json", submitted=state_dir / "submitted.json")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    since = None
+    if args.since is not None:
+        try:
+            since = time.time() - parse_duration(args.since)
+        except DurationError as exc:
+            print(f"--since: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    state_dir = resolve_state_dir(args)
+    request = {"task": args.task, "limit": args.count, "failed": args.failed, "since": since}
+    result = _call(state_dir, "history", **request)
+    if result is None:  # no daemon: read the database directly
+        from torchd.history import query_runs  # noqa: PLC0415
+
+        result = {"runs": query_runs(state_dir / "history.db", task=args.task,
+                                     limit=args.count, failed=args.failed, since=since)}
+    runs = result["runs"]
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    if not runs:
+        print("no runs recorded" + (f" for task {args.task}" if args.task else ""))
+        return EXIT_OK
+    rows = [("RUN", "TASK", "TIME", "DURATION", "OUTCOME", "EXIT", "TRIGGER", "DETAIL")]
+    for run in runs:
+        code = "-" if run["exit_code"] is None else str(run["exit_code"])
+        if run["signal"] is not None:
+            code = f"sig{run['signal']}"
+        duration = "-" if run["duration"] is None else f"{run['duration']:.3f}s"
+        rows.append((run["run_id"], run["task"], _stamp(run["at"]), duration,
+                     run["outcome"] or "running", code, run["trigger"] or "-",
+                     run["reason"] or ""))
+    _print_table(rows)
+    return EXIT_OK
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths,
-                                                                      strict=False))
-              + "  " + str(row[-1]))
+        print(("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths,
+                                                                       strict=False))
+               + "  " + str(row[-1])).rstrip())
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    request = {"task": args.task, "run": args.run, "lines": args.lines, "stderr": args.stderr}
+    daemon = running_pid(state_dir / "torchd.pid") is not None
+    if daemon:
+        result = client.call(_socket(state_dir), "logs", **request)
+    else:
+        from torchd.control.protocol import ProtocolError  # noqa: PLC0415
+        from torchd.ops import read_logs  # noqa: PLC0415
+
+        try:
+            result = read_logs(_ops_paths(state_dir), args.task, args.run, args.lines,
+                               args.stderr)
+        except ProtocolError as exc:
+            print(f"torchd: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    sys.stdout.write(result["text"])
+    sys.stdout.flush()
+    if args.follow:
+        return _follow(state_dir, args, result["offset"], daemon)
+    return EXIT_OK
+
+
+def _follow(state_dir: Path, args: argparse.Namespace, offset: int, daemon: bool) -> int:
+    from torchd.logview import follow_chunk  # noqa: PLC0415
+
+    while True:
+        time.sleep(0.25)
+        if daemon:
+            chunk = client.call(_socket(state_dir), "logs", task=args.task,
+                                stderr=args.stderr, follow_offset=offset)
+            text, offset = chunk["text"], chunk["offset"]
+        else:
+            data, offset = follow_chunk(state_dir / "logs", args.task, offset, err=args.stderr)
+            text = data.decode(errors="replace")
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("torchd submit: give the command after --, e.g. torchd submit -- /bin/echo hi",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = resolve_state_dir(args)
+    result = _call(state_dir, "submit", command=command, at=args.at, name=args.name,
+                   hosts=args.hosts or [])
+    if result is None:
+        return _not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"submitted {result['task']}: runs at {result['at']}")
     return EXIT_OK
 
 
@@ -425,7 +631,56 @@ def build_parser() -> argparse.ArgumentParser:
                      help="preview from this ISO 8601 time instead of now (without an offset "
                           "it is read in daemon.timezone), e.g. 2026-11-01T00:00:00-04:00")
     nxt.set_defaults(func=cmd_next)
+    _add_operations(add)
     return parser
+
+
+def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
+    history = add("history", "list recorded runs, newest first", config="optional",
+                  json_flag=True)
+    history.add_argument("task", nargs="?", help="only this task")
+    history.add_argument("-n", "--count", type=int, default=20, help="how many (default 20)")
+    history.add_argument("--failed", action="store_true",
+                         help="only failed, timed out, start-error and lost runs")
+    history.add_argument("--since", metavar="DURATION", help="only the last 1h, 30m, 2d ...")
+    history.set_defaults(func=cmd_history)
+    trigger = add("trigger", "run a task now", config="optional", json_flag=True)
+    trigger.add_argument("task")
+    trigger.add_argument("--force", action="store_true",
+                         help="ignore max_running, the overlap policy and a pause")
+    trigger.add_argument("--wait", action="store_true",
+                         help="wait for the run to end and exit with its exit code")
+    trigger.set_defaults(func=cmd_trigger)
+    kill = add("kill", "stop a task's runs: TERM, kill_grace, KILL", config="optional",
+               json_flag=True)
+    kill.add_argument("task")
+    kill.add_argument("--run", metavar="ID", help="only this run")
+    kill.set_defaults(func=cmd_kill)
+    for name, func, text in (("pause", cmd_pause, "stop firing a task (kept across restarts)"),
+                             ("resume", cmd_resume, "fire a paused task again")):
+        command = add(name, text, config="optional", json_flag=True)
+        command.add_argument("task", nargs="?")
+        command.add_argument("--all", action="store_true", help="every task")
+        command.set_defaults(func=func)
+    logs = add("logs", "print a run's output (default: the task's last run)",
+               config="optional", json_flag=True)
+    logs.add_argument("task")
+    logs.add_argument("--run", metavar="ID", help="this run instead of the last")
+    logs.add_argument("-n", "--lines", type=int, help="only the last LINES lines")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="then follow the task's log as it grows (Ctrl-C ends)")
+    logs.add_argument("--stderr", action="store_true", help="the stderr log (log.split)")
+    logs.set_defaults(func=cmd_logs)
+    submit = add("submit", "run a one-off command through the daemon, now or at a time",
+                 config="optional", json_flag=True)
+    submit.add_argument("--at", metavar="TIME",
+                        help="ISO 8601 time (without offset: daemon.timezone) or a delay "
+                             "such as 10m; default now")
+    submit.add_argument("--name", help="shown as submit:NAME (default: a random id)")
+    submit.add_argument("--hosts", nargs="+", metavar="PATTERN",
+                        help="run only if this host matches (as a task's hosts)")
+    submit.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    submit.set_defaults(func=cmd_submit)
 
 
 def _lean_log_records() -> None:

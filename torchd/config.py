@@ -15,9 +15,9 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -32,6 +32,10 @@ from torchd.model import (
     Catchup,
     Config,
     DaemonSettings,
+    HistoryPolicy,
+    HookAction,
+    HookEvent,
+    LogPolicy,
     Overlap,
     RetryPolicy,
     TaskKind,
@@ -70,12 +74,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 TOP_KEYS = ("daemon", "tasks")
-DAEMON_KEYS = ("state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit")
+DAEMON_KEYS = ("state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit",
+               "log", "history", "hooks", "socket_group")
 TASK_KEYS = (
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
-    "user", "group", "umask", "nice", "limits",
+    "user", "group", "umask", "nice", "limits", "log", "hooks",
 )
 T = TypeVar("T")
 
@@ -184,6 +189,12 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
                     walker.problem(value, None, where, "use skip or queue (replace is a "
                                    "per-task policy: which task's run would it stop?)")
                 settings[key] = overlap
+            elif key in _DAEMON_CONVERTERS:
+                settings[key] = walker.value(_DAEMON_CONVERTERS[key], value, None, where)
+                if key == "socket_group" and settings[key] and not group_exists(
+                        str(settings[key])):
+                    walker.problem(value, None, where, f"no such group '{settings[key]}' on "
+                                   "this host")
     timezone = settings.get("timezone") or host_timezone_name()
     if v.zone(str(timezone)) is None:
         timezone = "UTC"
@@ -195,7 +206,17 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
         max_running=cast(int, settings.get("max_running") or 0),
         overlap=cast(Overlap, settings.get("overlap") or Overlap.SKIP),
         queue_limit=cast(int, settings.get("queue_limit") or 100),
+        log=replace(LogPolicy(), **cast("dict[str, Any]", settings.get("log") or {})),
+        history=cast(HistoryPolicy, settings.get("history") or HistoryPolicy()),
+        hooks=cast("tuple[tuple[HookEvent, HookAction], ...]", settings.get("hooks") or ()),
+        socket_group=cast("str | None", settings.get("socket_group")),
     )
+
+
+_DAEMON_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
+    "log": v.as_log_overrides, "history": v.as_history, "hooks": v.as_hooks,
+    "socket_group": v.as_text,
+}
 
 
 def _schedule_key(text: str, timezone: str) -> str:
@@ -250,7 +271,7 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "timeout": v.as_positive_duration, "retries": v.as_retries,
     "at": v.as_time_text, "start_at": v.as_time_text, "end_at": v.as_time_text,
     "jitter": v.as_duration, "user": v.as_text, "group": v.as_text, "umask": v.as_umask,
-    "nice": v.as_nice, "limits": v.as_limits,
+    "nice": v.as_nice, "limits": v.as_limits, "log": v.as_log_overrides, "hooks": v.as_hooks,
 }
 
 
@@ -319,6 +340,9 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         nice=cast("int | None", values.get("nice")),
         limits=cast("tuple[tuple[str, int | None], ...]", values.get("limits", ())),
         retries=cast("RetryPolicy | None", values.get("retries")),
+        log=(replace(daemon.log, **cast("dict[str, Any]", values["log"])) if "log" in values
+             else daemon.log),
+        hooks=cast("tuple[tuple[HookEvent, HookAction], ...]", values.get("hooks", ())),
         for_this_host=for_this_host,
         line=v.line_of(node),
     )

@@ -1,19 +1,25 @@
-"""What the engine tells its subscribers (children registry, later history and metrics)."""
+"""What the engine tells its subscribers (children journal, fire ledger, history, hooks)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted:
     task: str
     run_id: str
     pid: int
     started: float
+    scheduled: float
+    fire_id: str
+    attempt: int
+    trigger: str
+    log_file: str
+    log_start: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunEnded:
     task: str
     run_id: str
@@ -21,6 +27,30 @@ class RunEnded:
     outcome: str
     exit_code: int | None
     signal: int | None
+    started: float
+    ended: float
+    duration: float
+    scheduled: float
+    fire_id: str
+    attempt: int
+    log_file: str
+    log_end: int | None
+    err_start: int | None
+    err_end: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunNotStarted:
+    """The command could not be started (outcome start-error)."""
+
+    task: str
+    run_id: str
+    scheduled: float
+    fire_id: str
+    attempt: int
+    trigger: str
+    error: str
+    time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +62,15 @@ class FireSettled:
     scheduled: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FireSkipped:
+    """A fire that will not run: skipped by a limit or a pause, or dropped from a queue."""
+
     task: str
     scheduled: float
     reason: str
+    dropped: bool = False
+    run_id: str | None = None  # the id a manual trigger announced for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +81,4 @@ class FireMissed:
     count: int
 
 
-Event = RunStarted | RunEnded | FireSettled | FireSkipped | FireMissed
+Event = RunStarted | RunEnded | RunNotStarted | FireSettled | FireSkipped | FireMissed

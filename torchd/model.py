@@ -29,6 +29,18 @@ class RunOutcome(StrEnum):
     SKIPPED = "skipped"  # a fire not run because max_running was reached
     MISSED = "missed"  # a fire whose time passed while it could not run
     START_ERROR = "start-error"  # the command could not be started
+    DROPPED = "dropped"  # a fire that waited in a full queue, or was dropped from one
+    LOST = "lost"  # in flight when the daemon died (kill -9, power): its end is unknown
+
+
+class Trigger(StrEnum):
+    """Why a run started."""
+
+    SCHEDULE = "schedule"  # its scheduled time came
+    CATCHUP = "catchup"  # a missed fire run late by the task's catchup policy
+    MANUAL = "manual"  # `torchd trigger`
+    SUBMIT = "submit"  # a one-off task from `torchd submit`
+    KEEP_ALIVE = "keep-alive"  # a daemon-type instance
 
 
 class Catchup(StrEnum):
@@ -74,6 +86,55 @@ class RetryPolicy:
         return min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
 
 
+MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogPolicy:
+    """How a task's output is kept: `logs/TASK.log` (and `TASK.err.log` when split)."""
+
+    max_bytes: int = 10 * MIB  # rotate the file before it grows past this
+    keep: int = 5  # rotated files kept: TASK.log.1 (newest) .. TASK.log.KEEP
+    split: bool = False  # stderr to its own file
+    max_run_bytes: int | None = None  # output kept per run; None: max_bytes for cron
+    #                                   runs, no cap for keep-alive instances
+
+    def run_cap(self, kind: TaskKind) -> int | None:
+        if self.max_run_bytes is not None:
+            return self.max_run_bytes
+        return self.max_bytes if kind is TaskKind.CRON else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookAction:
+    """What one hook does: a command, a webhook, or both."""
+
+    command: tuple[str, ...] | None = None
+    webhook: Webhook | None = None
+    timeout: float = 60.0  # for the command
+
+
+class HookEvent(StrEnum):
+    ON_START = "on_start"
+    ON_SUCCESS = "on_success"
+    ON_FAILURE = "on_failure"  # failed, timeout, start-error
+    ON_MISSED = "on_missed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPolicy:
+    enabled: bool = True
+    keep_days: float = 30.0
+    keep_runs_per_task: int = 1000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     name: str
@@ -99,6 +160,8 @@ class TaskSpec:
     nice: int | None = None
     limits: tuple[tuple[str, int | None], ...] = ()  # (name, value; None = unlimited)
     retries: RetryPolicy | None = None
+    log: LogPolicy = LogPolicy()  # the daemon's defaults with the task's own keys over them
+    hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # the task's own (daemon's apart)
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
 
@@ -120,6 +183,10 @@ class DaemonSettings:
     max_running: int = 0  # cron runs across all tasks; 0 = unlimited
     overlap: Overlap = Overlap.SKIP  # skip or queue, when max_running is reached
     queue_limit: int = 100  # fires waiting for the daemon-wide limit
+    log: LogPolicy = LogPolicy()
+    history: HistoryPolicy = HistoryPolicy()
+    hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # for every task
+    socket_group: str | None = None  # this group may use the control socket too
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,10 +16,10 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torchd.clock import iso_utc
-from torchd.model import RunOutcome, RunState
+from torchd.model import RunOutcome, RunState, Trigger
+from torchd.tasklog import TaskLog
 
 log = logging.getLogger("torchd.runner")
 READ_CHUNK = 65536
@@ -40,12 +40,14 @@ class LaunchRequest:
     command: tuple[str, ...]
     env: Mapping[str, str]
     cwd: str | None
-    log_path: Path
     config_digest: str
+    trigger: Trigger = Trigger.SCHEDULE
     attempt: int = 1
     umask: int | None = None
     timeout: float | None = None  # stop the run (TERM, kill_grace, KILL) after this long
     kill_grace: float = 10.0
+    split_output: bool = False  # stderr to its own pipe and log file
+    output_cap: int | None = None  # bytes of output kept; the rest is discarded
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -63,6 +65,12 @@ class Run:
     stop_requested: bool = False
     timed_out: bool = False
     group_lingers: bool = False  # members of its group outlived it (TERM sent, KILL pending)
+    log_file: str = ""  # where its output went, from log_start to log_end (the file may
+    log_start: int | None = None  # have been rotated since: see logview)
+    log_end: int | None = None
+    err_start: int | None = None
+    err_end: int | None = None
+    captured: int = 0  # bytes of output written to its log
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop()
                                        .create_future())
 
@@ -115,37 +123,37 @@ def seal_descriptors() -> int:
     return sealed
 
 
-def _open_log(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+class _Stream:
+    """One output pipe of a run and the log it is copied to."""
 
+    __slots__ = ("fd", "log", "open")
 
-def _write(fd: int, data: bytes, task: str) -> None:
-    try:
-        os.write(fd, data)
-    except OSError as exc:
-        log.error("task %s: cannot write its log: %s", task, exc)
+    def __init__(self, fd: int, task_log: TaskLog) -> None:
+        self.fd = fd
+        self.log = task_log
+        self.open = True
 
 
 class RunHandle:
     """Owns one running process and its descriptors until it has been reaped."""
 
-    def __init__(self, run: Run, popen: subprocess.Popen[bytes] | None, *, out_fd: int,
-                 log_fd: int,
+    def __init__(self, run: Run, popen: subprocess.Popen[bytes] | None, *,
+                 streams: list[_Stream],
                  kill_grace: float, clock_time: Callable[[], float],
                  clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> None:
         self.run = run
         self._popen = popen
-        self._out_fd = out_fd
-        self._log_fd = log_fd
+        self._streams = streams
         self._kill_grace = kill_grace
         self._time = clock_time
         self._mono = clock_mono
         self._on_exit = on_exit
+        self._cap = run.request.output_cap
         self._loop = asyncio.get_running_loop()
         self._pidfd = os.pidfd_open(run.pid)
         self._loop.add_reader(self._pidfd, self._exited)
-        self._loop.add_reader(self._out_fd, self._drain)
-        self._out_open = True
+        for stream in streams:
+            self._loop.add_reader(stream.fd, self._drain, stream)
         timeout = run.request.timeout
         self._deadline = (None if timeout is None
                           else self._loop.call_later(timeout, self._time_out))
@@ -159,10 +167,10 @@ class RunHandle:
         run.timed_out = True
         self.stop(run.request.kill_grace)
 
-    def _drain(self) -> None:
-        while self._out_open:
+    def _drain(self, stream: _Stream) -> None:
+        while stream.open:
             try:
-                data = os.read(self._out_fd, READ_CHUNK)
+                data = os.read(stream.fd, READ_CHUNK)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -170,15 +178,32 @@ class RunHandle:
                             self.run.task, self.run.run_id, exc)
                 data = b""
             if not data:
-                self._close_output()
+                self._close_stream(stream)
                 return
-            _write(self._log_fd, data, self.run.task)
+            self._keep(stream, data)
 
-    def _close_output(self) -> None:
-        if self._out_open:
-            self._out_open = False
-            self._loop.remove_reader(self._out_fd)
-            os.close(self._out_fd)
+    def _keep(self, stream: _Stream, data: bytes) -> None:
+        """Write output to the log, up to the run's cap; past it, drop it (marked once)."""
+        run, cap = self.run, self._cap
+        if cap is not None and run.captured + len(data) > cap:
+            room = cap - run.captured
+            if room < 0:
+                return  # past the cap already: read and discarded
+            if room:
+                stream.log.write(data[:room])
+            stream.log.write(f"\n--- torchd {iso_utc(self._time())} run={run.run_id} output "
+                             f"reached log.max_run_bytes={cap}; the rest is discarded\n"
+                             .encode())
+            run.captured = cap + 1
+            return
+        if stream.log.write(data) is not None:
+            run.captured += len(data)
+
+    def _close_stream(self, stream: _Stream) -> None:
+        if stream.open:
+            stream.open = False
+            self._loop.remove_reader(stream.fd)
+            os.close(stream.fd)
 
     def _exited(self) -> None:
         if self._deadline is not None:
@@ -190,8 +215,9 @@ class RunHandle:
         else:
             _, status = os.waitpid(self.run.pid, 0)
             returncode = os.waitstatus_to_exitcode(status)
-        self._drain()
-        self._close_output()
+        for stream in self._streams:
+            self._drain(stream)
+            self._close_stream(stream)
         run = self.run
         # The group is named after the leader's pid; anything left in it (a grandchild that
         # kept the pipe open, a stray background job) ends with the run.
@@ -214,9 +240,14 @@ class RunHandle:
             run.outcome = RunOutcome.FAILED
         run.state = RunState.EXITED  # running|stopping -> exited
         footer = (f"--- torchd {iso_utc(run.ended)} end run={run.run_id} {run.result_text()} "
-                  f"duration={run.duration:.3f}s outcome={run.outcome}\n")
-        _write(self._log_fd, footer.encode(), run.task)
-        os.close(self._log_fd)
+                  f"duration={run.duration:.3f}s outcome={run.outcome}\n").encode()
+        for index, stream in enumerate(self._streams):
+            stream.log.write(footer)
+            if index == 0:
+                run.log_end = stream.log.size
+            else:
+                run.err_end = stream.log.size
+            stream.log.release()
         if not run.done.done():
             run.done.set_result(None)
         self._on_exit(run)
@@ -255,8 +286,10 @@ class RunHandle:
         signal_group(self.run.pid, signal.SIGKILL)
 
 
-def _spawn(request: LaunchRequest, out_fd: int) -> tuple[int, subprocess.Popen[bytes] | None]:
-    """Start the command in a new session with stdin /dev/null and stdout+stderr on out_fd.
+def _spawn(request: LaunchRequest, out_fd: int,
+           err_fd: int) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Start the command in a new session with stdin /dev/null, stdout on out_fd and stderr
+    on err_fd.
 
     posix_spawn (vfork+exec in glibc, environment converted in C) costs about half of
     Popen; Popen is kept for tasks with a `cwd` or `umask`, which posix_spawn cannot set.
@@ -267,12 +300,12 @@ def _spawn(request: LaunchRequest, out_fd: int) -> tuple[int, subprocess.Popen[b
             request.command[0], request.command, request.env,
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                           (os.POSIX_SPAWN_DUP2, out_fd, 1),
-                          (os.POSIX_SPAWN_DUP2, out_fd, 2)],
+                          (os.POSIX_SPAWN_DUP2, err_fd, 2)],
             setsid=True,
         )
         return pid, None
     popen = subprocess.Popen(
-        request.command, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd,
+        request.command, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
         cwd=request.cwd, env=request.env, start_new_session=True, close_fds=True,
         umask=-1 if request.umask is None else request.umask,
     )
@@ -287,6 +320,7 @@ class Spawned:
     pid: int
     popen: subprocess.Popen[bytes] | None
     out_fd: int
+    err_fd: int | None  # with split output
     started: float
     started_mono: float
 
@@ -295,48 +329,52 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
           clock_mono: Callable[[], float]) -> Spawned:
     """Start the command, doing as little else as possible: the scheduler spawns every
     due fire first and supervises them afterwards, so the last of a burst starts early.
-    Raises StartError (after writing it to the task log) if the command cannot start."""
+    Raises StartError if the command cannot start."""
+    pipes: list[int] = []
     try:
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        for _ in range(2 if request.split_output else 1):
+            pipes.extend(os.pipe2(os.O_CLOEXEC))
     except OSError as exc:
+        for fd in pipes:
+            os.close(fd)
         raise StartError(f"cannot create output pipe: {exc.strerror}") from None
+    out_read, out_write = pipes[0], pipes[1]
+    err_read: int | None = pipes[2] if request.split_output else None
+    err_write = pipes[3] if request.split_output else out_write
     try:
-        pid, popen = _spawn(request, write_fd)
+        pid, popen = _spawn(request, out_write, err_write)
     except (OSError, ValueError) as exc:
-        os.close(read_fd)
+        os.close(out_read)
+        if err_read is not None:
+            os.close(err_read)
         reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
-        with contextlib.suppress(OSError):
-            log_fd = _open_log(request.log_path)
-            _write(log_fd, (f"--- torchd {iso_utc(clock_time())} start-error "
-                            f"run={request.run_id} fire={request.fire_id} error={reason}\n"
-                            ).encode(), request.task)
-            os.close(log_fd)
         raise StartError(reason) from None
     finally:
-        os.close(write_fd)
-    return Spawned(request=request, pid=pid, popen=popen, out_fd=read_fd,
+        os.close(out_write)
+        if err_read is not None:
+            os.close(err_write)
+    return Spawned(request=request, pid=pid, popen=popen, out_fd=out_read, err_fd=err_read,
                    started=clock_time(), started_mono=clock_mono())
 
 
-def supervise(spawned: Spawned, *, kill_grace: float, clock_time: Callable[[], float],
+def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
+              kill_grace: float, clock_time: Callable[[], float],
               clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> RunHandle:
-    """Write the log header and watch the process's output and exit."""
+    """Write the log header and watch the process's output and exit. The run releases the
+    logs (acquired by the caller) when it has been reaped."""
     request = spawned.request
-    try:
-        log_fd = _open_log(request.log_path)
-    except OSError as exc:
-        # The process runs already: keep supervising it, and say where its output went.
-        log.error("task %s run %s: cannot open log %s (%s); its output is discarded",
-                  request.task, request.run_id, request.log_path, exc.strerror)
-        log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    os.set_blocking(spawned.out_fd, False)
     attempt = f" attempt={request.attempt}" if request.attempt > 1 else ""
     header = (f"--- torchd {iso_utc(spawned.started)} start run={request.run_id} "
               f"fire={request.fire_id}{attempt} pid={spawned.pid} "
-              f"config={request.config_digest}\n")
-    _write(log_fd, header.encode(), request.task)
+              f"config={request.config_digest}\n").encode()
     run = Run(request=request, pid=spawned.pid, started=spawned.started,
-              started_mono=spawned.started_mono)
-    return RunHandle(run, spawned.popen, out_fd=spawned.out_fd, log_fd=log_fd,
-                     kill_grace=kill_grace, clock_time=clock_time, clock_mono=clock_mono,
-                     on_exit=on_exit)
+              started_mono=spawned.started_mono, log_file=out_log.path.name)
+    os.set_blocking(spawned.out_fd, False)
+    run.log_start = out_log.write(header)
+    streams = [_Stream(spawned.out_fd, out_log)]
+    if spawned.err_fd is not None and err_log is not None:
+        os.set_blocking(spawned.err_fd, False)
+        run.err_start = err_log.write(header)
+        streams.append(_Stream(spawned.err_fd, err_log))
+    return RunHandle(run, spawned.popen, streams=streams, kill_grace=kill_grace,
+                     clock_time=clock_time, clock_mono=clock_mono, on_exit=on_exit)

@@ -22,12 +22,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from torchd.catchup import decide
 from torchd.clock import Clock, iso_utc
 from torchd.cronexpr import RebootSchedule
-from torchd.events import Event, FireMissed, FireSettled, FireSkipped, RunEnded, RunStarted
+from torchd.events import (
+    Event,
+    FireMissed,
+    FireSettled,
+    FireSkipped,
+    RunEnded,
+    RunNotStarted,
+    RunStarted,
+)
 from torchd.model import (
     Config,
     DaemonSettings,
@@ -37,6 +46,7 @@ from torchd.model import (
     RunState,
     TaskKind,
     TaskSpec,
+    Trigger,
 )
 from torchd.reload import ReloadPlan
 from torchd.runas import account_env, wrap_command
@@ -51,6 +61,7 @@ from torchd.runner import (
     spawn,
     supervise,
 )
+from torchd.tasklog import LogFiles
 
 log = logging.getLogger("torchd.scheduler")
 
@@ -60,6 +71,16 @@ MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup d
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
+
+
+class SchedulerError(Exception):
+    """An operator's request that cannot be done (unknown task, nothing to kill, ...)."""
+
+
+class Fire(NamedTuple):
+    scheduled: float
+    trigger: Trigger = Trigger.SCHEDULE
+    run_id: str | None = None  # chosen in advance: a manual trigger reports it at once
 
 
 def fire_id(task: str, scheduled: float) -> str:
@@ -92,7 +113,7 @@ class TaskState:
     last_run: Run | None = None
     last_start_error: str | None = None
     keepers: list[Keeper] = field(default_factory=list)
-    waiting: deque[float] | None = None  # fires waiting for a free slot (made when needed:
+    waiting: deque[Fire] | None = None  # fires waiting for a free slot (made when needed:
     #                                      100,000 empty deques would cost 60 MB)
     missed: tuple[float, float] | None = None  # at start: fires missed while torchd was down
     retry_timers: dict[object, asyncio.TimerHandle] | None = None
@@ -101,7 +122,7 @@ class TaskState:
     env: dict[str, str] | None = None
     argv: tuple[str, ...] = ()  # the command with its nice/limits/account wrappers
 
-    def queue(self) -> deque[float]:
+    def queue(self) -> deque[Fire]:
         if self.waiting is None:
             self.waiting = deque()
         return self.waiting
@@ -116,6 +137,10 @@ class Scheduler:
         self._base_env = dict(base_env)
         self._kill_grace = kill_grace
         self._on_event = on_event or (lambda _event: None)
+        self._logs = LogFiles(log_dir)
+        self._paused: set[str] = set()
+        self._paused_all = False
+        self._submitted: set[str] = set()  # one-off tasks from `torchd submit`
         self._tasks: dict[str, TaskState] = {}
         self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
         self._lingering: set[int] = set()  # groups whose leader exited, KILL still pending
@@ -128,7 +153,7 @@ class Scheduler:
         self._config_digest = ""
         self._limits = DaemonSettings()
         self._cron_runs: set[str] = set()  # run ids of cron-type runs (the daemon-wide limit)
-        self._global_waiting: deque[tuple[TaskState, float]] = deque()
+        self._global_waiting: deque[tuple[TaskState, Fire]] = deque()
 
     # ----- configuration -------------------------------------------------------------
     def apply(self, config: Config, plan: ReloadPlan,
@@ -178,7 +203,7 @@ class Scheduler:
             for slot in range(max(spec.max_running, 1)):
                 keeper = Keeper(task=spec.name, slot=slot)
                 state.keepers.append(keeper)
-                if self._started:
+                if self._started and not self.is_paused(spec.name):
                     self._start_keeper(state, keeper, waiting_for)
             return
         if recorded_last is not None:
@@ -207,15 +232,17 @@ class Scheduler:
     async def run(self) -> None:
         """Fire tasks until request_stop(); then return (runs are left to shutdown())."""
         self._started = True
-        at_boot: list[tuple[TaskState, float]] = []
+        at_boot: list[tuple[TaskState, Fire]] = []
         for state in list(self._tasks.values()):
             if not state.spec.active:
                 continue
             if state.spec.kind is TaskKind.DAEMON:
-                for keeper in state.keepers:
-                    self._start_keeper(state, keeper, [])
+                if not self.is_paused(state.spec.name):
+                    for keeper in state.keepers:
+                        self._start_keeper(state, keeper, [])
             elif isinstance(state.spec.schedule, RebootSchedule):
-                at_boot.append((state, self._clock.time()))
+                if not self.is_paused(state.spec.name):
+                    at_boot.append((state, Fire(self._clock.time())))
             elif state.missed is not None:
                 # Everything since the last recorded fire was missed, however recent; what
                 # is due after `until` is on the timetable already.
@@ -254,7 +281,7 @@ class Scheduler:
 
     def _fire_due(self, now: float) -> None:
         heap = self._heap
-        batch: list[tuple[TaskState, float]] = []
+        batch: list[tuple[TaskState, Fire]] = []
         while heap and heap[0][0] <= now:
             due, _seq, name, token = heapq.heappop(heap)
             state = self._tasks.get(name)
@@ -267,12 +294,20 @@ class Scheduler:
                 continue
             state.last_scheduled = scheduled
             self._on_event(FireSettled(task=name, scheduled=scheduled))
-            batch.append((state, scheduled))
+            if self.is_paused(name):
+                self._not_run(state.spec, Fire(scheduled), "the task is paused", quiet=True)
+                self._plan_next(state, scheduled)
+                self._forget_if_submitted(state)
+                continue
+            batch.append((state, Fire(scheduled, Trigger.SUBMIT if name in self._submitted
+                                      else Trigger.SCHEDULE)))
         if batch:
             self._fire_batch(batch)  # start processes first; schedule arithmetic can wait
-            for state, scheduled in batch:
+            for state, fire in batch:
                 if self._tasks.get(state.spec.name) is state:
-                    self._plan_next(state, scheduled)
+                    self._plan_next(state, fire.scheduled)
+                    if self._submitted:
+                        self._forget_if_submitted(state)
 
     def _handle_missed(self, state: TaskState, first: float, now: float,
                        end: float | None = None) -> None:
@@ -297,7 +332,7 @@ class Scheduler:
         if decision.run:
             log.info("task %s: catching up %d missed fire(s), %s to %s", spec.name,
                      len(decision.run), iso_utc(decision.run[0]), iso_utc(decision.run[-1]))
-            state.queue().extend(decision.run)  # they wait for free slots, in order
+            state.queue().extend(Fire(t, Trigger.CATCHUP) for t in decision.run)  # in order
             self._start_waiting(state)
         if at_runtime:
             self._plan_next(state, end)  # later fires are only late: they run as usual
@@ -311,11 +346,13 @@ class Scheduler:
                 return
             self._fire_batch([(state, queue.popleft())])
 
-    @staticmethod
-    def _drop_queued(state: TaskState, why: str) -> None:
+    def _drop_queued(self, state: TaskState, why: str) -> None:
         if state.waiting:
             log.warning("task %s: %d queued fire(s) dropped: %s", state.spec.name,
                         len(state.waiting), why)
+            for fire in state.waiting:
+                self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
+                                           reason=why, dropped=True, run_id=fire.run_id))
         state.waiting = None
 
     @staticmethod
@@ -328,15 +365,15 @@ class Scheduler:
             timer.cancel()
         state.retry_timers = None
 
-    def _enqueue(self, state: TaskState, scheduled: float, running: int) -> None:
+    def _enqueue(self, state: TaskState, fire: Fire, running: int) -> str:
         spec = state.spec
         if len(state.queue()) >= spec.queue_limit:
-            self._not_run(spec, scheduled, f"queue full ({spec.queue_limit} fire(s) waiting)",
-                          dropped=True)
-            return
-        state.queue().append(scheduled)
+            return self._not_run(spec, fire, f"queue full ({spec.queue_limit} fire(s) "
+                                 "waiting)", dropped=True)
+        state.queue().append(fire)
         log.info("task %s: fire %s queued: %d run(s) still running (max_running=%d)",
-                 spec.name, fire_id(spec.name, scheduled), running, spec.max_running)
+                 spec.name, fire_id(spec.name, fire.scheduled), running, spec.max_running)
+        return "queued"
 
     def _replace_oldest(self, state: TaskState) -> None:
         runs = [h for h in self._runs.get(state.spec.name, {}).values()
@@ -347,32 +384,38 @@ class Scheduler:
                      state.spec.name, oldest.run.run_id)
             oldest.stop(state.spec.kill_grace)
 
-    def _fire_batch(self, batch: list[tuple[TaskState, float]]) -> None:
-        """Spawn every due fire first, then set up supervision for all of them."""
+    def _fire_batch(self, batch: list[tuple[TaskState, Fire]]) -> list[str]:
+        """Spawn every due fire first, then set up supervision for all of them. Returns what
+        became of each fire: started, queued, skipped: ..., start-error: ..."""
         spawned: list[tuple[TaskState, Spawned]] = []
         in_batch: dict[str, int] = {}
-        for state, scheduled in batch:
+        results: list[str] = []
+        for state, fire in batch:
             spec = state.spec
             running = len(self._runs.get(spec.name, {})) + in_batch.get(spec.name, 0)
             if spec.max_running and running >= spec.max_running:
                 running = self._reap_exited(spec.name) + in_batch.get(spec.name, 0)
                 if running >= spec.max_running:
-                    self._when_full(state, scheduled, running)
+                    results.append(self._when_full(state, fire, running))
                     continue
             if self._daemon_full(len(spawned)):
-                self._when_daemon_full(state, scheduled)
+                results.append(self._when_daemon_full(state, fire))
                 continue
             try:
-                spawned.append((state, self._spawn(state, scheduled)))
-            except StartError:
-                continue  # already logged and recorded by _spawn
-            except Exception:  # one run's failure must never stop the scheduler
+                spawned.append((state, self._spawn(state, fire)))
+            except StartError as exc:
+                results.append(f"start-error: {exc}")  # logged and recorded by _spawn
+                continue
+            except Exception as exc:  # one run's failure must never stop the scheduler
                 log.exception("task %s: fire %s failed unexpectedly", spec.name,
-                              fire_id(spec.name, scheduled))
+                              fire_id(spec.name, fire.scheduled))
+                results.append(f"start-error: internal error: {exc}")
                 continue
             in_batch[spec.name] = in_batch.get(spec.name, 0) + 1
+            results.append("started")
         for state, started in spawned:
             self._supervise(state, started)
+        return results
 
     def _daemon_full(self, about_to_start: int) -> bool:
         limit = self._limits.max_running
@@ -383,36 +426,35 @@ class Scheduler:
             handle.reap_if_exited()  # count processes, not exits the loop has not seen
         return len(self._cron_runs) + about_to_start >= limit
 
-    def _when_daemon_full(self, state: TaskState, scheduled: float) -> None:
+    def _when_daemon_full(self, state: TaskState, fire: Fire) -> str:
         limits, spec = self._limits, state.spec
         reason = f"daemon.max_running={limits.max_running} runs across all tasks"
         if limits.overlap is Overlap.QUEUE and len(self._global_waiting) < limits.queue_limit:
-            self._global_waiting.append((state, scheduled))
-            log.info("task %s: fire %s queued: %s", spec.name, fire_id(spec.name, scheduled),
-                     reason)
-            return
+            self._global_waiting.append((state, fire))
+            log.info("task %s: fire %s queued: %s", spec.name,
+                     fire_id(spec.name, fire.scheduled), reason)
+            return "queued"
         if limits.overlap is Overlap.QUEUE:
             reason = f"daemon queue full ({limits.queue_limit} fire(s) waiting)"
-        self._not_run(spec, scheduled, reason)
+        return self._not_run(spec, fire, reason)
 
     def _start_daemon_waiting(self) -> None:
         """Start fires held by the daemon-wide limit, oldest first, while it allows."""
         while self._global_waiting and not self._stopping and not self._daemon_full(0):
-            state, scheduled = self._global_waiting.popleft()
+            state, fire = self._global_waiting.popleft()
             if self._tasks.get(state.spec.name) is state:
-                self._fire_batch([(state, scheduled)])
+                self._fire_batch([(state, fire)])
 
-    def _when_full(self, state: TaskState, scheduled: float, running: int) -> None:
+    def _when_full(self, state: TaskState, fire: Fire, running: int) -> str:
         """A fire found its task at max_running: the task's overlap policy decides."""
         overlap = state.spec.overlap
         if overlap is Overlap.SKIP:
             spec = state.spec
-            self._not_run(spec, scheduled, f"{running} run(s) still running "
-                                           f"(max_running={spec.max_running})")
-            return
+            return self._not_run(spec, fire, f"{running} run(s) still running "
+                                              f"(max_running={spec.max_running})")
         if overlap is Overlap.REPLACE:
             self._replace_oldest(state)
-        self._enqueue(state, scheduled, running)
+        return self._enqueue(state, fire, running)
 
     def _reap_exited(self, task: str) -> int:
         """Handle exits the busy loop has not processed yet; return how many still run."""
@@ -420,17 +462,22 @@ class Scheduler:
             handle.reap_if_exited()
         return len(self._runs.get(task, {}))
 
-    def _not_run(self, spec: TaskSpec, scheduled: float, reason: str, *,
-                 dropped: bool = False) -> None:
-        """A fire that will not run: skipped by a limit, or dropped from a full queue."""
-        log.log(logging.WARNING if dropped else logging.INFO, "task %s: fire %s %s: %s",
-                spec.name, fire_id(spec.name, scheduled), "dropped" if dropped else "skipped",
-                reason)
-        self._on_event(FireSkipped(task=spec.name, scheduled=scheduled, reason=reason))
+    def _not_run(self, spec: TaskSpec, fire: Fire, reason: str, *, dropped: bool = False,
+                 quiet: bool = False) -> str:
+        """A fire that will not run: skipped by a limit or a pause, or dropped from a full
+        queue. Returns the result a trigger reports."""
+        level = logging.DEBUG if quiet else logging.WARNING if dropped else logging.INFO
+        verb = "dropped" if dropped else "skipped"
+        log.log(level, "task %s: fire %s %s: %s", spec.name,
+                fire_id(spec.name, fire.scheduled), verb, reason)
+        self._on_event(FireSkipped(task=spec.name, scheduled=fire.scheduled, reason=reason,
+                                   dropped=dropped, run_id=fire.run_id))
+        return f"{verb}: {reason}"
 
-    def _spawn(self, state: TaskState, scheduled: float, attempt: int = 1) -> Spawned:
+    def _spawn(self, state: TaskState, fire: Fire, attempt: int = 1) -> Spawned:
         spec = state.spec
-        run_id = secrets.token_hex(6)
+        run_id = fire.run_id or secrets.token_hex(6)
+        scheduled = fire.scheduled
         fid = fire_id(spec.name, scheduled)
         if state.env is None:
             account = account_env(spec.user) if spec.user else {}
@@ -447,35 +494,58 @@ class Scheduler:
         request = LaunchRequest(
             task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
             command=state.argv, env=env, cwd=spec.cwd, umask=spec.umask,
-            log_path=self._log_dir / f"{spec.name}.log", config_digest=self._config_digest,
+            config_digest=self._config_digest, trigger=fire.trigger,
             attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
+            split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
         )
         try:
             started = spawn(request, clock_time=self._clock.time,
                             clock_mono=self._clock.monotonic)
         except StartError as exc:
-            state.last_start_error = str(exc)
-            log.error("task %s: fire %s could not start: %s", spec.name, fid, exc)
+            self._start_failed(state, request, str(exc))
             raise
         state.last_start_error = None
         return started
 
+    def _start_failed(self, state: TaskState, request: LaunchRequest, error: str) -> None:
+        spec = state.spec
+        state.last_start_error = error
+        log.error("task %s: fire %s could not start: %s", spec.name, request.fire_id, error)
+        now = self._clock.time()
+        task_log = self._logs.acquire(spec.name, spec.log)
+        task_log.write(f"--- torchd {iso_utc(now)} start-error run={request.run_id} "
+                       f"fire={request.fire_id} error={error}\n".encode())
+        task_log.release()
+        self._on_event(RunNotStarted(task=spec.name, run_id=request.run_id,
+                                     scheduled=request.scheduled, fire_id=request.fire_id,
+                                     attempt=request.attempt, trigger=str(request.trigger),
+                                     error=error, time=now))
+        self._forget_if_submitted(state)
+
     def _supervise(self, state: TaskState, started: Spawned) -> RunHandle:
-        handle = supervise(started, kill_grace=self._kill_grace, clock_time=self._clock.time,
+        spec = state.spec
+        out_log = self._logs.acquire(spec.name, spec.log)
+        err_log = self._logs.acquire(spec.name, spec.log, err=True) if spec.log.split else None
+        handle = supervise(started, out_log=out_log, err_log=err_log,
+                           kill_grace=self._kill_grace, clock_time=self._clock.time,
                            clock_mono=self._clock.monotonic, on_exit=self._run_exited)
         run = handle.run
+        request = run.request
         self._runs.setdefault(run.task, {})[run.run_id] = handle
-        if state.spec.kind is TaskKind.CRON:
+        if spec.kind is TaskKind.CRON:
             self._cron_runs.add(run.run_id)
-        attempt = run.request.attempt
+        attempt = request.attempt
         log.info("task %s run %s started pid=%d fire=%s%s", run.task, run.run_id, run.pid,
-                 run.request.fire_id, f" attempt={attempt}" if attempt > 1 else "")
+                 request.fire_id, f" attempt={attempt}" if attempt > 1 else "")
         self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
-                                  started=run.started))
+                                  started=run.started, scheduled=request.scheduled,
+                                  fire_id=request.fire_id, attempt=attempt,
+                                  trigger=str(request.trigger), log_file=run.log_file,
+                                  log_start=run.log_start))
         return handle
 
-    def _launch(self, state: TaskState, scheduled: float) -> RunHandle:
-        return self._supervise(state, self._spawn(state, scheduled))
+    def _launch(self, state: TaskState, fire: Fire) -> RunHandle:
+        return self._supervise(state, self._spawn(state, fire))
 
     def _run_exited(self, run: Run) -> None:
         runs = self._runs.get(run.task, {})
@@ -494,15 +564,138 @@ class Scheduler:
         level = logging.INFO if run.outcome is RunOutcome.OK else logging.WARNING
         log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
                 run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
+        request = run.request
         self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
                                 outcome=str(run.outcome), exit_code=run.exit_code,
-                                signal=run.signal))
+                                signal=run.signal, started=run.started,
+                                ended=run.ended or run.started, duration=run.duration or 0.0,
+                                scheduled=request.scheduled, fire_id=request.fire_id,
+                                attempt=request.attempt, log_file=run.log_file,
+                                log_end=run.log_end, err_start=run.err_start,
+                                err_end=run.err_end))
         if state is not None:
             self._maybe_retry(state, run)
             if state.waiting:
                 self._start_waiting(state)
+            self._forget_if_submitted(state)
         if was_cron and self._global_waiting:
             self._start_daemon_waiting()
+
+    # ----- operator requests -------------------------------------------------------------
+    def _task(self, name: str) -> TaskState:
+        state = self._tasks.get(name)
+        if state is None:
+            raise SchedulerError(f"no task named '{name}'")
+        return state
+
+    def is_paused(self, name: str) -> bool:
+        return self._paused_all or name in self._paused
+
+    def paused(self) -> tuple[bool, frozenset[str]]:
+        """(everything paused, tasks paused by name): what the app keeps across restarts."""
+        return self._paused_all, frozenset(self._paused)
+
+    def pause(self, name: str | None) -> list[str]:
+        """Pause one task (None: every task, present and future). Running cron runs go on;
+        daemon-type instances are stopped. Returns the tasks newly paused."""
+        if name is not None:
+            self._task(name)
+        affected = [n for n in ([name] if name else sorted(self._tasks))
+                    if not self.is_paused(n)]
+        if name is None:
+            self._paused_all = True
+        else:
+            self._paused.add(name)
+        for task in affected:
+            state = self._tasks[task]
+            self._drop_queued(state, "the task was paused")
+            self._cancel_retries(state, "the task was paused")
+            for keeper in state.keepers:
+                self._stop_keeper(keeper)
+            log.info("task %s paused", task)
+        return affected
+
+    def resume(self, name: str | None) -> list[str]:
+        """Undo pause(name) (None: resume everything). Returns the tasks that now run."""
+        if name is not None:
+            self._task(name)
+            if name not in self._paused and self._paused_all:
+                raise SchedulerError(f"task '{name}' is paused by 'pause --all'; "
+                                     "use 'resume --all'")
+        was_paused = [n for n in sorted(self._tasks) if self.is_paused(n)]
+        if name is None:
+            self._paused_all = False
+            self._paused.clear()
+        else:
+            self._paused.discard(name)
+        resumed = [n for n in was_paused if not self.is_paused(n)]
+        for task in resumed:
+            state = self._tasks[task]
+            if state.spec.kind is TaskKind.DAEMON and state.spec.active and self._started:
+                previous = state.keepers
+                waiting_for = [k.handle.run.done for k in previous if k.handle is not None]
+                state.keepers = [Keeper(task=task, slot=k.slot) for k in previous]
+                for keeper in state.keepers:
+                    self._start_keeper(state, keeper, waiting_for)
+            log.info("task %s resumed", task)
+        return resumed
+
+    def trigger(self, name: str, *, force: bool) -> tuple[str, str]:
+        """Run a task now. Without `force`, its overlap policy and the daemon-wide limit
+        apply as to any fire. Returns (run id, what happened: started, queued, ...)."""
+        state = self._task(name)
+        spec = state.spec
+        if spec.kind is TaskKind.DAEMON:
+            raise SchedulerError(f"task '{name}' is a daemon-type task, kept running; "
+                                 "'torchd kill' restarts its instance")
+        if self.is_paused(name) and not force:
+            raise SchedulerError(f"task '{name}' is paused; resume it, or use --force")
+        fire = Fire(self._clock.time(), Trigger.MANUAL, secrets.token_hex(6))
+        log.info("task %s: run %s triggered by hand%s", name, fire.run_id,
+                 " (forced)" if force else "")
+        assert fire.run_id is not None  # noqa: S101 - set just above
+        if not force:
+            return fire.run_id, self._fire_batch([(state, fire)])[0]
+        try:
+            self._supervise(state, self._spawn(state, fire))
+        except StartError as exc:
+            return fire.run_id, f"start-error: {exc}"
+        return fire.run_id, "started"
+
+    def kill(self, name: str, run_id: str | None) -> list[RunHandle]:
+        """Stop a task's runs (or one of them): TERM to the group, kill_grace, KILL. They
+        end with outcome killed. A daemon-type instance is restarted like after any exit."""
+        state = self._task(name)
+        handles = [h for h in self._runs.get(name, {}).values()
+                   if run_id is None or h.run.run_id == run_id]
+        if not handles:
+            raise SchedulerError(f"task '{name}': run {run_id} is not running" if run_id
+                                 else f"task '{name}' has no run going")
+        for handle in handles:
+            log.info("task %s run %s: kill requested", name, handle.run.run_id)
+            handle.stop(state.spec.kill_grace)
+        return handles
+
+    def submit(self, spec: TaskSpec) -> None:
+        """Add a one-off task (a schedule that fires once). It leaves the table after its
+        run; a reload of the task file does not touch it."""
+        if spec.name in self._tasks:
+            raise SchedulerError(f"a task named '{spec.name}' exists already")
+        assert spec.schedule is not None  # noqa: S101 - a submitted task has its instant
+        self._submitted.add(spec.name)
+        self._tokens += 1
+        state = TaskState(spec=spec, token=self._tokens)
+        self._tasks[spec.name] = state
+        self._plan_next(state, float("-inf"))
+        self._wake.set()
+
+    def _forget_if_submitted(self, state: TaskState) -> None:
+        name = state.spec.name
+        if (name in self._submitted and state.next_fire is None and not self._runs.get(name)
+                and not state.waiting and not state.retry_timers):
+            self._submitted.discard(name)
+            if self._tasks.get(name) is state:
+                del self._tasks[name]
 
     # ----- retries -----------------------------------------------------------------------
     def _maybe_retry(self, state: TaskState, run: Run) -> None:
@@ -522,16 +715,17 @@ class Scheduler:
         if state.retry_timers is None:
             state.retry_timers = {}
         state.retry_timers[key] = asyncio.get_running_loop().call_later(
-            delay, self._retry, state, run.request.scheduled, attempt + 1, key)
+            delay, self._retry, state, Fire(run.request.scheduled, run.request.trigger),
+            attempt + 1, key)
 
-    def _retry(self, state: TaskState, scheduled: float, attempt: int, key: object) -> None:
+    def _retry(self, state: TaskState, fire: Fire, attempt: int, key: object) -> None:
         """A retry belongs to its fire: it is not a new fire, so overlap does not apply."""
         if state.retry_timers:
             state.retry_timers.pop(key, None)
         if self._stopping or self._tasks.get(state.spec.name) is not state:
             return
         with contextlib.suppress(StartError):  # logged and recorded by _spawn
-            self._supervise(state, self._spawn(state, scheduled, attempt))
+            self._supervise(state, self._spawn(state, fire, attempt))
 
     # ----- keep-alive --------------------------------------------------------------------
     def _start_keeper(self, state: TaskState, keeper: Keeper,
@@ -546,7 +740,8 @@ class Scheduler:
         while not self._stopping:
             keeper.state = KeeperState.STARTING  # backoff|stopped -> starting
             try:
-                keeper.handle = self._launch(state, self._clock.time())
+                keeper.handle = self._launch(state, Fire(self._clock.time(),
+                                                         Trigger.KEEP_ALIVE))
             except StartError as exc:
                 keeper.last_error = str(exc)
             except Exception as exc:  # one instance's failure must never end its supervision
@@ -609,6 +804,7 @@ class Scheduler:
         pending = [h.run.done for h in handles]
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+        self._logs.close_all()
         return len(handles)
 
     def force_kill(self) -> None:
@@ -634,6 +830,8 @@ class Scheduler:
                 "schedule": spec.schedule_text,
                 "enabled": spec.enabled,
                 "for_this_host": spec.for_this_host,
+                "paused": self.is_paused(name),
+                "submitted": name in self._submitted,
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
                 "running": sorted(h.run.pid for h in runs.values()),

@@ -16,7 +16,7 @@ import yaml
 from torchd.durations import parse_duration
 from torchd.errors import DurationError
 from torchd.hostmatch import check_pattern
-from torchd.model import RetryPolicy
+from torchd.model import HistoryPolicy, HookAction, HookEvent, RetryPolicy, Webhook
 from torchd.runas import LIMITS
 
 T = TypeVar("T")
@@ -280,3 +280,115 @@ def as_growth(node: yaml.Node) -> float:
             and float(node.value) >= 1):
         return float(node.value)
     raise Invalid(node, f"expected a number of at least 1, got {kind_of(node)}")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
+               "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+LOG_KEYS = ("max_bytes", "keep", "split", "max_run_bytes")
+HISTORY_KEYS = ("enabled", "keep_days", "keep_runs_per_task")
+HOOK_KEYS = ("command", "webhook", "timeout")
+WEBHOOK_KEYS = ("url", "headers", "timeout")
+
+
+def as_size(node: yaml.Node) -> int:
+    """Bytes: a whole number, or text such as '512KB', '10MB', '1GB' (powers of 1024)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag in (INT, STR):
+        match = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", str(node.value))
+        if match and match.group(2).lower() in _SIZE_UNITS and int(match.group(1)) > 0:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    raise Invalid(node, f"expected a size above 0 such as 10MB, 512KB or 1048576, got "
+                         f"{kind_of(node)}")
+
+
+def _field(fields: dict[str, yaml.Node], key: str, convert: Callable[[yaml.Node], T]) -> T:
+    try:
+        return convert(fields[key])
+    except Invalid as exc:
+        raise Invalid(exc.node, f"{key}: {exc}") from None
+
+
+def as_log_overrides(node: yaml.Node) -> dict[str, object]:
+    """The keys a `log:` mapping gives (the rest come from the daemon's defaults)."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(LOG_KEYS)}, got {kind_of(node)}")
+    converters: dict[str, Callable[[yaml.Node], object]] = {
+        "max_bytes": as_size, "keep": as_integer, "split": as_boolean, "max_run_bytes": as_size}
+    fields = _keyed(node, LOG_KEYS, "key")
+    return {key: _field(fields, key, converters[key]) for key in fields}
+
+
+def as_history(node: yaml.Node) -> HistoryPolicy:
+    if isinstance(node, yaml.ScalarNode) and node.tag == BOOL:
+        return HistoryPolicy(enabled=as_boolean(node))
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected true, false or a mapping of {', '.join(HISTORY_KEYS)}, "
+                             f"got {kind_of(node)}")
+    fields = _keyed(node, HISTORY_KEYS, "key")
+    defaults = HistoryPolicy()
+    return HistoryPolicy(
+        enabled=_field(fields, "enabled", as_boolean) if "enabled" in fields else True,
+        keep_days=(_field(fields, "keep_days", as_positive_duration_days)
+                   if "keep_days" in fields else defaults.keep_days),
+        keep_runs_per_task=(_field(fields, "keep_runs_per_task", as_count)
+                            if "keep_runs_per_task" in fields else defaults.keep_runs_per_task),
+    )
+
+
+def as_positive_duration_days(node: yaml.Node) -> float:
+    if isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT) and float(node.value) > 0:
+        return float(node.value)
+    raise Invalid(node, f"expected a number of days above 0, got {kind_of(node)}")
+
+
+def _as_webhook(node: yaml.Node) -> Webhook:
+    if isinstance(node, yaml.ScalarNode):
+        return Webhook(url=_as_url(node))
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a URL or a mapping of {', '.join(WEBHOOK_KEYS)}, got "
+                             f"{kind_of(node)}")
+    fields = _keyed(node, WEBHOOK_KEYS, "key")
+    if "url" not in fields:
+        raise Invalid(node, "'url' is required")
+    return Webhook(
+        url=_field(fields, "url", _as_url),
+        headers=_field(fields, "headers", as_env_like) if "headers" in fields else (),
+        timeout=(_field(fields, "timeout", as_positive_duration)
+                 if "timeout" in fields else 10.0),
+    )
+
+
+def _as_url(node: yaml.Node) -> str:
+    url = as_text(node)
+    if not re.match(r"https?://[^/\s]+", url):
+        raise Invalid(node, f"'{url}' is not an http:// or https:// URL")
+    return url
+
+
+def as_env_like(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    """A mapping of text to text (HTTP headers)."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of Name: value, got {kind_of(node)}")
+    return tuple((as_text(k), as_text(v, allow_empty=True)) for k, v in node.value)
+
+
+def _as_hook(node: yaml.Node) -> HookAction:
+    """A command (text or list), or a mapping of command, webhook and timeout."""
+    if not isinstance(node, yaml.MappingNode):
+        return HookAction(command=as_command(node))
+    fields = _keyed(node, HOOK_KEYS, "key")
+    if "command" not in fields and "webhook" not in fields:
+        raise Invalid(node, "give a command, a webhook, or both")
+    return HookAction(
+        command=_field(fields, "command", as_command) if "command" in fields else None,
+        webhook=_field(fields, "webhook", _as_webhook) if "webhook" in fields else None,
+        timeout=(_field(fields, "timeout", as_positive_duration)
+                 if "timeout" in fields else 60.0),
+    )
+
+
+def as_hooks(node: yaml.Node) -> tuple[tuple[HookEvent, HookAction], ...]:
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(e.value for e in HookEvent)}, "
+                             f"got {kind_of(node)}")
+    fields = _keyed(node, tuple(e.value for e in HookEvent), "hook")
+    return tuple((HookEvent(key), _field(fields, key, _as_hook)) for key in fields)

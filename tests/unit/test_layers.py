@@ -14,11 +14,11 @@ LAYERS = {
     "errors": 0, "clock": 0, "cronexpr": 0, "cronfields": 0, "localtime": 0, "durations": 0,
     "bounded": 0,
     "model": 1, "hostmatch": 1, "reload": 1, "events": 1, "control.protocol": 1, "catchup": 1,
-    "config": 2, "yamlvalues": 2, "runner": 2, "hostinfo": 2, "runas": 2,
+    "config": 2, "yamlvalues": 2, "runner": 2, "hostinfo": 2, "runas": 2, "tasklog": 2,
     "scheduler": 3,
     "control.server": 4, "watcher": 4, "pidfile": 4, "children": 4, "sdnotify": 4,
-    "ledger": 4,
-    "app": 5,
+    "ledger": 4, "history": 4, "logview": 4, "hooks": 4, "opstate": 4,
+    "app": 5, "ops": 5,
     "cli": 6, "daemonize": 6, "__main__": 6, "control.client": 6,
 }
 

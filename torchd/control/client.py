@@ -11,8 +11,9 @@ from torchd.control.protocol import encode
 from torchd.errors import ControlError
 
 
-def call(socket_path: Path, cmd: str, *, timeout: float = 30.0, **args: Any) -> Any:
-    """Send one request and return its result; raise ControlError on any failure."""
+def call(socket_path: Path, cmd: str, *, timeout: float | None = 30.0, **args: Any) -> Any:
+    """Send one request and return its result; raise ControlError on any failure.
+    `timeout` None waits as long as the daemon takes (`trigger --wait`)."""
     request = {"cmd": cmd, **args}
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -11,13 +11,15 @@ from enum import StrEnum
 from typing import Any
 
 MAX_LINE = 1 << 20
-COMMANDS = ("ping", "status", "plan", "stop")
+COMMANDS = ("ping", "status", "plan", "stop", "trigger", "kill", "pause", "resume", "logs",
+            "history", "submit")
 
 
 class ErrorCode(StrEnum):
     BAD_REQUEST = "bad-request"  # not JSON, not an object, missing or unknown cmd
     BAD_ARGUMENT = "bad-argument"
     CONFIG = "config"  # the task file is invalid
+    FORBIDDEN = "forbidden"  # the peer is not root, the daemon's user, or in socket_group
     INTERNAL = "internal"  # a bug: logged by the daemon with its traceback
 
 

@@ -1,12 +1,16 @@
-"""Serve control requests on STATE_DIR/torchd.sock (mode 0600)."""
+"""Serve control requests on STATE_DIR/torchd.sock: mode 0600, or 0660 with
+`daemon.socket_group`. Every connection's peer is checked as well (SO_PEERCRED): root, the
+daemon's own user, or a member of the socket group; anyone else gets an error reply."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,9 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 READ_TIMEOUT = 10.0
 
 
-def claim_socket(path: Path) -> socket.socket:
-    """Bind under a temporary name, chmod 0600, then rename over any stale socket."""
+def claim_socket(path: Path, gid: int | None = None) -> socket.socket:
+    """Bind under a temporary name, set its mode (and group), then rename over any stale
+    socket, so it is never reachable with looser permissions."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -35,6 +40,9 @@ def claim_socket(path: Path) -> socket.socket:
     try:
         sock.bind(str(tmp))
         os.chmod(tmp, 0o600)
+        if gid is not None:
+            os.chown(tmp, -1, gid)
+            os.chmod(tmp, 0o660)
         os.replace(tmp, path)
     except OSError:
         sock.close()
@@ -44,14 +52,35 @@ def claim_socket(path: Path) -> socket.socket:
     return sock
 
 
+def _peer_groups(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+def peer_allowed(sock: socket.socket, gid: int | None) -> bool:
+    pid, uid, peer_gid = struct.unpack("3i", sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    if uid in (0, os.geteuid()):
+        return True
+    return gid is not None and (peer_gid == gid or gid in _peer_groups(pid))
+
+
 class ControlServer:
-    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+    def __init__(self, path: Path, handlers: Mapping[str, Handler], *,
+                 group: str | None = None) -> None:
         self._path = path
         self._handlers = handlers
+        self._gid = None if group is None else grp.getgrnam(group).gr_gid
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        sock = claim_socket(self._path)
+        sock = claim_socket(self._path, self._gid)
         self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
 
     async def close(self) -> None:
@@ -65,7 +94,12 @@ class ControlServer:
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 line = await reader.readline()
-            reply = await self._answer(line)
+            sock = writer.get_extra_info("socket")
+            if sock is not None and not peer_allowed(sock, self._gid):
+                reply = error(ErrorCode.FORBIDDEN, "permission denied: this user may not use "
+                              "the torchd control socket (see daemon.socket_group)")
+            else:
+                reply = await self._answer(line)
             writer.write(encode(reply))
             await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:

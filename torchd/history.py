@@ -1,0 +1,297 @@
+"""Run history in SQLite (`STATE_DIR/history.db`, WAL): every run, and every fire that did
+not run, with its outcome and where its output is in the task log.
+
+The event loop never touches the database: it hands each record to a writer thread
+through a queue (a put costs about a microsecond) and the thread commits whatever has
+accumulated in one transaction. A run's row is written when it starts and completed when
+it ends, so a row still open when the daemon starts again belongs to a run that was in
+flight when the daemon died: it is closed as `lost`. A crash can lose only the records of
+the last moments that were still queued (WAL with synchronous=NORMAL survives a killed
+process; a power cut can lose the last commits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torchd.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
+from torchd.model import HistoryPolicy, RunOutcome
+
+log = logging.getLogger("torchd.history")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    fire_id TEXT,
+    scheduled REAL,
+    at REAL NOT NULL,          -- start of the run, or when the fire was skipped/missed
+    started REAL,
+    ended REAL,
+    duration REAL,
+    pid INTEGER,
+    host TEXT,
+    attempt INTEGER,
+    trigger TEXT,
+    outcome TEXT,              -- NULL while it runs
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT,
+    log_file TEXT,
+    log_start INTEGER,
+    log_end INTEGER,
+    err_start INTEGER,
+    err_end INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_task_at ON runs (task, at);
+CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
+CREATE INDEX IF NOT EXISTS runs_open ON runs (outcome) WHERE outcome IS NULL;
+CREATE TABLE IF NOT EXISTS hook_calls (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    task TEXT,
+    run_id TEXT,
+    event TEXT,
+    action TEXT,               -- command | webhook
+    target TEXT,
+    ok INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS hook_calls_at ON hook_calls (at);
+"""
+FAILED = (RunOutcome.FAILED, RunOutcome.TIMEOUT, RunOutcome.START_ERROR, RunOutcome.LOST)
+PRUNE_EVERY = 3600.0
+_STOP = object()
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    else:
+        conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def close_lost_runs(conn: sqlite3.Connection, alive: Callable[[int, float], bool],
+                    now: float) -> list[dict[str, Any]]:
+    """Close the rows of runs that were in flight when an earlier daemon died. `alive(pid,
+    started)` says whether that process still runs (it is then ended with its group by the
+    caller's leftover cleanup, since nothing reads its output any more)."""
+    lost = []
+    for row in conn.execute("SELECT run_id, task, pid, started FROM runs "
+                            "WHERE outcome IS NULL").fetchall():
+        still = row["pid"] is not None and alive(row["pid"], row["started"] or 0.0)
+        reason = ("the daemon died while it ran; its process was still running and is ended "
+                  "with its group" if still else
+                  "the daemon died while it ran; its exit status is unknown")
+        conn.execute("UPDATE runs SET outcome = ?, reason = ?, ended = ? WHERE run_id = ?",
+                     (str(RunOutcome.LOST), reason, now, row["run_id"]))
+        lost.append({"run_id": row["run_id"], "task": row["task"], "pid": row["pid"],
+                     "was_running": still})
+    conn.commit()
+    return lost
+
+
+def prune(conn: sqlite3.Connection, policy: HistoryPolicy, now: float) -> int:
+    """Delete rows older than keep_days, and beyond keep_runs_per_task per task."""
+    cutoff = now - policy.keep_days * 86400
+    removed = conn.execute("DELETE FROM runs WHERE at < ? AND outcome IS NOT NULL",
+                           (cutoff,)).rowcount
+    removed += conn.execute(
+        "DELETE FROM runs WHERE outcome IS NOT NULL AND run_id IN ("
+        " SELECT run_id FROM (SELECT run_id, ROW_NUMBER() OVER"
+        " (PARTITION BY task ORDER BY at DESC) AS n FROM runs) WHERE n > ?)",
+        (policy.keep_runs_per_task,)).rowcount
+    conn.execute("DELETE FROM hook_calls WHERE at < ?", (cutoff,))
+    conn.commit()
+    return removed
+
+
+class HistoryWriter:
+    """Takes records from the event loop and writes them from its own thread."""
+
+    def __init__(self, path: Path, policy: HistoryPolicy) -> None:
+        self._path = path
+        self.policy = policy
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._host = socket.gethostname()
+        self._failing = False
+        self.written = 0
+
+    def start(self, alive: Callable[[int, float], bool]) -> list[dict[str, Any]]:
+        """Open the database, close runs a dead daemon left open, start the writer."""
+        conn = connect(self._path)
+        lost = close_lost_runs(conn, alive, time.time())
+        self._thread = threading.Thread(target=self._work, args=(conn,), name="history",
+                                        daemon=True)
+        self._thread.start()
+        return lost
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until everything queued so far is written (for readers in the daemon)."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    # ----- from the loop -----------------------------------------------------------------
+    def run_started(self, event: RunStarted) -> None:
+        self._queue.put((
+            "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, started, pid, "
+            "host, attempt, trigger, log_file, log_start) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (event.run_id, event.task, event.fire_id, event.scheduled, event.started,
+             event.started, event.pid, self._host, event.attempt, event.trigger,
+             event.log_file, event.log_start)))
+
+    def run_ended(self, event: RunEnded) -> None:
+        self._queue.put((
+            "UPDATE runs SET ended = ?, duration = ?, outcome = ?, exit_code = ?, signal = ?, "
+            "log_end = ?, err_start = ?, err_end = ? WHERE run_id = ?",
+            (event.ended, event.duration, event.outcome, event.exit_code, event.signal,
+             event.log_end, event.err_start, event.err_end, event.run_id)))
+
+    def not_started(self, event: RunNotStarted) -> None:
+        self._queue.put((
+            "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, host, attempt, "
+            "trigger, outcome, reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (event.run_id, event.task, event.fire_id, event.scheduled, event.time, self._host,
+             event.attempt, event.trigger, str(RunOutcome.START_ERROR), event.error)))
+
+    def fire_skipped(self, event: FireSkipped, fire_id: str, now: float) -> None:
+        outcome = RunOutcome.DROPPED if event.dropped else RunOutcome.SKIPPED
+        self._queue.put((
+            "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, "
+            "reason) VALUES (?,?,?,?,?,?,?,?)",
+            (event.run_id or secrets.token_hex(6), event.task, fire_id, event.scheduled, now,
+             self._host, str(outcome), event.reason)))
+
+    def fire_missed(self, event: FireMissed, fire_id: str, now: float) -> None:
+        reason = (f"{event.count} fire(s) missed" if event.count == 1 or event.first == event.last
+                  else f"{event.count} fire(s) missed, the last shown")
+        self._queue.put((
+            "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (secrets.token_hex(6), event.task, fire_id, event.last, now, self._host,
+             str(RunOutcome.MISSED), reason)))
+
+    def hook_call(self, *, task: str, run_id: str | None, event: str, action: str,
+                  target: str, ok: bool, detail: str) -> None:
+        self._queue.put((
+            "INSERT INTO hook_calls (at, task, run_id, event, action, target, ok, detail) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (time.time(), task, run_id, event, action, target, int(ok), detail)))
+
+    # ----- the writer thread -------------------------------------------------------------
+    def _work(self, conn: sqlite3.Connection) -> None:
+        next_prune = time.monotonic()
+        with contextlib.closing(conn):
+            while True:
+                timeout = max(0.0, next_prune - time.monotonic())
+                try:
+                    first = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    first = None
+                batch = [] if first is None else [first]
+                while True:  # everything queued meanwhile goes in the same transaction
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = any(item is _STOP for item in batch)
+                self._write(conn, [item for item in batch if isinstance(item, tuple)])
+                for item in batch:
+                    if isinstance(item, threading.Event):
+                        item.set()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                    self._prune(conn)
+                if stopping:
+                    return
+
+    def _write(self, conn: sqlite3.Connection,
+               batch: Sequence[tuple[str, tuple[object, ...]]]) -> None:
+        if not batch:
+            return
+        try:
+            with conn:
+                for sql, params in batch:
+                    conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            if not self._failing:
+                log.error("cannot write run history to %s: %s (%d record(s) lost)",
+                          self._path, exc, len(batch))
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("run history is written again")
+            self._failing = False
+        self.written += len(batch)
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        try:
+            removed = prune(conn, self.policy, time.time())
+        except sqlite3.Error as exc:
+            log.error("cannot prune run history: %s", exc)
+            return
+        if removed:
+            log.info("run history: %d old record(s) pruned", removed)
+
+
+def query_runs(path: Path, *, task: str | None = None, limit: int = 20, failed: bool = False,
+               since: float | None = None) -> list[dict[str, Any]]:
+    """The newest runs first, as plain dicts."""
+    if not path.exists():
+        return []
+    clauses: list[str] = []
+    params: list[object] = []
+    if task is not None:
+        clauses.append("task = ?")
+        params.append(task)
+    if failed:
+        clauses.append(f"outcome IN ({','.join('?' * len(FAILED))})")
+        params.extend(str(o) for o in FAILED)
+    if since is not None:
+        clauses.append("at >= ?")
+        params.append(since)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        rows = conn.execute(f"SELECT * FROM runs {where} ORDER BY at DESC LIMIT ?",  # noqa: S608 - clauses are constants
+                            (*params, limit)).fetchall()
+    return [dict(row) for row in rows]
+
+
+def find_run(path: Path, task: str, run_id: str | None) -> dict[str, Any] | None:
+    """One run of a task (the latest that started when run_id is None)."""
+    if not path.exists():
+        return None
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        if run_id is None:
+            row = conn.execute("SELECT * FROM runs WHERE task = ? AND started IS NOT NULL "
+                               "ORDER BY at DESC LIMIT 1", (task,)).fetchone()
+        else:
+            row = conn.execute("SELECT * FROM runs WHERE task = ? AND run_id = ?",
+                               (task, run_id)).fetchone()
+    return None if row is None else dict(row)
