@@ -90,6 +90,7 @@ class Peer:
 class TorchdPeer(Peer):
     name = "torchd"
     seconds = True
+    history = True  # daemon.history (the default); TorchdNoHistoryPeer turns it off
 
     @property
     def config(self) -> Path:
@@ -103,7 +104,8 @@ class TorchdPeer(Peer):
         lines = [f'  - {{name: {t.name}, schedule: "{t.schedule}", '
                  f'command: {json.dumps(list(t.argv))}}}' for t in tasks]
         tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(f"daemon: {{watch: {str(watch).lower()}}}\ntasks:\n"
+        tmp.write_text(f"daemon: {{watch: {str(watch).lower()}, "
+                       f"history: {str(self.history).lower()}}}\ntasks:\n"
                        + "\n".join(lines) + "\n")
         os.replace(tmp, self.config)
 
@@ -114,6 +116,13 @@ class TorchdPeer(Peer):
         socket = self.state / "torchd.sock"
         _wait(socket.exists, 300, "torchd", proc, self.log)
         return psutil.Process(proc.pid)
+
+
+class TorchdNoHistoryPeer(TorchdPeer):
+    """torchd with `daemon.history: false`: the cost of recording runs, side by side."""
+
+    name = "torchd-nohistory"
+    history = False
 
 
 APS_RUNNER = '''
@@ -217,5 +226,6 @@ class BusyboxCronPeer(Peer):
         return psutil.Process(proc.pid)
 
 
-PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, APSchedulerPeer, YacronPeer,
+PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, TorchdNoHistoryPeer,
+                                                     APSchedulerPeer, YacronPeer,
                                                      BusyboxCronPeer)}

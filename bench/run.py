@@ -24,6 +24,9 @@ from pathlib import Path
 import psutil
 
 from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer
+from torchd.events import RunEnded, RunStarted
+from torchd.history import HistoryWriter
+from torchd.model import HistoryPolicy
 
 HERE = Path(__file__).resolve().parent
 Result = dict[str, object]
@@ -419,12 +422,73 @@ def mode_soak(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+# ----- 6. history ----------------------------------------------------------------------------
+def _fake_run(i: int, now: float) -> tuple[RunStarted, RunEnded]:
+    run_id = f"{i:012x}"
+    common = {"task": f"t{i % 20}", "run_id": run_id, "pid": 1000 + i, "started": now,
+              "scheduled": float(int(now)), "fire_id": f"t{i % 20}@x", "attempt": 1,
+              "log_file": f"t{i % 20}.log"}
+    started = RunStarted(**common, trigger="schedule", log_start=i * 100)  # type: ignore[arg-type]
+    ended = RunEnded(**common, outcome="ok", exit_code=0, signal=None,  # type: ignore[arg-type]
+                     ended=now + 0.01, duration=0.01, log_end=i * 100 + 90, err_start=None,
+                     err_end=None)
+    return started, ended
+
+
+def _thread_cpu(thread_id: int | None) -> float:
+    assert thread_id is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread_id))
+
+
+def mode_history(args: argparse.Namespace) -> list[Result]:
+    """The cost of recording a run (a row at start, completed at the end): on the event
+    loop's side (a queue put) and in the writer thread (SQLite, WAL, one commit per batch),
+    in bulk and paced like a busy daemon (runs per second, one commit per pass)."""
+    results: list[Result] = []
+    with workdir() as tmp_name:
+        for label, pace in (("bulk", None), (f"{args.rate}/s", args.rate)):
+            db = Path(tmp_name) / f"{label.replace('/', '_')}.db"
+            writer = HistoryWriter(db, HistoryPolicy())
+            writer.start(lambda _pid, _started: False)
+            thread = writer._thread  # the bench reads the writer thread's CPU clock
+            assert thread is not None
+            count = args.runs if pace is None else args.rate * args.seconds
+            events = [_fake_run(i, time.time()) for i in range(count)]
+            cpu_before = _thread_cpu(thread.ident)
+            loop_side = 0.0
+            begin = time.perf_counter()
+            for i, (started, ended) in enumerate(events):
+                if pace is not None:
+                    due = begin + i / pace
+                    if (wait := due - time.perf_counter()) > 0:
+                        time.sleep(wait)
+                t0 = time.perf_counter()
+                writer.run_started(started)
+                writer.run_ended(ended)
+                loop_side += time.perf_counter() - t0
+            writer.flush(timeout=600)
+            elapsed = time.perf_counter() - begin
+            cpu = _thread_cpu(thread.ident) - cpu_before
+            writer.stop()
+            results.append({"measure": "history", "peer": "torchd", "pace": label,
+                            "runs": count, "loop_us_per_run": round(loop_side / count * 1e6, 2),
+                            "writer_cpu_us_per_run": round(cpu / count * 1e6, 1),
+                            "runs_per_s_written": round(count / elapsed),
+                            "db_kb": db.stat().st_size // 1024})
+    keys = ["pace", "runs", "loop_us_per_run", "writer_cpu_us_per_run", "runs_per_s_written",
+            "db_kb"]
+    emit_table(["pace", "runs", "loop us/run", "writer CPU us/run", "runs/s written", "db KB"],
+               [cells(r, keys) for r in results])
+    return results
+
+
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
     "idle": (mode_idle, ["torchd", "apscheduler"]),
     "reload": (mode_reload, ["torchd"]),
     "soak": (mode_soak, ["torchd"]),
+    "history": (mode_history, ["torchd"]),
 }
 
 
@@ -452,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     soak = add("soak", "many short tasks every second for minutes: throughput and leaks")
     soak.add_argument("--tasks", type=int, default=200)
     soak.add_argument("--seconds", type=int, default=300)
+    history = add("history", "the cost of recording runs in the history database")
+    history.add_argument("--runs", type=int, default=50_000, help="runs written in bulk")
+    history.add_argument("--rate", type=int, default=200, help="runs per second, paced")
+    history.add_argument("--seconds", type=int, default=10, help="how long, paced")
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

@@ -371,8 +371,10 @@ class App:
                 return self._record_reload(source, None, None, exc)
             assert self._config is not None  # noqa: S101
             diff = plan(self._config, new)
-            if new.daemon.state_dir != self._config.daemon.state_dir:
-                log.warning("daemon.state_dir changed in the file; it takes effect on restart")
+            for key in ("state_dir", "socket_group"):
+                if getattr(new.daemon, key) != getattr(self._config.daemon, key):
+                    log.warning("daemon.%s changed in the file; it takes effect on restart",
+                                key)
             self._scheduler.apply(new, diff)
             self._config = new
             self._configure_hooks(new)

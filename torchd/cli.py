@@ -229,7 +229,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     try:
         client.call(_socket(state_dir), "stop", grace=args.timeout, timeout=5)
-    except ControlError:
+    except ControlError as exc:
+        if pid <= 0:  # its pid is unknown: signalling -1 would hit every process we own
+            print(f"torchd: {exc}", file=sys.stderr)
+            return EXIT_FAIL
         os.kill(pid, signal.SIGTERM)  # no socket: the signal path has the default grace
     if _wait_gone(pid, args.timeout + 15):
         print(f"torchd stopped (pid {pid})")

@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import select
 import time
 from pathlib import Path
 
 from torchd.errors import TorchdError
-from torchd.model import Config
+from torchd.model import Config, LogPolicy
 
 READY_TIMEOUT = 30.0
 
@@ -27,8 +28,10 @@ def _report(error: str | None) -> bytes:
     return (json.dumps({"pid": os.getpid(), "error": error}) + "\n").encode()
 
 
-def _configure_file_logging(path: Path, level: int) -> None:
-    handler = logging.FileHandler(path, encoding="utf-8")
+def _configure_file_logging(path: Path, level: int, policy: LogPolicy) -> None:
+    """torchd.log rotates like the task logs, by daemon.log's max_bytes and keep."""
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=policy.max_bytes, backupCount=policy.keep, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -50,7 +53,7 @@ def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: i
         detach_process=True,
     )
     with context:
-        _configure_file_logging(paths.daemon_log, level)
+        _configure_file_logging(paths.daemon_log, level, config.daemon.log)
 
         def ready(error: str | None) -> None:
             # The descriptor stays open (children never inherit it): closing it here would

@@ -5,9 +5,9 @@ The event loop never touches the database: it hands each record to a writer thre
 through a queue (a put costs about a microsecond) and the thread commits whatever has
 accumulated in one transaction. A run's row is written when it starts and completed when
 it ends, so a row still open when the daemon starts again belongs to a run that was in
-flight when the daemon died: it is closed as `lost`. A crash can lose only the records of
-the last moments that were still queued (WAL with synchronous=NORMAL survives a killed
-process; a power cut can lose the last commits).
+flight when the daemon died: it is closed as `lost`. Records gather for BATCH_WINDOW
+before each commit, so a kill -9 can lose the last 0.1 s of records (WAL with
+synchronous=NORMAL survives a killed process; a power cut can lose the last commits).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ CREATE INDEX IF NOT EXISTS hook_calls_at ON hook_calls (at);
 """
 FAILED = (RunOutcome.FAILED, RunOutcome.TIMEOUT, RunOutcome.START_ERROR, RunOutcome.LOST)
 PRUNE_EVERY = 3600.0
+BATCH_WINDOW = 0.1  # seconds records gather before a commit (a kill -9 can lose this much)
 _STOP = object()
 
 
@@ -215,6 +216,10 @@ class HistoryWriter:
                 except queue.Empty:
                     first = None
                 batch = [] if first is None else [first]
+                if isinstance(first, tuple):
+                    # Let a burst of fires finish spawning before this thread competes for
+                    # the GIL, and commit it as one transaction.
+                    time.sleep(BATCH_WINDOW)
                 while True:  # everything queued meanwhile goes in the same transaction
                     try:
                         batch.append(self._queue.get_nowait())

@@ -23,11 +23,14 @@ def read_pid(path: Path) -> int | None:
 
 
 def running_pid(path: Path) -> int | None:
-    """The pid of the live daemon holding this pidfile, or None."""
+    """The pid of the live daemon holding this pidfile, or None; -1 when a daemon holds it
+    but its pid cannot be read (never signal that)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        return -1  # cannot tell: let the control socket answer (or refuse)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -650,6 +650,9 @@ class Scheduler:
                                  "'torchd kill' restarts its instance")
         if self.is_paused(name) and not force:
             raise SchedulerError(f"task '{name}' is paused; resume it, or use --force")
+        if not spec.active and not force:
+            why = "is disabled" if not spec.enabled else "is not for this host (hosts)"
+            raise SchedulerError(f"task '{name}' {why}; use --force to run it anyway")
         fire = Fire(self._clock.time(), Trigger.MANUAL, secrets.token_hex(6))
         log.info("task %s: run %s triggered by hand%s", name, fire.run_id,
                  " (forced)" if force else "")

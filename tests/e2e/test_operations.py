@@ -201,6 +201,7 @@ def test_pause_all_and_errors(write_tasks: Callable[..., Path],
     config = write_tasks("""
         tasks:
           - {name: a, schedule: "@yearly", command: "true"}
+          - {name: dormant, schedule: "@yearly", command: "true", enabled: false}
     """)
     daemon = daemon_factory(config).start()
     assert as_json(daemon, "pause", "--all")["paused_all"] is True
@@ -213,6 +214,11 @@ def test_pause_all_and_errors(write_tasks: Callable[..., Path],
     assert (unknown.returncode, unknown.stderr.strip()) == (1, "torchd: no task named 'nope'")
     both = daemon.cli("pause", "a", "--all")
     assert both.returncode == 2
+    ok(daemon.cli("resume", "--all"))
+    disabled = daemon.cli("trigger", "dormant")
+    assert disabled.stderr.strip() == (
+        "torchd: task 'dormant' is disabled; use --force to run it anyway")
+    assert as_json(daemon, "trigger", "dormant", "--force", "--wait")["outcome"] == "ok"
 
 
 def test_logs_of_a_run_last_lines_and_follow(write_tasks: Callable[..., Path],
@@ -350,3 +356,60 @@ def test_bad_requests_get_error_replies(write_tasks: Callable[..., Path],
         reply = ask(raw)
         assert (reply["ok"], reply["error"]["code"]) == (False, code), raw
     assert ask(b'{"cmd": "ping"}\n')["ok"] is True
+
+
+def test_socket_group_lets_its_members_in_and_peers_are_checked(
+        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """With daemon.socket_group the socket is 0660 for that group; a member (nobody, in
+    nogroup) may use it; a peer outside it is refused by the daemon itself even if the
+    file's mode were opened up."""
+    import grp
+    import shutil
+    import stat
+    import sys
+    import tempfile
+
+    from tests.helpers import require_root, require_tool
+
+    require_root()
+    setpriv = require_tool("setpriv")
+    base = Path(tempfile.mkdtemp(prefix="torchd-group-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        config = write_tasks("""
+            daemon: {socket_group: nogroup}
+            tasks:
+              - {name: a, schedule: "@yearly", command: "true"}
+        """)
+        daemon = Daemon(config=config, state_dir=base / "state").start()
+        try:
+            base.joinpath("state").chmod(0o755)
+            sock = base / "state" / "torchd.sock"
+            info = sock.stat()
+            assert stat.S_IMODE(info.st_mode) == 0o660
+            assert info.st_gid == grp.getgrnam("nogroup").gr_gid
+
+            def as_user(user: str, group: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [setpriv, f"--reuid={user}", f"--regid={group}", "--clear-groups",
+                     sys.executable, "-m", "torchd", "status", "--json", "--state-dir",
+                     str(base / "state")],
+                    capture_output=True, text=True, timeout=60, check=False,
+                    env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path.cwd())}, cwd="/")
+
+            member = as_user("nobody", "nogroup")
+            assert member.returncode == 0, member.stderr
+            assert json.loads(member.stdout)["tasks"][0]["name"] == "a"
+            outsider = as_user("daemon", "daemon")
+            assert outsider.returncode == 1
+            assert "Permission denied" in outsider.stderr
+            sock.chmod(0o666)  # the file no longer protects it: the daemon's check does
+            refused = as_user("daemon", "daemon")
+            assert refused.returncode == 1
+            assert refused.stderr.strip() == (
+                "torchd: permission denied: this user may not use the torchd control socket "
+                "(see daemon.socket_group)")
+        finally:
+            daemon.kill_everything()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -415,3 +415,66 @@ def test_a_root_daemon_refuses_a_file_others_can_change(
     path.chmod(0o644)
     os.chown(path, 0, -1)
     assert len(load_config(path, identity=None).tasks) == 1
+
+
+def test_logs_hooks_and_history() -> None:
+    """The task's log keys lay over the daemon's; hooks keep their order; history shapes."""
+    config = parse_config(textwrap.dedent("""
+        daemon:
+          log: {max_bytes: 1MB, keep: 3}
+          history: {keep_days: 7, keep_runs_per_task: 50}
+          hooks:
+            on_failure: {webhook: {url: "http://127.0.0.1:9/x", headers: {X-A: b}}}
+        tasks:
+          - name: job
+            schedule: "@hourly"
+            command: "true"
+            log: {split: true, max_run_bytes: 64KB}
+            hooks:
+              on_start: "echo hi"
+              on_success: {command: [notify, ok], timeout: 5s}
+          - {name: plain, schedule: "@hourly", command: "true"}
+    """).encode(), "t.yaml", identity=None)
+    job, plain = config.tasks
+    assert (job.log.max_bytes, job.log.keep, job.log.split, job.log.max_run_bytes) == (
+        1 << 20, 3, True, 64 << 10)
+    assert plain.log == config.daemon.log
+    assert plain.log.run_cap(TaskKind.CRON) == 1 << 20
+    assert plain.log.run_cap(TaskKind.DAEMON) is None
+    assert [(str(event), action.command, action.timeout) for event, action in job.hooks] == [
+        ("on_start", ("/bin/sh", "-c", "echo hi"), 60.0),
+        ("on_success", ("notify", "ok"), 5.0)]
+    (event, action), = config.daemon.hooks
+    assert action.webhook is not None
+    assert (str(event), action.webhook.url, action.webhook.headers) == (
+        "on_failure", "http://127.0.0.1:9/x", (("X-A", "b"),))
+    assert (config.daemon.history.keep_days, config.daemon.history.keep_runs_per_task) == (7, 50)
+    off = parse_config(b"daemon: {history: false}\ntasks: []\n", "t.yaml", identity=None)
+    assert off.daemon.history.enabled is False
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("daemon: {log: {max_bytes: 10 apples}}\ntasks: []\n",
+                 "t.yaml:1: daemon.log: max_bytes: expected a size above 0 such as 10MB, 512KB "
+                 "or 1048576, got text", id="size"),
+    pytest.param("daemon: {log: {rotate: daily}}\ntasks: []\n",
+                 "t.yaml:1: daemon.log: unknown key 'rotate'; known: max_bytes, keep, split, "
+                 "max_run_bytes", id="log-key"),
+    pytest.param("daemon: {history: {keep_days: 0}}\ntasks: []\n",
+                 "t.yaml:1: daemon.history: keep_days: expected a number of days above 0, got "
+                 "a number (0)", id="keep-days"),
+    pytest.param("daemon: {hooks: {on_crash: x}}\ntasks: []\n",
+                 "t.yaml:1: daemon.hooks: unknown hook 'on_crash'; known: on_start, on_success, "
+                 "on_failure, on_missed", id="hook-name"),
+    pytest.param("daemon: {hooks: {on_start: {webhook: {url: ftp://x}}}}\ntasks: []\n",
+                 "t.yaml:1: daemon.hooks: on_start: webhook: url: 'ftp://x' is not an http:// "
+                 "or https:// URL", id="hook-url"),
+    pytest.param("daemon: {hooks: {on_start: {timeout: 5s}}}\ntasks: []\n",
+                 "t.yaml:1: daemon.hooks: on_start: give a command, a webhook, or both",
+                 id="hook-empty"),
+    pytest.param("daemon: {socket_group: no-such-group-here}\ntasks: []\n",
+                 "t.yaml:1: daemon.socket_group: no such group 'no-such-group-here' on this "
+                 "host", id="socket-group"),
+])
+def test_operations_settings_problems(text: str, expected: str) -> None:
+    assert problems(text) == [expected]

@@ -1,0 +1,79 @@
+"""The history store on a real SQLite file: retention, lost runs, queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchd.events import FireSkipped, RunEnded, RunStarted
+from torchd.history import HistoryWriter, close_lost_runs, connect, prune, query_runs
+from torchd.model import HistoryPolicy
+
+NOW = 1_800_000_000.0
+
+
+def _started(run_id: str, task: str, at: float, pid: int = 100) -> RunStarted:
+    return RunStarted(task=task, run_id=run_id, pid=pid, started=at, scheduled=at,
+                      fire_id=f"{task}@x", attempt=1, trigger="schedule",
+                      log_file=f"{task}.log", log_start=0)
+
+
+def _ended(run_id: str, task: str, at: float, outcome: str = "ok") -> RunEnded:
+    return RunEnded(task=task, run_id=run_id, pid=100, outcome=outcome,
+                    exit_code=0 if outcome == "ok" else 1, signal=None, started=at,
+                    ended=at + 1, duration=1.0, scheduled=at, fire_id=f"{task}@x", attempt=1,
+                    log_file=f"{task}.log", log_end=50, err_start=None, err_end=None)
+
+
+def _write(path: Path, events: list[object]) -> None:
+    writer = HistoryWriter(path, HistoryPolicy())
+    writer.start(lambda _pid, _started: False)
+    for event in events:
+        if isinstance(event, RunStarted):
+            writer.run_started(event)
+        elif isinstance(event, RunEnded):
+            writer.run_ended(event)
+        elif isinstance(event, FireSkipped):
+            writer.fire_skipped(event, "x@y", NOW)
+    writer.stop()
+
+
+def test_retention_keeps_recent_days_and_runs_per_task(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    events: list[object] = []
+    for i in range(6):  # six runs of a, one a day; two of b
+        events += [_started(f"a{i}", "a", NOW - i * 86400), _ended(f"a{i}", "a", NOW - i * 86400)]
+    events += [_started("b0", "b", NOW), _ended("b0", "b", NOW), _started("b1", "b", NOW - 1)]
+    _write(db, events)
+    with connect(db) as conn:
+        removed = prune(conn, HistoryPolicy(keep_days=4.5, keep_runs_per_task=3), NOW)
+    assert removed == 3  # a5 by age; a3, a4 by count
+    kept = sorted(r["run_id"] for r in query_runs(db, limit=100))
+    assert kept == ["a0", "a1", "a2", "b0", "b1"]
+
+
+def test_runs_open_at_start_are_closed_as_lost(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    _write(db, [_started("gone", "t", NOW, pid=11), _started("alive", "t", NOW + 1, pid=22),
+                _started("done", "t", NOW + 2), _ended("done", "t", NOW + 2)])
+    with connect(db) as conn:
+        lost = close_lost_runs(conn, lambda pid, _started: pid == 22, NOW + 10)
+    assert sorted((r["run_id"], r["was_running"]) for r in lost) == [
+        ("alive", True), ("gone", False)]
+    rows = {r["run_id"]: r for r in query_runs(db, limit=10)}
+    assert rows["gone"]["outcome"] == rows["alive"]["outcome"] == "lost"
+    assert rows["gone"]["reason"] == "the daemon died while it ran; its exit status is unknown"
+    assert rows["done"]["outcome"] == "ok"
+
+
+def test_query_filters(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    _write(db, [_started("ok1", "a", NOW - 7200), _ended("ok1", "a", NOW - 7200),
+                _started("bad", "a", NOW - 60), _ended("bad", "a", NOW - 60, "failed"),
+                FireSkipped(task="b", scheduled=NOW, reason="paused", run_id="skip1")])
+    assert [r["run_id"] for r in query_runs(db, task="a")] == ["bad", "ok1"]
+    assert [r["run_id"] for r in query_runs(db, failed=True)] == ["bad"]
+    assert [r["run_id"] for r in query_runs(db, task="a", since=NOW - 3600)] == ["bad"]
+    skipped = query_runs(db, task="b")[0]
+    assert (skipped["outcome"], skipped["reason"], skipped["fire_id"]) == (
+        "skipped", "paused", "x@y")
+    assert query_runs(tmp_path / "missing.db") == []
