@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from torchd.clock import iso_utc
 from torchd.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
 from torchd.model import HistoryPolicy, RunOutcome
 
@@ -190,8 +191,8 @@ class HistoryWriter:
              self._host, str(outcome), event.reason)))
 
     def fire_missed(self, event: FireMissed, fire_id: str, now: float) -> None:
-        reason = (f"{event.count} fire(s) missed" if event.count == 1 or event.first == event.last
-                  else f"{event.count} fire(s) missed, the last shown")
+        reason = (f"{event.count} fire(s) missed from {iso_utc(event.first)} to "
+                  f"{iso_utc(event.last)}")
         self._queue.put((
             "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason) "
             "VALUES (?,?,?,?,?,?,?,?)",
@@ -210,31 +211,39 @@ class HistoryWriter:
         next_prune = time.monotonic()
         with contextlib.closing(conn):
             while True:
-                timeout = max(0.0, next_prune - time.monotonic())
                 try:
-                    first = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    first = None
-                batch = [] if first is None else [first]
-                if isinstance(first, tuple):
-                    # Let a burst of fires finish spawning before this thread competes for
-                    # the GIL, and commit it as one transaction.
-                    time.sleep(BATCH_WINDOW)
-                while True:  # everything queued meanwhile goes in the same transaction
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stopping = any(item is _STOP for item in batch)
-                self._write(conn, [item for item in batch if isinstance(item, tuple)])
-                for item in batch:
-                    if isinstance(item, threading.Event):
-                        item.set()
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + PRUNE_EVERY
-                    self._prune(conn)
+                    stopping, next_prune = self._pass(conn, next_prune)
+                except Exception:  # the writer must outlive any one bad pass
+                    log.exception("run history writer: unexpected error; going on")
+                    stopping = False
                 if stopping:
                     return
+
+    def _pass(self, conn: sqlite3.Connection, next_prune: float) -> tuple[bool, float]:
+        """Wait for records, gather a batch, commit it; prune when due."""
+        try:
+            first = self._queue.get(timeout=max(0.0, next_prune - time.monotonic()))
+        except queue.Empty:
+            first = None
+        if isinstance(first, tuple):
+            # Let a burst of fires finish spawning before this thread competes for the
+            # GIL, and commit it as one transaction.
+            with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
+                time.sleep(BATCH_WINDOW)
+        batch = [] if first is None else [first]
+        while True:  # everything queued meanwhile goes in the same transaction
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self._write(conn, [item for item in batch if isinstance(item, tuple)])
+        for item in batch:
+            if isinstance(item, threading.Event):
+                item.set()
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + PRUNE_EVERY
+            self._prune(conn)
+        return any(item is _STOP for item in batch), next_prune
 
     def _write(self, conn: sqlite3.Connection,
                batch: Sequence[tuple[str, tuple[object, ...]]]) -> None:

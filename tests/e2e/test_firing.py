@@ -253,6 +253,9 @@ def test_missed_fires_after_a_restart(
         missed[3])
     assert first_missed == last_before + 1
     assert last_missed - first_missed >= 115  # two minutes of per-second fires
+    rows = json.loads(later.cli("history", "tick", "-n", "1000", "--json").stdout)
+    assert [r["reason"] for r in rows if r["outcome"] == "missed"] == [
+        f"{count} fire(s) missed from {missed[2]} to {missed[3]}"]
     if catchup == "none":
         assert caught is None
         assert count == last_missed - first_missed + 1
@@ -263,6 +266,8 @@ def test_missed_fires_after_a_restart(
         assert count == last_missed - first_missed  # all but the one caught up
         assert _iso_seconds(caught[3]) == last_missed
         assert last_missed in after
+        assert [r["fire_id"] for r in rows if r["trigger"] == "catchup"] == [
+            f"tick@{caught[3].replace('.000Z', 'Z')}"]
         assert not set(range(first_missed, last_missed)) & set(after)
 
 
