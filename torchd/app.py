@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -46,6 +46,9 @@ from torchd.runner import seal_descriptors
 from torchd.scheduler import Scheduler, fire_id
 from torchd.sdnotify import notify
 from torchd.watcher import FileWatcher
+
+if TYPE_CHECKING:
+    from torchd.cluster import Cluster
 
 log = logging.getLogger("torchd")
 DEFAULT_STOP_GRACE = 10.0
@@ -141,6 +144,7 @@ class App:
         self._history: HistoryWriter | None = None
         self._hooks: HookRunner | None = None
         self._ops: Operations | None = None
+        self._cluster: Cluster | None = None
         self._watcher: FileWatcher | None = None
         self._control: ControlServer | None = None
         self._reload_lock: asyncio.Lock | None = None
@@ -198,10 +202,13 @@ class App:
         self._journal.open()
         last_fires = self._ledger.open()
         self._ledger.forget_except({task.name for task in config.tasks})
+        cluster = self._make_cluster(config)
         scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
-                              on_event=self._on_event)
+                              on_event=self._on_event, claims=cluster)
         self._scheduler = scheduler
+        if cluster is not None:
+            scheduler.on_lease_tasks = cluster.set_lease_tasks
         self._hooks = HookRunner(log_dir=self._paths.logs, base_env=os.environ,
                                  clock=self._clock, record=self._record_hook)
         self._configure_hooks(config)
@@ -215,8 +222,11 @@ class App:
         self._record_reload("start", config, everything, None)
         self._control = ControlServer(self._paths.socket, {
             "ping": self._handle_ping, "status": self._handle_status,
-            "plan": self._handle_plan, "stop": self._handle_stop, **self._ops.handlers(),
+            "plan": self._handle_plan, "stop": self._handle_stop, "cluster":
+            self._handle_cluster, **self._ops.handlers(),
         }, group=config.daemon.socket_group)
+        if cluster is not None:
+            await cluster.start(scheduler.lease_changed)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
@@ -260,6 +270,8 @@ class App:
         if self._watcher is not None:
             self._watcher.stop()
         stopped = await self._scheduler.shutdown(self._stop_grace)
+        if self._cluster is not None:
+            await self._cluster.close()  # leases go back once their instances are gone
         if self._hooks is not None:
             await self._hooks.close(min(self._stop_grace, HOOK_GRACE))
         if self._history is not None:
@@ -371,7 +383,7 @@ class App:
                 return self._record_reload(source, None, None, exc)
             assert self._config is not None  # noqa: S101
             diff = plan(self._config, new)
-            for key in ("state_dir", "socket_group"):
+            for key in ("state_dir", "socket_group", "cluster"):
                 if getattr(new.daemon, key) != getattr(self._config.daemon, key):
                     log.warning("daemon.%s changed in the file; it takes effect on restart",
                                 key)
@@ -442,6 +454,31 @@ class App:
             "changes": diff.as_dict(),
             "next_fires": preview_fires(new, cron_names, PREVIEW_FIRES, time.time()),
         }
+
+    async def _handle_cluster(self, _request: dict[str, Any]) -> dict[str, Any]:
+        if self._cluster is None:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "this daemon is not in cluster mode "
+                                "(no daemon.cluster in its task file)")
+        return await self._cluster.view()
+
+    def _make_cluster(self, config: Config) -> Cluster | None:
+        settings = config.daemon.cluster
+        if settings is None:
+            return None
+        from torchd.cluster import Cluster, redact, resolve_host_id  # noqa: PLC0415 - redis loads only in cluster mode
+
+        host_id = resolve_host_id(settings)
+        addresses = sorted(str(a) for a in local_identity().addresses)
+
+        def describe() -> dict[str, Any]:
+            return {"version": __version__, "pid": os.getpid(), "addresses": addresses,
+                    "config_hash": self._config.digest if self._config else None,
+                    "running": self._scheduler.running_count() if self._scheduler else 0}
+
+        self._cluster = Cluster(settings, host_id=host_id, describe=describe)
+        log.info("cluster %s on %s as host %s (max_load %.2f)", settings.name,
+                 redact(settings.redis), host_id, settings.max_load)
+        return self._cluster
 
     async def _handle_stop(self, request: dict[str, Any]) -> dict[str, Any]:
         grace = request.get("grace", DEFAULT_STOP_GRACE)

@@ -330,6 +330,8 @@ def _age(seconds: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return _cluster_status(args)
     state_dir = resolve_state_dir(args)
     try:
         status = _ask(state_dir, "status")
@@ -373,6 +375,38 @@ def cmd_status(args: argparse.Namespace) -> int:
                      task["next_fire"] or "-",
                      ",".join(str(p) for p in task["running"]) or "-", last_text))
     _print_table(rows)
+    return EXIT_OK
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    try:
+        view = _call(state_dir, "cluster")
+    except ControlError as exc:
+        print(f"torchd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if view is None:
+        return _not_running(state_dir)
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return EXIT_OK if "error" not in view else EXIT_FAIL
+    if "error" in view:
+        print(f"cluster {view['name']}: {view['error']}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"cluster {view['name']}, seen from host {view['host_id']}: "
+          f"{len(view['hosts'])} live host(s)")
+    rows = [("HOST", "VERSION", "LOAD", "RUNNING", "CONFIG", "LEASES", "ADDRESSES")]
+    for host in view["hosts"]:
+        rows.append((host["host_id"], host.get("version", "?"), f"{host['load']:.2f}",
+                     str(host.get("running", "?")), str(host.get("config_hash")),
+                     ",".join(host.get("leases") or []) or "-",
+                     ",".join(host.get("addresses") or [])))
+    _print_table(rows)
+    for task, holder in sorted(view["leases"].items()):
+        print(f"lease {task}: held by {holder}")
+    if view["config_drift"]:
+        print("WARNING: the hosts run different task files (config hashes differ)",
+              file=sys.stderr)
     return EXIT_OK
 
 
@@ -623,6 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to wait for the daemon to confirm (default 30)")
     reload.set_defaults(func=cmd_reload)
     status = add("status", "show the daemon and its tasks", config="optional", json_flag=True)
+    status.add_argument("--cluster", action="store_true",
+                        help="the cluster's live hosts, lease holders and config drift")
     status.set_defaults(func=cmd_status)
     check = add("check", "validate a task file", config="required", state=False)
     check.set_defaults(func=cmd_check)

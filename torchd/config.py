@@ -30,6 +30,7 @@ from torchd.errors import ConfigError, ConfigProblem, ScheduleError
 from torchd.hostmatch import HostIdentity, hosts_match
 from torchd.model import (
     Catchup,
+    ClusterSettings,
     Config,
     DaemonSettings,
     HistoryPolicy,
@@ -38,6 +39,7 @@ from torchd.model import (
     LogPolicy,
     Overlap,
     RetryPolicy,
+    RunOn,
     TaskKind,
     TaskSpec,
 )
@@ -75,12 +77,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 TOP_KEYS = ("daemon", "tasks")
 DAEMON_KEYS = ("state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit",
-               "log", "history", "hooks", "socket_group")
+               "log", "history", "hooks", "socket_group", "cluster")
 TASK_KEYS = (
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
-    "user", "group", "umask", "nice", "limits", "log", "hooks",
+    "user", "group", "umask", "nice", "limits", "log", "hooks", "run_on",
 )
 T = TypeVar("T")
 
@@ -210,12 +212,13 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
         history=cast(HistoryPolicy, settings.get("history") or HistoryPolicy()),
         hooks=cast("tuple[tuple[HookEvent, HookAction], ...]", settings.get("hooks") or ()),
         socket_group=cast("str | None", settings.get("socket_group")),
+        cluster=cast("ClusterSettings | None", settings.get("cluster")),
     )
 
 
 _DAEMON_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "log": v.as_log_overrides, "history": v.as_history, "hooks": v.as_hooks,
-    "socket_group": v.as_text,
+    "socket_group": v.as_text, "cluster": v.as_cluster,
 }
 
 
@@ -272,6 +275,7 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "at": v.as_time_text, "start_at": v.as_time_text, "end_at": v.as_time_text,
     "jitter": v.as_duration, "user": v.as_text, "group": v.as_text, "umask": v.as_umask,
     "nice": v.as_nice, "limits": v.as_limits, "log": v.as_log_overrides, "hooks": v.as_hooks,
+    "run_on": v.one_of(RunOn),
 }
 
 
@@ -343,6 +347,7 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
         log=(replace(daemon.log, **cast("dict[str, Any]", values["log"])) if "log" in values
              else daemon.log),
         hooks=cast("tuple[tuple[HookEvent, HookAction], ...]", values.get("hooks", ())),
+        run_on=cast(RunOn, values.get("run_on", RunOn.ALL)),
         for_this_host=for_this_host,
         line=v.line_of(node),
     )

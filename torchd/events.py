@@ -79,6 +79,7 @@ class FireMissed:
     first: float
     last: float
     count: int
+    reason: str = ""  # why, when not the usual lateness (e.g. the cluster was unavailable)
 
 
 Event = RunStarted | RunEnded | RunNotStarted | FireSettled | FireSkipped | FireMissed

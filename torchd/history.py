@@ -193,6 +193,8 @@ class HistoryWriter:
     def fire_missed(self, event: FireMissed, fire_id: str, now: float) -> None:
         reason = (f"{event.count} fire(s) missed from {iso_utc(event.first)} to "
                   f"{iso_utc(event.last)}")
+        if event.reason:
+            reason = f"{reason}: {event.reason}"
         self._queue.put((
             "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason) "
             "VALUES (?,?,?,?,?,?,?,?)",

@@ -128,6 +128,31 @@ class HookEvent(StrEnum):
     ON_MISSED = "on_missed"
 
 
+class RunOn(StrEnum):
+    """Where a task runs among the hosts it matches (cluster mode)."""
+
+    ALL = "all"  # every matching host runs it
+    ONE = "one"  # one host per fire (cron) or one holder of a lease (daemon)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to "may this host run this fire?" in cluster mode."""
+
+    won: bool
+    holder: str | None  # the winning host, when known
+    error: str | None = None  # set when the cluster could not be asked: the fire is missed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSettings:
+    redis: str  # redis://host:6379/0
+    name: str = "default"  # keys are prefixed torchd:NAME:, so clusters can share a Redis
+    host_id: str | None = None  # default: $TORCHD_HOST_ID, else the host name
+    max_load: float = 0.9  # above this a host lets others claim first
+    lease_ttl: float = 15.0  # seconds a daemon task's lease lasts without renewal
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryPolicy:
     enabled: bool = True
@@ -162,6 +187,7 @@ class TaskSpec:
     retries: RetryPolicy | None = None
     log: LogPolicy = LogPolicy()  # the daemon's defaults with the task's own keys over them
     hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # the task's own (daemon's apart)
+    run_on: RunOn = RunOn.ALL
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
 
@@ -187,6 +213,7 @@ class DaemonSettings:
     history: HistoryPolicy = HistoryPolicy()
     hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # for every task
     socket_group: str | None = None  # this group may use the control socket too
+    cluster: ClusterSettings | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,10 +55,12 @@ def account_env(user: str) -> dict[str, str]:
 
 
 def wrap_command(command: tuple[str, ...], *, user: str | None, group: str | None,
-                 nice: int | None, limits: tuple[tuple[str, int | None], ...]
-                 ) -> tuple[str, ...]:
-    """The argv that applies nice, then limits, then the account switch, then execs."""
-    argv = command
+                 nice: int | None, limits: tuple[tuple[str, int | None], ...],
+                 parent_death: bool = False) -> tuple[str, ...]:
+    """The argv that applies nice, then limits, then the account switch, then execs.
+    `parent_death`: the command gets SIGTERM if the daemon dies (set last, since a change
+    of account clears it)."""
+    argv = ("setpriv", "--pdeathsig", "TERM", "--", *command) if parent_death else command
     if user is not None or group is not None:
         switch = ["setpriv"]
         if user is not None:

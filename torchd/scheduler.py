@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from torchd.catchup import decide
@@ -38,10 +38,12 @@ from torchd.events import (
     RunStarted,
 )
 from torchd.model import (
+    Claim,
     Config,
     DaemonSettings,
     KeeperState,
     Overlap,
+    RunOn,
     RunOutcome,
     RunState,
     TaskKind,
@@ -75,6 +77,14 @@ BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healt
 
 class SchedulerError(Exception):
     """An operator's request that cannot be done (unknown task, nothing to kill, ...)."""
+
+
+class FireClaims(Protocol):
+    """Cluster mode's say over `run_on: one` tasks (without it every fire runs here)."""
+
+    async def claim(self, task: str, scheduled: float) -> Claim: ...
+
+    def holds(self, task: str) -> bool: ...
 
 
 class Fire(NamedTuple):
@@ -121,6 +131,7 @@ class TaskState:
     # daemon's environment per task would cost megabytes across 100,000 rare tasks.
     env: dict[str, str] | None = None
     argv: tuple[str, ...] = ()  # the command with its nice/limits/account wrappers
+    last_claim: tuple[float, str | None] | None = None  # cluster: (fire, winning host)
 
     def queue(self) -> deque[Fire]:
         if self.waiting is None:
@@ -131,7 +142,8 @@ class TaskState:
 class Scheduler:
     def __init__(self, *, clock: Clock, log_dir: Path, base_env: Mapping[str, str],
                  kill_grace: float = 10.0,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None,
+                 claims: FireClaims | None = None) -> None:
         self._clock = clock
         self._log_dir = log_dir
         self._base_env = dict(base_env)
@@ -141,6 +153,11 @@ class Scheduler:
         self._paused: set[str] = set()
         self._paused_all = False
         self._submitted: set[str] = set()  # one-off tasks from `torchd submit`
+        self._claims = claims
+        self._claiming: set[asyncio.Task[None]] = set()
+        # Called with the daemon-type `run_on: one` tasks this host may hold a lease for,
+        # whenever that set may have changed (load, reload, pause, resume).
+        self.on_lease_tasks: Callable[[set[str]], None] = lambda _names: None
         self._tasks: dict[str, TaskState] = {}
         self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
         self._lingering: set[int] = set()  # groups whose leader exited, KILL still pending
@@ -175,6 +192,7 @@ class Scheduler:
         for name in plan.added:
             self._admit(specs[name], now, None, (last_fires or {}).get(name))
         self._wake.set()
+        self.on_lease_tasks(self.lease_tasks())
 
     def _retire(self, name: str) -> TaskState | None:
         """Take a task off the timetable. Cron runs continue; keep-alive instances stop."""
@@ -203,7 +221,7 @@ class Scheduler:
             for slot in range(max(spec.max_running, 1)):
                 keeper = Keeper(task=spec.name, slot=slot)
                 state.keepers.append(keeper)
-                if self._started and not self.is_paused(spec.name):
+                if self._started and self._may_keep(spec):
                     self._start_keeper(state, keeper, waiting_for)
             return
         if recorded_last is not None:
@@ -237,7 +255,7 @@ class Scheduler:
             if not state.spec.active:
                 continue
             if state.spec.kind is TaskKind.DAEMON:
-                if not self.is_paused(state.spec.name):
+                if self._may_keep(state.spec):
                     for keeper in state.keepers:
                         self._start_keeper(state, keeper, [])
             elif isinstance(state.spec.schedule, RebootSchedule):
@@ -299,8 +317,13 @@ class Scheduler:
                 self._plan_next(state, scheduled)
                 self._forget_if_submitted(state)
                 continue
-            batch.append((state, Fire(scheduled, Trigger.SUBMIT if name in self._submitted
-                                      else Trigger.SCHEDULE)))
+            fire = Fire(scheduled, Trigger.SUBMIT if name in self._submitted
+                        else Trigger.SCHEDULE)
+            if self._claims is not None and state.spec.run_on is RunOn.ONE:
+                self._claim_then_fire(state, fire)
+                self._plan_next(state, scheduled)
+                continue
+            batch.append((state, fire))
         if batch:
             self._fire_batch(batch)  # start processes first; schedule arithmetic can wait
             for state, fire in batch:
@@ -483,8 +506,12 @@ class Scheduler:
             account = account_env(spec.user) if spec.user else {}
             state.env = {**self._base_env, **account, **dict(spec.env),
                          "TORCHD_TASK": spec.name}
-            state.argv = wrap_command(spec.command, user=spec.user, group=spec.group,
-                                      nice=spec.nice, limits=spec.limits)
+            state.argv = wrap_command(
+                spec.command, user=spec.user, group=spec.group, nice=spec.nice,
+                limits=spec.limits,
+                # a leased instance must not outlive its daemon: another host takes over
+                parent_death=(self._claims is not None and spec.kind is TaskKind.DAEMON
+                              and spec.run_on is RunOn.ONE))
         env = dict(state.env)
         env["TORCHD_RUN_ID"] = run_id
         env["TORCHD_FIRE_ID"] = fid
@@ -613,6 +640,7 @@ class Scheduler:
             for keeper in state.keepers:
                 self._stop_keeper(keeper)
             log.info("task %s paused", task)
+        self.on_lease_tasks(self.lease_tasks())
         return affected
 
     def resume(self, name: str | None) -> list[str]:
@@ -630,15 +658,77 @@ class Scheduler:
             self._paused.discard(name)
         resumed = [n for n in was_paused if not self.is_paused(n)]
         for task in resumed:
-            state = self._tasks[task]
-            if state.spec.kind is TaskKind.DAEMON and state.spec.active and self._started:
-                previous = state.keepers
-                waiting_for = [k.handle.run.done for k in previous if k.handle is not None]
-                state.keepers = [Keeper(task=task, slot=k.slot) for k in previous]
-                for keeper in state.keepers:
-                    self._start_keeper(state, keeper, waiting_for)
+            self._restart_keepers(self._tasks[task])
             log.info("task %s resumed", task)
+        self.on_lease_tasks(self.lease_tasks())
         return resumed
+
+    def _restart_keepers(self, state: TaskState) -> None:
+        """Fresh keep-alive slots, started once the old instances have gone."""
+        if state.spec.kind is not TaskKind.DAEMON or not self._started:
+            return
+        if not self._may_keep(state.spec):
+            return
+        previous = state.keepers
+        waiting_for = [k.handle.run.done for k in previous if k.handle is not None]
+        state.keepers = [Keeper(task=state.spec.name, slot=k.slot) for k in previous]
+        for keeper in state.keepers:
+            self._start_keeper(state, keeper, waiting_for)
+
+    # ----- cluster -----------------------------------------------------------------------
+    def _may_keep(self, spec: TaskSpec) -> bool:
+        """Whether this host keeps a daemon-type task's instances running now."""
+        if not spec.active or self.is_paused(spec.name):
+            return False
+        if self._claims is None or spec.run_on is RunOn.ALL:
+            return True
+        return self._claims.holds(spec.name)
+
+    def lease_tasks(self) -> set[str]:
+        """Daemon-type `run_on: one` tasks this host would run if it held their lease."""
+        if self._claims is None:
+            return set()
+        return {name for name, state in self._tasks.items()
+                if state.spec.kind is TaskKind.DAEMON and state.spec.run_on is RunOn.ONE
+                and state.spec.active and not self.is_paused(name)}
+
+    def lease_changed(self, name: str, held: bool, stop_within: float) -> None:
+        """The cluster gave or took this host's lease of a task: start or stop it. A lost
+        lease stops the instances within `stop_within` seconds (before another host may
+        take the lease)."""
+        state = self._tasks.get(name)
+        if state is None or state.spec.kind is not TaskKind.DAEMON:
+            return
+        if held:
+            self._restart_keepers(state)
+            return
+        grace = min(state.spec.kill_grace, stop_within)
+        for keeper in state.keepers:
+            self._stop_keeper(keeper, grace)
+
+    def _claim_then_fire(self, state: TaskState, fire: Fire) -> None:
+        task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire))
+        self._claiming.add(task)
+        task.add_done_callback(self._claiming.discard)
+
+    async def _claim_and_run(self, state: TaskState, fire: Fire) -> None:
+        assert self._claims is not None  # noqa: S101 - only called in cluster mode
+        name = state.spec.name
+        claim = await self._claims.claim(name, fire.scheduled)
+        if self._stopping or self._tasks.get(name) is not state:
+            return
+        if claim.error is not None:
+            log.warning("task %s: fire %s missed: %s", name, fire_id(name, fire.scheduled),
+                        claim.error)
+            self._on_event(FireMissed(task=name, first=fire.scheduled, last=fire.scheduled,
+                                      count=1, reason=f"cluster: {claim.error}"))
+            return
+        state.last_claim = (fire.scheduled, claim.holder)
+        if claim.won:
+            self._fire_batch([(state, fire)])
+        else:
+            log.debug("task %s: fire %s runs on %s", name, fire_id(name, fire.scheduled),
+                      claim.holder)
 
     def trigger(self, name: str, *, force: bool) -> tuple[str, str]:
         """Run a task now. Without `force`, its overlap policy and the daemon-wide limit
@@ -765,12 +855,12 @@ class Scheduler:
             await asyncio.sleep(keeper.backoff)
             keeper.backoff = min(keeper.backoff * 2, BACKOFF_MAX)
 
-    def _stop_keeper(self, keeper: Keeper) -> None:
+    def _stop_keeper(self, keeper: Keeper, grace: float | None = None) -> None:
         keeper.state = KeeperState.STOPPED  # * -> stopped
         if keeper.runner is not None:
             keeper.runner.cancel()
         if keeper.handle is not None:
-            keeper.handle.stop(self._kill_grace)
+            keeper.handle.stop(self._kill_grace if grace is None else grace)
 
     # ----- shutdown ------------------------------------------------------------------------
     def all_runs(self) -> list[RunHandle]:
@@ -779,6 +869,8 @@ class Scheduler:
     async def shutdown(self, grace: float) -> int:
         """Stop everything started: TERM groups, wait `grace`, KILL, reap. Returns # killed."""
         self.request_stop()
+        for claiming in self._claiming:
+            claiming.cancel()
         for state in self._tasks.values():
             self._drop_queued(state, "shutdown")
             self._cancel_retries(state, "shutdown")
@@ -835,6 +927,7 @@ class Scheduler:
                 "for_this_host": spec.for_this_host,
                 "paused": self.is_paused(name),
                 "submitted": name in self._submitted,
+                "run_on": str(spec.run_on),
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
                 "running": sorted(h.run.pid for h in runs.values()),
@@ -852,6 +945,12 @@ class Scheduler:
             }
             if spec.kind is TaskKind.DAEMON:
                 entry["instances"] = [self._keeper_view(k, now_mono) for k in state.keepers]
+            if self._claims is not None and spec.run_on is RunOn.ONE:
+                if spec.kind is TaskKind.DAEMON:
+                    entry["lease_held"] = self._claims.holds(name)
+                elif state.last_claim is not None:
+                    entry["last_claim"] = {"fire": fire_id(name, state.last_claim[0]),
+                                           "host": state.last_claim[1]}
             tasks.append(entry)
         return tasks
 

@@ -16,7 +16,14 @@ import yaml
 from torchd.durations import parse_duration
 from torchd.errors import DurationError
 from torchd.hostmatch import check_pattern
-from torchd.model import HistoryPolicy, HookAction, HookEvent, RetryPolicy, Webhook
+from torchd.model import (
+    ClusterSettings,
+    HistoryPolicy,
+    HookAction,
+    HookEvent,
+    RetryPolicy,
+    Webhook,
+)
 from torchd.runas import LIMITS
 
 T = TypeVar("T")
@@ -392,3 +399,54 @@ def as_hooks(node: yaml.Node) -> tuple[tuple[HookEvent, HookAction], ...]:
                              f"got {kind_of(node)}")
     fields = _keyed(node, tuple(e.value for e in HookEvent), "hook")
     return tuple((HookEvent(key), _field(fields, key, _as_hook)) for key in fields)
+
+
+CLUSTER_KEYS = ("redis", "name", "host_id", "max_load", "lease_ttl")
+
+
+def _as_redis_url(node: yaml.Node) -> str:
+    url = as_text(node)
+    if not re.match(r"(rediss?|unix)://", url):
+        raise Invalid(node, f"'{url}' is not a Redis URL such as redis://10.0.0.5:6379/0")
+    return url
+
+
+def _as_key_part(node: yaml.Node) -> str:
+    text = as_text(node)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+        raise Invalid(node, f"'{text}' may only use letters, digits, '_', '.' and '-'")
+    return text
+
+
+def _as_load(node: yaml.Node) -> float:
+    if isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT) and float(node.value) >= 0:
+        return float(node.value)
+    raise Invalid(node, f"expected a load of 0 or more (1.0 = every core busy), got "
+                         f"{kind_of(node)}")
+
+
+def _as_lease_ttl(node: yaml.Node) -> float:
+    value = as_duration(node)
+    if value < 3:
+        raise Invalid(node, "must be at least 3s (the lease is renewed every third of it, "
+                            "and a renewal may take 1 s)")
+    return value
+
+
+def as_cluster(node: yaml.Node) -> ClusterSettings:
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(CLUSTER_KEYS)}, got "
+                             f"{kind_of(node)}")
+    fields = _keyed(node, CLUSTER_KEYS, "key")
+    if "redis" not in fields:
+        raise Invalid(node, "'redis' (the Redis URL) is required")
+    defaults = ClusterSettings(redis="")
+    return ClusterSettings(
+        redis=_field(fields, "redis", _as_redis_url),
+        name=_field(fields, "name", _as_key_part) if "name" in fields else defaults.name,
+        host_id=_field(fields, "host_id", _as_key_part) if "host_id" in fields else None,
+        max_load=_field(fields, "max_load", _as_load) if "max_load" in fields
+        else defaults.max_load,
+        lease_ttl=(_field(fields, "lease_ttl", _as_lease_ttl) if "lease_ttl" in fields
+                   else defaults.lease_ttl),
+    )

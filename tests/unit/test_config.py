@@ -58,7 +58,7 @@ def task_file(body: str) -> str:
                  "known keys: name, schedule, command, type, hosts, max_running, env, cwd, "
                  "enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
                  "kill_grace, timeout, retries, at, start_at, end_at, jitter, user, group, "
-                 "umask, nice, limits, log, hooks", id="unknown-key"),
+                 "umask, nice, limits, log, hooks, run_on", id="unknown-key"),
     pytest.param('schedule: "@hourly"\nat: 2026-12-01T10:00:00Z\ncommand: "true"\n',
                  "t.yaml:4: task 'job': at: give either schedule (repeating) or at (once), "
                  "not both", id="schedule-and-at"),
@@ -477,4 +477,40 @@ def test_logs_hooks_and_history() -> None:
                  "host", id="socket-group"),
 ])
 def test_operations_settings_problems(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_cluster_settings() -> None:
+    config = parse_config(textwrap.dedent("""
+        daemon:
+          cluster: {redis: "redis://10.0.0.5:6379/0", name: prod, max_load: 0.75, lease_ttl: 30s}
+        tasks:
+          - {name: once, schedule: "@hourly", command: "true", run_on: one}
+          - {name: everywhere, schedule: "@hourly", command: "true"}
+    """).encode(), "t.yaml", identity=None)
+    cluster = config.daemon.cluster
+    assert cluster is not None
+    assert (cluster.redis, cluster.name, cluster.host_id, cluster.max_load, cluster.lease_ttl) \
+        == ("redis://10.0.0.5:6379/0", "prod", None, 0.75, 30.0)
+    assert [str(t.run_on) for t in config.tasks] == ["one", "all"]
+    plain = parse_config(b"tasks: []\n", "t.yaml", identity=None)
+    assert plain.daemon.cluster is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("daemon: {cluster: {name: prod}}\ntasks: []\n",
+                 "t.yaml:1: daemon.cluster: 'redis' (the Redis URL) is required", id="no-url"),
+    pytest.param("daemon: {cluster: {redis: 'http://x'}}\ntasks: []\n",
+                 "t.yaml:1: daemon.cluster: redis: 'http://x' is not a Redis URL such as "
+                 "redis://10.0.0.5:6379/0", id="url"),
+    pytest.param("daemon: {cluster: {redis: 'redis://x', lease_ttl: 1s}}\ntasks: []\n",
+                 "t.yaml:1: daemon.cluster: lease_ttl: must be at least 3s (the lease is "
+                 "renewed every third of it, and a renewal may take 1 s)", id="ttl"),
+    pytest.param("daemon: {cluster: {redis: 'redis://x', name: 'a b'}}\ntasks: []\n",
+                 "t.yaml:1: daemon.cluster: name: 'a b' may only use letters, digits, '_', "
+                 "'.' and '-'", id="name"),
+    pytest.param('tasks:\n  - {name: j, schedule: "@hourly", command: "true", run_on: two}\n',
+                 "t.yaml:2: task 'j': run_on: 'two' is not one of: all, one", id="run-on"),
+])
+def test_cluster_problems(text: str, expected: str) -> None:
     assert problems(text) == [expected]

@@ -12,7 +12,7 @@ from typing import Any
 
 MAX_LINE = 1 << 20
 COMMANDS = ("ping", "status", "plan", "stop", "trigger", "kill", "pause", "resume", "logs",
-            "history", "submit")
+            "history", "submit", "cluster")
 
 
 class ErrorCode(StrEnum):

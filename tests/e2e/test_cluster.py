@@ -1,0 +1,228 @@
+"""Cluster mode with a real redis-server on a free loopback port and several real daemons
+on this machine (distinct state dirs and host ids)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Daemon, lines, process_gone, require_tool, wait_for
+
+pytestmark = pytest.mark.e2e
+Factory = Callable[..., Daemon]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    binary: str
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(self.answers, timeout=10, message="redis-server")
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(require_tool("redis-server"), free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def cluster_file(write_tasks: Callable[..., Path], redis: RedisServer, tasks: str,
+                 name: str = "tasks.yaml", extra: str = "") -> Path:
+    """A task file in cluster mode; `tasks` is YAML list items (any common indentation)."""
+    items = textwrap.indent(textwrap.dedent(tasks).strip("\n"), "  ")
+    return write_tasks(f'daemon:\n  cluster: {{redis: "{redis.url}", name: t, lease_ttl: 3s'
+                       f'{extra}}}\ntasks:\n{items}\n', name)
+
+
+def start_hosts(factory: Factory, configs: list[Path]) -> list[Daemon]:
+    return [factory(config, state=f"host{i}", env={"TORCHD_HOST_ID": f"h{i}"}).start()
+            for i, config in enumerate(configs)]
+
+
+def record(out: Path) -> str:
+    return f'echo "$TORCHD_FIRE_ID $TORCHD_HOST_ID" >> {out}'
+
+
+def per_second(out: Path) -> dict[tuple[str, int], list[str]]:
+    """(task, epoch second) -> the hosts that ran that fire."""
+    runs: dict[tuple[str, int], list[str]] = {}
+    for line in lines(out):
+        fire, host = line.split()
+        task, stamp = fire.split("@")
+        second = int(time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone)
+        runs.setdefault((task, second), []).append(host)
+    return runs
+
+
+def status(daemon: Daemon, *args: str) -> Any:
+    result = daemon.cli("status", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_three_hosts_run_each_fire_exactly_once(tmp_path: Path,
+                                                write_tasks: Callable[..., Path],
+                                                daemon_factory: Factory,
+                                                redis_server: RedisServer) -> None:
+    """3 daemons x 20 per-second `run_on: one` tasks for 60 s: one run per task per
+    second, spread over the hosts."""
+    out = tmp_path / "out"
+    tasks = "\n".join(f'- {{name: t{i}, schedule: "* * * * * *", run_on: one, '
+                      f"command: '{record(out)}'}}" for i in range(20))
+    config = cluster_file(write_tasks, redis_server, tasks)
+    hosts = start_hosts(daemon_factory, [config] * 3)
+    begin = int(time.time()) + 2
+    wait_for(lambda: time.time() > begin + 61, timeout=90, interval=0.5, message="60 s")
+    end = begin + 59
+    runs = per_second(out)
+    window = {key: ran for key, ran in runs.items() if begin <= key[1] <= end}
+    duplicates = sum(len(ran) - 1 for ran in window.values())
+    gaps = 20 * 60 - len(window)
+    spread = Counter(host for ran in window.values() for host in ran)
+    print(f"exactly-once: {len(window)} fires, {duplicates} duplicates, {gaps} gaps, "
+          f"per host {dict(spread)}")
+    assert (duplicates, gaps) == (0, 0)
+    assert len(spread) == 3  # every host won some
+    view = status(hosts[0], "--cluster")
+    assert [h["host_id"] for h in view["hosts"]] == ["h0", "h1", "h2"]
+    assert view["config_drift"] is False
+    last = status(hosts[1])["tasks"][0]["last_claim"]
+    assert last["host"] in {"h0", "h1", "h2"}
+
+
+def test_a_daemon_task_fails_over_when_its_holder_dies(tmp_path: Path,
+                                                       write_tasks: Callable[..., Path],
+                                                       daemon_factory: Factory,
+                                                       redis_server: RedisServer) -> None:
+    """kill -9 of the lease holder: its instance goes with it (parent-death signal) and
+    another host starts the task within the lease TTL (3 s here) and a renewal period."""
+    out = tmp_path / "out"
+    config = cluster_file(write_tasks, redis_server, f"""
+          - name: worker
+            type: daemon
+            run_on: one
+            command: 'echo "$TORCHD_HOST_ID" >> {out}; exec sleep 300'
+    """)
+    hosts = start_hosts(daemon_factory, [config, config])
+    wait_for(lambda: len(lines(out)) == 1, timeout=10, message="one instance")
+    holder_id = lines(out)[0]
+    holder = hosts[int(holder_id[1])]
+    other = hosts[1 - int(holder_id[1])]
+    view = status(other, "--cluster")
+    assert view["leases"] == {"worker": holder_id}
+    instance = next(p.pid for p in holder.descendants() if p.name() == "sleep")
+    os.kill(holder.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: process_gone(instance), timeout=5, message="the instance fenced")
+    wait_for(lambda: len(lines(out)) == 2, timeout=10, message="the failover")
+    failover = time.monotonic() - killed_at
+    print(f"failover after {failover:.2f}s (lease_ttl 3s)")
+    assert lines(out)[1] == other.env["TORCHD_HOST_ID"]
+    assert failover < 3 + 1 + 2
+    assert status(other)["tasks"][0]["lease_held"] is True
+
+
+def test_redis_outage_skips_one_runs_and_work_resumes(tmp_path: Path,
+                                                      write_tasks: Callable[..., Path],
+                                                      daemon_factory: Factory,
+                                                      redis_server: RedisServer) -> None:
+    """Redis stops for a few seconds: `run_on: all` tasks go on everywhere; `run_on: one`
+    fires are missed and recorded with the reason; both resume without a restart."""
+    out = tmp_path / "out"
+    config = cluster_file(write_tasks, redis_server, f"""
+          - {{name: single, schedule: "* * * * * *", run_on: one, command: '{record(out)}'}}
+          - {{name: every, schedule: "* * * * * *", command: '{record(out)}'}}
+    """)
+    hosts = start_hosts(daemon_factory, [config, config])
+    wait_for(lambda: len(per_second(out)) >= 4, timeout=10, message="fires")
+    redis_server.stop()
+    down_from = int(time.time()) + 1
+    wait_for(lambda: time.time() > down_from + 4, timeout=10, message="4 s of outage")
+    down_to = int(time.time()) - 1
+    redis_server.start()
+    back = int(time.time()) + 3  # reconnect back-off: at most 2 s after a few failures
+    wait_for(lambda: time.time() > back + 4, timeout=15, message="fires after the outage")
+    runs = per_second(out)
+    for second in range(down_from, back + 4):
+        assert sorted(runs.get(("every", second), [])) == ["h0", "h1"], second
+    for second in range(down_from, down_to + 1):
+        assert ("single", second) not in runs, second
+    for second in range(back, back + 4):
+        assert len(runs.get(("single", second), [])) == 1, second
+    missed = [r for r in json.loads(hosts[0].cli("history", "single", "-n", "200", "--json")
+                                    .stdout) if r["outcome"] == "missed"]
+    assert missed
+    assert "cluster: Redis unavailable" in missed[0]["reason"]
+    assert "cluster: Redis answers again" in hosts[0].stderr()
+
+
+def test_an_overloaded_host_leaves_fires_to_idle_ones(tmp_path: Path,
+                                                      write_tasks: Callable[..., Path],
+                                                      daemon_factory: Factory,
+                                                      redis_server: RedisServer) -> None:
+    """max_load 0 makes h0 always overloaded: h1 wins every fire while it runs; alone, h0
+    still runs them (after its 1 s of deference)."""
+    out = tmp_path / "out"
+    task = f'- {{name: job, schedule: "* * * * * *", run_on: one, command: \'{record(out)}\'}}'
+    busy = cluster_file(write_tasks, redis_server, task, "busy.yaml", ", max_load: 0")
+    idle = cluster_file(write_tasks, redis_server, task, "idle.yaml", ", max_load: 100")
+    busy_host, idle_host = start_hosts(daemon_factory, [busy, idle])
+    # h0 started first and ran the fires alone until h1 came up
+    def first_of_h1() -> int:
+        return next((i for i, line in enumerate(lines(out)) if line.endswith(" h1")), -1)
+
+    wait_for(lambda: first_of_h1() >= 0, timeout=10, message="h1's first fire")
+    first = first_of_h1()
+    wait_for(lambda: len(lines(out)) >= first + 8, timeout=15, message="eight more fires")
+    assert {line.split()[1] for line in lines(out)[first:]} == {"h1"}
+    assert status(busy_host, "--cluster")["config_drift"] is True
+    idle_host.signal(signal.SIGTERM)
+    idle_host.wait_exit()
+    count = len(lines(out))
+    wait_for(lambda: len(lines(out)) >= count + 3, timeout=10, message="h0 alone")
+    assert {line.split()[1] for line in lines(out)[count:]} == {"h0"}

@@ -1,0 +1,269 @@
+"""Cluster mode on Redis: one run per fire across hosts, leases for keep-alive tasks, a
+registry of live hosts. Redis is the only coordination engine; torchd adds no consensus.
+
+Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
+- `fire:TASK:EPOCH_MS`: the claim of one fire, `SET NX PX` by every eligible host at the
+  fire's time; the value names the winner. Kept 10 minutes, so a host whose clock or loop
+  runs late cannot claim the fire again.
+- `lease:TASK`: the holder of a `run_on: one` daemon-type task; renewed every third of
+  its TTL by compare-and-expire, released by compare-and-delete.
+- `host:HOST_ID`: a heartbeat (JSON) with a TTL of three heartbeats.
+
+When Redis does not answer, the client backs off (0.5 s doubling to 8 s) and every claim
+fails at once until the next probe succeeds: such fires are missed, never run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psutil
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from torchd.model import Claim, ClusterSettings
+
+log = logging.getLogger("torchd.cluster")
+T = TypeVar("T")
+
+HEARTBEAT = 2.0  # seconds between a host's heartbeats
+CLAIM_TTL_MS = 600_000
+CLAIM_SPREAD = 0.05  # seconds of claim delay per unit of load (load 1.0 waits 50 ms)
+OVERLOADED_DELAY = 1.0  # a host above max_load claims only after this, if nobody has
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0
+REDIS_TIMEOUT = 1.0
+RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Unavailable(Exception):
+    """Redis did not answer (or is in its back-off after not answering)."""
+
+
+def host_load() -> float:
+    """max(1-minute load average per core, fraction of memory in use)."""
+    per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return round(max(per_core, psutil.virtual_memory().percent / 100.0), 3)
+
+
+def redact(url: str) -> str:
+    """The Redis URL without its password, for logs."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
+def resolve_host_id(settings: ClusterSettings) -> str:
+    import socket  # noqa: PLC0415 - only cluster mode asks
+
+    return settings.host_id or os.environ.get("TORCHD_HOST_ID") or socket.gethostname()
+
+
+LeaseChange = Callable[[str, bool, float], None]  # (task, held, seconds left to stop by)
+
+
+class Cluster:
+    def __init__(self, settings: ClusterSettings, *, host_id: str,
+                 describe: Callable[[], dict[str, Any]]) -> None:
+        self.settings = settings
+        self.host_id = host_id
+        self._describe = describe  # this host's heartbeat fields (version, config hash...)
+        self._prefix = f"torchd:{settings.name}:"
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+            retry_on_timeout=False, decode_responses=True)
+        self._renew = self._redis.register_script(RENEW)
+        self._release = self._redis.register_script(RELEASE)
+        self._down_until = 0.0
+        self._backoff = BACKOFF_FIRST
+        self._down_reason: str | None = None
+        self._set_get = True  # SET ... NX GET (Redis 7); False after a server refuses it
+        self.load = 0.0
+        self._lease_tasks: set[str] = set()
+        self._held: dict[str, float] = {}  # task -> monotonic time its lease expires
+        self._on_lease: LeaseChange = lambda _task, _held, _left: None
+        self._loops: list[asyncio.Task[None]] = []
+
+    # ----- lifecycle ---------------------------------------------------------------------
+    async def start(self, on_lease: LeaseChange) -> None:
+        self._on_lease = on_lease
+        self.load = host_load()
+        with contextlib.suppress(Unavailable):
+            await self._ask(self._redis.ping)
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._heartbeat_loop(), name="cluster heartbeat"),
+                       loop.create_task(self._lease_loop(), name="cluster leases")]
+
+    async def close(self) -> None:
+        """Stop the loops, give back held leases (their instances are stopped by now)."""
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for name in list(self._held):
+            with contextlib.suppress(Unavailable):
+                await self._ask(lambda n=name: self._release(  # type: ignore[misc]
+                    keys=[self._key("lease", n)], args=[self.host_id]))
+        self._held.clear()
+        with contextlib.suppress(Unavailable):
+            await self._ask(lambda: self._redis.delete(self._key("host", self.host_id)))
+        await self._redis.aclose()
+
+    # ----- talking to Redis --------------------------------------------------------------
+    def _key(self, kind: str, *parts: str) -> str:
+        return self._prefix + ":".join((kind, *parts))
+
+    async def _ask(self, call: Callable[[], Awaitable[T]], *, probe: bool = False) -> T:
+        """One Redis call, failing fast while Redis is known to be down (except probes)."""
+        if not probe and time.monotonic() < self._down_until:
+            raise Unavailable(self._down_reason or "Redis is unavailable")
+        try:
+            result = await call()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            reason = f"Redis unavailable ({type(exc).__name__}: {exc})"
+            if self._down_reason is None:
+                log.error("cluster: %s; run_on: one fires are missed until it answers",
+                          reason)
+            else:
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._down_reason = reason
+            self._down_until = time.monotonic() + self._backoff
+            raise Unavailable(reason) from None
+        if self._down_reason is not None:
+            log.warning("cluster: Redis answers again")
+            self._down_reason = None
+            self._backoff = BACKOFF_FIRST
+            self._down_until = 0.0
+        return result
+
+    # ----- fires -------------------------------------------------------------------------
+    def claim_delay(self) -> float:
+        """Less-loaded hosts claim first; an overloaded one leaves the fire to others."""
+        if self.load > self.settings.max_load:
+            return OVERLOADED_DELAY
+        return min(self.load, 1.0) * CLAIM_SPREAD
+
+    async def claim(self, task: str, scheduled: float) -> Claim:
+        delay = self.claim_delay()
+        if delay:
+            await asyncio.sleep(delay)
+        key = self._key("fire", task, str(round(scheduled * 1000)))
+        try:
+            if self._set_get:
+                try:
+                    previous = await self._ask(lambda: self._redis.set(
+                        key, self.host_id, nx=True, px=CLAIM_TTL_MS, get=True))
+                except redis_errors.ResponseError:
+                    self._set_get = False  # Redis < 7: SET NX, then GET on a loss
+                    return await self.claim(task, scheduled)
+                won = previous is None
+            else:
+                won = bool(await self._ask(lambda: self._redis.set(
+                    key, self.host_id, nx=True, px=CLAIM_TTL_MS)))
+                previous = None if won else await self._ask(lambda: self._redis.get(key))
+        except Unavailable as exc:
+            return Claim(won=False, holder=None, error=str(exc))
+        holder = self.host_id if won else (str(previous) if previous else None)
+        return Claim(won=won, holder=holder)
+
+    # ----- leases ------------------------------------------------------------------------
+    def set_lease_tasks(self, names: set[str]) -> None:
+        """The run_on: one daemon tasks this host may hold (active, not paused)."""
+        for name in self._lease_tasks - names:
+            if self._held.pop(name, None) is not None:
+                self._on_lease(name, False, 0.0)
+                asyncio.get_running_loop().create_task(self._give_back(name))
+        self._lease_tasks = set(names)
+
+    def holds(self, task: str) -> bool:
+        return task in self._held
+
+    async def _give_back(self, name: str) -> None:
+        with contextlib.suppress(Unavailable):
+            await self._ask(lambda: self._release(keys=[self._key("lease", name)],
+                                                  args=[self.host_id]))
+
+    async def _lease_loop(self) -> None:
+        ttl = self.settings.lease_ttl
+        while True:
+            for name in sorted(self._lease_tasks):
+                await self._tend_lease(name, ttl)
+            await asyncio.sleep(ttl / 3)
+
+    async def _tend_lease(self, name: str, ttl: float) -> None:
+        key = self._key("lease", name)
+        ttl_ms = round(ttl * 1000)
+        asked = time.monotonic()
+        if name in self._held:
+            try:
+                renewed = await self._ask(lambda: self._renew(keys=[key],
+                                                              args=[self.host_id, ttl_ms]),
+                                          probe=True)
+            except Unavailable:
+                renewed = 0
+            if renewed:
+                self._held[name] = asked + ttl
+                return
+            # Fencing: stop the instance before the lease can pass to another host.
+            left = self._held.pop(name) - time.monotonic()
+            log.warning("cluster: lease of task %s lost (not renewed); stopping its "
+                        "instance within %.1fs", name, max(left, 0.0))
+            self._on_lease(name, False, max(left - 0.5, 0.0))
+            return
+        try:
+            won = await self._ask(lambda: self._redis.set(key, self.host_id, nx=True,
+                                                          px=ttl_ms), probe=True)
+        except Unavailable:
+            return
+        if won and name in self._lease_tasks:
+            self._held[name] = asked + ttl
+            log.info("cluster: lease of task %s taken; starting it here", name)
+            self._on_lease(name, True, ttl)
+
+    # ----- registry ----------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self.load = await asyncio.to_thread(host_load)
+            beat = json.dumps({**self._describe(), "host_id": self.host_id, "load": self.load,
+                               "leases": sorted(self._held), "time": time.time()})
+            with contextlib.suppress(Unavailable):
+                await self._ask(lambda text=beat: self._redis.set(  # type: ignore[misc]
+                    self._key("host", self.host_id), text, px=round(HEARTBEAT * 3000)),
+                    probe=True)
+            await asyncio.sleep(HEARTBEAT)
+
+    async def view(self) -> dict[str, Any]:
+        """Live hosts, lease holders and whether every host runs the same config."""
+        try:
+            hosts = await self._ask(lambda: self._values("host"), probe=True)
+            leases = await self._ask(lambda: self._values("lease"), probe=True)
+        except Unavailable as exc:
+            return {"name": self.settings.name, "host_id": self.host_id, "error": str(exc)}
+        beats = sorted((json.loads(v) for v in hosts.values()), key=lambda b: b["host_id"])
+        hashes = {beat.get("config_hash") for beat in beats}
+        return {"name": self.settings.name, "host_id": self.host_id, "hosts": beats,
+                "leases": {key.rsplit(":", 1)[1]: value for key, value in leases.items()},
+                "config_drift": len(hashes) > 1}
+
+    async def _values(self, kind: str) -> dict[str, str]:
+        keys = [key async for key in self._redis.scan_iter(match=self._key(kind, "*"),
+                                                           count=500)]
+        values = await self._redis.mget(keys) if keys else []
+        return {str(k): str(v) for k, v in zip(keys, values, strict=True) if v is not None}
