@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,6 +93,13 @@ class TorchdPeer(Peer):
     name = "torchd"
     seconds = True
     history = True  # daemon.history (the default); TorchdNoHistoryPeer turns it off
+    cluster_url: str | None = None  # TorchdClusterPeer: every task run_on: one
+
+    def _daemon_keys(self, watch: bool) -> str:
+        keys = f"watch: {str(watch).lower()}, history: {str(self.history).lower()}"
+        if self.cluster_url:
+            keys += f', cluster: {{redis: "{self.cluster_url}", name: bench}}'
+        return keys
 
     @property
     def config(self) -> Path:
@@ -101,11 +110,11 @@ class TorchdPeer(Peer):
         return self.workdir / "state"
 
     def write(self, tasks: list[Task], *, watch: bool = False) -> None:
-        lines = [f'  - {{name: {t.name}, schedule: "{t.schedule}", '
+        run_on = ", run_on: one" if self.cluster_url else ""
+        lines = [f'  - {{name: {t.name}, schedule: "{t.schedule}"{run_on}, '
                  f'command: {json.dumps(list(t.argv))}}}' for t in tasks]
         tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(f"daemon: {{watch: {str(watch).lower()}, "
-                       f"history: {str(self.history).lower()}}}\ntasks:\n"
+        tmp.write_text(f"daemon: {{{self._daemon_keys(watch)}}}\ntasks:\n"
                        + "\n".join(lines) + "\n")
         os.replace(tmp, self.config)
 
@@ -123,6 +132,58 @@ class TorchdNoHistoryPeer(TorchdPeer):
 
     name = "torchd-nohistory"
     history = False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a free loopback port (Debian: apt install redis-server)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while not answers():
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+class TorchdClusterPeer(TorchdPeer):
+    """torchd in cluster mode, one host, every task `run_on: one`: each fire is claimed in
+    a private redis-server first (the claim's cost, side by side with `torchd`)."""
+
+    name = "torchd-cluster"
+    redis: subprocess.Popen[bytes] | None = None
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        self.redis, self.cluster_url = start_redis(self.workdir)
+        return super().start(tasks)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
 
 
 APS_RUNNER = '''
@@ -227,5 +288,6 @@ class BusyboxCronPeer(Peer):
 
 
 PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, TorchdNoHistoryPeer,
+                                                     TorchdClusterPeer,
                                                      APSchedulerPeer, YacronPeer,
                                                      BusyboxCronPeer)}

@@ -7,6 +7,7 @@ explains every measure.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -23,10 +24,11 @@ from pathlib import Path
 
 import psutil
 
-from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer
+from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, start_redis
+from torchd.cluster import Cluster, host_load
 from torchd.events import RunEnded, RunStarted
 from torchd.history import HistoryWriter
-from torchd.model import HistoryPolicy
+from torchd.model import ClusterSettings, HistoryPolicy
 
 HERE = Path(__file__).resolve().parent
 Result = dict[str, object]
@@ -482,6 +484,57 @@ def mode_history(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+# ----- 7. cluster claims ----------------------------------------------------------------------
+def mode_claims(args: argparse.Namespace) -> list[Result]:
+    """What a `run_on: one` fire costs in claims against a private redis-server on
+    loopback: one host claiming alone (the round trip and Lua script), and N hosts
+    claiming every fire at once (the winner's and the losers' wait). The load-based
+    claim delay (load x 20 ms) comes on top and is reported apart."""
+    results: list[Result] = []
+    with workdir() as tmp_name:
+        redis_proc, url = start_redis(Path(tmp_name))
+        try:
+            results = asyncio.run(_claims(url, args.fires, args.hosts))
+        finally:
+            redis_proc.kill()
+            redis_proc.wait()
+    keys = ["hosts", "fires", "p50_us", "p99_us", "won", "duplicates", "load_delay_ms"]
+    emit_table(["hosts", "fires", "p50 us", "p99 us", "won", "duplicates", "load delay ms"],
+               [cells(r, keys) for r in results])
+    return results
+
+
+async def _timed_claim(cluster: Cluster, instant: float, took: list[float]) -> bool:
+    t0 = time.perf_counter()
+    claim = await cluster.claim("job", instant)
+    took.append((time.perf_counter() - t0) * 1e6)
+    return claim.won
+
+
+async def _claims(url: str, fires: int, host_count: int) -> list[Result]:
+    results: list[Result] = []
+    for count in (1, host_count):
+        hosts = [Cluster(ClusterSettings(redis=url, name="bench"), host_id=f"h{i}",
+                         describe=dict) for i in range(count)]
+        hosts[0].load = host_load()
+        load_delay = hosts[0].claim_delay() * 1000
+        for cluster in hosts:
+            cluster.load = 0.0  # the delay is reported apart
+        took: list[float] = []
+        won = 0
+        base = time.time() + count * 1e6  # fresh fire instants for each round
+        for i in range(fires):
+            outcomes = await asyncio.gather(*(_timed_claim(c, base + i, took) for c in hosts))
+            won += sum(outcomes)
+        for cluster in hosts:
+            await cluster.close()
+        results.append({"measure": "claims", "peer": "torchd", "hosts": count, "fires": fires,
+                        "p50_us": round(statistics.median(took), 1),
+                        "p99_us": round(percentile(took, 99), 1), "won": won,
+                        "duplicates": won - fires, "load_delay_ms": round(load_delay, 2)})
+    return results
+
+
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
@@ -489,6 +542,7 @@ MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]]
     "reload": (mode_reload, ["torchd"]),
     "soak": (mode_soak, ["torchd"]),
     "history": (mode_history, ["torchd"]),
+    "claims": (mode_claims, ["torchd"]),
 }
 
 
@@ -520,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     history.add_argument("--runs", type=int, default=50_000, help="runs written in bulk")
     history.add_argument("--rate", type=int, default=200, help="runs per second, paced")
     history.add_argument("--seconds", type=int, default=10, help="how long, paced")
+    claims = add("claims", "the cost of claiming run_on: one fires in Redis")
+    claims.add_argument("--fires", type=int, default=5000)
+    claims.add_argument("--hosts", type=int, default=3)
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon
+from tests.helpers import Daemon, RedisServer, free_port, require_tool
 
 
 @pytest.fixture
@@ -33,3 +33,12 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     yield make
     for daemon in made:
         daemon.kill_everything()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (fails, not skips, under CI)."""
+    server = RedisServer(require_tool("redis-server"), free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -2,9 +2,11 @@
 registry of live hosts. Redis is the only coordination engine; torchd adds no consensus.
 
 Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
-- `fire:TASK:EPOCH_MS`: the claim of one fire, `SET NX PX` by every eligible host at the
-  fire's time; the value names the winner. Kept 10 minutes, so a host whose clock or loop
-  runs late cannot claim the fire again.
+- `fire:TASK:EPOCH_MS`: the claim of one fire, made by every eligible host at the fire's
+  time; the value names the winner. Kept 10 minutes.
+- `last:TASK`: the latest fire of the task claimed in the cluster. A fire at or before it
+  is not claimed again: a host catching up fires it missed while down does not run what
+  the others ran meanwhile, however long ago.
 - `lease:TASK`: the holder of a `run_on: one` daemon-type task; renewed every third of
   its TTL by compare-and-expire, released by compare-and-delete.
 - `host:HOST_ID`: a heartbeat (JSON) with a TTL of three heartbeats.
@@ -36,10 +38,19 @@ T = TypeVar("T")
 
 HEARTBEAT = 2.0  # seconds between a host's heartbeats
 CLAIM_TTL_MS = 600_000
-CLAIM_SPREAD = 0.05  # seconds of claim delay per unit of load (load 1.0 waits 50 ms)
+CLAIM_SPREAD = 0.02  # seconds of claim delay per unit of load (load 1.0 waits 20 ms)
 OVERLOADED_DELAY = 1.0  # a host above max_load claims only after this, if nobody has
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0
 REDIS_TIMEOUT = 1.0
+CLAIM = """
+local holder = redis.call('get', KEYS[1])
+if holder then return holder end
+local last = tonumber(redis.call('get', KEYS[2]) or '-1')
+if tonumber(ARGV[2]) <= last then return '' end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('set', KEYS[2], ARGV[2])
+return false
+"""
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -88,12 +99,12 @@ class Cluster:
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
             retry_on_timeout=False, decode_responses=True)
+        self._claim = self._redis.register_script(CLAIM)
         self._renew = self._redis.register_script(RENEW)
         self._release = self._redis.register_script(RELEASE)
         self._down_until = 0.0
         self._backoff = BACKOFF_FIRST
         self._down_reason: str | None = None
-        self._set_get = True  # SET ... NX GET (Redis 7); False after a server refuses it
         self.load = 0.0
         self._lease_tasks: set[str] = set()
         self._held: dict[str, float] = {}  # task -> monotonic time its lease expires
@@ -164,24 +175,16 @@ class Cluster:
         delay = self.claim_delay()
         if delay:
             await asyncio.sleep(delay)
-        key = self._key("fire", task, str(round(scheduled * 1000)))
+        stamp = str(round(scheduled * 1000))
         try:
-            if self._set_get:
-                try:
-                    previous = await self._ask(lambda: self._redis.set(
-                        key, self.host_id, nx=True, px=CLAIM_TTL_MS, get=True))
-                except redis_errors.ResponseError:
-                    self._set_get = False  # Redis < 7: SET NX, then GET on a loss
-                    return await self.claim(task, scheduled)
-                won = previous is None
-            else:
-                won = bool(await self._ask(lambda: self._redis.set(
-                    key, self.host_id, nx=True, px=CLAIM_TTL_MS)))
-                previous = None if won else await self._ask(lambda: self._redis.get(key))
+            holder = await self._ask(lambda: self._claim(
+                keys=[self._key("fire", task, stamp), self._key("last", task)],
+                args=[self.host_id, stamp, CLAIM_TTL_MS]))
         except Unavailable as exc:
             return Claim(won=False, holder=None, error=str(exc))
-        holder = self.host_id if won else (str(previous) if previous else None)
-        return Claim(won=won, holder=holder)
+        if holder is None:
+            return Claim(won=True, holder=self.host_id)
+        return Claim(won=False, holder=str(holder) or None)  # '': a later fire ran already
 
     # ----- leases ------------------------------------------------------------------------
     def set_lease_tasks(self, names: set[str]) -> None:
@@ -202,12 +205,20 @@ class Cluster:
 
     async def _lease_loop(self) -> None:
         ttl = self.settings.lease_ttl
+        due: dict[str, float] = {}
         while True:
+            now = time.monotonic()
             for name in sorted(self._lease_tasks):
-                await self._tend_lease(name, ttl)
-            await asyncio.sleep(ttl / 3)
+                if due.get(name, 0.0) <= now:
+                    due[name] = time.monotonic() + await self._tend_lease(name, ttl)
+            for name in set(due) - self._lease_tasks:
+                del due[name]
+            wake = min(due.values(), default=now + ttl / 3)
+            await asyncio.sleep(min(max(wake - time.monotonic(), 0.02), ttl / 3))
 
-    async def _tend_lease(self, name: str, ttl: float) -> None:
+    async def _tend_lease(self, name: str, ttl: float) -> float:
+        """Renew the lease if held, else try to take it. Returns when to come back: a
+        third of the TTL, or just after another holder's lease would expire."""
         key = self._key("lease", name)
         ttl_ms = round(ttl * 1000)
         asked = time.monotonic()
@@ -220,22 +231,27 @@ class Cluster:
                 renewed = 0
             if renewed:
                 self._held[name] = asked + ttl
-                return
+                return ttl / 3
             # Fencing: stop the instance before the lease can pass to another host.
             left = self._held.pop(name) - time.monotonic()
             log.warning("cluster: lease of task %s lost (not renewed); stopping its "
                         "instance within %.1fs", name, max(left, 0.0))
             self._on_lease(name, False, max(left - 0.5, 0.0))
-            return
+            return ttl / 3
         try:
             won = await self._ask(lambda: self._redis.set(key, self.host_id, nx=True,
                                                           px=ttl_ms), probe=True)
+            left_ms = -2 if won else await self._ask(lambda: self._redis.pttl(key))
         except Unavailable:
-            return
+            return ttl / 3
         if won and name in self._lease_tasks:
             self._held[name] = asked + ttl
             log.info("cluster: lease of task %s taken; starting it here", name)
             self._on_lease(name, True, ttl)
+            return ttl / 3
+        if isinstance(left_ms, int) and left_ms >= 0:
+            return min(left_ms / 1000 + 0.02, ttl / 3)  # try again as it expires
+        return ttl / 3
 
     # ----- registry ----------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

@@ -355,8 +355,13 @@ class Scheduler:
         if decision.run:
             log.info("task %s: catching up %d missed fire(s), %s to %s", spec.name,
                      len(decision.run), iso_utc(decision.run[0]), iso_utc(decision.run[-1]))
-            state.queue().extend(Fire(t, Trigger.CATCHUP) for t in decision.run)  # in order
-            self._start_waiting(state)
+            fires = [Fire(t, Trigger.CATCHUP) for t in decision.run]
+            if self._claims is not None and spec.run_on is RunOn.ONE:
+                for fire in fires:  # another host may have run them meanwhile
+                    self._claim_then_fire(state, fire)
+            else:
+                state.queue().extend(fires)  # they wait for free slots, in order
+                self._start_waiting(state)
         if at_runtime:
             self._plan_next(state, end)  # later fires are only late: they run as usual
 
@@ -727,8 +732,9 @@ class Scheduler:
         if claim.won:
             self._fire_batch([(state, fire)])
         else:
-            log.debug("task %s: fire %s runs on %s", name, fire_id(name, fire.scheduled),
-                      claim.holder)
+            log.debug("task %s: fire %s %s", name, fire_id(name, fire.scheduled),
+                      f"runs on {claim.holder}" if claim.holder else
+                      "not run: the cluster ran a later fire of the task already")
 
     def trigger(self, name: str, *, force: bool) -> tuple[str, str]:
         """Run a task now. Without `force`, its overlap policy and the daemon-wide limit

@@ -1,0 +1,56 @@
+"""Claims and leases against a real redis-server, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.helpers import RedisServer
+from torchd.cluster import Cluster
+from torchd.model import ClusterSettings
+
+
+def _cluster(redis: RedisServer, host: str) -> Cluster:
+    cluster = Cluster(ClusterSettings(redis=redis.url, name="it", lease_ttl=3.0), host_id=host,
+                      describe=lambda: {"config_hash": "x"})
+    cluster.load = 0.0  # no claim delay: the claims themselves are tested
+    return cluster
+
+
+def test_one_winner_per_fire_and_no_claim_behind_the_latest(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        a, b = _cluster(redis_server, "a"), _cluster(redis_server, "b")
+        first = await asyncio.gather(a.claim("job", 100.0), b.claim("job", 100.0))
+        assert sorted(c.won for c in first) == [False, True]
+        winner = next(c.holder for c in first if c.won)
+        assert {c.holder for c in first} == {winner}
+        again = await a.claim("job", 100.0)
+        assert (again.won, again.holder) == (False, winner)
+        assert (await b.claim("job", 101.0)).won
+        # a host catching up an older fire that nobody claimed: a later one ran already
+        late = await a.claim("job", 99.0)
+        assert (late.won, late.holder, late.error) == (False, None, None)
+        assert (await a.claim("other", 99.0)).won  # per task
+        for cluster in (a, b):
+            await cluster.close()
+
+    asyncio.run(body())
+
+
+def test_claims_fail_fast_while_redis_is_down(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        cluster = _cluster(redis_server, "a")
+        redis_server.stop()
+        down = await cluster.claim("job", 200.0)
+        assert not down.won
+        assert down.error is not None
+        assert down.error.startswith("Redis unavailable")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        assert (await cluster.claim("job", 201.0)).error == down.error  # backing off
+        assert loop.time() - began < 0.05
+        redis_server.start()
+        await asyncio.sleep(0.6)  # the first back-off is 0.5 s
+        assert (await cluster.claim("job", 202.0)).won
+        await cluster.close()
+
+    asyncio.run(body())
