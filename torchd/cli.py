@@ -241,15 +241,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
-def _ask(state_dir: Path, cmd: str) -> dict[str, Any] | None:
-    """The daemon's answer to `cmd` ("status", or "ping": pid, config file, generation and
-    last reload, small whatever the task count), or None if no daemon runs there."""
-    if running_pid(state_dir / "torchd.pid") is None:
-        return None
-    result: dict[str, Any] = client.call(_socket(state_dir), cmd, timeout=10)
-    return result
-
-
 def _print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | None) -> None:
     added, changed, removed = changes["added"], changes["changed"], changes["removed"]
     print(f"{len(added)} added, {len(changed)} changed, {len(removed)} removed, "
@@ -267,7 +258,7 @@ def _print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | N
 def cmd_reload(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args)
     try:
-        summary = _ask(state_dir, "ping")
+        summary = _call(state_dir, "ping", timeout=10)
     except ControlError as exc:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -295,7 +286,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         time.sleep(0.05)
         try:
-            current = _ask(state_dir, "ping")
+            current = _call(state_dir, "ping", timeout=10)
         except ControlError:
             continue
         if current is None:
@@ -334,7 +325,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _cluster_status(args)
     state_dir = resolve_state_dir(args)
     try:
-        status = _ask(state_dir, "status")
+        status = _call(state_dir, "status", timeout=10)
     except ControlError as exc:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -413,7 +404,8 @@ def _cluster_status(args: argparse.Namespace) -> int:
 # ----- operations ----------------------------------------------------------------------------
 def _call(state_dir: Path, cmd: str, *, timeout: float | None = 30.0,
           **request: Any) -> dict[str, Any] | None:
-    """The daemon's answer, or None when no daemon runs in state_dir."""
+    """The daemon's answer to `cmd`, or None when no daemon runs in state_dir ("ping" is
+    small and cheap whatever the number of tasks; "status" is not)."""
     if running_pid(state_dir / "torchd.pid") is None:
         return None
     result: dict[str, Any] = client.call(_socket(state_dir), cmd, timeout=timeout, **request)

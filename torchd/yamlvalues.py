@@ -196,19 +196,11 @@ def as_retries(node: yaml.Node) -> RetryPolicy:
     if "max" not in fields:
         raise Invalid(node, "'max' (how many retries) is required")
 
-    def field_value(key: str, convert: Callable[[yaml.Node], T], default: T) -> T:
-        if key not in fields:
-            return default
-        try:
-            return convert(fields[key])
-        except Invalid as exc:
-            raise Invalid(exc.node, f"{key}: {exc}") from None
-
     return RetryPolicy(
-        max=field_value("max", as_integer, 0),
-        delay=field_value("delay", as_duration, 10.0),
-        backoff=field_value("backoff", as_growth, 2.0),
-        max_delay=field_value("max_delay", as_duration, 600.0),
+        max=_field(fields, "max", as_integer),
+        delay=_field(fields, "delay", as_duration, 10.0),
+        backoff=_field(fields, "backoff", as_growth, 2.0),
+        max_delay=_field(fields, "max_delay", as_duration, 600.0),
     )
 
 
@@ -307,7 +299,13 @@ def as_size(node: yaml.Node) -> int:
                          f"{kind_of(node)}")
 
 
-def _field(fields: dict[str, yaml.Node], key: str, convert: Callable[[yaml.Node], T]) -> T:
+def _field(fields: dict[str, yaml.Node], key: str, convert: Callable[[yaml.Node], T],
+           default: T | None = None) -> T:
+    """A small mapping's value for `key`, converted (errors name the key), or `default`
+    when the key is absent (then a default must be given, or the key checked as required)."""
+    if key not in fields:
+        assert default is not None  # noqa: S101 - callers check required keys first
+        return default
     try:
         return convert(fields[key])
     except Invalid as exc:
@@ -333,11 +331,10 @@ def as_history(node: yaml.Node) -> HistoryPolicy:
     fields = _keyed(node, HISTORY_KEYS, "key")
     defaults = HistoryPolicy()
     return HistoryPolicy(
-        enabled=_field(fields, "enabled", as_boolean) if "enabled" in fields else True,
-        keep_days=(_field(fields, "keep_days", as_positive_duration_days)
-                   if "keep_days" in fields else defaults.keep_days),
-        keep_runs_per_task=(_field(fields, "keep_runs_per_task", as_count)
-                            if "keep_runs_per_task" in fields else defaults.keep_runs_per_task),
+        enabled=_field(fields, "enabled", as_boolean, True),
+        keep_days=_field(fields, "keep_days", as_positive_duration_days, defaults.keep_days),
+        keep_runs_per_task=_field(fields, "keep_runs_per_task", as_count,
+                                  defaults.keep_runs_per_task),
     )
 
 
@@ -358,9 +355,8 @@ def _as_webhook(node: yaml.Node) -> Webhook:
         raise Invalid(node, "'url' is required")
     return Webhook(
         url=_field(fields, "url", _as_url),
-        headers=_field(fields, "headers", as_env_like) if "headers" in fields else (),
-        timeout=(_field(fields, "timeout", as_positive_duration)
-                 if "timeout" in fields else 10.0),
+        headers=_field(fields, "headers", as_env_like, ()),
+        timeout=_field(fields, "timeout", as_positive_duration, 10.0),
     )
 
 
@@ -388,8 +384,7 @@ def _as_hook(node: yaml.Node) -> HookAction:
     return HookAction(
         command=_field(fields, "command", as_command) if "command" in fields else None,
         webhook=_field(fields, "webhook", _as_webhook) if "webhook" in fields else None,
-        timeout=(_field(fields, "timeout", as_positive_duration)
-                 if "timeout" in fields else 60.0),
+        timeout=_field(fields, "timeout", as_positive_duration, 60.0),
     )
 
 
@@ -443,10 +438,8 @@ def as_cluster(node: yaml.Node) -> ClusterSettings:
     defaults = ClusterSettings(redis="")
     return ClusterSettings(
         redis=_field(fields, "redis", _as_redis_url),
-        name=_field(fields, "name", _as_key_part) if "name" in fields else defaults.name,
+        name=_field(fields, "name", _as_key_part, defaults.name),
         host_id=_field(fields, "host_id", _as_key_part) if "host_id" in fields else None,
-        max_load=_field(fields, "max_load", _as_load) if "max_load" in fields
-        else defaults.max_load,
-        lease_ttl=(_field(fields, "lease_ttl", _as_lease_ttl) if "lease_ttl" in fields
-                   else defaults.lease_ttl),
+        max_load=_field(fields, "max_load", _as_load, defaults.max_load),
+        lease_ttl=_field(fields, "lease_ttl", _as_lease_ttl, defaults.lease_ttl),
     )
