@@ -450,7 +450,7 @@ def mode_history(args: argparse.Namespace) -> list[Result]:
     with workdir() as tmp_name:
         for label, pace in (("bulk", None), (f"{args.rate}/s", args.rate)):
             db = Path(tmp_name) / f"{label.replace('/', '_')}.db"
-            writer = HistoryWriter(db, HistoryPolicy())
+            writer = HistoryWriter(db, HistoryPolicy(), host="bench")
             writer.start(lambda _pid, _started: False)
             thread = writer._thread  # the bench reads the writer thread's CPU clock
             assert thread is not None

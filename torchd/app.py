@@ -36,7 +36,7 @@ from torchd.events import (
 )
 from torchd.history import HistoryWriter
 from torchd.hooks import HookRunner
-from torchd.hostinfo import local_identity
+from torchd.hostinfo import host_id, local_identity
 from torchd.ledger import FireLedger
 from torchd.model import Config, TaskKind
 from torchd.ops import SUBMIT_PREFIX, Operations, OpsPaths
@@ -188,7 +188,8 @@ class App:
         raise_fd_limit()
         seal_descriptors()
         if config.daemon.history.enabled:
-            self._history = HistoryWriter(self._paths.history, config.daemon.history)
+            self._history = HistoryWriter(self._paths.history, config.daemon.history,
+                                          host=self._host_id(config))
             lost = self._history.start(process_alive)  # before leftovers are ended
             for run in lost:
                 log.warning("task %s run %s was in flight when the daemon died; recorded as "
@@ -210,7 +211,8 @@ class App:
         if cluster is not None:
             scheduler.on_lease_tasks = cluster.set_lease_tasks
         self._hooks = HookRunner(log_dir=self._paths.logs, base_env=os.environ,
-                                 clock=self._clock, record=self._record_hook)
+                                 clock=self._clock, record=self._record_hook,
+                                 host=self._host_id(config))
         self._configure_hooks(config)
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires)
@@ -461,13 +463,18 @@ class App:
                                 "(no daemon.cluster in its task file)")
         return await self._cluster.view()
 
+    @staticmethod
+    def _host_id(config: Config) -> str:
+        cluster = config.daemon.cluster
+        return host_id(cluster.host_id if cluster else None)
+
     def _make_cluster(self, config: Config) -> Cluster | None:
         settings = config.daemon.cluster
         if settings is None:
             return None
-        from torchd.cluster import Cluster, redact, resolve_host_id  # noqa: PLC0415 - redis loads only in cluster mode
+        from torchd.cluster import Cluster, redact  # noqa: PLC0415 - redis loads only in cluster mode
 
-        host_id = resolve_host_id(settings)
+        host_id = self._host_id(config)
         addresses = sorted(str(a) for a in local_identity().addresses)
 
         def describe() -> dict[str, Any]:

@@ -80,12 +80,6 @@ def redact(url: str) -> str:
     return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
 
 
-def resolve_host_id(settings: ClusterSettings) -> str:
-    import socket  # noqa: PLC0415 - only cluster mode asks
-
-    return settings.host_id or os.environ.get("TORCHD_HOST_ID") or socket.gethostname()
-
-
 LeaseChange = Callable[[str, bool, float], None]  # (task, held, seconds left to stop by)
 
 
@@ -110,6 +104,7 @@ class Cluster:
         self._held: dict[str, float] = {}  # task -> monotonic time its lease expires
         self._on_lease: LeaseChange = lambda _task, _held, _left: None
         self._loops: list[asyncio.Task[None]] = []
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     # ----- lifecycle ---------------------------------------------------------------------
     async def start(self, on_lease: LeaseChange) -> None:
@@ -192,7 +187,9 @@ class Cluster:
         for name in self._lease_tasks - names:
             if self._held.pop(name, None) is not None:
                 self._on_lease(name, False, 0.0)
-                asyncio.get_running_loop().create_task(self._give_back(name))
+                giving = asyncio.get_running_loop().create_task(self._give_back(name))
+                self._giving_back.add(giving)
+                giving.add_done_callback(self._giving_back.discard)
         self._lease_tasks = set(names)
 
     def holds(self, task: str) -> bool:

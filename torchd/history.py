@@ -16,7 +16,6 @@ import contextlib
 import logging
 import queue
 import secrets
-import socket
 import sqlite3
 import threading
 import time
@@ -126,12 +125,12 @@ def prune(conn: sqlite3.Connection, policy: HistoryPolicy, now: float) -> int:
 class HistoryWriter:
     """Takes records from the event loop and writes them from its own thread."""
 
-    def __init__(self, path: Path, policy: HistoryPolicy) -> None:
+    def __init__(self, path: Path, policy: HistoryPolicy, *, host: str) -> None:
         self._path = path
         self.policy = policy
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._host = socket.gethostname()
+        self._host = host
         self._failing = False
         self.written = 0
 

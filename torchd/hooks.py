@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import secrets
-import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,12 +86,12 @@ def hook_env(doc: Mapping[str, Any]) -> dict[str, str]:
 
 class HookRunner:
     def __init__(self, *, log_dir: Path, base_env: Mapping[str, str], clock: Clock,
-                 record: HookRecorder) -> None:
+                 record: HookRecorder, host: str) -> None:
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._clock = clock
         self._record = record
-        self._host = socket.gethostname()
+        self._host = host
         self._logs = LogFiles(log_dir)
         self._daemon_hooks: Hooks = ()
         self._task_hooks: Callable[[str], Hooks] = lambda _name: ()

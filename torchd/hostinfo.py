@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 import psutil
@@ -24,3 +25,9 @@ def local_identity() -> HostIdentity:
     short = socket.gethostname().lower()
     names = {short, short.split(".", 1)[0]}
     return HostIdentity(hostnames=frozenset(names), addresses=frozenset(addresses))
+
+
+def host_id(configured: str | None = None) -> str:
+    """How this host names itself in history, hooks and the cluster: `daemon.cluster.host_id`,
+    else $TORCHD_HOST_ID, else the host name."""
+    return configured or os.environ.get("TORCHD_HOST_ID") or socket.gethostname()

@@ -83,6 +83,15 @@ def test_three_hosts_run_each_fire_exactly_once(tmp_path: Path,
     assert view["config_drift"] is False
     last = status(hosts[1])["tasks"][0]["last_claim"]
     assert last["host"] in {"h0", "h1", "h2"}
+    for index, host in enumerate(hosts):  # each host's history holds the runs it won
+        rows = json.loads(host.cli("history", "t0", "-n", "1000", "--json").stdout)
+        assert {r["host"] for r in rows} == {f"h{index}"}
+        recorded = {r["fire_id"] for r in rows}
+        ran_here = {f"t0@{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(second))}"
+                    for (task, second), ran in runs.items() if task == "t0"
+                    and ran == [f"h{index}"]}
+        assert ran_here <= recorded
+        assert len(recorded) < len(ran_here) + 5  # only what it won (and ran since)
 
 
 def test_a_daemon_task_fails_over_when_its_holder_dies(tmp_path: Path,

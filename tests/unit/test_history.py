@@ -25,7 +25,7 @@ def _ended(run_id: str, task: str, at: float, outcome: str = "ok") -> RunEnded:
 
 
 def _write(path: Path, events: list[object]) -> None:
-    writer = HistoryWriter(path, HistoryPolicy())
+    writer = HistoryWriter(path, HistoryPolicy(), host="test-host")
     writer.start(lambda _pid, _started: False)
     for event in events:
         if isinstance(event, RunStarted):
