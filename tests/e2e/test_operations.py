@@ -413,3 +413,24 @@ def test_socket_group_lets_its_members_in_and_peers_are_checked(
             daemon.kill_everything()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_queued_trigger_keeps_its_run_id_and_can_be_waited_for(
+        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """With overlap: queue the second trigger waits for the first run; --wait follows it
+    through the queue to its end, under the run id it announced."""
+    config = write_tasks("""
+        tasks:
+          - name: serial
+            schedule: "@yearly"
+            overlap: queue
+            command: 'sleep 1; echo "id $TORCHD_RUN_ID"'
+    """)
+    daemon = daemon_factory(config).start()
+    first = as_json(daemon, "trigger", "serial")
+    assert first["status"] == "started"
+    second = as_json(daemon, "trigger", "serial", "--wait")
+    assert (second["status"], second["outcome"]) == ("queued", "ok")
+    rows = {r["run_id"]: r for r in history(daemon, "serial")}
+    assert rows[second["run_id"]]["started"] >= rows[first["run_id"]]["ended"]
+    assert f"id {second['run_id']}" in ok(daemon.cli("logs", "serial"))
