@@ -1,4 +1,8 @@
-"""Watch the task file's directory (so rename-style saves are seen) and debounce changes."""
+"""Watch the task file's directory (so rename-style saves are seen) and debounce changes.
+
+A change is applied SETTLED seconds after the file was closed after writing or renamed
+into place (its content is then whole), and DEBOUNCE seconds after other changes (a
+writer may still be writing); every new event restarts the wait."""
 
 from __future__ import annotations
 
@@ -12,11 +16,13 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 DEBOUNCE = 0.3
+SETTLED = 0.05  # after close-after-write or a rename: only coalesces the event burst
+_COMPLETE_EVENTS = frozenset({"moved", "closed"})
 _WRITE_EVENTS = frozenset({"modified", "created", "moved", "closed", "deleted"})
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, target: Path, poke: Callable[[], None]) -> None:
+    def __init__(self, target: Path, poke: Callable[[bool], None]) -> None:
         self._target = str(target)
         self._poke = poke
 
@@ -25,11 +31,12 @@ class _Handler(FileSystemEventHandler):
             return  # opening the file to read it must not trigger another reload
         paths = (event.src_path, getattr(event, "dest_path", ""))
         if any(os.fsdecode(p) == self._target for p in paths if p):
-            self._poke()
+            self._poke(event.event_type in _COMPLETE_EVENTS
+                       and os.fsdecode(paths[1] or paths[0]) == self._target)
 
 
 class FileWatcher:
-    """Calls on_change (in the loop) once the file has been quiet for DEBOUNCE seconds."""
+    """Calls on_change (in the loop) once the file has settled (see the module doc)."""
 
     def __init__(self, path: Path, on_change: Callable[[], None]) -> None:
         self._path = path.absolute()
@@ -57,10 +64,11 @@ class FileWatcher:
             self._observer.join(timeout=5)
             self._observer = None
 
-    def _poke_threadsafe(self) -> None:
-        self._loop.call_soon_threadsafe(self._poke)
+    def _poke_threadsafe(self, complete: bool) -> None:
+        self._loop.call_soon_threadsafe(self._poke, complete)
 
-    def _poke(self) -> None:
+    def _poke(self, complete: bool) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(DEBOUNCE, self._on_change)
+        self._timer = self._loop.call_later(SETTLED if complete else DEBOUNCE,
+                                            self._on_change)
