@@ -561,14 +561,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
         except ProtocolError as exc:
             print(f"torchd: {exc}", file=sys.stderr)
             return EXIT_FAIL
-    if args.json:
+    if args.json and not args.follow:
         print(json.dumps(result, indent=2))
         return EXIT_OK
-    sys.stdout.write(result["text"])
-    sys.stdout.flush()
+    _emit_log(result, as_json=args.json)
     if args.follow:
         return _follow(state_dir, args, result["offset"], daemon)
     return EXIT_OK
+
+
+def _emit_log(chunk: dict[str, Any], *, as_json: bool) -> None:
+    """Output text as is, or (`-f --json`) one JSON object per line for each reply."""
+    if as_json:
+        print(json.dumps(chunk), flush=True)
+    elif chunk["text"]:
+        sys.stdout.write(chunk["text"])
+        sys.stdout.flush()
 
 
 def _follow(state_dir: Path, args: argparse.Namespace, offset: int, daemon: bool) -> int:
@@ -579,13 +587,13 @@ def _follow(state_dir: Path, args: argparse.Namespace, offset: int, daemon: bool
         if daemon:
             chunk = client.call(_socket(state_dir), "logs", task=args.task,
                                 stderr=args.stderr, follow_offset=offset)
-            text, offset = chunk["text"], chunk["offset"]
         else:
-            data, offset = follow_chunk(state_dir / "logs", args.task, offset, err=args.stderr)
-            text = data.decode(errors="replace")
-        if text:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            data, next_offset = follow_chunk(state_dir / "logs", args.task, offset,
+                                             err=args.stderr)
+            chunk = {"text": data.decode(errors="replace"), "offset": next_offset}
+        offset = chunk["offset"]
+        if chunk["text"]:
+            _emit_log(chunk, as_json=args.json)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -255,6 +255,18 @@ def test_logs_of_a_run_last_lines_and_follow(write_tasks: Callable[..., Path],
     finally:
         os.killpg(follower.pid, signal.SIGKILL)
         follower.communicate()
+    as_lines = subprocess.Popen(torchd_cmd("logs", "stream", "-f", "--json", "--state-dir",
+                                           str(daemon.state_dir)),
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert as_lines.stdout is not None
+        replies = [json.loads(as_lines.stdout.readline()) for _ in range(3)]
+        assert "run_id" in replies[0]
+        assert all(r["text"].startswith("tick ") for r in replies[1:])
+        assert replies[1]["offset"] < replies[2]["offset"]
+    finally:
+        os.killpg(as_lines.pid, signal.SIGKILL)
+        as_lines.communicate()
 
 
 def test_submit_runs_once_and_at_survives_restart(tmp_path: Path,
