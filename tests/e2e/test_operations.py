@@ -428,20 +428,28 @@ def test_socket_group_lets_its_members_in_and_peers_are_checked(
 
 
 def test_a_queued_trigger_keeps_its_run_id_and_can_be_waited_for(
-        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+        tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
     """With overlap: queue the second trigger waits for the first run; --wait follows it
     through the queue to its end, under the run id it announced."""
-    config = write_tasks("""
+    release = tmp_path / "release"
+    config = write_tasks(f"""
         tasks:
           - name: serial
             schedule: "@yearly"
             overlap: queue
-            command: 'sleep 1; echo "id $TORCHD_RUN_ID"'
+            command: 'while [ ! -e {release} ]; do sleep 0.05; done; echo "id $TORCHD_RUN_ID"'
     """)
     daemon = daemon_factory(config).start()
     first = as_json(daemon, "trigger", "serial")
     assert first["status"] == "started"
-    second = as_json(daemon, "trigger", "serial", "--wait")
+    waiting = subprocess.Popen(torchd_cmd("trigger", "serial", "--wait", "--json",
+                                          "--state-dir", str(daemon.state_dir)),
+                               stdout=subprocess.PIPE, text=True)
+    wait_for(lambda: as_json(daemon, "status")["tasks"][0]["waiting"] == 1,
+             message="the second trigger queued")
+    release.touch()
+    out, _ = waiting.communicate(timeout=30)
+    second = json.loads(out)
     assert (second["status"], second["outcome"]) == ("queued", "ok")
     rows = {r["run_id"]: r for r in history(daemon, "serial")}
     assert rows[second["run_id"]]["started"] >= rows[first["run_id"]]["ended"]
