@@ -96,12 +96,14 @@ class Operations:
                 except SchedulerError:
                     log.warning("task %s was paused but is no longer in the task file", name)
         entries = self._submitted_file.load()
-        for entry in entries if isinstance(entries, list) else []:
+        entries = entries if isinstance(entries, list) else []
+        for entry in entries:
             try:
                 self._admit_submitted(entry)
             except (KeyError, TypeError, ValueError, SchedulerError) as exc:
                 log.error("a submitted task could not be restored (%s): %r", exc, entry)
-        self._save_submitted()
+        if len(self._submitted) != len(entries):
+            self._save_submitted()  # without the ones that could not be restored
 
     def _save_paused(self) -> None:
         everything, names = self._scheduler.paused()
