@@ -84,14 +84,8 @@ class StatePaths:
     def daemon_log(self) -> Path:
         return self.root / "torchd.log"
 
-    @property
-    def history(self) -> Path:
-        return self.root / "history.db"
-
     def ops(self) -> OpsPaths:
-        return OpsPaths(log_dir=self.logs, history=self.history,
-                        paused=self.root / "paused.json",
-                        submitted=self.root / "submitted.json")
+        return OpsPaths.under(self.root)
 
 
 def raise_fd_limit() -> None:
@@ -188,7 +182,7 @@ class App:
         raise_fd_limit()
         seal_descriptors()
         if config.daemon.history.enabled:
-            self._history = HistoryWriter(self._paths.history, config.daemon.history,
+            self._history = HistoryWriter(self._paths.ops().history, config.daemon.history,
                                           host=self._host_id(config))
             lost = self._history.start(process_alive)  # before leftovers are ended
             for run in lost:
@@ -341,8 +335,8 @@ class App:
 
     def _configure_hooks(self, config: Config) -> None:
         assert self._hooks is not None  # noqa: S101 - made before the first configure
-        by_name = {task.name: task.hooks for task in config.tasks if task.hooks}
-        self._hooks.configure(config.daemon.hooks, lambda name: by_name.get(name, ()),
+        self._hooks.configure(config.daemon.hooks,
+                              {task.name: task.hooks for task in config.tasks if task.hooks},
                               config.daemon.log)
 
     def _sync_watcher(self, config: Config) -> None:

@@ -493,8 +493,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _ops_paths(state_dir: Path) -> Any:
     from torchd.ops import OpsPaths  # noqa: PLC0415 - reads files only when no daemon runs
 
-    return OpsPaths(log_dir=state_dir / "logs", history=state_dir / "history.db",
-                    paused=state_dir / "paused.json", submitted=state_dir / "submitted.json")
+    return OpsPaths.under(state_dir)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -511,7 +510,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if result is None:  # no daemon: read the database directly
         from torchd.history import query_runs  # noqa: PLC0415
 
-        result = {"runs": query_runs(state_dir / "history.db", task=args.task,
+        result = {"runs": query_runs(_ops_paths(state_dir).history, task=args.task,
                                      limit=args.count, failed=args.failed, since=since)}
     runs = result["runs"]
     if args.json:
@@ -548,10 +547,9 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 def cmd_logs(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args)
     request = {"task": args.task, "run": args.run, "lines": args.lines, "stderr": args.stderr}
-    daemon = running_pid(state_dir / "torchd.pid") is not None
-    if daemon:
-        result = client.call(_socket(state_dir), "logs", **request)
-    else:
+    result = _call(state_dir, "logs", **request)
+    daemon = result is not None
+    if result is None:  # no daemon: read the state dir directly
         from torchd.control.protocol import ProtocolError  # noqa: PLC0415
         from torchd.ops import read_logs  # noqa: PLC0415
 
@@ -588,7 +586,7 @@ def _follow(state_dir: Path, args: argparse.Namespace, offset: int, daemon: bool
             chunk = client.call(_socket(state_dir), "logs", task=args.task,
                                 stderr=args.stderr, follow_offset=offset)
         else:
-            data, next_offset = follow_chunk(state_dir / "logs", args.task, offset,
+            data, next_offset = follow_chunk(_ops_paths(state_dir).log_dir, args.task, offset,
                                              err=args.stderr)
             chunk = {"text": data.decode(errors="replace"), "offset": next_offset}
         offset = chunk["offset"]

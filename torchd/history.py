@@ -132,7 +132,6 @@ class HistoryWriter:
         self._thread: threading.Thread | None = None
         self._host = host
         self._failing = False
-        self.written = 0
 
     def start(self, alive: Callable[[int, float], bool]) -> list[dict[str, Any]]:
         """Open the database, close runs a dead daemon left open, start the writer."""
@@ -263,7 +262,6 @@ class HistoryWriter:
         if self._failing:
             log.warning("run history is written again")
             self._failing = False
-        self.written += len(batch)
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         try:

@@ -20,7 +20,7 @@ from torchd.clock import Clock, iso_utc
 from torchd.events import Event, FireMissed, RunEnded, RunNotStarted, RunStarted
 from torchd.model import HookAction, HookEvent, LogPolicy, RunOutcome, Trigger, Webhook
 from torchd.runner import LaunchRequest, StartError, spawn, supervise
-from torchd.tasklog import LogFiles
+from torchd.tasklog import LogFiles, log_file
 
 if TYPE_CHECKING:
     import aiohttp
@@ -52,7 +52,7 @@ def _hook_event(event: Event) -> HookEvent | None:
 def describe(event: Event, hook: HookEvent, *, host: str, log_dir: Path) -> dict[str, Any]:
     """The run as a hook sees it: the webhook's JSON body, and the command's environment."""
     doc: dict[str, Any] = {"event": str(hook), "task": event.task, "host": host,
-                           "log_file": str(log_dir / f"{event.task}.log")}
+                           "log_file": str(log_file(log_dir, event.task))}
     if isinstance(event, RunStarted | RunEnded | RunNotStarted):
         doc.update(run_id=event.run_id, fire_id=event.fire_id, attempt=event.attempt,
                    scheduled=iso_utc(event.scheduled))
@@ -94,22 +94,26 @@ class HookRunner:
         self._host = host
         self._logs = LogFiles(log_dir)
         self._daemon_hooks: Hooks = ()
-        self._task_hooks: Callable[[str], Hooks] = lambda _name: ()
+        self._task_hooks: Mapping[str, Hooks] = {}
         self._log_policy = LogPolicy()
         self._pending: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
-    def configure(self, daemon_hooks: Hooks, task_hooks: Callable[[str], Hooks],
+    def configure(self, daemon_hooks: Hooks, task_hooks: Mapping[str, Hooks],
                   log_policy: LogPolicy) -> None:
+        """Hooks for every task, and each task's own (only tasks that have some)."""
         self._daemon_hooks = daemon_hooks
         self._task_hooks = task_hooks
         self._log_policy = log_policy
 
     def on_event(self, event: Event) -> None:
+        if not self._daemon_hooks and not self._task_hooks:
+            return  # every fire passes here: no work at all when nothing is hooked
         hook = _hook_event(event)
         if hook is None:
             return
-        actions = [action for owner in (self._daemon_hooks, self._task_hooks(event.task))
+        actions = [action for owner in (self._daemon_hooks,
+                                         self._task_hooks.get(event.task, ()))
                    for when, action in owner if when is hook]
         if not actions:
             return

@@ -43,6 +43,13 @@ class OpsPaths:
     paused: Path
     submitted: Path
 
+    @classmethod
+    def under(cls, state_dir: Path) -> OpsPaths:
+        """Where a state dir keeps logs, history, pauses and submissions (for the daemon,
+        and for the CLI reading them when no daemon runs)."""
+        return cls(log_dir=state_dir / "logs", history=state_dir / "history.db",
+                   paused=state_dir / "paused.json", submitted=state_dir / "submitted.json")
+
 
 def _arg(request: dict[str, Any], key: str, kind: type | tuple[type, ...], *,
          required: bool = False, default: Any = None) -> Any:

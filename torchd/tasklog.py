@@ -21,9 +21,14 @@ from torchd.model import LogPolicy
 log = logging.getLogger("torchd.tasklog")
 
 
+def log_file(log_dir: Path, task: str, *, err: bool = False) -> Path:
+    """The task's current log file: TASK.log, or TASK.err.log for split stderr."""
+    return log_dir / (f"{task}.err.log" if err else f"{task}.log")
+
+
 def log_paths(log_dir: Path, task: str, *, err: bool = False) -> list[Path]:
     """The task's log files, newest first: TASK.log, TASK.log.1, TASK.log.2, ..."""
-    base = log_dir / (f"{task}.err.log" if err else f"{task}.log")
+    base = log_file(log_dir, task, err=err)
     rotated = []
     index = 1
     while (candidate := base.with_name(f"{base.name}.{index}")).exists():
@@ -135,7 +140,7 @@ class LogFiles:
         self._failing: set[Path] = set()
 
     def acquire(self, task: str, policy: LogPolicy, *, err: bool = False) -> TaskLog:
-        path = self.log_dir / (f"{task}.err.log" if err else f"{task}.log")
+        path = log_file(self.log_dir, task, err=err)
         found = self._open.get(path)
         if found is None:
             found = self._open[path] = TaskLog(path, policy, task, self._forget,

@@ -34,7 +34,7 @@ def test_on_missed_and_outcomes_that_are_not_failures(tmp_path: Path) -> None:
         runner = HookRunner(log_dir=tmp_path, base_env={"PATH": "/usr/bin:/bin"},
                             clock=SystemClock(), record=lambda **call: calls.append(call),
                             host="test-host")
-        runner.configure(hooks, lambda _name: (), LogPolicy())
+        runner.configure(hooks, {}, LogPolicy())
         runner.on_event(FireMissed(task="job", first=1.0, last=61.0, count=2))
         runner.on_event(_ended("killed"))  # not a failure: no hook
         runner.on_event(_ended("timeout"))
