@@ -20,10 +20,10 @@ import psutil
 from torchd import __version__
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
-from torchd.config import digest_of, load_config, schedule_cache_of
+from torchd.config import ParseCache, digest_of, load_config
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.server import ControlServer
-from torchd.cronexpr import Schedule, upcoming
+from torchd.cronexpr import upcoming
 from torchd.errors import ConfigError
 from torchd.events import (
     Event,
@@ -123,8 +123,9 @@ def preview_fires(config: Config, names: list[str], count: int,
 
 class App:
     def __init__(self, config_path: Path, paths: StatePaths, *, clock: Clock | None = None,
-                 config: Config | None = None) -> None:
-        """`config`, when given, is the file as the caller just validated it (not re-read)."""
+                 config: Config | None = None, parse_cache: ParseCache | None = None) -> None:
+        """`config`, when given, is the file as the caller just validated it (not re-read),
+        and `parse_cache` what that parse left for the next (see config.ParseCache)."""
         self._config_path = config_path
         self._paths = paths
         self._clock = clock or SystemClock()
@@ -132,8 +133,7 @@ class App:
         self._journal = ChildJournal(paths.children)
         self._ledger = FireLedger(paths.fires)
         self._config: Config | None = config
-        # see config.parse_config; seeded from a config the caller already loaded
-        self._schedule_cache: dict[str, Schedule] = schedule_cache_of(config) if config else {}
+        self._parse_cache = parse_cache or ParseCache()
         self._scheduler: Scheduler | None = None
         self._history: HistoryWriter | None = None
         self._hooks: HookRunner | None = None
@@ -174,7 +174,7 @@ class App:
 
     def _first_load(self) -> Config:
         config = load_config(self._config_path, identity=local_identity(),
-                             schedule_cache=self._schedule_cache)
+                             cache=self._parse_cache)
         self._config = config
         return config
 
@@ -357,11 +357,11 @@ class App:
 
     # ----- reload ------------------------------------------------------------------------------
     async def _parse(self, *, for_apply: bool) -> Config:
-        """Parse in a thread. Only a parse that will be applied updates the schedule cache
+        """Parse in a thread. Only a parse that will be applied updates the parse cache
         (a dry run must not evict what the running config uses)."""
-        cache = self._schedule_cache if for_apply else dict(self._schedule_cache)
+        cache = self._parse_cache if for_apply else self._parse_cache.copy()
         return await asyncio.to_thread(load_config, self._config_path,
-                                       identity=local_identity(), schedule_cache=cache)
+                                       identity=local_identity(), cache=cache)
 
     async def reload(self, source: str) -> dict[str, Any]:
         """The one reload path: parse all, keep the old config on any error, else apply."""

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import psutil
 
 from torchd import __version__
-from torchd.config import load_config
+from torchd.config import ParseCache, load_config
 from torchd.control import client
 from torchd.cronexpr import RebootSchedule, upcoming
 from torchd.durations import parse_duration
@@ -71,14 +71,15 @@ def _print_errors(exc: ConfigError) -> None:
           file=sys.stderr)
 
 
-def _load(path: str) -> Config:
-    return load_config(path, identity=local_identity())
+def _load(path: str, cache: ParseCache | None = None) -> Config:
+    return load_config(path, identity=local_identity(), cache=cache)
 
 
-def _load_or_report(path: str) -> Config | None:
-    """The parsed file, or None after printing every problem to stderr."""
+def _load_or_report(path: str, cache: ParseCache | None = None) -> Config | None:
+    """The parsed file, or None after printing every problem to stderr. `cache`, when
+    given, keeps what the parse built for the daemon's reloads."""
     try:
-        return _load(path)
+        return _load(path, cache)
     except ConfigError as exc:
         _print_errors(exc)
         return None
@@ -164,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from torchd.app import App, StatePaths  # noqa: PLC0415
 
-    config = _load_or_report(args.config)
+    parse_cache = ParseCache()
+    config = _load_or_report(args.config, parse_cache)
     if config is None:
         return EXIT_CONFIG
     _configure_stderr_logging(args.verbose)
@@ -175,7 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if error is not None:
             failure.append(error)
 
-    app = App(Path(args.config).absolute(), StatePaths(state_dir), config=config)
+    app = App(Path(args.config).absolute(), StatePaths(state_dir), config=config,
+              parse_cache=parse_cache)
     code = asyncio.run(app.run(ready))
     if failure:
         print(f"torchd: {failure[0]}", file=sys.stderr)
@@ -185,7 +188,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from torchd.daemonize import start_detached  # noqa: PLC0415
 
-    config = _load_or_report(args.config)
+    parse_cache = ParseCache()
+    config = _load_or_report(args.config, parse_cache)
     if config is None:
         return EXIT_CONFIG
     state_dir = resolve_state_dir(args, config)
@@ -194,7 +198,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"torchd: already running (pid {pid})", file=sys.stderr)
         return EXIT_FAIL
     try:
-        pid = start_detached(Path(args.config), state_dir, config,
+        pid = start_detached(Path(args.config), state_dir, config, parse_cache,
                              level=logging.DEBUG if args.verbose else logging.INFO,
                              timeout=args.timeout)
     except TorchdError as exc:

@@ -226,10 +226,38 @@ def _schedule_key(text: str, timezone: str) -> str:
     return f"{text.strip()}\0{timezone}"
 
 
-def schedule_cache_of(config: Config) -> dict[str, Schedule]:
-    """The schedules a loaded config uses, keyed as parse_config's cache expects."""
-    return {_schedule_key(t.schedule.text, t.timezone): t.schedule
-            for t in config.tasks if t.schedule is not None}
+@dataclass
+class ParseCache:
+    """What a parse may reuse from the previous parse of the task file.
+
+    `schedules`: expression and zone -> Schedule, shared by every task that uses them.
+    `tasks`: a task's exact source text -> its TaskSpec, valid only while the daemon
+    settings, host identity and privileges it was checked against (`context`) are the
+    same, so a reload that edits a few tasks of a big file validates only those. Both are
+    pruned to what the latest file uses.
+    """
+
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    context: tuple[object, ...] | None = None
+
+    def copy(self) -> ParseCache:
+        return ParseCache(dict(self.schedules), dict(self.tasks), self.context)
+
+
+# A task's text means the same thing in another file unless an alias in it points at an
+# anchor elsewhere, or a directive changes what its tags mean. Both are rare; a file that
+# may hold either (the test is loose: "a && b" counts) is validated in full.
+_MAY_REFER_OUTSIDE = re.compile(r"(?:\A|[\s\[{,])&|^%", re.MULTILINE)
+
+
+def _source_of(text: str, node: yaml.Node) -> str:
+    return text[node.start_mark.index:node.end_mark.index]
+
+
+def _reusable(spec: TaskSpec) -> bool:
+    # An account's existence is checked at parse time and may change between parses.
+    return spec.user is None and spec.group is None
 
 
 def _declared_name(node: yaml.Node) -> str | None:
@@ -419,13 +447,11 @@ def digest_of(data: bytes) -> str:
 
 
 def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
-                 schedule_cache: dict[str, Schedule] | None = None,
-                 as_root: bool | None = None) -> Config:
+                 cache: ParseCache | None = None, as_root: bool | None = None) -> Config:
     """Parse task-file bytes; raise ConfigError listing every problem.
 
-    `schedule_cache` (expression and zone -> Schedule) lets a reload reuse the schedules
-    of the previous load, so unchanged expressions cost nothing; it is pruned to what
-    this file uses.
+    `cache` lets a reload reuse what the previous parse built (see ParseCache); it is
+    updated only when the parse succeeds.
     """
     try:
         text = data.decode("utf-8")
@@ -435,12 +461,12 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
             file, line, None, None,
             f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})")]) from None
     with _collector_paused():
-        return _parse_text(text, data, file, identity=identity, schedule_cache=schedule_cache,
+        return _parse_text(text, data, file, identity=identity, cache=cache,
                            as_root=running_as_root() if as_root is None else as_root)
 
 
 def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | None,
-                schedule_cache: dict[str, Schedule] | None, as_root: bool) -> Config:
+                cache: ParseCache | None, as_root: bool) -> Config:
     root = _compose(text, file)
     if root is None:
         raise ConfigError([ConfigProblem(file, None, None, None,
@@ -450,9 +476,15 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     if isinstance(root, yaml.MappingNode) and "tasks" not in sections:
         walker.problem(root, None, "tasks", "is required (a list of tasks)")
     daemon = _daemon_settings(walker, sections.get("daemon"))
+    context = (daemon, identity, as_root)
+    known: dict[str, TaskSpec] = {}
+    if (cache is not None and cache.context == context
+            and not _MAY_REFER_OUTSIDE.search(text)):
+        known = cache.tasks
     tasks: list[TaskSpec] = []
+    sources: dict[str, TaskSpec] = {}
     first_line: dict[str, int] = {}
-    schedules: dict[str, Schedule] = dict(schedule_cache) if schedule_cache else {}
+    schedules: dict[str, Schedule] = dict(cache.schedules) if cache else {}
     used: set[str] = set()
     tasks_node = sections.get("tasks")
     if tasks_node is not None and not isinstance(tasks_node, yaml.SequenceNode):
@@ -460,20 +492,32 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     elif tasks_node is not None:
         for index, item in enumerate(tasks_node.value):
             name = _declared_name(item)
+            line = v.line_of(item)
             if name is not None and name in first_line:
                 walker.problem(item, name, "name",
                                f"duplicate task name (first defined at line {first_line[name]})")
             elif name is not None:
-                first_line[name] = v.line_of(item)
-            spec = _task(walker, item, index, daemon=daemon, identity=identity,
-                         as_root=as_root, schedules=schedules, used=used)
+                first_line[name] = line
+            source = _source_of(text, item)
+            spec = known.get(source)
+            if spec is None:
+                spec = _task(walker, item, index, daemon=daemon, identity=identity,
+                             as_root=as_root, schedules=schedules, used=used)
+            else:
+                if spec.line != line:
+                    spec = replace(spec, line=line)
+                if spec.schedule is not None:
+                    used.add(_schedule_key(spec.schedule.text, spec.timezone))
             if spec is not None:
                 tasks.append(spec)
+                if _reusable(spec):
+                    sources[source] = spec
     if walker.problems:
         raise ConfigError(sorted(walker.problems, key=lambda p: p.line or 0))
-    if schedule_cache is not None:
-        schedule_cache.clear()
-        schedule_cache.update((key, schedules[key]) for key in used if key in schedules)
+    if cache is not None:
+        cache.schedules = {key: schedules[key] for key in used if key in schedules}
+        cache.tasks = sources
+        cache.context = context
     return Config(
         path=file,
         digest=digest_of(data),
@@ -495,7 +539,7 @@ def _unsafe_for_root(path: Path) -> str | None:
 
 
 def load_config(path: str | Path, *, identity: HostIdentity | None,
-                schedule_cache: dict[str, Schedule] | None = None) -> Config:
+                cache: ParseCache | None = None) -> Config:
     """Read and parse a task file; raise ConfigError (never OSError) when it cannot be used."""
     file = str(path)
     try:
@@ -506,4 +550,4 @@ def load_config(path: str | Path, *, identity: HostIdentity | None,
                                          f"cannot read: {exc.strerror}")]) from None
     if owner_problem is not None:
         raise ConfigError([ConfigProblem(file, None, None, None, owner_problem)])
-    return parse_config(data, file, identity=identity, schedule_cache=schedule_cache)
+    return parse_config(data, file, identity=identity, cache=cache)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_root
-from torchd.config import load_config, parse_config
+from torchd.config import ParseCache, load_config, parse_config
 from torchd.errors import ConfigError
 from torchd.hostmatch import HostIdentity
-from torchd.model import RetryPolicy, TaskKind
+from torchd.model import RetryPolicy, TaskKind, TaskSpec
 
 
 def problems(text: str) -> list[str]:
@@ -251,14 +251,84 @@ def test_digest_changes_with_content() -> None:
 
 def test_schedule_cache_reuses_and_prunes() -> None:
     """A reload reuses the Schedule of an unchanged expression and forgets unused ones."""
-    cache: dict[str, object] = {}
+    cache = ParseCache()
     first = parse_config(b'tasks: [{name: a, schedule: "*/5 * * * * *", command: "true"},'
                          b' {name: b, schedule: "@hourly", command: "true"}]\n', "t.yaml",
-                         identity=None, schedule_cache=cache)  # type: ignore[arg-type]
+                         identity=None, cache=cache)
     second = parse_config(b'tasks: [{name: a, schedule: "*/5 * * * * *", command: "x"}]\n',
-                          "t.yaml", identity=None, schedule_cache=cache)  # type: ignore[arg-type]
+                          "t.yaml", identity=None, cache=cache)
     assert second.tasks[0].schedule is first.tasks[0].schedule
-    assert len(cache) == 1
+    assert [key.split("\0")[0] for key in cache.schedules] == ["*/5 * * * * *"]
+
+
+def _parse(text: str, cache: ParseCache) -> tuple[TaskSpec, ...]:
+    return parse_config(textwrap.dedent(text).encode(), "t.yaml", identity=None,
+                        cache=cache).tasks
+
+
+def test_unchanged_tasks_are_reused_with_their_new_line() -> None:
+    cache = ParseCache()
+    old = _parse("""\
+        tasks:
+          - {name: a, schedule: "@hourly", command: "true"}
+          - name: b
+            schedule: "@daily"
+            command: "true"
+        """, cache)
+    new = _parse("""\
+        tasks:
+          # a new comment moves every task down one line
+          - {name: a, schedule: "@hourly", command: "false"}
+          - name: b
+            schedule: "@daily"
+            command: "true"
+        """, cache)
+    assert new[0] is not old[0]
+    assert new[0].command == ("/bin/sh", "-c", "false")
+    assert new[1] == old[1]
+    assert new[1].line == 4
+    assert old[1].line == 3
+    third = _parse("""\
+        tasks:
+          # a new comment moves every task down one line
+          - {name: a, schedule: "@hourly", command: "false"}
+          - name: b
+            schedule: "@daily"
+            command: "true"
+        """, cache)
+    assert third[0] is new[0]
+    assert third[1] is new[1]
+
+
+def test_reused_tasks_follow_the_daemon_settings() -> None:
+    """A task's text is reused only against the same daemon section: here its zone."""
+    cache = ParseCache()
+    body = 'tasks: [{name: a, schedule: "0 0 9 * * *", command: "true"}]\n'
+    assert _parse("daemon: {timezone: UTC}\n" + body, cache)[0].timezone == "UTC"
+    again = _parse("daemon: {timezone: Europe/Paris}\n" + body, cache)
+    assert again[0].timezone == "Europe/Paris"
+
+
+def test_an_alias_is_read_again_when_its_anchor_changes() -> None:
+    cache = ParseCache()
+    text = """\
+        tasks:
+          - {name: a, schedule: &when "@hourly", command: "true"}
+          - {name: b, schedule: *when, command: "true"}
+        """
+    assert _parse(text, cache)[1].schedule_text == "@hourly"
+    assert _parse(text.replace('"@hourly"', '"@daily"'), cache)[1].schedule_text == "@daily"
+
+
+def test_reused_tasks_are_still_checked_for_duplicate_names() -> None:
+    cache = ParseCache()
+    line = '  - {name: a, schedule: "@hourly", command: "true"}\n'
+    _parse("tasks:\n" + line, cache)
+    with pytest.raises(ConfigError) as caught:
+        _parse("tasks:\n" + line + line, cache)
+    assert [str(p) for p in caught.value.problems] == [
+        "t.yaml:3: task 'a': name: duplicate task name (first defined at line 2)"]
+    assert _parse("tasks:\n" + line, cache)[0].line == 2
 
 
 def test_execution_policies_and_task_zone() -> None:
