@@ -53,10 +53,17 @@ from torchd.runas import (
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_SCALAR = yaml.ScalarNode
+_MAPPING = yaml.MappingNode
+_STR_TAG = str(yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG)
+_SEQUENCE_TAG = str(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG)
+_MAPPING_TAG = str(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG)
+
+
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """The safe loader with implicit-tag answers remembered: task files repeat the same
     keys and values thousands of times, and PyYAML's resolver runs in Python even under
-    the C parser."""
+    the C parser, once for every node."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -64,14 +71,16 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
     def resolve(self, kind: type[yaml.Node], value: str | None,
                 implicit: tuple[bool, bool]) -> str:
-        if kind is not yaml.ScalarNode or value is None:
-            return str(super().resolve(kind, value, implicit))
-        if not implicit[0]:  # quoted: always a string (the safe loader has no path rules)
-            return str(self.DEFAULT_SCALAR_TAG)
-        tag = self._plain_tags.get(value)
-        if tag is None:
-            tag = self._plain_tags[value] = str(super().resolve(kind, value, implicit))
-        return tag
+        if kind is _SCALAR:
+            if not implicit[0]:  # quoted: always text (the safe loader has no path rules)
+                return _STR_TAG
+            tag = self._plain_tags.get(value)  # type: ignore[arg-type]
+            if tag is None:
+                tag = self._plain_tags[value] = str(  # type: ignore[index]
+                    super().resolve(kind, value, implicit))
+            return tag
+        # The safe loader resolves collections by kind alone (it has no path resolvers).
+        return _MAPPING_TAG if kind is _MAPPING else _SEQUENCE_TAG
 
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
