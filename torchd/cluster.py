@@ -3,7 +3,10 @@ registry of live hosts. Redis is the only coordination engine; torchd adds no co
 
 Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
 - `fire:TASK:EPOCH_MS`: the claim of one fire, made by every eligible host at the fire's
-  time; the value names the winner. Kept 10 minutes.
+  time; the value names the winner ("HOST_ID NONCE", the nonce telling one daemon from
+  the next on the same host). Kept 10 minutes. A host whose claim got no answer in time
+  claims once more: the script answers the same for a repeated claim, so a claim made
+  with only its answer lost is still run by its winner.
 - `last:TASK`: the latest fire of the task claimed in the cluster. A fire at or before it
   is not claimed again: a host catching up fires it missed while down does not run what
   the others ran meanwhile, however long ago.
@@ -23,6 +26,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -66,7 +70,18 @@ return 0
 
 
 class Unavailable(Exception):
-    """Redis did not answer (or is in its back-off after not answering)."""
+    """Redis did not answer (or is in its back-off after not answering). `sent`: the call
+    may have gone out (it timed out), so Redis may have carried it out with only its
+    answer lost."""
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason)
+        self.sent = sent
+
+
+def _host_of(claimant: str) -> str:
+    """The host id in a fire key's value ('HOST_ID NONCE'; '' stays '')."""
+    return claimant.rsplit(" ", 1)[0]
 
 
 def host_load() -> float:
@@ -88,6 +103,9 @@ class Cluster:
                  describe: Callable[[], dict[str, Any]]) -> None:
         self.settings = settings
         self.host_id = host_id
+        # What this daemon writes into the fire keys it wins: its host id, and a nonce that
+        # tells its own claims from those of an earlier daemon on the same host.
+        self._claimant = f"{host_id} {secrets.token_hex(4)}"
         self._describe = describe  # this host's heartbeat fields (version, config hash...)
         self._prefix = f"torchd:{settings.name}:"
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
@@ -139,7 +157,7 @@ class Cluster:
     async def _ask(self, call: Callable[[], Awaitable[T]], *, probe: bool = False) -> T:
         """One Redis call, failing fast while Redis is known to be down (except probes)."""
         if not probe and time.monotonic() < self._down_until:
-            raise Unavailable(self._down_reason or "Redis is unavailable")
+            raise Unavailable(self._down_reason or "Redis is unavailable", sent=False)
         try:
             result = await call()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
@@ -151,7 +169,8 @@ class Cluster:
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._down_reason = reason
             self._down_until = time.monotonic() + self._backoff
-            raise Unavailable(reason) from None
+            # A timeout may come after the call went out; a refused connection sent nothing.
+            raise Unavailable(reason, sent=isinstance(exc, redis_errors.TimeoutError)) from None
         if self._down_reason is not None:
             log.warning("cluster: Redis answers again")
             self._down_reason = None
@@ -171,15 +190,24 @@ class Cluster:
         if delay:
             await asyncio.sleep(delay)
         stamp = str(round(scheduled * 1000))
+        keys = [self._key("fire", task, stamp), self._key("last", task)]
+        args: list[str | int] = [self._claimant, stamp, CLAIM_TTL_MS]
         try:
-            holder = await self._ask(lambda: self._claim(
-                keys=[self._key("fire", task, stamp), self._key("last", task)],
-                args=[self.host_id, stamp, CLAIM_TTL_MS]))
+            holder = await self._ask(lambda: self._claim(keys=keys, args=args))
         except Unavailable as exc:
-            return Claim(won=False, holder=None, error=str(exc))
+            if not exc.sent:
+                return Claim(won=False, holder=None, error=str(exc))
+            # The claim may have been made with only the answer lost (a slow Redis): then
+            # nobody else runs the fire, so ask once more; the script answers our own claim.
+            try:
+                holder = await self._ask(lambda: self._claim(keys=keys, args=args), probe=True)
+            except Unavailable:
+                return Claim(won=False, holder=None, error=str(exc))
+            if holder == self._claimant:  # only here: a fire is otherwise claimed once
+                return Claim(won=True, holder=self.host_id)
         if holder is None:
             return Claim(won=True, holder=self.host_id)
-        return Claim(won=False, holder=str(holder) or None)  # '': a later fire ran already
+        return Claim(won=False, holder=_host_of(str(holder)) or None)  # '': a later fire ran
 
     # ----- leases ------------------------------------------------------------------------
     def set_lease_tasks(self, names: set[str]) -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 
-from tests.helpers import RedisServer
+import pytest
+import redis
+
+from tests.helpers import RedisServer, wait_for
 from torchd.cluster import Cluster
 from torchd.model import ClusterSettings
 
@@ -54,3 +59,47 @@ def test_claims_fail_fast_while_redis_is_down(redis_server: RedisServer) -> None
         await cluster.close()
 
     asyncio.run(body())
+
+
+# Holds the (single-threaded) server busy for ARGV[1] microseconds of its own clock.
+BUSY_SCRIPT = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
+
+
+def test_a_claim_whose_answer_came_too_late_is_still_run(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis busy for 1.6 s: the claim is made but its answer misses the 1 s timeout. The
+    host asks again, finds its own claim and runs the fire; without that, the fire would be
+    held by a host that does not run it, and nobody would."""
+    blocker = redis.Redis.from_url(redis_server.url)
+    probe = redis.Redis.from_url(redis_server.url, socket_timeout=0.05)
+
+    def server_busy() -> bool:
+        try:
+            probe.ping()
+        except redis.exceptions.TimeoutError:
+            return True
+        return False
+
+    async def body() -> None:
+        a, b = _cluster(redis_server, "a"), _cluster(redis_server, "b")
+        busy = threading.Thread(target=blocker.eval, args=(BUSY_SCRIPT, 0, 1_600_000))
+        busy.start()
+        wait_for(server_busy, timeout=5, interval=0.01, message="the busy script")
+        claim = await a.claim("job", 300.0)
+        busy.join()
+        assert (claim.won, claim.holder, claim.error) == (True, "a", None)
+        assert "cluster: Redis answers again" in caplog.messages  # the first answer was lost
+        other = await b.claim("job", 300.0)
+        assert (other.won, other.holder) == (False, "a")
+        for cluster in (a, b):
+            await cluster.close()
+
+    caplog.set_level(logging.WARNING, logger="torchd.cluster")
+    asyncio.run(body())
+    blocker.close()
+    probe.close()
