@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 failure (not running, already running, timed out, daemo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -165,6 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from torchd.app import App, StatePaths  # noqa: PLC0415
 
+    gc.disable()  # the daemon turns it on again once its task table is built (App.run)
     parse_cache = ParseCache()
     config = _load_or_report(args.config, parse_cache)
     if config is None:
@@ -188,6 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from torchd.daemonize import start_detached  # noqa: PLC0415
 
+    gc.disable()  # the daemon turns it on again once its task table is built (App.run)
     parse_cache = ParseCache()
     config = _load_or_report(args.config, parse_cache)
     if config is None:
