@@ -192,15 +192,19 @@ class Cluster:
         stamp = str(round(scheduled * 1000))
         keys = [self._key("fire", task, stamp), self._key("last", task)]
         args: list[str | int] = [self._claimant, stamp, CLAIM_TTL_MS]
+
+        def claim_fire() -> Awaitable[Any]:
+            return self._claim(keys=keys, args=args)
+
         try:
-            holder = await self._ask(lambda: self._claim(keys=keys, args=args))
+            holder = await self._ask(claim_fire)
         except Unavailable as exc:
             if not exc.sent:
                 return Claim(won=False, holder=None, error=str(exc))
             # The claim may have been made with only the answer lost (a slow Redis): then
             # nobody else runs the fire, so ask once more; the script answers our own claim.
             try:
-                holder = await self._ask(lambda: self._claim(keys=keys, args=args), probe=True)
+                holder = await self._ask(claim_fire, probe=True)
             except Unavailable:
                 return Claim(won=False, holder=None, error=str(exc))
             if holder == self._claimant:  # only here: a fire is otherwise claimed once

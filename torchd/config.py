@@ -507,7 +507,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
                                f"duplicate task name (first defined at line {first_line[name]})")
             elif name is not None:
                 first_line[name] = line
-            source = _source_of(text, item)
+            source = _source_of(text, item) if cache is not None else ""
             spec = known.get(source)
             if spec is None:
                 spec = _task(walker, item, index, daemon=daemon, identity=identity,
@@ -519,7 +519,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
                     used.add(_schedule_key(spec.schedule.text, spec.timezone))
             if spec is not None:
                 tasks.append(spec)
-                if _reusable(spec):
+                if cache is not None and _reusable(spec):
                     sources[source] = spec
     if walker.problems:
         raise ConfigError(sorted(walker.problems, key=lambda p: p.line or 0))

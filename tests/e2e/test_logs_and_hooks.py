@@ -124,7 +124,7 @@ def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             self.end_headers()
 
         def log_message(self, *_args: object) -> None:
-            pass
+            """Quiet: the server's request lines would clutter the test output."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
