@@ -23,6 +23,9 @@ from torchd.tasklog import TaskLog
 
 log = logging.getLogger("torchd.runner")
 READ_CHUNK = 65536
+# Python ignores these; Popen restores them in its children, and so must posix_spawn (a
+# shell pipeline like `yes | head -1` ends by SIGPIPE, and fails loudly while it is ignored).
+RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class StartError(Exception):
@@ -301,7 +304,7 @@ def _spawn(request: LaunchRequest, out_fd: int,
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                           (os.POSIX_SPAWN_DUP2, out_fd, 1),
                           (os.POSIX_SPAWN_DUP2, err_fd, 2)],
-            setsid=True,
+            setsid=True, setsigdef=RESTORED_SIGNALS,
         )
         return pid, None
     popen = subprocess.Popen(

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -124,6 +125,24 @@ def test_each_fire_runs_once(tmp_path: Path) -> None:
     assert len(fires) == len(set(fires))
     assert 15 <= len(fires) <= 21
     assert len(rec.of(RunStarted)) == len(fires)
+
+
+@pytest.mark.parametrize("cwd", [None, "/"], ids=["posix_spawn", "popen"])
+def test_runs_get_default_sigpipe_like_a_shell_would(tmp_path: Path, cwd: str | None) -> None:
+    """Python ignores SIGPIPE; a run must not inherit that, or `yes | head` fails loudly
+    (both start paths: a task with `cwd` goes through Popen)."""
+    command = "yes | head -n 1; grep SigIgn /proc/self/status"
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunEnded), 10, "the run ended")
+
+    rec = run_scheduler(tmp_path, (cron("pipe", FastSchedule(0.2), command, cwd=cwd),), body)
+    assert rec.of(RunEnded)[0].outcome == "ok"
+    text = (tmp_path / "pipe.log").read_text()
+    assert "Broken pipe" not in text
+    ignored = int(text.split("SigIgn:")[1].split()[0], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)), text
+    assert not ignored & (1 << (signal.SIGXFSZ - 1)), text
 
 
 def test_max_running_skips_overlapping_fires(tmp_path: Path) -> None:
