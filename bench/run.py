@@ -128,7 +128,7 @@ def running(peer_name: str, tasks: list[Task], workdir: Path) -> Iterator[
 
 
 def emit_table(header: list[str], rows: list[list[object]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    widths = [max(len(str(x)) for x in col) for col in zip(*[header, *rows], strict=True)]
     for row in [header, *rows]:
         print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
 
