@@ -128,8 +128,9 @@ def running(peer_name: str, tasks: list[Task], workdir: Path) -> Iterator[
 
 
 def emit_table(header: list[str], rows: list[list[object]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(*[header, *rows], strict=True)]
-    for row in [header, *rows]:
+    table: list[list[object]] = [list(header), *rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
         print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
 
 
