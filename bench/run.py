@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -75,6 +76,9 @@ def build_stamp() -> Path:
     raise SystemExit("bench: cannot compile bench/stamp.c (is a C compiler installed?)")
 
 
+FLOOR = "posix_spawn loop (floor)"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
@@ -96,16 +100,76 @@ def read_stamps(path: Path) -> list[tuple[str, int]]:
 
 
 def each_peer(names: list[str], measure: Callable[[str], Result]) -> list[Result]:
-    """Measure every peer; one that fails is reported as such and the others still run."""
+    """Measure every peer once; one that fails is reported as such and the others still
+    run."""
+    return [_attempt(name, partial(measure, name)) for name in names]
+
+
+def _attempt(name: str, measure: Callable[[], Result]) -> Result:
+    try:
+        return measure()
+    except Exception as exc:  # noqa: BLE001 - a broken peer must not hide the others
+        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        print(f"! {name}: {message}", file=sys.stderr)
+        return {"peer": name, "error": message}
+
+
+COUNTS = ("fires", "missed", "duplicated")  # summed over rounds; other numbers: medians
+
+
+def in_rounds(measures: dict[str, Callable[[], Result]], repeats: int) -> list[Result]:
+    """Run every measure once per round, round after round (so a noisy minute hits every
+    peer alike), and give each peer's median over the rounds. Each result keeps its
+    rounds, and `ratio_*` against APScheduler is the median of the same-round ratios."""
+    rounds: dict[str, list[Result]] = {name: [] for name in measures}
+    for _ in range(repeats):
+        for name, measure in measures.items():
+            rounds[name].append(_attempt(name, measure))
     results = []
-    for name in names:
-        try:
-            results.append(measure(name))
-        except Exception as exc:  # noqa: BLE001 - a broken peer must not hide the others
-            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            print(f"! {name}: {message}", file=sys.stderr)
-            results.append({"peer": name, "error": message})
+    for runs in rounds.values():
+        good = [r for r in runs if "error" not in r]
+        if not good:
+            results.append(runs[-1])
+            continue
+        combined: Result = dict(good[0])
+        for key, value in good[0].items():
+            values = [v for r in good if isinstance(v := r.get(key), int | float)
+                      and not isinstance(v, bool)]
+            if isinstance(value, bool) or len(values) != len(good):
+                continue
+            combined[key] = (sum(values) if key in COUNTS
+                             else round(statistics.median(values), 3))
+        combined["rounds"] = len(good)
+        combined["failed_rounds"] = len(runs) - len(good)
+        if repeats > 1:
+            combined["per_round"] = good
+        results.append(combined)
     return results
+
+
+def _rounds_of(result: Result) -> list[Result]:
+    rounds = result.get("per_round")
+    return rounds if isinstance(rounds, list) else [result]
+
+
+def same_round_ratio(results: list[Result], key: str, peer: str = "torchd",
+                     against: str = "apscheduler") -> str | None:
+    """`peer`'s value of `key` over `against`'s, round by round: a line for the table."""
+    by_peer = {r.get("peer"): r for r in results}
+    mine, theirs = by_peer.get(peer), by_peer.get(against)
+    if mine is None or theirs is None or "error" in mine or "error" in theirs:
+        return None
+    ratios = []
+    for a, b in zip(_rounds_of(mine), _rounds_of(theirs), strict=False):
+        top, bottom = a.get(key), b.get(key)
+        if isinstance(top, int | float) and isinstance(bottom, int | float) and bottom:
+            ratios.append(top / bottom)
+    if not ratios:
+        return None
+    mine["ratio_" + key] = round(statistics.median(ratios), 3)
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    return (f"{peer} / {against}, {key}: median {statistics.median(ratios):.2f} over "
+            f"{len(ratios)} round(s) ({listed})")
 
 
 def cells(result: Result, keys: list[str]) -> list[object]:
@@ -125,6 +189,13 @@ def running(peer_name: str, tasks: list[Task], workdir: Path) -> Iterator[
         yield peer, proc, started
     finally:
         peer.stop()
+
+
+def emit_ratios(results: list[Result], keys: list[str]) -> None:
+    for key in keys:
+        line = same_round_ratio(results, key)
+        if line is not None:
+            print(f"# {line}")
 
 
 def emit_table(header: list[str], rows: list[list[object]]) -> None:
@@ -184,11 +255,15 @@ def mode_lateness(args: argparse.Namespace) -> list[Result]:
         return {"measure": "lateness", "peer": peer_name, "tasks": args.tasks,
                 "every_s": period, "window_s": last - first + 1, **stats}
 
-    results = [*each_peer(args.peer, measure), lateness_floor(stamp, args.tasks, args.seconds)]
+    measures: dict[str, Callable[[], Result]] = {name: partial(measure, name)
+                                                 for name in args.peer}
+    measures[FLOOR] = partial(lateness_floor, stamp, args.tasks, args.seconds)
+    results = in_rounds(measures, args.repeats)
     keys = ["peer", "tasks", "every_s", "fires", "p50_ms", "p99_ms", "max_ms", "missed",
             "duplicated"]
     emit_table(["peer", "tasks", "every s", "fires", "p50 ms", "p99 ms", "max ms", "missed",
                 "dup"], [cells(r, keys) for r in results])
+    emit_ratios(results, ["p50_ms", "p99_ms"])
     return results
 
 
@@ -208,7 +283,7 @@ def lateness_floor(stamp: Path, count: int, seconds: int) -> Result:
                 os.waitpid(pid, 0)
         stats = fire_stats(read_stamps(out), 1, first, first + seconds - 1,
                            [f"t{i}" for i in range(count)])
-    return {"measure": "lateness", "peer": "posix_spawn loop (floor)", "tasks": count,
+    return {"measure": "lateness", "peer": FLOOR, "tasks": count,
             "every_s": 1, "window_s": seconds, **stats}
 
 
@@ -247,10 +322,14 @@ def mode_burst(args: argparse.Namespace) -> list[Result]:
             "duplicated": len(records) - len(names),
         }
 
-    results = [*each_peer(args.peer, measure), spawn_floor(stamp, args.tasks)]
+    measures: dict[str, Callable[[], Result]] = {name: partial(measure, name)
+                                                 for name in args.peer}
+    measures[FLOOR] = partial(spawn_floor, stamp, args.tasks)
+    results = in_rounds(measures, args.repeats)
     keys = ["peer", "tasks", "first_ms", "last_ms", "started", "missed", "duplicated"]
     emit_table(["peer", "tasks", "first ms", "last ms", "started", "missed", "dup"],
                [cells(r, keys) for r in results])
+    emit_ratios(results, ["last_ms"])
     return results
 
 
@@ -269,7 +348,7 @@ def spawn_floor(stamp: Path, count: int) -> Result:
             os.waitpid(pid, 0)
         records = read_stamps(out)
     starts = [ns for _, ns in records]
-    return {"measure": "burst", "peer": "posix_spawn loop (floor)", "tasks": count,
+    return {"measure": "burst", "peer": FLOOR, "tasks": count,
             "first_ms": round((min(starts) - target * 1e9) / 1e6, 2),
             "last_ms": round((max(starts) - target * 1e9) / 1e6, 2),
             "started": len({t for t, _ in records}), "missed": count - len(records),
@@ -309,7 +388,16 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
                     "start_to_first_fire_s": round(first_fire, 3)}
         return measure
 
-    results = [r for count in args.tasks for r in each_peer(args.peer, measure_count(count))]
+    results = []
+    for count in args.tasks:
+        measure = measure_count(count)
+        at_count = in_rounds({name: partial(measure, name) for name in args.peer},
+                             args.repeats)
+        for key in ("cpu_s_per_min", "rss_mb", "start_to_first_fire_s"):
+            line = same_round_ratio(at_count, key)
+            if line is not None:
+                print(f"# {count} tasks: {line}")
+        results.extend(at_count)
     keys = ["peer", "tasks", "cpu_s_per_min", "rss_mb", "start_to_first_fire_s"]
     emit_table(["peer", "tasks", "CPU s/min", "RSS MB", "start->first fire s"],
                [cells(r, keys) for r in results])
@@ -581,15 +669,22 @@ def main(argv: list[str] | None = None) -> int:
                              default=MODES[name][1])
         return command
 
+    def repeatable(command: argparse.ArgumentParser, default: int) -> None:
+        command.add_argument("--repeats", type=int, default=default,
+                             help="rounds of every peer, one after another; medians shown")
+
     late = add("lateness", "start time minus scheduled instant, tasks firing every second")
+    repeatable(late, 3)
     late.add_argument("--tasks", type=int, default=20)
     late.add_argument("--seconds", type=int, default=60)
     burst = add("burst", "many tasks due on the same second")
     burst.add_argument("--tasks", type=int, default=1000)
     burst.add_argument("--lead", type=int, default=20, help="seconds from start to the burst")
+    repeatable(burst, 3)
     idle = add("idle", "CPU and RSS with many rarely-firing tasks, plus one every second")
     idle.add_argument("--tasks", type=int, nargs="+", default=[1000, 10_000, 100_000])
     idle.add_argument("--seconds", type=int, default=60)
+    repeatable(idle, 1)
     reload = add("reload", "time for a changed file to take effect, fires lost or doubled")
     reload.add_argument("--tasks", type=int, default=10_000)
     soak = add("soak", "many short tasks every second for minutes: throughput and leaks")

@@ -289,9 +289,14 @@ class Scheduler:
                 with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
                     time.sleep(delay)  # noqa: ASYNC251
                 continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay - PRECISE_WINDOW):
-                    await self._wake.wait()
+            # A timer that sets the wake event, not asyncio.timeout: ending a wait by
+            # cancellation raises and catches two exceptions on every fire.
+            timer = asyncio.get_running_loop().call_later(delay - PRECISE_WINDOW,
+                                                          self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
 
     def request_stop(self) -> None:
         self._stopping = True

@@ -70,6 +70,8 @@ def as_text(node: yaml.Node, *, allow_empty: bool = False) -> str:
     if isinstance(node, yaml.ScalarNode) and node.tag == STR:
         if not allow_empty and not node.value.strip():
             raise Invalid(node, "must not be empty")
+        if "\0" in node.value:  # no argument, variable, path or name can carry one
+            raise Invalid(node, "must not contain a NUL character (\\0)")
         return detached(node.value)
     hint = ""
     if isinstance(node, yaml.ScalarNode) and node.tag != NULL:

@@ -122,6 +122,12 @@ def task_file(body: str) -> str:
                  "you mean the text: '8080'", id="env-number"),
     pytest.param('schedule: "@hourly"\ncommand: []\n',
                  "t.yaml:4: task 'job': command: must not be an empty list", id="empty-argv"),
+    pytest.param('schedule: "@hourly"\ncommand: ["echo", "a\\0b"]\n',
+                 "t.yaml:4: task 'job': command: must not contain a NUL character (\\0)",
+                 id="nul-in-argument"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nenv: {A: "x\\0"}\n',
+                 "t.yaml:5: task 'job': env: must not contain a NUL character (\\0)",
+                 id="nul-in-env"),
     pytest.param('command: "true"\n',
                  "t.yaml:2: task 'job': schedule: is required for a cron task (or 'at' for a "
                  "one-time task)",
