@@ -95,6 +95,15 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _counted(reload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A reload record with its lists of task names replaced by their lengths."""
+    if reload is None or not reload.get("changes"):
+        return reload
+    changes = reload["changes"]
+    return {**reload, "changes": {key: value if isinstance(value, int) else len(value)
+                                  for key, value in changes.items()}}
+
+
 def _settle_heap() -> None:
     """Exempt the task table loaded at start from cycle collection, and turn the collector
     back on (App.run turns it off while starting). The table is long-lived and acyclic,
@@ -230,6 +239,7 @@ class App:
         self._record_reload("start", config, everything, None)
         self._control = ControlServer(self._paths.socket, {
             "ping": self._handle_ping, "status": self._handle_status,
+            "last_reload": self._handle_last_reload,
             "plan": self._handle_plan, "stop": self._handle_stop, "cluster":
             self._handle_cluster, **self._ops.handlers(),
         }, group=config.daemon.socket_group)
@@ -432,11 +442,16 @@ class App:
 
     # ----- control handlers --------------------------------------------------------------------
     async def _handle_ping(self, _request: dict[str, Any]) -> dict[str, Any]:
-        """Small and cheap whatever the number of tasks: what `reload` polls."""
+        """Small and cheap whatever the number of tasks: what `reload` polls. The last
+        reload's changes come as counts (`last_reload` has the names)."""
         assert self._config is not None  # noqa: S101 - set before serving
         return {"pid": os.getpid(), "version": __version__, "config_file":
                 str(self._config_path), "config_hash": self._config.digest,
-                "generation": self._reload_seq, "last_reload": self._last_reload}
+                "generation": self._reload_seq,
+                "last_reload": _counted(self._last_reload)}
+
+    async def _handle_last_reload(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return self._last_reload or {}
 
     async def _handle_status(self, _request: dict[str, Any]) -> dict[str, Any]:
         assert self._config is not None  # noqa: S101 - set before serving

@@ -249,8 +249,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | None) -> None:
-    added, changed, removed = changes["added"], changes["changed"], changes["removed"]
-    print(f"{len(added)} added, {len(changed)} changed, {len(removed)} removed, "
+    """The names of what changed, or only how many where the daemon sent counts."""
+    def listed(key: str) -> Any:
+        return changes[key] if not isinstance(changes[key], int) else {}
+
+    def count(key: str) -> int:
+        return changes[key] if isinstance(changes[key], int) else len(changes[key])
+
+    added, changed, removed = listed("added"), listed("changed"), listed("removed")
+    print(f"{count('added')} added, {count('changed')} changed, {count('removed')} removed, "
           f"{changes['unchanged']} unchanged")
     for name in added:
         print(f"  + {name}")
@@ -300,7 +307,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
             print("torchd exited during the reload", file=sys.stderr)
             return EXIT_FAIL
         if current["generation"] > seq:
-            return _report_reload(current["last_reload"], args.json)
+            try:  # the names of what changed: ping only counts them
+                result = _call(state_dir, "last_reload", timeout=10) or current["last_reload"]
+            except ControlError:
+                result = current["last_reload"]
+            return _report_reload(result, args.json)
     print(f"torchd did not confirm the reload within {args.timeout:.0f}s", file=sys.stderr)
     return EXIT_FAIL
 

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.helpers import Daemon, fire_ids, lines, process_gone, record_cmd, wait_for
+from torchd.control.client import call
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +66,12 @@ def test_reload_keeps_running_cron_run_and_applies_new_schedule(
         "  ~ tick (schedule)",
     ]
     assert result.stdout.startswith("reloaded: config ")
+    # ping stays small however many tasks changed: counts; the names are one request away
+    ping = call(daemon.state_dir / "torchd.sock", "ping")
+    assert ping["last_reload"]["changes"] == {"added": 0, "changed": 2, "removed": 0,
+                                              "unchanged": 0}
+    full = call(daemon.state_dir / "torchd.sock", "last_reload")
+    assert full["changes"]["changed"] == {"long": ["schedule", "command"], "tick": ["schedule"]}
     assert psutil.pid_exists(pid), "reload must not touch a running cron run"
     wait_for(lambda: f"done {pid}" in lines(long_out), timeout=10, message="the run to finish")
     assert " outcome=ok" in (daemon.log_dir / "long.log").read_text()

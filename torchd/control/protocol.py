@@ -11,8 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 MAX_LINE = 1 << 20
-COMMANDS = ("ping", "status", "plan", "stop", "trigger", "kill", "pause", "resume", "logs",
-            "history", "submit", "cluster")
+COMMANDS = ("ping", "last_reload", "status", "plan", "stop", "trigger", "kill", "pause",
+            "resume", "logs", "history", "submit", "cluster")
 
 
 class ErrorCode(StrEnum):
