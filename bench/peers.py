@@ -61,6 +61,7 @@ class Peer:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    ready_at: float | None = None  # when it said it had loaded its tasks, if it says
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,8 @@ class TorchdPeer(Peer):
         proc = self._popen([sys.executable, "-m", "torchd", "run", "-c", str(self.config),
                             "--state-dir", str(self.state)])
         socket = self.state / "torchd.sock"
-        _wait(socket.exists, 300, "torchd", proc, self.log)
+        _wait(socket.exists, 300, "torchd", proc, self.log)  # bound once the table is built
+        self.ready_at = time.time()
         return psutil.Process(proc.pid)
 
 
@@ -223,6 +225,7 @@ class APSchedulerPeer(Peer):
         ready = self.workdir / "aps.ready"
         proc = self._popen([str(self.python), str(runner), str(spec), str(ready)])
         _wait(ready.exists, 600, "apscheduler", proc, self.log)
+        self.ready_at = time.time()
         return psutil.Process(proc.pid)
 
 

@@ -372,10 +372,11 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
                          for i in range(count)]
                 tick = "* * * * * *" if PEERS[peer_name].seconds else "0 * * * * *"
                 tasks.append(Task("tick", tick, (str(stamp), str(out), "tick")))
-                with running(peer_name, tasks, Path(tmp_name) / "peer") as (_p, proc, started):
+                with running(peer_name, tasks, Path(tmp_name) / "peer") as (peer, proc, started):
                     while not read_stamps(out):
                         time.sleep(0.005)
                     first_fire = read_stamps(out)[0][1] / 1e9 - started
+                    ready = None if peer.ready_at is None else peer.ready_at - started
                     time.sleep(2)  # let start-up work settle
                     cpu0 = cpu_seconds(proc)
                     t0 = time.monotonic()
@@ -385,6 +386,7 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
                     rss_mb = proc.memory_info().rss / 2**20
             return {"measure": "idle", "peer": peer_name, "tasks": count,
                     "cpu_s_per_min": round(cpu * 60 / elapsed, 4), "rss_mb": round(rss_mb, 1),
+                    "start_to_ready_s": None if ready is None else round(ready, 3),
                     "start_to_first_fire_s": round(first_fire, 3)}
         return measure
 
@@ -393,13 +395,14 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
         measure = measure_count(count)
         at_count = in_rounds({name: partial(measure, name) for name in args.peer},
                              args.repeats)
-        for key in ("cpu_s_per_min", "rss_mb", "start_to_first_fire_s"):
+        for key in ("cpu_s_per_min", "rss_mb", "start_to_ready_s", "start_to_first_fire_s"):
             line = same_round_ratio(at_count, key)
             if line is not None:
                 print(f"# {count} tasks: {line}")
         results.extend(at_count)
-    keys = ["peer", "tasks", "cpu_s_per_min", "rss_mb", "start_to_first_fire_s"]
-    emit_table(["peer", "tasks", "CPU s/min", "RSS MB", "start->first fire s"],
+    keys = ["peer", "tasks", "cpu_s_per_min", "rss_mb", "start_to_ready_s",
+            "start_to_first_fire_s"]
+    emit_table(["peer", "tasks", "CPU s/min", "RSS MB", "start->ready s", "start->first fire s"],
                [cells(r, keys) for r in results])
     return results
 
