@@ -99,6 +99,11 @@ def read_stamps(path: Path) -> list[tuple[str, int]]:
     return found
 
 
+def per_peer(names: list[str], measure: Callable[[str], Result]) -> dict[str, Callable[[], Result]]:
+    """One measure per peer, for in_rounds (which may add rows such as a floor)."""
+    return {name: partial(measure, name) for name in names}
+
+
 def each_peer(names: list[str], measure: Callable[[str], Result]) -> list[Result]:
     """Measure every peer once; one that fails is reported as such and the others still
     run."""
@@ -119,8 +124,8 @@ COUNTS = ("fires", "missed", "duplicated")  # summed over rounds; other numbers:
 
 def in_rounds(measures: dict[str, Callable[[], Result]], repeats: int) -> list[Result]:
     """Run every measure once per round, round after round (so a noisy minute hits every
-    peer alike), and give each peer's median over the rounds. Each result keeps its
-    rounds, and `ratio_*` against APScheduler is the median of the same-round ratios."""
+    peer alike), and give each peer's median over the rounds (counts summed). With more
+    than one round, each result keeps its rounds under `per_round`."""
     rounds: dict[str, list[Result]] = {name: [] for name in measures}
     for _ in range(repeats):
         for name, measure in measures.items():
@@ -137,8 +142,10 @@ def in_rounds(measures: dict[str, Callable[[], Result]], repeats: int) -> list[R
                       and not isinstance(v, bool)]
             if isinstance(value, bool) or len(values) != len(good):
                 continue
+            middle = statistics.median(values)
+            whole = all(isinstance(x, int) for x in values) and middle == int(middle)
             combined[key] = (sum(values) if key in COUNTS
-                             else round(statistics.median(values), 3))
+                             else int(middle) if whole else round(middle, 3))
         combined["rounds"] = len(good)
         combined["failed_rounds"] = len(runs) - len(good)
         if repeats > 1:
@@ -154,7 +161,8 @@ def _rounds_of(result: Result) -> list[Result]:
 
 def same_round_ratio(results: list[Result], key: str, peer: str = "torchd",
                      against: str = "apscheduler") -> str | None:
-    """`peer`'s value of `key` over `against`'s, round by round: a line for the table."""
+    """`peer`'s value of `key` over `against`'s, round by round: a line for the table. The
+    median ratio is also kept in `peer`'s result as `ratio_KEY`."""
     by_peer = {r.get("peer"): r for r in results}
     mine, theirs = by_peer.get(peer), by_peer.get(against)
     if mine is None or theirs is None or "error" in mine or "error" in theirs:
@@ -191,11 +199,11 @@ def running(peer_name: str, tasks: list[Task], workdir: Path) -> Iterator[
         peer.stop()
 
 
-def emit_ratios(results: list[Result], keys: list[str]) -> None:
+def emit_ratios(results: list[Result], keys: list[str], prefix: str = "") -> None:
     for key in keys:
         line = same_round_ratio(results, key)
         if line is not None:
-            print(f"# {line}")
+            print(f"# {prefix}{line}")
 
 
 def emit_table(header: list[str], rows: list[list[object]]) -> None:
@@ -255,8 +263,7 @@ def mode_lateness(args: argparse.Namespace) -> list[Result]:
         return {"measure": "lateness", "peer": peer_name, "tasks": args.tasks,
                 "every_s": period, "window_s": last - first + 1, **stats}
 
-    measures: dict[str, Callable[[], Result]] = {name: partial(measure, name)
-                                                 for name in args.peer}
+    measures = per_peer(args.peer, measure)
     measures[FLOOR] = partial(lateness_floor, stamp, args.tasks, args.seconds)
     results = in_rounds(measures, args.repeats)
     keys = ["peer", "tasks", "every_s", "fires", "p50_ms", "p99_ms", "max_ms", "missed",
@@ -267,22 +274,26 @@ def mode_lateness(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+def start_stamps(stamp: Path, out: Path, names: list[str]) -> None:
+    """Start a stamp per name in a tight posix_spawn loop (no scheduler), then reap them."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    pids = [os.posix_spawn(str(stamp), [str(stamp), str(out), name], env) for name in names]
+    for pid in pids:
+        os.waitpid(pid, 0)
+
+
 def lateness_floor(stamp: Path, count: int, seconds: int) -> Result:
     """No scheduler: at each whole second this process wakes (clock_nanosleep, no event
     loop) and starts `count` stamps in a tight posix_spawn loop. What process creation
     alone costs each second: no scheduler's p99 can be below this one's."""
     with workdir() as tmp_name:
         out = Path(tmp_name) / "stamps"
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        names = [f"t{i}" for i in range(count)]
         first = math.ceil(time.time()) + 1
         for second in range(first, first + seconds):
             time.sleep(max(0.0, second - time.time()))
-            pids = [os.posix_spawn(str(stamp), [str(stamp), str(out), f"t{i}"], env)
-                    for i in range(count)]
-            for pid in pids:
-                os.waitpid(pid, 0)
-        stats = fire_stats(read_stamps(out), 1, first, first + seconds - 1,
-                           [f"t{i}" for i in range(count)])
+            start_stamps(stamp, out, names)
+        stats = fire_stats(read_stamps(out), 1, first, first + seconds - 1, names)
     return {"measure": "lateness", "peer": FLOOR, "tasks": count,
             "every_s": 1, "window_s": seconds, **stats}
 
@@ -322,8 +333,7 @@ def mode_burst(args: argparse.Namespace) -> list[Result]:
             "duplicated": len(records) - len(names),
         }
 
-    measures: dict[str, Callable[[], Result]] = {name: partial(measure, name)
-                                                 for name in args.peer}
+    measures = per_peer(args.peer, measure)
     measures[FLOOR] = partial(spawn_floor, stamp, args.tasks)
     results = in_rounds(measures, args.repeats)
     keys = ["peer", "tasks", "first_ms", "last_ms", "started", "missed", "duplicated"]
@@ -339,13 +349,10 @@ def spawn_floor(stamp: Path, count: int) -> Result:
     on this machine, the floor under every peer's burst."""
     with workdir() as tmp_name:
         out = Path(tmp_name) / "stamps"
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        names = [f"f{i}" for i in range(count)]
         target = math.ceil(time.time()) + 1
         time.sleep(max(0.0, target - time.time()))
-        pids = [os.posix_spawn(str(stamp), [str(stamp), str(out), f"f{i}"], env)
-                for i in range(count)]
-        for pid in pids:
-            os.waitpid(pid, 0)
+        start_stamps(stamp, out, names)
         records = read_stamps(out)
     starts = [ns for _, ns in records]
     return {"measure": "burst", "peer": FLOOR, "tasks": count,
@@ -393,12 +400,9 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
     results = []
     for count in args.tasks:
         measure = measure_count(count)
-        at_count = in_rounds({name: partial(measure, name) for name in args.peer},
-                             args.repeats)
-        for key in ("cpu_s_per_min", "rss_mb", "start_to_ready_s", "start_to_first_fire_s"):
-            line = same_round_ratio(at_count, key)
-            if line is not None:
-                print(f"# {count} tasks: {line}")
+        at_count = in_rounds(per_peer(args.peer, measure), args.repeats)
+        emit_ratios(at_count, ["cpu_s_per_min", "rss_mb", "start_to_ready_s",
+                               "start_to_first_fire_s"], prefix=f"{count} tasks: ")
         results.extend(at_count)
     keys = ["peer", "tasks", "cpu_s_per_min", "rss_mb", "start_to_ready_s",
             "start_to_first_fire_s"]

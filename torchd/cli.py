@@ -161,16 +161,25 @@ def _configure_stderr_logging(verbose: bool) -> None:
                         stream=sys.stderr)
 
 
+def _load_for_daemon(path: str) -> tuple[Config, ParseCache] | None:
+    """The file as the daemon will start on it, with what the parse leaves for its reloads;
+    None after printing every problem. The cycle collector goes off here and back on once
+    the daemon's task table is built (App.run)."""
+    gc.disable()
+    parse_cache = ParseCache()
+    config = _load_or_report(path, parse_cache)
+    return None if config is None else (config, parse_cache)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - only the foreground daemon needs the engine
 
     from torchd.app import App, StatePaths  # noqa: PLC0415
 
-    gc.disable()  # the daemon turns it on again once its task table is built (App.run)
-    parse_cache = ParseCache()
-    config = _load_or_report(args.config, parse_cache)
-    if config is None:
+    loaded = _load_for_daemon(args.config)
+    if loaded is None:
         return EXIT_CONFIG
+    config, parse_cache = loaded
     _configure_stderr_logging(args.verbose)
     state_dir = resolve_state_dir(args, config)
     failure: list[str] = []
@@ -190,11 +199,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from torchd.daemonize import start_detached  # noqa: PLC0415
 
-    gc.disable()  # the daemon turns it on again once its task table is built (App.run)
-    parse_cache = ParseCache()
-    config = _load_or_report(args.config, parse_cache)
-    if config is None:
+    loaded = _load_for_daemon(args.config)
+    if loaded is None:
         return EXIT_CONFIG
+    config, parse_cache = loaded
     state_dir = resolve_state_dir(args, config)
     pid = running_pid(state_dir / "torchd.pid")
     if pid is not None:

@@ -53,9 +53,6 @@ from torchd.runas import (
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-_SCALAR = yaml.ScalarNode
-_MAPPING = yaml.MappingNode
-_STR_TAG = str(yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG)
 _SEQUENCE_TAG = str(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG)
 _MAPPING_TAG = str(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG)
 
@@ -71,16 +68,16 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
     def resolve(self, kind: type[yaml.Node], value: str | None,
                 implicit: tuple[bool, bool]) -> str:
-        if kind is _SCALAR:
+        if kind is yaml.ScalarNode:
             if not implicit[0]:  # quoted: always text (the safe loader has no path rules)
-                return _STR_TAG
+                return v.STR
             tag = self._plain_tags.get(value)  # type: ignore[arg-type]
             if tag is None:
                 tag = self._plain_tags[value] = str(  # type: ignore[index]
                     super().resolve(kind, value, implicit))
             return tag
         # The safe loader resolves collections by kind alone (it has no path resolvers).
-        return _MAPPING_TAG if kind is _MAPPING else _SEQUENCE_TAG
+        return _MAPPING_TAG if kind is yaml.MappingNode else _SEQUENCE_TAG
 
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -281,27 +281,21 @@ def test_unchanged_tasks_are_reused_with_their_new_line() -> None:
             schedule: "@daily"
             command: "true"
         """, cache)
-    new = _parse("""\
+    moved = """\
         tasks:
           # a new comment moves every task down one line
           - {name: a, schedule: "@hourly", command: "false"}
           - name: b
             schedule: "@daily"
             command: "true"
-        """, cache)
+        """
+    new = _parse(moved, cache)
     assert new[0] is not old[0]
     assert new[0].command == ("/bin/sh", "-c", "false")
     assert new[1] == old[1]
     assert new[1].line == 4
     assert old[1].line == 3
-    third = _parse("""\
-        tasks:
-          # a new comment moves every task down one line
-          - {name: a, schedule: "@hourly", command: "false"}
-          - name: b
-            schedule: "@daily"
-            command: "true"
-        """, cache)
+    third = _parse(moved, cache)
     assert third[0] is new[0]
     assert third[1] is new[1]
 
