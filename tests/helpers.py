@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -45,6 +46,22 @@ def require_tool(name: str) -> str:
     return path
 
 
+def libfaketime(**settings: str) -> dict[str, str]:
+    """Environment that runs a process under libfaketime, e.g. FAKETIME="+120". The library
+    is preloaded directly: the `faketime` wrapper keeps a semaphore per pid in /dev/shm, and
+    one that a killed wrapper left makes a later wrapper with the same pid fail at start
+    ("sem_open: File exists")."""
+    import pytest
+
+    found = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("libfaketime is required in CI and is not installed")
+        pytest.skip("libfaketime is not installed")
+    # The monotonic clock stays real: the daemon's timers and deadlines follow it.
+    return {"LD_PRELOAD": found[0], "FAKETIME_DONT_FAKE_MONOTONIC": "1", **settings}
+
+
 def require_root() -> None:
     """Root-only behaviour (running tasks as another user, the task-file owner check) is
     tested as root; CI runs as root, so there a non-root run fails instead of skipping."""
@@ -76,7 +93,7 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     seen: set[int] = field(default_factory=set)
-    wrapper: list[str] = field(default_factory=list)  # e.g. faketime and its arguments
+    start_env: dict[str, str] = field(default_factory=dict)  # the daemon's alone, not the CLI's
 
     @property
     def log_dir(self) -> Path:
@@ -88,11 +105,11 @@ class Daemon:
 
     def start(self, *extra: str) -> Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, **self.start_env}
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(
-                [*self.wrapper, *torchd_cmd("run", "-c", str(self.config),
-                                            "--state-dir", str(self.state_dir), *extra)],
+                torchd_cmd("run", "-c", str(self.config), "--state-dir", str(self.state_dir),
+                           *extra),
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 start_new_session=True,
             )
@@ -113,14 +130,8 @@ class Daemon:
 
     @property
     def pid(self) -> int:
-        """The daemon's pid: with a wrapper (faketime forks rather than execs), its child."""
         assert self.proc is not None
-        if not self.wrapper:
-            return self.proc.pid
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            if "torchd" in " ".join(child.cmdline()):
-                return child.pid
-        raise AssertionError("the wrapped daemon is not running")
+        return self.proc.pid
 
     def stderr(self) -> str:
         try:
@@ -155,14 +166,14 @@ class Daemon:
             return
         self.descendants()
         if self.proc.poll() is None:
-            with contextlib.suppress(AssertionError, psutil.Error, ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)  # the daemon itself, not a wrapper
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        # the daemon's own group (it and any wrapper), then each run's session group
+        # the daemon's own group, then each run's session group
         for pgid in {self.proc.pid, *self.seen}:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import itertools
 import json
 import math
@@ -18,10 +17,10 @@ import pytest
 from tests.helpers import (
     Daemon,
     fire_ids,
+    libfaketime,
     lines,
     record_cmd,
     require_root,
-    require_tool,
     wait_for,
 )
 
@@ -58,7 +57,6 @@ def test_five_field_schedule_fires_at_second_zero(
         tmp_path: Path, write_tasks: Callable[..., Path],
         daemon_factory: Callable[..., Daemon]) -> None:
     """Under libfaketime the daemon starts at 10:00:57; the minute task fires at 10:01:00."""
-    faketime = require_tool("faketime")
     out = tmp_path / "out"
     config = write_tasks(f"""
         daemon: {{timezone: UTC}}
@@ -67,8 +65,8 @@ def test_five_field_schedule_fires_at_second_zero(
             schedule: "* * * * *"
             command: '{record_cmd(out)}'
         """)
-    daemon = daemon_factory(config, env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"})
-    daemon.wrapper = [faketime, "-f", "@2026-11-22 10:00:57"]
+    daemon = daemon_factory(config)
+    daemon.start_env = libfaketime(FAKETIME="@2026-11-22 10:00:57")
     daemon.start()
     wait_for(lambda: lines(out), timeout=15, message="the minute fire")
     assert fire_ids(out) == ["minutely@2026-11-22T10:01:00Z"]
@@ -203,7 +201,6 @@ def test_missed_fires_after_a_restart(
     """The daemon stops; the next one starts with its clock two minutes on (libfaketime):
     about 120 per-second fires were missed. `catchup` decides which run, with their
     original fire ids, and none of the first daemon's fires runs again."""
-    faketime = require_tool("faketime")
     out = tmp_path / "out"
     config = write_tasks(f"""
         daemon: {{timezone: UTC}}
@@ -220,9 +217,9 @@ def test_missed_fires_after_a_restart(
     before = fire_ids(out)
     last_before = max(_seconds(i) for i in before)
 
-    later = daemon_factory(config, env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    later = daemon_factory(config)
     later.state_dir = first.state_dir  # same state dir: same ledger
-    later.wrapper = [faketime, "-f", "+120"]
+    later.start_env = libfaketime(FAKETIME="+120")
     later.start()
     def log_text() -> str:
         return later.stderr()
@@ -368,8 +365,6 @@ def test_wall_clock_jumps_while_running(
     """libfaketime reads its offset from a file the test rewrites: the daemon's wall clock
     jumps an hour forward (the missed fires follow `catchup`), then back (nothing runs
     twice: the next fire is planned after the last one, not from the clock)."""
-    require_tool("faketime")
-    (library,) = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
     offset = tmp_path / "offset"
     offset.write_text("+0\n")
     out = tmp_path / "out"
@@ -382,9 +377,8 @@ def test_wall_clock_jumps_while_running(
             max_running: 0
             catchup: last
         """)
-    daemon = daemon_factory(config, env={
-        "LD_PRELOAD": library, "FAKETIME_TIMESTAMP_FILE": str(offset),
-        "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    daemon = daemon_factory(config)
+    daemon.start_env = libfaketime(FAKETIME_TIMESTAMP_FILE=str(offset), FAKETIME_NO_CACHE="1")
     daemon.start()
     wait_for(lambda: len(lines(out)) >= 2, timeout=10, message="fires before the jump")
     before_jump = max(_seconds(i) for i in fire_ids(out))
@@ -408,8 +402,8 @@ def test_wall_clock_jumps_while_running(
 
 def _under_faketime(daemon_factory: Callable[..., Daemon], config: Path, start_utc: str
                     ) -> Daemon:
-    daemon = daemon_factory(config, env={"FAKETIME_DONT_FAKE_MONOTONIC": "1", "TZ": "UTC"})
-    daemon.wrapper = [require_tool("faketime"), "-f", f"@{start_utc}"]
+    daemon = daemon_factory(config, env={"TZ": "UTC"})
+    daemon.start_env = libfaketime(FAKETIME=f"@{start_utc}")
     return daemon.start()
 
 
