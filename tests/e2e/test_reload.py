@@ -74,7 +74,11 @@ def test_reload_keeps_running_cron_run_and_applies_new_schedule(
     assert full["changes"]["changed"] == {"long": ["schedule", "command"], "tick": ["schedule"]}
     assert psutil.pid_exists(pid), "reload must not touch a running cron run"
     wait_for(lambda: f"done {pid}" in lines(long_out), timeout=10, message="the run to finish")
-    assert " outcome=ok" in (daemon.log_dir / "long.log").read_text()
+    # The run's last echo comes before its exit, and its footer after the daemon reaps it.
+    footers = wait_for(lambda: [line for line in lines(daemon.log_dir / "long.log")
+                                if " end run=" in line], timeout=10, message="the run's footer")
+    assert len(footers) == 1
+    assert footers[0].endswith(" outcome=ok"), footers
     reloaded_at = len(fire_ids(tick_out))
     wait_for(lambda: len(fire_ids(tick_out)) >= reloaded_at + 2, timeout=12,
              message="two fires on the new schedule")
