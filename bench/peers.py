@@ -110,14 +110,18 @@ class TorchdPeer(Peer):
     def state(self) -> Path:
         return self.workdir / "state"
 
-    def write(self, tasks: list[Task], *, watch: bool = False) -> None:
+    def write(self, tasks: list[Task], *, watch: bool = False) -> float:
+        """Replace the task file in one rename; returns the monotonic time of the rename,
+        when the change happens for a watcher."""
         run_on = ", run_on: one" if self.cluster_url else ""
         lines = [f'  - {{name: {t.name}, schedule: "{t.schedule}"{run_on}, '
                  f'command: {json.dumps(list(t.argv))}}}' for t in tasks]
         tmp = self.config.with_suffix(".tmp")
         tmp.write_text(f"daemon: {{{self._daemon_keys(watch)}}}\ntasks:\n"
                        + "\n".join(lines) + "\n")
+        renamed = time.monotonic()
         os.replace(tmp, self.config)
+        return renamed
 
     def start(self, tasks: list[Task]) -> psutil.Process:
         self.write(tasks)

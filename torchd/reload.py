@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from torchd.model import Config, TaskSpec
 
 _COMPARED = tuple(f.name for f in fields(TaskSpec) if f.compare and f.name != "name")
+_COMPARED_VALUES = attrgetter(*_COMPARED)  # one C call per spec, not one getattr per field
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,7 +33,9 @@ class ReloadPlan:
 
 
 def changed_fields(old: TaskSpec, new: TaskSpec) -> tuple[str, ...]:
-    return tuple(name for name in _COMPARED if getattr(old, name) != getattr(new, name))
+    return tuple(name for name, before, after in
+                 zip(_COMPARED, _COMPARED_VALUES(old), _COMPARED_VALUES(new), strict=True)
+                 if before != after)
 
 
 def plan(old: Config | None, new: Config) -> ReloadPlan:
@@ -43,11 +47,15 @@ def plan(old: Config | None, new: Config) -> ReloadPlan:
         previous = before.get(name)
         if previous is None:
             added.append(name)
-        elif previous == spec:
+        elif previous is spec:  # reused by the parse cache
             unchanged.append(name)
         else:
-            changed.append(name)
-            diffs[name] = changed_fields(previous, spec)
+            differing = changed_fields(previous, spec)
+            if differing:
+                changed.append(name)
+                diffs[name] = differing
+            else:
+                unchanged.append(name)
     removed = [name for name in before if name not in after]
     return ReloadPlan(added=tuple(added), changed=tuple(changed), removed=tuple(removed),
                       unchanged=tuple(unchanged), changed_fields=diffs)
