@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import psutil
 
@@ -34,15 +34,21 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
-def require_tool(name: str) -> str:
-    """Path of an external tool; fail under CI (a skip there would hide a missing install)."""
+def unavailable(reason: str) -> NoReturn:
+    """End a test that cannot run here: a failure under CI (where a skip would hide a
+    missing install), a skip elsewhere."""
     import pytest
 
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}, and CI must run every test")
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool."""
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required in CI and is not installed")
-        pytest.skip(f"{name} is not installed")
+        unavailable(f"{name} is not installed")
     return path
 
 
@@ -51,26 +57,18 @@ def libfaketime(**settings: str) -> dict[str, str]:
     is preloaded directly: the `faketime` wrapper keeps a semaphore per pid in /dev/shm, and
     one that a killed wrapper left makes a later wrapper with the same pid fail at start
     ("sem_open: File exists")."""
-    import pytest
-
     found = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
     if not found:
-        if os.environ.get("CI"):
-            pytest.fail("libfaketime is required in CI and is not installed")
-        pytest.skip("libfaketime is not installed")
+        unavailable("libfaketime is not installed")
     # The monotonic clock stays real: the daemon's timers and deadlines follow it.
     return {"LD_PRELOAD": found[0], "FAKETIME_DONT_FAKE_MONOTONIC": "1", **settings}
 
 
 def require_root() -> None:
     """Root-only behaviour (running tasks as another user, the task-file owner check) is
-    tested as root; CI runs as root, so there a non-root run fails instead of skipping."""
-    import pytest
-
+    tested as root; CI runs as root."""
     if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("these tests need root in CI")
-        pytest.skip("needs root")
+        unavailable("these tests need root")
 
 
 def torchd_cmd(*args: str) -> list[str]:
