@@ -152,7 +152,7 @@ class RunHandle:
         self._mono = clock_mono
         self._on_exit = on_exit
         self._cap = run.request.output_cap
-        self._loop = asyncio.get_running_loop()
+        self._loop = run.done.get_loop()  # get_running_loop() costs a getpid() call
         self._pidfd = os.pidfd_open(run.pid)
         self._loop.add_reader(self._pidfd, self._exited)
         for stream in streams:

@@ -14,7 +14,6 @@ import contextlib
 import heapq
 import logging
 import random
-import secrets
 import signal
 import time
 from collections import deque
@@ -52,6 +51,7 @@ from torchd.model import (
 )
 from torchd.reload import ReloadPlan
 from torchd.runas import account_env, wrap_command
+from torchd.runid import new_run_id
 from torchd.runner import (
     LaunchRequest,
     Run,
@@ -268,6 +268,7 @@ class Scheduler:
                 self._handle_missed(state, first, self._clock.time(), end=until)
                 state.missed = None
         self._fire_batch(at_boot)
+        loop = asyncio.get_running_loop()
         last_seen = self._clock.time()
         while not self._stopping:
             now = self._clock.time()
@@ -291,8 +292,7 @@ class Scheduler:
                 continue
             # A timer that sets the wake event, not asyncio.timeout: ending a wait by
             # cancellation raises and catches two exceptions on every fire.
-            timer = asyncio.get_running_loop().call_later(delay - PRECISE_WINDOW,
-                                                          self._wake.set)
+            timer = loop.call_later(delay - PRECISE_WINDOW, self._wake.set)
             try:
                 await self._wake.wait()
             finally:
@@ -509,7 +509,7 @@ class Scheduler:
 
     def _spawn(self, state: TaskState, fire: Fire, attempt: int = 1) -> Spawned:
         spec = state.spec
-        run_id = fire.run_id or secrets.token_hex(6)
+        run_id = fire.run_id or new_run_id()
         scheduled = fire.scheduled
         fid = fire_id(spec.name, scheduled)
         if state.env is None:
@@ -754,7 +754,7 @@ class Scheduler:
         if not spec.active and not force:
             why = "is disabled" if not spec.enabled else "is not for this host (hosts)"
             raise SchedulerError(f"task '{name}' {why}; use --force to run it anyway")
-        fire = Fire(self._clock.time(), Trigger.MANUAL, secrets.token_hex(6))
+        fire = Fire(self._clock.time(), Trigger.MANUAL, new_run_id())
         log.info("task %s: run %s triggered by hand%s", name, fire.run_id,
                  " (forced)" if force else "")
         assert fire.run_id is not None  # noqa: S101 - set just above

@@ -1,0 +1,13 @@
+"""Run ids: 12 hex digits, unique among a daemon's runs, not secrets."""
+
+from __future__ import annotations
+
+import random
+
+# Seeded from os.urandom once. A run id only has to be unique, and drawing it without a
+# getrandom() system call keeps it off the cost of every fire.
+_ids = random.Random()  # noqa: S311 - uniqueness, not secrecy
+
+
+def new_run_id() -> str:
+    return f"{_ids.getrandbits(48):012x}"
