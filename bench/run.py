@@ -609,6 +609,49 @@ def mode_history(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+# ----- 8. handoff ---------------------------------------------------------------------------
+def mode_handoff(args: argparse.Namespace) -> list[Result]:
+    """Why the scheduler pauses (torchd.scheduler.HANDOFF) after starting several processes:
+    at each whole second this process starts `--tasks` stamps in a tight posix_spawn loop,
+    then stands in for a daemon's bookkeeping with `--busy-ms` of CPU work, either at once or
+    after sleeping HANDOFF. Variants alternate within each round."""
+    from torchd.scheduler import HANDOFF  # noqa: PLC0415 - bench runs beside torchd
+
+    stamp = build_stamp()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    variants = {"busy at once": 0.0, f"sleep {HANDOFF * 1000:g} ms, then busy": HANDOFF}
+    last: dict[str, list[float]] = {name: [] for name in variants}
+    middle: dict[str, list[float]] = {name: [] for name in variants}
+    with workdir() as tmp_name:
+        out = Path(tmp_name) / "stamps"
+        for _ in range(args.repeats):
+            for name, pause in variants.items():
+                out.unlink(missing_ok=True)
+                target = math.ceil(time.time()) + 1
+                time.sleep(max(0.0, target - time.time()))
+                pids = [os.posix_spawn(str(stamp), [str(stamp), str(out), f"t{i}"], env)
+                        for i in range(args.tasks)]
+                if pause:
+                    time.sleep(pause)
+                busy_until = time.perf_counter() + args.busy_ms / 1000
+                while time.perf_counter() < busy_until:
+                    pass
+                for pid in pids:
+                    os.waitpid(pid, 0)
+                starts = sorted((ns - target * 10**9) / 1e6 for _, ns in read_stamps(out))
+                last[name].append(starts[-1])
+                middle[name].append(starts[len(starts) // 2])
+    results: list[Result] = [
+        {"measure": "handoff", "peer": name, "tasks": args.tasks, "busy_ms": args.busy_ms,
+         "rounds": args.repeats, "last_ms_p50": round(statistics.median(last[name]), 2),
+         "last_ms_p90": round(percentile(last[name], 90), 2),
+         "middle_ms_p50": round(statistics.median(middle[name]), 2)} for name in variants]
+    keys = ["peer", "tasks", "last_ms_p50", "last_ms_p90", "middle_ms_p50"]
+    emit_table(["after the starts", "tasks", "last ms p50", "last ms p90", "middle ms p50"],
+               [cells(r, keys) for r in results])
+    return results
+
+
 # ----- 7. cluster claims ----------------------------------------------------------------------
 def mode_claims(args: argparse.Namespace) -> list[Result]:
     """What a `run_on: one` fire costs in claims against a private redis-server on
@@ -668,6 +711,7 @@ MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]]
     "soak": (mode_soak, ["torchd"]),
     "history": (mode_history, ["torchd"]),
     "claims": (mode_claims, ["torchd"]),
+    "handoff": (mode_handoff, []),
 }
 
 
@@ -710,6 +754,11 @@ def main(argv: list[str] | None = None) -> int:
     claims = add("claims", "the cost of claiming run_on: one fires in Redis")
     claims.add_argument("--fires", type=int, default=5000)
     claims.add_argument("--hosts", type=int, default=3)
+    handoff = add("handoff", "how much a parent's work right after starting processes "
+                  "delays them")
+    handoff.add_argument("--tasks", type=int, default=20)
+    handoff.add_argument("--busy-ms", type=float, default=15.0)
+    repeatable(handoff, 12)
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
