@@ -276,11 +276,15 @@ def mode_lateness(args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def start_stamps(stamp: Path, out: Path, names: list[str]) -> None:
-    """Start a stamp per name in a tight posix_spawn loop (no scheduler), then reap them."""
+def spawn_stamps(stamp: Path, out: Path, names: list[str]) -> list[int]:
+    """Start a stamp per name in a tight posix_spawn loop (no scheduler); their pids."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    pids = [os.posix_spawn(str(stamp), [str(stamp), str(out), name], env) for name in names]
-    for pid in pids:
+    return [os.posix_spawn(str(stamp), [str(stamp), str(out), name], env) for name in names]
+
+
+def start_stamps(stamp: Path, out: Path, names: list[str]) -> None:
+    """Start a stamp per name in a tight posix_spawn loop, then reap them."""
+    for pid in spawn_stamps(stamp, out, names):
         os.waitpid(pid, 0)
 
 
@@ -618,7 +622,7 @@ def mode_handoff(args: argparse.Namespace) -> list[Result]:
     from torchd.scheduler import HANDOFF  # noqa: PLC0415 - bench runs beside torchd
 
     stamp = build_stamp()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    names = [f"t{i}" for i in range(args.tasks)]
     variants = {"busy at once": 0.0, f"sleep {HANDOFF * 1000:g} ms, then busy": HANDOFF}
     last: dict[str, list[float]] = {name: [] for name in variants}
     middle: dict[str, list[float]] = {name: [] for name in variants}
@@ -629,8 +633,7 @@ def mode_handoff(args: argparse.Namespace) -> list[Result]:
                 out.unlink(missing_ok=True)
                 target = math.ceil(time.time()) + 1
                 time.sleep(max(0.0, target - time.time()))
-                pids = [os.posix_spawn(str(stamp), [str(stamp), str(out), f"t{i}"], env)
-                        for i in range(args.tasks)]
+                pids = spawn_stamps(stamp, out, names)
                 if pause:
                     time.sleep(pause)
                 busy_until = time.perf_counter() + args.busy_ms / 1000

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import secrets
 import sqlite3
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from torchd.clock import iso_utc
 from torchd.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
 from torchd.model import HistoryPolicy, RunOutcome
+from torchd.runid import new_run_id
 
 log = logging.getLogger("torchd.history")
 
@@ -185,7 +185,7 @@ class HistoryWriter:
         self._queue.put((
             "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, "
             "reason) VALUES (?,?,?,?,?,?,?,?)",
-            (event.run_id or secrets.token_hex(6), event.task, fire_id, event.scheduled, now,
+            (event.run_id or new_run_id(), event.task, fire_id, event.scheduled, now,
              self._host, str(outcome), event.reason)))
 
     def fire_missed(self, event: FireMissed, fire_id: str, now: float) -> None:
@@ -196,7 +196,7 @@ class HistoryWriter:
         self._queue.put((
             "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason) "
             "VALUES (?,?,?,?,?,?,?,?)",
-            (secrets.token_hex(6), event.task, fire_id, event.last, now, self._host,
+            (new_run_id(), event.task, fire_id, event.last, now, self._host,
              str(RunOutcome.MISSED), reason)))
 
     def hook_call(self, *, task: str, run_id: str | None, event: str, action: str,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from torchd.clock import Clock, iso_utc
 from torchd.events import Event, FireMissed, RunEnded, RunNotStarted, RunStarted
 from torchd.model import HookAction, HookEvent, LogPolicy, RunOutcome, Trigger, Webhook
+from torchd.runid import new_run_id
 from torchd.runner import LaunchRequest, StartError, spawn, supervise
 from torchd.tasklog import LogFiles, log_file
 
@@ -155,7 +155,7 @@ class HookRunner:
         assert action.command is not None  # noqa: S101 - only called for one
         target = " ".join(action.command)
         request = LaunchRequest(
-            task=HOOKS_LOG, run_id=secrets.token_hex(6),
+            task=HOOKS_LOG, run_id=new_run_id(),
             fire_id=f"{doc['event']}:{doc.get('run_id') or doc['task']}",
             scheduled=self._clock.time(), command=action.command,
             env={**self._base_env, **hook_env(doc)}, cwd=None, config_digest="-",

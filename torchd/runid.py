@@ -1,4 +1,5 @@
-"""Run ids: 12 hex digits, unique among a daemon's runs, not secrets."""
+"""Run ids (also of history rows for fires that did not run, and of hook runs): 12 hex
+digits, 48 random bits, unique in practice, not secrets."""
 
 from __future__ import annotations
 
