@@ -240,6 +240,63 @@ def _five_fields(schedule: str) -> str:
     return " ".join(rest)
 
 
+FLOOR_RUNNER = '''
+import asyncio, json, os, sys, time
+
+def start(loop, argv):
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True, file_actions=[
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_DUP2, write_end, 2)])
+    os.close(write_end)
+    pidfd = os.pidfd_open(pid)
+
+    def exited():
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        os.waitpid(pid, 0)
+        os.read(read_end, 65536)
+        os.close(read_end)
+    loop.add_reader(pidfd, exited)
+
+def every_second(loop, argvs):
+    for argv in argvs:
+        start(loop, argv)
+    loop.call_later(int(time.time()) + 1 - time.time(), every_second, loop, argvs)
+
+async def main():
+    argvs = [t["argv"] for t in json.load(open(sys.argv[1])) if t["schedule"] == "* * * * * *"]
+    loop = asyncio.get_running_loop()
+    loop.call_later(int(time.time()) + 1 - time.time(), every_second, loop, argvs)
+    open(sys.argv[2], "w").close()
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+'''
+
+
+class AsyncioFloorPeer(Peer):
+    """Not a scheduler: the least a Python asyncio daemon does per fire. It starts every
+    task whose schedule is every second (the others are ignored) with posix_spawn, output
+    to a pipe it drains, exit seen through a pidfd, and nothing else: no log, no history,
+    no timetable. Beside torchd in `idle`, it shows what the fire itself costs."""
+
+    name = "asyncio-floor"
+    seconds = True
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        runner = self.workdir / "floor_runner.py"
+        runner.write_text(FLOOR_RUNNER)
+        spec = self.workdir / "tasks.json"
+        spec.write_text(json.dumps([{"schedule": t.schedule, "argv": list(t.argv)}
+                                    for t in tasks]))
+        ready = self.workdir / "floor.ready"
+        proc = self._popen([sys.executable, str(runner), str(spec), str(ready)])
+        _wait(ready.exists, 60, "asyncio-floor", proc, self.log)
+        self.ready_at = time.time()
+        return psutil.Process(proc.pid)
+
+
 class YacronPeer(Peer):
     name = "yacron"
     seconds = False
@@ -297,4 +354,4 @@ class BusyboxCronPeer(Peer):
 PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, TorchdNoHistoryPeer,
                                                      TorchdClusterPeer,
                                                      APSchedulerPeer, YacronPeer,
-                                                     BusyboxCronPeer)}
+                                                     BusyboxCronPeer, AsyncioFloorPeer)}

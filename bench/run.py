@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -114,9 +114,14 @@ def _attempt(name: str, measure: Callable[[], Result]) -> Result:
     try:
         return measure()
     except Exception as exc:  # noqa: BLE001 - a broken peer must not hide the others
-        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        print(f"! {name}: {message}", file=sys.stderr)
-        return {"peer": name, "error": message}
+        return failure(name, exc)
+
+
+def failure(name: str, exc: Exception) -> Result:
+    """A peer's failed measure, as a result row (and a line on stderr)."""
+    message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    print(f"! {name}: {message}", file=sys.stderr)
+    return {"peer": name, "error": message}
 
 
 COUNTS = ("fires", "missed", "duplicated")  # summed over rounds; other numbers: medians
@@ -374,44 +379,64 @@ def rare_schedule(i: int) -> str:
     return f"{i % 60} {(i // 60) % 60} {(i // 3600) % 24} {1 + i % 28} {1 + i % 12} *"
 
 
+@contextmanager
+def idle_peer(peer_name: str, stamp: Path, count: int) -> Iterator[tuple[psutil.Process, Result]]:
+    """Start one peer on `count` rare tasks plus a tick and wait for the tick's first stamp;
+    yields the process and its start-up figures (ready, first fire)."""
+    with workdir() as tmp_name:
+        out = Path(tmp_name) / "stamps"
+        tasks = [Task(f"rare{i}", rare_schedule(i), (str(stamp), str(out), f"r{i}"))
+                 for i in range(count)]
+        tick = "* * * * * *" if PEERS[peer_name].seconds else "0 * * * * *"
+        tasks.append(Task("tick", tick, (str(stamp), str(out), "tick")))
+        with running(peer_name, tasks, Path(tmp_name) / "peer") as (peer, proc, started):
+            while not read_stamps(out):
+                time.sleep(0.005)
+            first_fire = read_stamps(out)[0][1] / 1e9 - started
+            ready = None if peer.ready_at is None else peer.ready_at - started
+            yield proc, {"measure": "idle", "peer": peer_name, "tasks": count,
+                         "start_to_ready_s": None if ready is None else round(ready, 3),
+                         "start_to_first_fire_s": round(first_fire, 3)}
+
+
+def idle_round(stamp: Path, count: int, peers: list[str], seconds: int) -> list[Result]:
+    """Start the peers one after another, then take every one's CPU over the same window:
+    a noisy minute on a shared machine costs them all alike."""
+    results: dict[str, Result] = {}
+    procs: dict[str, psutil.Process] = {}
+    with ExitStack() as stack:
+        for name in peers:
+            try:
+                procs[name], results[name] = stack.enter_context(idle_peer(name, stamp, count))
+            except Exception as exc:  # noqa: BLE001 - a broken peer must not hide the others
+                results[name] = failure(name, exc)
+        time.sleep(2)  # let start-up work settle
+        before = {name: cpu_seconds(proc) for name, proc in procs.items()}
+        began = time.monotonic()
+        time.sleep(seconds)
+        spent = {name: cpu_seconds(proc) - before[name] for name, proc in procs.items()}
+        elapsed = time.monotonic() - began
+        for name, proc in procs.items():
+            results[name]["cpu_s_per_min"] = round(spent[name] * 60 / elapsed, 4)
+            results[name]["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
+    return [results[name] for name in peers]
+
+
 def mode_idle(args: argparse.Namespace) -> list[Result]:
     stamp = build_stamp()
-
-    def measure_count(count: int) -> Callable[[str], Result]:
-        def measure(peer_name: str) -> Result:
-            with workdir() as tmp_name:
-                out = Path(tmp_name) / "stamps"
-                tasks = [Task(f"rare{i}", rare_schedule(i), (str(stamp), str(out), f"r{i}"))
-                         for i in range(count)]
-                tick = "* * * * * *" if PEERS[peer_name].seconds else "0 * * * * *"
-                tasks.append(Task("tick", tick, (str(stamp), str(out), "tick")))
-                with running(peer_name, tasks, Path(tmp_name) / "peer") as (peer, proc, started):
-                    while not read_stamps(out):
-                        time.sleep(0.005)
-                    first_fire = read_stamps(out)[0][1] / 1e9 - started
-                    ready = None if peer.ready_at is None else peer.ready_at - started
-                    time.sleep(2)  # let start-up work settle
-                    cpu0 = cpu_seconds(proc)
-                    t0 = time.monotonic()
-                    time.sleep(args.seconds)
-                    cpu = cpu_seconds(proc) - cpu0
-                    elapsed = time.monotonic() - t0
-                    rss_mb = proc.memory_info().rss / 2**20
-            return {"measure": "idle", "peer": peer_name, "tasks": count,
-                    "cpu_s_per_min": round(cpu * 60 / elapsed, 4), "rss_mb": round(rss_mb, 1),
-                    "start_to_ready_s": None if ready is None else round(ready, 3),
-                    "start_to_first_fire_s": round(first_fire, 3)}
-        return measure
-
-    results = []
-    for count in args.tasks:
-        measure = measure_count(count)
-        at_count = in_rounds(per_peer(args.peer, measure), args.repeats)
-        emit_ratios(at_count, ["cpu_s_per_min", "rss_mb", "start_to_ready_s",
-                               "start_to_first_fire_s"], prefix=f"{count} tasks: ")
-        results.extend(at_count)
     keys = ["peer", "tasks", "cpu_s_per_min", "rss_mb", "start_to_ready_s",
             "start_to_first_fire_s"]
+    results = []
+    for count in args.tasks:
+        rounds: dict[str, list[Result]] = {name: [] for name in args.peer}
+        for index in range(args.repeats):
+            # Who starts first alternates: a peer's start-up runs beside the others' idling.
+            order = args.peer if index % 2 == 0 else args.peer[::-1]
+            for result in idle_round(stamp, count, order, args.seconds):
+                rounds[str(result["peer"])].append(result)
+        at_count = [combine(runs, keep_rounds=args.repeats > 1) for runs in rounds.values()]
+        emit_ratios(at_count, keys[2:], prefix=f"{count} tasks: ")
+        results.extend(at_count)
     emit_table(["peer", "tasks", "CPU s/min", "RSS MB", "start->ready s", "start->first fire s"],
                [cells(r, keys) for r in results])
     return results
@@ -709,7 +734,7 @@ async def _claims(url: str, fires: int, host_count: int) -> list[Result]:
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
-    "idle": (mode_idle, ["torchd", "apscheduler"]),
+    "idle": (mode_idle, ["torchd", "apscheduler", "asyncio-floor"]),
     "reload": (mode_reload, ["torchd"]),
     "soak": (mode_soak, ["torchd"]),
     "history": (mode_history, ["torchd"]),
