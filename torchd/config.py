@@ -38,7 +38,6 @@ from torchd.model import (
     HookEvent,
     LogPolicy,
     Overlap,
-    RetryPolicy,
     RunOn,
     TaskKind,
     TaskSpec,
@@ -313,10 +312,18 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
 }
 
 
-def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSettings,
+# Task keys that set the TaskSpec field of the same name with their converted value.
+_SAME_NAME_FIELDS = frozenset({
+    "hosts", "max_running", "env", "cwd", "enabled", "catchup", "starting_deadline",
+    "overlap", "queue_limit", "kill_grace", "timeout", "jitter", "user", "group", "umask",
+    "nice", "limits", "retries", "hooks", "run_on",
+})
+_ACCOUNT_KEYS = frozenset({"user", "group", "nice", "limits"})
+
+
+def _task(walker: _Walker, node: yaml.Node, label: str, *, daemon: DaemonSettings,
           identity: HostIdentity | None, as_root: bool,
           schedules: dict[str, Schedule], used: set[str]) -> TaskSpec | None:
-    label = _declared_name(node) or f"#{index + 1}"
     before = len(walker.problems)
     values: dict[str, object] = {}
     nodes: dict[str, yaml.Node] = {}
@@ -345,45 +352,29 @@ def _task(walker: _Walker, node: yaml.Node, index: int, *, daemon: DaemonSetting
     task_input = _TaskInput(node, label, values, nodes)
     schedule = _task_schedule(walker, task_input, kind=kind, zone_name=zone_name,
                               schedules=schedules, used=used)
-    for problem_node, key, message in _account_problems(task_input, as_root):
-        walker.problem(problem_node, label, key, message)
+    if not _ACCOUNT_KEYS.isdisjoint(nodes):
+        for problem_node, key, message in _account_problems(task_input, as_root):
+            walker.problem(problem_node, label, key, message)
     if len(walker.problems) != before:
         return None
     # Every value below passed its converter, so the casts only restate those types.
-    hosts = cast("tuple[str, ...]", values.get("hosts", ()))
-    for_this_host = identity is None or hosts_match(hosts, identity)
+    # Every value passed its converter, and each key below names the TaskSpec field it
+    # sets; a key not given keeps the field's default.
+    given: dict[str, Any] = {key: value for key, value in values.items()
+                             if key in _SAME_NAME_FIELDS}
+    if "at" in nodes:  # a one-time task whose instant passed while the daemon was down runs
+        given.setdefault("catchup", Catchup.LAST)
     return TaskSpec(
         name=str(name),
         kind=kind,
         schedule=schedule,
         command=cast("tuple[str, ...]", values["command"]),
-        hosts=hosts,
-        max_running=cast(int, values.get("max_running", 1)),
-        env=cast("tuple[tuple[str, str], ...]", values.get("env", ())),
-        cwd=cast("str | None", values.get("cwd")),
-        enabled=cast(bool, values.get("enabled", True)),
         timezone=zone_name,
-        # A one-time task whose instant passed while the daemon was down still runs.
-        catchup=cast(Catchup, values.get("catchup",
-                                          Catchup.LAST if "at" in nodes else Catchup.NONE)),
-        starting_deadline=cast("float | None", values.get("starting_deadline")),
-        overlap=cast(Overlap, values.get("overlap", Overlap.SKIP)),
-        queue_limit=cast(int, values.get("queue_limit", 10)),
-        kill_grace=cast(float, values.get("kill_grace", 10.0)),
-        timeout=cast("float | None", values.get("timeout")),
-        jitter=cast(float, values.get("jitter", 0.0)),
-        user=cast("str | None", values.get("user")),
-        group=cast("str | None", values.get("group")),
-        umask=cast("int | None", values.get("umask")),
-        nice=cast("int | None", values.get("nice")),
-        limits=cast("tuple[tuple[str, int | None], ...]", values.get("limits", ())),
-        retries=cast("RetryPolicy | None", values.get("retries")),
         log=(replace(daemon.log, **cast("dict[str, Any]", values["log"])) if "log" in values
              else daemon.log),
-        hooks=cast("tuple[tuple[HookEvent, HookAction], ...]", values.get("hooks", ())),
-        run_on=cast(RunOn, values.get("run_on", RunOn.ALL)),
-        for_this_host=for_this_host,
+        for_this_host=identity is None or hosts_match(given.get("hosts", ()), identity),
         line=v.line_of(node),
+        **given,
     )
 
 
@@ -507,8 +498,9 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
             source = _source_of(text, item) if cache is not None else ""
             spec = known.get(source)
             if spec is None:
-                spec = _task(walker, item, index, daemon=daemon, identity=identity,
-                             as_root=as_root, schedules=schedules, used=used)
+                spec = _task(walker, item, name or f"#{index + 1}", daemon=daemon,
+                             identity=identity, as_root=as_root, schedules=schedules,
+                             used=used)
             else:
                 if spec.line != line:
                     spec = replace(spec, line=line)
