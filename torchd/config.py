@@ -256,6 +256,11 @@ class ParseCache:
 _MAY_REFER_OUTSIDE = re.compile(r"(?:\A|[\s\[{,])&|^%", re.MULTILINE)
 
 
+def _may_refer_outside(text: str) -> bool:
+    # `in` scans in C; the pattern, tried at every offset, takes 30 ms at 10,000 tasks.
+    return ("&" in text or "%" in text) and _MAY_REFER_OUTSIDE.search(text) is not None
+
+
 def _source_of(text: str, node: yaml.Node) -> str:
     return text[node.start_mark.index:node.end_mark.index]
 
@@ -476,7 +481,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     context = (daemon, identity, as_root)
     known: dict[str, TaskSpec] = {}
     if (cache is not None and cache.context == context
-            and not _MAY_REFER_OUTSIDE.search(text)):
+            and not _may_refer_outside(text)):
         known = cache.tasks
     tasks: list[TaskSpec] = []
     sources: dict[str, TaskSpec] = {}
