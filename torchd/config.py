@@ -362,9 +362,8 @@ def _task(walker: _Walker, node: yaml.Node, label: str, *, daemon: DaemonSetting
             walker.problem(problem_node, label, key, message)
     if len(walker.problems) != before:
         return None
-    # Every value below passed its converter, so the casts only restate those types.
-    # Every value passed its converter, and each key below names the TaskSpec field it
-    # sets; a key not given keeps the field's default.
+    # Every value passed its converter (the casts only restate their types), and each key
+    # in `given` names the TaskSpec field it sets; a key not given keeps the default.
     given: dict[str, Any] = {key: value for key, value in values.items()
                              if key in _SAME_NAME_FIELDS}
     if "at" in nodes:  # a one-time task whose instant passed while the daemon was down runs
