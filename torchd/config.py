@@ -252,8 +252,11 @@ class ParseCache:
 
 # A task's text means the same thing in another file unless an alias in it points at an
 # anchor elsewhere, or a directive changes what its tags mean. Both are rare; a file that
-# may hold either (the test is loose: "a && b" counts) is validated in full.
-_MAY_REFER_OUTSIDE = re.compile(r"(?:\A|[\s\[{,])&|^%", re.MULTILINE)
+# may hold either is validated in full. An anchor starts a node, so its `&` follows only a
+# line's indentation, an indicator (`:`, `-`, `?`, `[`, `{`, `,`) or a tag, then blanks;
+# the `&` of `a && b` in a command follows text and is no anchor. The test stays loose the
+# safe way: `echo - &x` counts.
+_MAY_REFER_OUTSIDE = re.compile(r"(?:^|[:?\[{,-]|![^\s]*[ \t])[ \t]*&|^%", re.MULTILINE)
 
 
 def _may_refer_outside(text: str) -> bool:

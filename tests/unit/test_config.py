@@ -320,6 +320,38 @@ def test_an_alias_is_read_again_when_its_anchor_changes() -> None:
     assert _parse(text.replace('"@hourly"', '"@daily"'), cache)[1].schedule_text == "@daily"
 
 
+@pytest.mark.parametrize("anchored", [
+    '  - name: a\n    schedule: &when "@hourly"\n    command: "true"\n',
+    '  - name: a\n    schedule:\n      &when\n      "@hourly"\n    command: "true"\n',
+    '  - name: a\n    schedule: !!str &when "@hourly"\n    command: "true"\n',
+    '  - {name: a, command: "true", schedule:\n      &when "@hourly"}\n',
+    '  - name: a\n    schedule: "@hourly"\n    command: [&when "@hourly"]\n',
+    '  - name: a\n    schedule: "@hourly"\n    command:\n      - &when "@hourly"\n',
+], ids=["block", "own-line", "after-tag", "flow-next-line", "flow-list", "block-list"])
+def test_an_anchor_anywhere_makes_its_alias_read_again(anchored: str) -> None:
+    cache = ParseCache()
+    text = "tasks:\n" + anchored + '  - {name: b, schedule: *when, command: "a && b"}\n'
+    assert _parse(text, cache)[1].schedule_text == "@hourly"
+    changed = text.replace('"@hourly"', '"@daily"')
+    assert _parse(changed, cache)[1].schedule_text == "@daily"
+
+
+def test_shell_ampersands_do_not_stop_reuse() -> None:
+    """`&&` in a command is no YAML anchor: unchanged tasks are still reused."""
+    cache = ParseCache()
+    text = """\
+        tasks:
+          - {name: a, schedule: "@hourly", command: "cd /tmp && true"}
+          - name: b
+            schedule: "@daily"
+            command: cd /tmp && sleep 1 & wait
+        """
+    old = _parse(text, cache)
+    new = _parse(text.replace("cd /tmp && true", "cd / && true"), cache)
+    assert new[0] is not old[0]
+    assert new[1] is old[1]
+
+
 def test_reused_tasks_are_still_checked_for_duplicate_names() -> None:
     cache = ParseCache()
     line = '  - {name: a, schedule: "@hourly", command: "true"}\n'
