@@ -30,6 +30,7 @@ from torchd.cluster import Cluster, host_load
 from torchd.events import RunEnded, RunStarted
 from torchd.history import HistoryWriter
 from torchd.model import ClusterSettings, HistoryPolicy
+from torchd.scheduler import HANDOFF
 
 HERE = Path(__file__).resolve().parent
 Result = dict[str, object]
@@ -390,9 +391,9 @@ def idle_peer(peer_name: str, stamp: Path, count: int) -> Iterator[tuple[psutil.
         tick = "* * * * * *" if PEERS[peer_name].seconds else "0 * * * * *"
         tasks.append(Task("tick", tick, (str(stamp), str(out), "tick")))
         with running(peer_name, tasks, Path(tmp_name) / "peer") as (peer, proc, started):
-            while not read_stamps(out):
+            while not (stamps := read_stamps(out)):
                 time.sleep(0.005)
-            first_fire = read_stamps(out)[0][1] / 1e9 - started
+            first_fire = stamps[0][1] / 1e9 - started
             ready = None if peer.ready_at is None else peer.ready_at - started
             yield proc, {"measure": "idle", "peer": peer_name, "tasks": count,
                          "start_to_ready_s": None if ready is None else round(ready, 3),
@@ -644,8 +645,6 @@ def mode_handoff(args: argparse.Namespace) -> list[Result]:
     at each whole second this process starts `--tasks` stamps in a tight posix_spawn loop,
     then stands in for a daemon's bookkeeping with `--busy-ms` of CPU work, either at once or
     after sleeping HANDOFF. Variants alternate within each round."""
-    from torchd.scheduler import HANDOFF  # noqa: PLC0415 - bench runs beside torchd
-
     stamp = build_stamp()
     names = [f"t{i}" for i in range(args.tasks)]
     variants = {"busy at once": 0.0, f"sleep {HANDOFF * 1000:g} ms, then busy": HANDOFF}

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -282,8 +282,13 @@ def _declared_name(node: yaml.Node) -> str | None:
     return None
 
 
+_ACCOUNT_KEYS = ("user", "group", "nice", "limits")  # what wraps the command in a tool
+
+
 def _account_problems(task: _TaskInput, as_root: bool) -> list[tuple[yaml.Node, str, str]]:
     """Who a task may run as depends on who the daemon is: (node, field, message)."""
+    if task.nodes.keys().isdisjoint(_ACCOUNT_KEYS):
+        return []  # most tasks: nothing to check
     found = []
     for key, exists in (("user", account_exists), ("group", group_exists)):
         name = task.values.get(key)
@@ -298,7 +303,7 @@ def _account_problems(task: _TaskInput, as_root: bool) -> list[tuple[yaml.Node, 
     if isinstance(nice, int) and nice < 0 and not as_root:
         found.append((task.nodes["nice"], "nice", "a negative nice level needs torchd to run "
                       "as root"))
-    wrapped = [key for key in ("user", "group", "nice", "limits") if key in task.nodes]
+    wrapped = [key for key in _ACCOUNT_KEYS if key in task.nodes]
     missing = missing_tools() if wrapped else ()
     if missing:
         found.append((task.nodes[wrapped[0]], wrapped[0], f"needs {', '.join(missing)} "
@@ -320,13 +325,10 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
 }
 
 
-# Task keys that set the TaskSpec field of the same name with their converted value.
-_SAME_NAME_FIELDS = frozenset({
-    "hosts", "max_running", "env", "cwd", "enabled", "catchup", "starting_deadline",
-    "overlap", "queue_limit", "kill_grace", "timeout", "jitter", "user", "group", "umask",
-    "nice", "limits", "retries", "hooks", "run_on",
-})
-_ACCOUNT_KEYS = frozenset({"user", "group", "nice", "limits"})
+# Task keys whose converted value is the TaskSpec field of the same name; `_task` sets the
+# others (`schedule` is text here, a Schedule there) itself.
+_SAME_NAME_FIELDS = (frozenset(TASK_KEYS) & {f.name for f in fields(TaskSpec)}) - {
+    "name", "command", "schedule", "timezone", "log"}
 
 
 def _task(walker: _Walker, node: yaml.Node, label: str, *, daemon: DaemonSettings,
@@ -360,9 +362,8 @@ def _task(walker: _Walker, node: yaml.Node, label: str, *, daemon: DaemonSetting
     task_input = _TaskInput(node, label, values, nodes)
     schedule = _task_schedule(walker, task_input, kind=kind, zone_name=zone_name,
                               schedules=schedules, used=used)
-    if not _ACCOUNT_KEYS.isdisjoint(nodes):
-        for problem_node, key, message in _account_problems(task_input, as_root):
-            walker.problem(problem_node, label, key, message)
+    for problem_node, key, message in _account_problems(task_input, as_root):
+        walker.problem(problem_node, label, key, message)
     if len(walker.problems) != before:
         return None
     # Every value passed its converter (the casts only restate their types), and each key
