@@ -92,6 +92,7 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     seen: set[int] = field(default_factory=set)
     start_env: dict[str, str] = field(default_factory=dict)  # the daemon's alone, not the CLI's
+    spawned_by: float = 0.0  # time.time() once the daemon process had started (exec done)
 
     @property
     def log_dir(self) -> Path:
@@ -111,6 +112,7 @@ class Daemon:
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 start_new_session=True,
             )
+        self.spawned_by = time.time()
         proc = self.proc
         # Connecting (not just seeing the file) skips a socket a killed daemon left behind.
         wait_for(lambda: self._answers() or proc.poll() is not None, timeout=20,

@@ -134,9 +134,12 @@ def preview_fires(config: Config, names: list[str], count: int,
 
 class App:
     def __init__(self, config_path: Path, paths: StatePaths, *, clock: Clock | None = None,
-                 config: Config | None = None, parse_cache: ParseCache | None = None) -> None:
+                 config: Config | None = None, parse_cache: ParseCache | None = None,
+                 launched: float | None = None) -> None:
         """`config`, when given, is the file as the caller just validated it (not re-read),
-        and `parse_cache` what that parse left for the next (see config.ParseCache)."""
+        and `parse_cache` what that parse left for the next (see config.ParseCache).
+        `launched`: when the daemon was launched (clock.launch_instant); fires that fall
+        due from then on, while the file loads, run once the daemon serves."""
         self._config_path = config_path
         self._paths = paths
         self._clock = clock or SystemClock()
@@ -145,6 +148,7 @@ class App:
         self._ledger = FireLedger(paths.fires)
         self._config: Config | None = config
         self._parse_cache = parse_cache or ParseCache()
+        self._launched = launched
         self._scheduler: Scheduler | None = None
         self._history: HistoryWriter | None = None
         self._hooks: HookRunner | None = None
@@ -230,7 +234,7 @@ class App:
                                  host=self._host_id(config))
         self._configure_hooks(config)
         everything = plan(None, config)
-        scheduler.apply(config, everything, last_fires)
+        scheduler.apply(config, everything, last_fires, launched=self._launched)
         self._ops = Operations(scheduler=scheduler, paths=self._paths.ops(),
                                history=self._history, config=self._current_config,
                                clock=self._clock)

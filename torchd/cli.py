@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import psutil
 
 from torchd import __version__
+from torchd.clock import launch_instant
 from torchd.config import ParseCache, load_config
 from torchd.control import client
 from torchd.cronexpr import RebootSchedule, upcoming
@@ -176,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from torchd.app import App, StatePaths  # noqa: PLC0415
 
+    launched = launch_instant()
     loaded = _load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
@@ -189,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             failure.append(error)
 
     app = App(Path(args.config).absolute(), StatePaths(state_dir), config=config,
-              parse_cache=parse_cache)
+              parse_cache=parse_cache, launched=launched)
     code = asyncio.run(app.run(ready))
     if failure:
         print(f"torchd: {failure[0]}", file=sys.stderr)
@@ -199,6 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from torchd.daemonize import start_detached  # noqa: PLC0415
 
+    launched = launch_instant()
     loaded = _load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
@@ -211,7 +214,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     try:
         pid = start_detached(Path(args.config), state_dir, config, parse_cache,
                              level=logging.DEBUG if args.verbose else logging.INFO,
-                             timeout=args.timeout)
+                             timeout=args.timeout, launched=launched)
     except TorchdError as exc:
         print(f"torchd: could not start: {exc}", file=sys.stderr)
         return EXIT_FAIL

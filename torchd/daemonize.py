@@ -40,7 +40,7 @@ def _configure_file_logging(path: Path, level: int, policy: LogPolicy) -> None:
 
 
 def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: int,
-                 level: int, *, parse_cache: ParseCache | None) -> int:
+                 level: int, *, parse_cache: ParseCache | None, launched: float | None) -> int:
     import daemon  # noqa: PLC0415 - only the detaching path needs python-daemon
 
     from torchd.app import App, StatePaths  # noqa: PLC0415
@@ -61,16 +61,16 @@ def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: i
             # let a later error report write into whatever reuses the number.
             os.write(ready_fd, _report(error))
 
-        return asyncio.run(App(config_path, paths, config=config,
-                               parse_cache=parse_cache).run(ready))
+        return asyncio.run(App(config_path, paths, config=config, parse_cache=parse_cache,
+                               launched=launched).run(ready))
 
 
 def start_detached(config_path: Path, state_dir: Path, config: Config,
                    parse_cache: ParseCache | None = None, *, level: int = logging.INFO,
-                   timeout: float = READY_TIMEOUT) -> int:
+                   timeout: float = READY_TIMEOUT, launched: float | None = None) -> int:
     """Start a detached daemon on the already validated `config` (inherited through fork,
     not parsed again, with what its parse left in `parse_cache`); return its pid once it
-    serves, or raise TorchdError."""
+    serves, or raise TorchdError. `launched`: see App."""
     state_dir.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
     child = os.fork()
@@ -79,7 +79,7 @@ def start_detached(config_path: Path, state_dir: Path, config: Config,
         code = 1
         try:
             code = _daemon_main(config_path.absolute(), state_dir.absolute(), config, write_fd,
-                                level, parse_cache=parse_cache)
+                                level, parse_cache=parse_cache, launched=launched)
         except BaseException as exc:  # noqa: BLE001 - the child must never return into the CLI
             with contextlib.suppress(OSError):
                 os.write(write_fd, _report(str(exc) or type(exc).__name__))

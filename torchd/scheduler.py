@@ -179,23 +179,29 @@ class Scheduler:
 
     # ----- configuration -------------------------------------------------------------
     def apply(self, config: Config, plan: ReloadPlan,
-              last_fires: Mapping[str, float] | None = None) -> None:
+              last_fires: Mapping[str, float] | None = None, *,
+              launched: float | None = None) -> None:
         """Apply a reload plan (the first load is a plan from nothing). Never waits.
 
-        `last_fires` (at start only): each task's last fire as recorded by an earlier
-        daemon; the fires since then are due now, and late or missed as the loop finds.
+        At start only:
+        - `last_fires`: each task's last fire as recorded by an earlier daemon; the fires
+          since then are due now, and late or missed as the loop finds.
+        - `launched`: when the daemon was launched. A task without a recorded fire is
+          planned from then, so a fire that fell due while the file loaded runs as soon
+          as the loop starts (late by the load), instead of being skipped unrecorded.
         """
         self._config_digest = config.digest
         self._limits = config.daemon
         specs = config.by_name()
         now = self._clock.time()
+        since = now if launched is None or self._started else min(now, launched)
         for name in plan.removed:
             self._retire(name)
         for name in plan.changed:
             previous = self._retire(name)
             self._admit(specs[name], now, previous)
         for name in plan.added:
-            self._admit(specs[name], now, None, (last_fires or {}).get(name))
+            self._admit(specs[name], now, None, (last_fires or {}).get(name), since=since)
         self._wake.set()
         self.on_lease_tasks(self.lease_tasks())
 
@@ -211,7 +217,7 @@ class Scheduler:
         return state
 
     def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None,
-               recorded_last: float | None = None) -> None:
+               recorded_last: float | None = None, *, since: float | None = None) -> None:
         self._tokens += 1
         state = TaskState(spec=spec, token=self._tokens)
         if previous is not None:
@@ -234,7 +240,10 @@ class Scheduler:
             first = spec.schedule.next_after(recorded_last) if spec.schedule else None
             if first is not None and first <= now and not self._started:
                 state.missed = (first, now)  # run() applies the catchup policy at start
-        after = max(now, state.last_scheduled or now)
+        if state.last_scheduled is None:
+            after = now if since is None else since
+        else:
+            after = max(now, state.last_scheduled)
         self._plan_next(state, after)
         if (state.next_fire is None and state.missed is None and spec.active
                 and not isinstance(spec.schedule, RebootSchedule)):

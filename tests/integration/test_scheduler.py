@@ -102,14 +102,15 @@ def run_scheduler(tmp_path: Path, tasks: tuple[TaskSpec, ...],
                   body: Callable[[Scheduler, Recorder], Awaitable[None]], *,
                   clock: ShiftedClock | None = None, kill_grace: float = 2.0,
                   last_fires: dict[str, float] | None = None,
-                  daemon: DaemonSettings | None = None) -> Recorder:
+                  daemon: DaemonSettings | None = None,
+                  launched: float | None = None) -> Recorder:
     recorder = Recorder()
 
     async def main() -> None:
         scheduler = Scheduler(clock=clock or ShiftedClock(), log_dir=tmp_path,
                               base_env=os.environ, kill_grace=kill_grace, on_event=recorder)
         config = config_of(*tasks, daemon=daemon)
-        scheduler.apply(config, plan(None, config), last_fires)
+        scheduler.apply(config, plan(None, config), last_fires, launched=launched)
         engine = asyncio.create_task(scheduler.run())
         try:
             await body(scheduler, recorder)
@@ -385,6 +386,48 @@ def test_a_recent_last_fire_in_the_future_is_not_repeated(tmp_path: Path) -> Non
     first = rec.of(FireSettled)[0].scheduled
     assert first > recorded
     assert rec.of(FireMissed) == []
+
+
+@dataclass(frozen=True)
+class AtSchedule:
+    """Fires at the given instants only."""
+
+    instants: tuple[float, ...]
+    text: str = "at"
+
+    def next_after(self, ts: float) -> float | None:
+        return next((t for t in sorted(self.instants) if t > ts), None)
+
+
+def test_a_fire_due_while_the_daemon_loaded_runs_at_start(tmp_path: Path) -> None:
+    """The daemon was launched 1 s ago and took until now to load: the fire that fell due
+    0.5 s ago runs at once (late), and one due before the launch is not the daemon's."""
+    now = time.time()
+    launched, during, before = now - 1.0, now - 0.5, now - 1.5
+    later = now + 3600
+    tasks = (cron("loading", AtSchedule((during, later)), "true"),
+             cron("earlier", AtSchedule((before, later)), "true"))
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunEnded), 5, "the fire due during the load")
+
+    rec = run_scheduler(tmp_path, tasks, body, launched=launched)
+    # Both were on the timetable of the first pass: a fire of "earlier" would show here.
+    assert [(e.task, e.scheduled) for e in rec.of(RunStarted)] == [("loading", during)]
+    assert rec.of(FireMissed) == []
+
+
+def test_without_a_launch_instant_the_first_fire_is_after_start(tmp_path: Path) -> None:
+    """A scheduler applied with no launch instant (a test, or an embedding program) plans
+    from the moment it is applied, as before."""
+    now = time.time()
+    tasks = (cron("loading", AtSchedule((now - 0.5, now + 0.3)), "true"),)
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: rec.of(RunEnded), 5, "the fire after start")
+
+    rec = run_scheduler(tmp_path, tasks, body)
+    assert [e.scheduled for e in rec.of(RunStarted)] == [now + 0.3]
 
 
 def _soon() -> ShiftedClock:
