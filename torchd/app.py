@@ -138,7 +138,7 @@ class App:
                  launched: float | None = None) -> None:
         """`config`, when given, is the file as the caller just validated it (not re-read),
         and `parse_cache` what that parse left for the next (see config.ParseCache).
-        `launched`: when the daemon was launched (clock.launch_instant); fires that fall
+        `launched`: when the daemon was launched (procstat.launch_instant); fires that fall
         due from then on, while the file loads, run once the daemon serves."""
         self._config_path = config_path
         self._paths = paths

@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+from torchd.procstat import start_ticks
 from torchd.runner import group_alive, signal_group
 
 log = logging.getLogger("torchd.children")
@@ -70,25 +71,6 @@ class ChildJournal:
         os.close(self._fd)
         self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._lines = len(self._live)
-
-
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22).
-
-    Read directly rather than through psutil: this runs once per spawn, on the hot path.
-    """
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])  # field 22 overall; fields after the command name start at 3
 
 
 def read_leftovers(path: Path) -> dict[int, int]:

@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 import psutil
 
 from torchd import __version__
-from torchd.clock import launch_instant
 from torchd.config import ParseCache, load_config
 from torchd.control import client
 from torchd.cronexpr import RebootSchedule, upcoming
@@ -32,6 +31,7 @@ from torchd.errors import ConfigError, ControlError, DurationError, TorchdError
 from torchd.hostinfo import local_identity
 from torchd.model import Config, TaskKind
 from torchd.pidfile import running_pid
+from torchd.procstat import launch_instant
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -23,28 +23,6 @@ class SystemClock:
         return time.monotonic()
 
 
-LAUNCH_WINDOW = 10.0  # a process older than this at the call did not start to run torchd
-
-
-def launch_instant(window: float = LAUNCH_WINDOW) -> float:
-    """Wall-clock time this process started (to the kernel's 10 ms tick), or now if it
-    started more than `window` seconds ago (torchd called from a longer-lived program) or
-    its age cannot be read. psutil's create_time is not used: it adds the boot time from
-    /proc/stat, which is truncated to the whole second."""
-    import os  # noqa: PLC0415 - only start-up reads /proc
-
-    now = time.time()
-    try:
-        with open("/proc/self/stat", "rb") as stat:
-            # Field 22, counted after the command name, which may hold blanks and ')'.
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return now
-    age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
-    return now - age if 0.0 <= age <= window else now
-
-
 def utc_from_timestamp(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
