@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 
 import pytest
@@ -41,21 +42,54 @@ def test_one_winner_per_fire_and_no_claim_behind_the_latest(redis_server: RedisS
     asyncio.run(body())
 
 
+class HangUpListener:
+    """Where Redis was: accepts each connection and closes it at once, counting them, so a
+    test sees whether a claim tried to reach Redis."""
+
+    def __init__(self, port: int) -> None:
+        self.accepted = 0
+        self._server = socket.create_server(("127.0.0.1", port))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:  # closed
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._server.close()
+        self._thread.join(timeout=5)
+
+
 def test_claims_fail_fast_while_redis_is_down(redis_server: RedisServer) -> None:
+    """Redis gone: a claim fails with the reason, and the claims right after it fail at once,
+    without trying Redis again, until the back-off has passed; once Redis answers and the
+    back-off is over, claims win again."""
     async def body() -> None:
         cluster = _cluster(redis_server, "a")
         redis_server.stop()
-        down = await cluster.claim("job", 200.0)
-        assert not down.won
-        assert down.error is not None
-        assert down.error.startswith("Redis unavailable")
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        assert (await cluster.claim("job", 201.0)).error == down.error  # backing off
-        assert loop.time() - began < 0.05
+        listener = HangUpListener(redis_server.port)
+        try:
+            down = await cluster.claim("job", 200.0)
+            tried = listener.accepted
+            assert tried >= 1
+            assert not down.won
+            assert down.error is not None
+            assert down.error.startswith("Redis unavailable")
+            assert (await cluster.claim("job", 201.0)).error == down.error  # backing off
+            assert listener.accepted == tried  # not tried (the first back-off is 0.5 s)
+        finally:
+            listener.close()
         redis_server.start()
-        await asyncio.sleep(0.6)  # the first back-off is 0.5 s
-        assert (await cluster.claim("job", 202.0)).won
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (await cluster.claim("job", 202.0)).won:  # once the back-off is over
+            assert asyncio.get_running_loop().time() < deadline, "no claim won in 10 s"
+            await asyncio.sleep(0.05)
         await cluster.close()
 
     asyncio.run(body())
