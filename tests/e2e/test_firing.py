@@ -67,9 +67,9 @@ def test_a_second_that_passes_while_the_daemon_loads_still_fires(
             command: '{record_cmd(out)}'
         """)
     for attempt in range(5):
-        wait_for(lambda: 0.95 <= time.time() % 1 < 0.96, timeout=2, interval=0.001,
-                 message="50 ms before a whole second")
-        boundary = math.ceil(time.time())
+        now = time.time()
+        boundary = math.floor(now) + (1 if now % 1 < 0.95 else 2)
+        time.sleep(boundary - 0.05 - now)
         daemon = daemon_factory(config, state=f"state{attempt}").start()
         if daemon.spawned_by < boundary:  # else the machine stalled: launched too late
             break
