@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import psutil
 import pytest
 
+from torchd.bounded import AtSchedule
 from torchd.cronexpr import parse_schedule
 from torchd.events import (
     Event,
@@ -388,25 +389,13 @@ def test_a_recent_last_fire_in_the_future_is_not_repeated(tmp_path: Path) -> Non
     assert rec.of(FireMissed) == []
 
 
-@dataclass(frozen=True)
-class AtSchedule:
-    """Fires at the given instants only."""
-
-    instants: tuple[float, ...]
-    text: str = "at"
-
-    def next_after(self, ts: float) -> float | None:
-        return next((t for t in sorted(self.instants) if t > ts), None)
-
-
 def test_a_fire_due_while_the_daemon_loaded_runs_at_start(tmp_path: Path) -> None:
     """The daemon was launched 1 s ago and took until now to load: the fire that fell due
     0.5 s ago runs at once (late), and one due before the launch is not the daemon's."""
     now = time.time()
     launched, during, before = now - 1.0, now - 0.5, now - 1.5
-    later = now + 3600
-    tasks = (cron("loading", AtSchedule((during, later)), "true"),
-             cron("earlier", AtSchedule((before, later)), "true"))
+    tasks = (cron("loading", AtSchedule(text="at", instant=during), "true"),
+             cron("earlier", AtSchedule(text="at", instant=before), "true"))
 
     async def body(_s: Scheduler, rec: Recorder) -> None:
         await until(lambda: rec.of(RunEnded), 5, "the fire due during the load")
@@ -421,7 +410,8 @@ def test_without_a_launch_instant_the_first_fire_is_after_start(tmp_path: Path) 
     """A scheduler applied with no launch instant (a test, or an embedding program) plans
     from the moment it is applied, as before."""
     now = time.time()
-    tasks = (cron("loading", AtSchedule((now - 0.5, now + 0.3)), "true"),)
+    tasks = (cron("past", AtSchedule(text="at", instant=now - 0.5), "true"),
+             cron("soon", AtSchedule(text="at", instant=now + 0.3), "true"))
 
     async def body(_s: Scheduler, rec: Recorder) -> None:
         await until(lambda: rec.of(RunEnded), 5, "the fire after start")
