@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from torchd.events import FireSkipped, RunEnded, RunStarted
-from torchd.history import HistoryWriter, close_lost_runs, connect, prune, query_runs
+from torchd.history import (
+    INSERT_FINISHED,
+    INSERT_STARTED,
+    UPDATE_ENDED,
+    HistoryWriter,
+    close_lost_runs,
+    connect,
+    prune,
+    query_runs,
+    statements,
+)
 from torchd.model import HistoryPolicy
 
 NOW = 1_800_000_000.0
@@ -77,3 +87,33 @@ def test_query_filters(tmp_path: Path) -> None:
     assert (skipped["outcome"], skipped["reason"], skipped["fire_id"]) == (
         "skipped", "paused", "x@y")
     assert query_runs(tmp_path / "missing.db") == []
+
+
+def test_a_run_that_ends_in_the_batch_of_its_start_is_one_finished_row() -> None:
+    records = [("INSERT INTO hook_calls (at) VALUES (?)", (1.0,)),
+               (INSERT_STARTED, ("short", 1)), (INSERT_STARTED, ("long", 2)),
+               (UPDATE_ENDED, (3, "short")), (UPDATE_ENDED, (4, "earlier"))]
+    assert statements(records) == [
+        ("INSERT INTO hook_calls (at) VALUES (?)", (1.0,)),
+        (INSERT_FINISHED, ("short", 1, 3)),
+        (INSERT_STARTED, ("long", 2)),
+        (UPDATE_ENDED, (4, "earlier")),
+    ]
+
+
+def test_a_finished_row_equals_a_row_started_and_completed_in_two_batches(
+        tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    writer = HistoryWriter(db, HistoryPolicy(), host="test-host")
+    writer.start(lambda _pid, _started: False)
+    writer.run_started(_started("one", "a", NOW))
+    writer.run_ended(_ended("one", "a", NOW, "failed"))
+    writer.run_started(_started("two", "a", NOW))
+    writer.flush()  # the end goes in a later transaction: an update of the open row
+    assert query_runs(db, task="a")[0]["outcome"] is None
+    writer.run_ended(_ended("two", "a", NOW, "failed"))
+    writer.stop()
+    rows = {r.pop("run_id"): r for r in query_runs(db, task="a")}
+    assert rows["one"] == rows["two"]
+    assert (rows["one"]["outcome"], rows["one"]["exit_code"], rows["one"]["log_end"],
+            rows["one"]["host"]) == ("failed", 1, 50, "test-host")
