@@ -243,6 +243,15 @@ def _five_fields(schedule: str) -> str:
 FLOOR_RUNNER = '''
 import asyncio, json, os, sys, time
 
+history = None
+if len(sys.argv) > 3:  # asyncio-floor-history: record every run with torchd's own writer
+    from pathlib import Path
+    from torchd.events import RunEnded, RunStarted
+    from torchd.history import HistoryWriter
+    from torchd.model import HistoryPolicy
+    history = HistoryWriter(Path(sys.argv[3]), HistoryPolicy(), host="bench")
+    history.start(lambda pid, started: False)
+
 def start(loop, argv):
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True, file_actions=[
@@ -250,13 +259,26 @@ def start(loop, argv):
         (os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_DUP2, write_end, 2)])
     os.close(write_end)
     pidfd = os.pidfd_open(pid)
+    started = time.time()
+    run_id = f"{pid}-{started}"
+    if history:
+        history.run_started(RunStarted(
+            task=argv[-1], run_id=run_id, pid=pid, started=started, scheduled=started,
+            fire_id=run_id, attempt=1, trigger="schedule", log_file="", log_start=None))
 
     def exited():
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
         os.read(read_end, 65536)
         os.close(read_end)
+        if history:
+            ended = time.time()
+            history.run_ended(RunEnded(
+                task=argv[-1], run_id=run_id, pid=pid, outcome="ok",
+                exit_code=os.waitstatus_to_exitcode(status), signal=None, started=started,
+                ended=ended, duration=ended - started, scheduled=started, fire_id=run_id,
+                attempt=1, log_file="", log_end=None, err_start=None, err_end=None))
     loop.add_reader(pidfd, exited)
 
 def every_second(loop, argvs):
@@ -284,6 +306,9 @@ class AsyncioFloorPeer(Peer):
     name = "asyncio-floor"
     seconds = True
 
+    def runner_args(self) -> list[str]:
+        return []
+
     def start(self, tasks: list[Task]) -> psutil.Process:
         runner = self.workdir / "floor_runner.py"
         runner.write_text(FLOOR_RUNNER)
@@ -291,10 +316,21 @@ class AsyncioFloorPeer(Peer):
         spec.write_text(json.dumps([{"schedule": t.schedule, "argv": list(t.argv)}
                                     for t in tasks]))
         ready = self.workdir / "floor.ready"
-        proc = self._popen([sys.executable, str(runner), str(spec), str(ready)])
-        _wait(ready.exists, 60, "asyncio-floor", proc, self.log)
+        proc = self._popen([sys.executable, str(runner), str(spec), str(ready),
+                            *self.runner_args()])
+        _wait(ready.exists, 60, self.name, proc, self.log)
         self.ready_at = time.time()
         return psutil.Process(proc.pid)
+
+
+class AsyncioFloorHistoryPeer(AsyncioFloorPeer):
+    """asyncio-floor plus torchd's run history writer (the same thread, batching and SQLite
+    rows): what recording each run adds to the least a Python asyncio daemon does."""
+
+    name = "asyncio-floor-history"
+
+    def runner_args(self) -> list[str]:
+        return [str(self.workdir / "history.db")]
 
 
 class YacronPeer(Peer):
@@ -354,4 +390,5 @@ class BusyboxCronPeer(Peer):
 PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, TorchdNoHistoryPeer,
                                                      TorchdClusterPeer,
                                                      APSchedulerPeer, YacronPeer,
-                                                     BusyboxCronPeer, AsyncioFloorPeer)}
+                                                     BusyboxCronPeer, AsyncioFloorPeer,
+                                                     AsyncioFloorHistoryPeer)}
