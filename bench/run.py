@@ -639,6 +639,45 @@ def mode_history(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+# ----- wakeup ------------------------------------------------------------------------------
+async def _event_wakeups(gap: float, count: int) -> float:
+    """CPU seconds of this thread for `count` waits on an asyncio.Event set by a timer
+    `gap` seconds later: the path a daemon's loop takes to wake for a due fire."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    before = time.thread_time()
+    for _ in range(count):
+        event.clear()
+        loop.call_later(gap, event.set)
+        await event.wait()
+    return time.thread_time() - before
+
+
+def _sleep_wakeups(gap: float, count: int) -> float:
+    before = time.thread_time()
+    for _ in range(count):
+        time.sleep(gap)
+    return time.thread_time() - before
+
+
+def mode_wakeup(args: argparse.Namespace) -> list[Result]:
+    """What one wake-up costs this machine in CPU, by how long the thread slept: a bare
+    time.sleep loop and an asyncio loop waiting on an event set by a timer. A thread that
+    slept long resumes with cold caches; on a shared VM that, not the work done, is most
+    of what a once-a-second fire costs a Python daemon."""
+    results: list[Result] = []
+    for gap in args.gaps:
+        count = max(5, min(2000, int(args.seconds / gap))) if gap > 0 else 2000
+        for way, spent in (("time.sleep", _sleep_wakeups(gap, count)),
+                           ("asyncio event", asyncio.run(_event_wakeups(gap, count)))):
+            results.append({"measure": "wakeup", "peer": way, "asleep_s": gap,
+                            "wakeups": count, "cpu_us_per_wakeup": round(spent / count * 1e6, 1)})
+    keys = ["peer", "asleep_s", "wakeups", "cpu_us_per_wakeup"]
+    emit_table(["way", "asleep s", "wake-ups", "CPU us per wake-up"],
+               [cells(r, keys) for r in results])
+    return results
+
+
 # ----- 8. handoff ---------------------------------------------------------------------------
 def mode_handoff(args: argparse.Namespace) -> list[Result]:
     """Why the scheduler pauses (torchd.scheduler.HANDOFF) after starting several processes:
@@ -739,6 +778,7 @@ MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]]
     "history": (mode_history, ["torchd"]),
     "claims": (mode_claims, ["torchd"]),
     "handoff": (mode_handoff, []),
+    "wakeup": (mode_wakeup, []),
 }
 
 
@@ -786,6 +826,10 @@ def main(argv: list[str] | None = None) -> int:
     handoff.add_argument("--tasks", type=int, default=20)
     handoff.add_argument("--busy-ms", type=float, default=15.0)
     repeatable(handoff, 12)
+    wakeup = add("wakeup", "the CPU one wake-up costs, by how long the thread slept")
+    wakeup.add_argument("--gaps", type=float, nargs="+", default=[1.0, 0.1, 0.01, 0.0],
+                        help="seconds asleep before each wake-up")
+    wakeup.add_argument("--seconds", type=float, default=10.0, help="per gap and way")
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
