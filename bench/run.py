@@ -381,15 +381,17 @@ def rare_schedule(i: int) -> str:
 
 
 @contextmanager
-def idle_peer(peer_name: str, stamp: Path, count: int) -> Iterator[tuple[psutil.Process, Result]]:
-    """Start one peer on `count` rare tasks plus a tick and wait for the tick's first stamp;
-    yields the process and its start-up figures (ready, first fire)."""
+def idle_peer(peer_name: str, stamp: Path, count: int,
+              ticks: int = 1) -> Iterator[tuple[psutil.Process, Result]]:
+    """Start one peer on `count` rare tasks plus `ticks` tasks every second and wait for
+    the first stamp; yields the process and its start-up figures (ready, first fire)."""
     with workdir() as tmp_name:
         out = Path(tmp_name) / "stamps"
         tasks = [Task(f"rare{i}", rare_schedule(i), (str(stamp), str(out), f"r{i}"))
                  for i in range(count)]
         tick = "* * * * * *" if PEERS[peer_name].seconds else "0 * * * * *"
-        tasks.append(Task("tick", tick, (str(stamp), str(out), "tick")))
+        tasks += [Task(f"tick{i}", tick, (str(stamp), str(out), f"tick{i}"))
+                  for i in range(ticks)]
         with running(peer_name, tasks, Path(tmp_name) / "peer") as (peer, proc, started):
             while not (stamps := read_stamps(out)):
                 time.sleep(0.005)
@@ -400,7 +402,8 @@ def idle_peer(peer_name: str, stamp: Path, count: int) -> Iterator[tuple[psutil.
                          "start_to_first_fire_s": round(first_fire, 3)}
 
 
-def idle_round(stamp: Path, count: int, peers: list[str], seconds: int) -> list[Result]:
+def idle_round(stamp: Path, count: int, peers: list[str], seconds: int,
+               ticks: int = 1) -> list[Result]:
     """Start the peers one after another, then take every one's CPU over the same window:
     a noisy minute on a shared machine costs them all alike."""
     results: dict[str, Result] = {}
@@ -408,7 +411,8 @@ def idle_round(stamp: Path, count: int, peers: list[str], seconds: int) -> list[
     with ExitStack() as stack:
         for name in peers:
             try:
-                procs[name], results[name] = stack.enter_context(idle_peer(name, stamp, count))
+                procs[name], results[name] = stack.enter_context(
+                    idle_peer(name, stamp, count, ticks))
             except Exception as exc:  # noqa: BLE001 - a broken peer must not hide the others
                 results[name] = failure(name, exc)
         time.sleep(2)  # let start-up work settle
@@ -419,13 +423,14 @@ def idle_round(stamp: Path, count: int, peers: list[str], seconds: int) -> list[
         elapsed = time.monotonic() - began
         for name, proc in procs.items():
             results[name]["cpu_s_per_min"] = round(spent[name] * 60 / elapsed, 4)
+            results[name]["cpu_ms_per_fire"] = round(spent[name] * 1e3 / (elapsed * ticks), 3)
             results[name]["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
     return [results[name] for name in peers]
 
 
 def mode_idle(args: argparse.Namespace) -> list[Result]:
     stamp = build_stamp()
-    keys = ["peer", "tasks", "cpu_s_per_min", "rss_mb", "start_to_ready_s",
+    keys = ["peer", "tasks", "cpu_s_per_min", "cpu_ms_per_fire", "rss_mb", "start_to_ready_s",
             "start_to_first_fire_s"]
     results = []
     for count in args.tasks:
@@ -433,12 +438,13 @@ def mode_idle(args: argparse.Namespace) -> list[Result]:
         for index in range(args.repeats):
             # Who starts first alternates: a peer's start-up runs beside the others' idling.
             order = args.peer if index % 2 == 0 else args.peer[::-1]
-            for result in idle_round(stamp, count, order, args.seconds):
+            for result in idle_round(stamp, count, order, args.seconds, args.ticks):
                 rounds[str(result["peer"])].append(result)
         at_count = [combine(runs, keep_rounds=args.repeats > 1) for runs in rounds.values()]
         emit_ratios(at_count, keys[2:], prefix=f"{count} tasks: ")
         results.extend(at_count)
-    emit_table(["peer", "tasks", "CPU s/min", "RSS MB", "start->ready s", "start->first fire s"],
+    emit_table(["peer", "tasks", "CPU s/min", "CPU ms/fire", "RSS MB", "start->ready s",
+                "start->first fire s"],
                [cells(r, keys) for r in results])
     return results
 
@@ -807,6 +813,8 @@ def main(argv: list[str] | None = None) -> int:
     idle = add("idle", "CPU and RSS with many rarely-firing tasks, plus one every second")
     idle.add_argument("--tasks", type=int, nargs="+", default=[1000, 10_000, 100_000])
     idle.add_argument("--seconds", type=int, default=60)
+    idle.add_argument("--ticks", type=int, default=1,
+                      help="tasks every second (CPU per fire falls as fires share wake-ups)")
     repeatable(idle, 1)
     reload = add("reload", "time for a changed file to take effect, fires lost or doubled")
     reload.add_argument("--tasks", type=int, default=10_000)
