@@ -669,8 +669,8 @@ def _sleep_wakeups(gap: float, count: int) -> float:
 def mode_wakeup(args: argparse.Namespace) -> list[Result]:
     """What one wake-up costs this machine in CPU, by how long the thread slept: a bare
     time.sleep loop and an asyncio loop waiting on an event set by a timer. A thread that
-    slept long resumes with cold caches; on a shared VM that, not the work done, is most
-    of what a once-a-second fire costs a Python daemon."""
+    slept long resumes with cold caches; on a shared VM that, more than the work done,
+    is what a once-a-second fire costs a Python daemon."""
     results: list[Result] = []
     for gap in args.gaps:
         count = max(5, min(2000, int(args.seconds / gap))) if gap > 0 else 2000

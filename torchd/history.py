@@ -94,7 +94,7 @@ Statement = tuple[str, tuple[object, ...]]
 def statements(records: Sequence[Statement]) -> list[Statement]:
     """The batch's statements, in order, except that a run which started and ended within
     the batch is inserted finished instead of inserted then updated: most runs are short,
-    and that halves the rows written for them (and spares the index of open runs)."""
+    and that halves the statements written for them (and spares the index of open runs)."""
     out: list[Statement] = []
     open_rows: dict[object, int] = {}  # run_id -> where its INSERT_STARTED is in `out`
     for sql, params in records:
