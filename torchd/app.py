@@ -145,7 +145,8 @@ class App:
         self._clock = clock or SystemClock()
         self._pidfile = PidFile(paths.pidfile)
         self._journal = ChildJournal(paths.children)
-        self._ledger = FireLedger(paths.fires)
+        self._ledger = FireLedger(
+            paths.fires, defer=lambda compact: asyncio.get_running_loop().call_soon(compact))
         self._config: Config | None = config
         self._parse_cache = parse_cache or ParseCache()
         self._launched = launched

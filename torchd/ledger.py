@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("torchd.ledger")
@@ -19,11 +20,17 @@ COMPACT_MIN_LINES = 1000
 
 
 class FireLedger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *,
+                 defer: Callable[[Callable[[], None]], object] | None = None) -> None:
+        """`defer(fn)` runs the compaction later instead of inside record(): the daemon
+        passes the event loop's call_soon, so the rewrite and its fsync come after the
+        fires being recorded have started, not between a fire's record and its start."""
         self._path = path
         self._fd = -1
         self._last: dict[str, float] = {}
         self._lines = 0
+        self._defer = defer
+        self._compact_pending = False
 
     def open(self) -> dict[str, float]:
         """Read what earlier daemons recorded, start a compact file, return task -> last
@@ -44,7 +51,17 @@ class FireLedger:
             log.error("cannot write the fire ledger %s: %s", self._path, exc)
             return
         self._lines += 1
-        if self._lines >= max(COMPACT_MIN_LINES, 4 * len(self._last)):
+        if self._compact_pending or self._lines < max(COMPACT_MIN_LINES, 4 * len(self._last)):
+            return
+        if self._defer is None:
+            self._compact()
+        else:
+            self._compact_pending = True
+            self._defer(self._deferred_compact)
+
+    def _deferred_compact(self) -> None:
+        self._compact_pending = False
+        if self._fd >= 0:  # closed meanwhile: the next open() compacts anyway
             self._compact()
 
     def forget_except(self, tasks: set[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -102,6 +103,25 @@ def test_ledger_compacts_as_it_grows(tmp_path: Path) -> None:
     ledger.close()
     assert len(path.read_text().splitlines()) < COMPACT_MIN_LINES
     assert read_ledger(path) == {"tick": float(COMPACT_MIN_LINES * 3 - 1)}
+
+
+def test_ledger_compaction_can_wait_until_the_fires_have_started(tmp_path: Path) -> None:
+    path = tmp_path / "fires.ledger"
+    deferred: list[Callable[[], None]] = []
+    ledger = FireLedger(path, defer=deferred.append)
+    ledger.open()
+    for k in range(COMPACT_MIN_LINES * 3):
+        ledger.record("tick", float(k))
+    assert len(deferred) == 1  # asked once, however many records came meanwhile
+    assert len(path.read_text().splitlines()) == COMPACT_MIN_LINES * 3  # not rewritten yet
+    deferred.pop()()
+    assert path.read_text() == f"tick {float(COMPACT_MIN_LINES * 3 - 1)!r}\n"
+    for k in range(COMPACT_MIN_LINES * 3, COMPACT_MIN_LINES * 4):
+        ledger.record("tick", float(k))
+    ledger.close()
+    deferred.pop()()  # after close: nothing is reopened or rewritten
+    assert len(path.read_text().splitlines()) == 1 + COMPACT_MIN_LINES
+    assert read_ledger(path) == {"tick": float(COMPACT_MIN_LINES * 4 - 1)}
 
 
 def test_ledger_forgets_removed_tasks(tmp_path: Path) -> None:
