@@ -36,6 +36,7 @@ class FireLedger:
         """Read what earlier daemons recorded, start a compact file, return task -> last
         scheduled fire (epoch seconds)."""
         self._last = read_ledger(self._path)
+        self._compact_pending = False  # one asked for before a close never ran
         self._compact()
         return dict(self._last)
 

@@ -124,6 +124,17 @@ def test_ledger_compaction_can_wait_until_the_fires_have_started(tmp_path: Path)
     assert read_ledger(path) == {"tick": float(COMPACT_MIN_LINES * 4 - 1)}
 
 
+def test_a_compaction_that_never_ran_does_not_block_the_next(tmp_path: Path) -> None:
+    deferred: list[Callable[[], None]] = []
+    ledger = FireLedger(tmp_path / "fires.ledger", defer=deferred.append)
+    for start in (0, COMPACT_MIN_LINES):  # the daemon stopped before the loop ran it
+        ledger.open()
+        for k in range(start, start + COMPACT_MIN_LINES):
+            ledger.record("tick", float(k))
+        ledger.close()
+    assert len(deferred) == 2
+
+
 def test_ledger_forgets_removed_tasks(tmp_path: Path) -> None:
     path = tmp_path / "fires.ledger"
     ledger = FireLedger(path)
