@@ -249,8 +249,6 @@ if len(sys.argv) > 3:  # asyncio-floor-history: record every run with torchd's o
     from torchd.events import RunEnded, RunStarted
     from torchd.history import HistoryWriter
     from torchd.model import HistoryPolicy
-    history = HistoryWriter(Path(sys.argv[3]), HistoryPolicy(), host="bench")
-    history.start(lambda pid, started: False)
 
 def start(loop, argv):
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -287,8 +285,13 @@ def every_second(loop, argvs):
     loop.call_later(int(time.time()) + 1 - time.time(), every_second, loop, argvs)
 
 async def main():
+    global history
     argvs = [t["argv"] for t in json.load(open(sys.argv[1])) if t["schedule"] == "* * * * * *"]
     loop = asyncio.get_running_loop()
+    if len(sys.argv) > 3:  # as the daemon makes it: on the loop, holding starts
+        history = HistoryWriter(Path(sys.argv[3]), HistoryPolicy(), host="bench",
+                                call_later=loop.call_later)
+        history.start(lambda pid, started: False)
     loop.call_later(int(time.time()) + 1 - time.time(), every_second, loop, argvs)
     open(sys.argv[2], "w").close()
     await asyncio.Event().wait()

@@ -209,7 +209,8 @@ class App:
         seal_descriptors()
         if config.daemon.history.enabled:
             self._history = HistoryWriter(self._paths.ops().history, config.daemon.history,
-                                          host=self._host_id(config))
+                                          host=self._host_id(config),
+                                          call_later=asyncio.get_running_loop().call_later)
             lost = self._history.start(process_alive)  # before leftovers are ended
             for run in lost:
                 log.warning("task %s run %s was in flight when the daemon died; recorded as "
@@ -298,6 +299,7 @@ class App:
         if self._hooks is not None:
             await self._hooks.close(min(self._stop_grace, HOOK_GRACE))
         if self._history is not None:
+            self._history.release()
             await asyncio.to_thread(self._history.stop)  # after the runs' ends are queued
         engine.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -5,9 +5,15 @@ The event loop never touches the database: it hands each record to a writer thre
 through a queue (a put costs about a microsecond) and the thread commits whatever has
 accumulated in one transaction. A run's row is written when it starts and completed when
 it ends, so a row still open when the daemon starts again belongs to a run that was in
-flight when the daemon died: it is closed as `lost`. Records gather for BATCH_WINDOW
-before each commit, so a kill -9 can lose the last 0.1 s of records (WAL with
-synchronous=NORMAL survives a killed process; a power cut can lose the last commits).
+flight when the daemon died: it is closed as `lost`.
+
+Waking the writer costs more CPU than what it writes (docs/benchmarks.md section 17), so
+both sides save wake-ups. The loop holds a run's start for up to HOLD_START: a run that
+ends meanwhile, as most do, goes over as one finished row, one wake-up instead of two. The
+writer commits at once when it has been idle, and gathers for BATCH_WINDOW when records
+keep coming, so that a burst is one transaction. A kill -9 can lose about the last 0.1 s
+of records (WAL with synchronous=NORMAL survives a killed process; a power cut can lose
+the last commits).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torchd.clock import iso_utc
 from torchd.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
@@ -86,9 +92,14 @@ UPDATE_ENDED = (f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _END_COLUMNS)} 
                 "WHERE run_id = ?")
 FAILED = (RunOutcome.FAILED, RunOutcome.TIMEOUT, RunOutcome.START_ERROR, RunOutcome.LOST)
 PRUNE_EVERY = 3600.0
-BATCH_WINDOW = 0.1  # seconds records gather before a commit (a kill -9 can lose this much)
+BATCH_WINDOW = 0.1  # records gather this long while they keep coming
+HOLD_START = 0.1  # the loop keeps a run's start this long, for its end to join it
 _STOP = object()
 Statement = tuple[str, tuple[object, ...]]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
 
 def statements(records: Sequence[Statement]) -> list[Statement]:
@@ -159,13 +170,22 @@ def prune(conn: sqlite3.Connection, policy: HistoryPolicy, now: float) -> int:
 class HistoryWriter:
     """Takes records from the event loop and writes them from its own thread."""
 
-    def __init__(self, path: Path, policy: HistoryPolicy, *, host: str) -> None:
+    def __init__(self, path: Path, policy: HistoryPolicy, *, host: str,
+                 call_later: Callable[[float, Callable[[], None]], Cancellable] | None = None,
+                 ) -> None:
+        """`call_later` is the event loop's: with it, starts are held (see the module's
+        docstring), and every method but flush() and stop() must be called on that loop.
+        Without it, every record is handed over at once."""
         self._path = path
         self.policy = policy
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._host = host
         self._failing = False
+        self._last_write = 0.0  # monotonic; read and written by the writer thread only
+        self._call_later = call_later
+        self._held: dict[str, tuple[object, ...]] = {}  # run id -> INSERT_STARTED params
+        self._hold_timer: Cancellable | None = None
 
     def start(self, alive: Callable[[int, float], bool]) -> list[dict[str, Any]]:
         """Open the database, close runs a dead daemon left open, start the writer."""
@@ -176,8 +196,18 @@ class HistoryWriter:
         self._thread.start()
         return lost
 
+    def release(self) -> None:
+        """Hand the held starts over now (on the loop: before flush() and stop())."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        for params in self._held.values():
+            self._queue.put((INSERT_STARTED, params))
+        self._held.clear()
+
     def flush(self, timeout: float = 10.0) -> None:
-        """Block until everything queued so far is written (for readers in the daemon)."""
+        """Block until everything handed over so far is written (for readers in the daemon;
+        call release() on the loop first)."""
         if self._thread is None:
             return
         done = threading.Event()
@@ -185,7 +215,8 @@ class HistoryWriter:
         done.wait(timeout)
 
     def stop(self) -> None:
-        """Write what is queued, then end the thread."""
+        """Write what was handed over, then end the thread (call release() on the loop
+        first)."""
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout=30)
@@ -193,15 +224,27 @@ class HistoryWriter:
 
     # ----- from the loop -----------------------------------------------------------------
     def run_started(self, event: RunStarted) -> None:
-        self._queue.put((INSERT_STARTED, (
-            event.run_id, event.task, event.fire_id, event.scheduled, event.started,
-            event.started, event.pid, self._host, event.attempt, event.trigger,
-            event.log_file, event.log_start)))
+        params = (event.run_id, event.task, event.fire_id, event.scheduled, event.started,
+                  event.started, event.pid, self._host, event.attempt, event.trigger,
+                  event.log_file, event.log_start)
+        if self._call_later is None:
+            self._queue.put((INSERT_STARTED, params))
+            return
+        self._held[event.run_id] = params
+        if self._hold_timer is None:
+            self._hold_timer = self._call_later(HOLD_START, self.release)
 
     def run_ended(self, event: RunEnded) -> None:
-        self._queue.put((UPDATE_ENDED, (
-            event.ended, event.duration, event.outcome, event.exit_code, event.signal,
-            event.log_end, event.err_start, event.err_end, event.run_id)))
+        ended = (event.ended, event.duration, event.outcome, event.exit_code, event.signal,
+                 event.log_end, event.err_start, event.err_end)
+        started = self._held.pop(event.run_id, None)
+        if started is None:
+            self._queue.put((UPDATE_ENDED, (*ended, event.run_id)))
+            return
+        self._queue.put((INSERT_FINISHED, started + ended))
+        if not self._held and self._hold_timer is not None:
+            self._hold_timer.cancel()  # nothing left to hold: no wake-up for it
+            self._hold_timer = None
 
     def not_started(self, event: RunNotStarted) -> None:
         self._queue.put((
@@ -255,9 +298,9 @@ class HistoryWriter:
             first = self._queue.get(timeout=max(0.0, next_prune - time.monotonic()))
         except queue.Empty:
             first = None
-        if isinstance(first, tuple):
-            # Let a burst of fires finish spawning before this thread competes for the
-            # GIL, and commit it as one transaction.
+        if isinstance(first, tuple) and time.monotonic() - self._last_write < BATCH_WINDOW:
+            # Records keep coming (a burst): gather them into one transaction, and leave
+            # the GIL to the loop meanwhile.
             with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
                 time.sleep(BATCH_WINDOW)
         batch = [] if first is None else [first]
@@ -266,7 +309,10 @@ class HistoryWriter:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        self._write(conn, statements([item for item in batch if isinstance(item, tuple)]))
+        records = [item for item in batch if isinstance(item, tuple)]
+        if records:
+            self._write(conn, statements(records))
+            self._last_write = time.monotonic()
         for item in batch:
             if isinstance(item, threading.Event):
                 item.set()

@@ -206,6 +206,7 @@ class Operations:
 
     async def _flush(self) -> None:
         if self._history is not None:
+            self._history.release()
             await asyncio.to_thread(self._history.flush)
 
     async def submit(self, request: dict[str, Any]) -> dict[str, Any]:
