@@ -11,9 +11,9 @@ Waking the writer costs more CPU than what it writes (docs/benchmarks.md section
 both sides save wake-ups. The loop holds a run's start for up to HOLD_START: a run that
 ends meanwhile, as most do, goes over as one finished row, one wake-up instead of two. The
 writer commits at once when it has been idle, and gathers for BATCH_WINDOW when records
-keep coming, so that a burst is one transaction. A kill -9 can lose about the last 0.1 s
-of records (WAL with synchronous=NORMAL survives a killed process; a power cut can lose
-the last commits).
+keep coming, so that a burst is one transaction. A kill -9 can lose the records of the
+last 0.1 s, and a start held up to 0.2 s (WAL with synchronous=NORMAL survives a killed
+process; a power cut can lose the last commits).
 """
 
 from __future__ import annotations
