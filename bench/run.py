@@ -605,13 +605,19 @@ def _thread_cpu(thread_id: int | None) -> float:
 
 def mode_history(args: argparse.Namespace) -> list[Result]:
     """The cost of recording a run (a row at start, completed at the end): on the event
-    loop's side (a queue put) and in the writer thread (SQLite, WAL, one commit per batch),
-    in bulk and paced like a busy daemon (runs per second, one commit per pass)."""
+    loop's side (holding the start, a queue put) and in the writer thread (SQLite, WAL, one
+    commit per batch), in bulk and paced like a busy daemon (runs per second, one commit
+    per pass). The writer is made as the daemon makes it, on an asyncio loop."""
+    return asyncio.run(_history_on_loop(args))
+
+
+async def _history_on_loop(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
+    loop = asyncio.get_running_loop()
     with workdir() as tmp_name:
         for label, pace in (("bulk", None), (f"{args.rate}/s", args.rate)):
             db = Path(tmp_name) / f"{label.replace('/', '_')}.db"
-            writer = HistoryWriter(db, HistoryPolicy(), host="bench")
+            writer = HistoryWriter(db, HistoryPolicy(), host="bench", call_later=loop.call_later)
             writer.start(lambda _pid, _started: False)
             thread = writer._thread  # the bench reads the writer thread's CPU clock
             assert thread is not None
@@ -624,11 +630,12 @@ def mode_history(args: argparse.Namespace) -> list[Result]:
                 if pace is not None:
                     due = begin + i / pace
                     if (wait := due - time.perf_counter()) > 0:
-                        time.sleep(wait)
+                        time.sleep(wait)  # noqa: ASYNC251 - the loop has nothing else to do
                 t0 = time.perf_counter()
                 writer.run_started(started)
                 writer.run_ended(ended)
                 loop_side += time.perf_counter() - t0
+            writer.release()
             writer.flush(timeout=600)
             elapsed = time.perf_counter() - begin
             cpu = _thread_cpu(thread.ident) - cpu_before
