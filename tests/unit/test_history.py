@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from torchd.events import FireSkipped, RunEnded, RunStarted
@@ -121,69 +122,65 @@ def test_a_finished_row_equals_a_row_started_and_completed_in_two_batches(
             rows["one"]["host"]) == ("failed", 1, 50, "test-host")
 
 
-def _loop_writer(db: Path, loop: asyncio.AbstractEventLoop) -> HistoryWriter:
-    writer = HistoryWriter(db, HistoryPolicy(), host="test-host", call_later=loop.call_later)
-    writer.start(lambda _pid, _started: False)
-    return writer
+def _on_loop(db: Path, check: Callable[[HistoryWriter], Awaitable[None]]) -> None:
+    """Run `check` on an asyncio loop with a writer made as the daemon makes it."""
+    async def body() -> None:
+        writer = HistoryWriter(db, HistoryPolicy(), host="test-host",
+                               call_later=asyncio.get_running_loop().call_later)
+        writer.start(lambda _pid, _started: False)
+        try:
+            await check(writer)
+        finally:
+            writer.stop()
+
+    asyncio.run(body())
 
 
 def test_a_start_is_held_on_the_loop_until_released(tmp_path: Path) -> None:
     """With the loop's call_later, a start is written only once handed over."""
     db = tmp_path / "h.db"
 
-    async def body() -> None:
-        writer = _loop_writer(db, asyncio.get_running_loop())
-        try:
-            writer.run_started(_started("long", "a", NOW))
-            writer.flush()
-            assert query_runs(db, task="a") == []
-            writer.release()
-            writer.flush()
-            assert [(r["run_id"], r["outcome"]) for r in query_runs(db, task="a")] == [
-                ("long", None)]
-            writer.run_ended(_ended("long", "a", NOW))  # an update of the open row
-            writer.flush()
-            assert query_runs(db, task="a")[0]["outcome"] == "ok"
-        finally:
-            writer.stop()
+    async def check(writer: HistoryWriter) -> None:
+        writer.run_started(_started("long", "a", NOW))
+        writer.flush()
+        assert query_runs(db, task="a") == []
+        writer.release()
+        writer.flush()
+        assert [(r["run_id"], r["outcome"]) for r in query_runs(db, task="a")] == [
+            ("long", None)]
+        writer.run_ended(_ended("long", "a", NOW))  # an update of the open row
+        writer.flush()
+        assert query_runs(db, task="a")[0]["outcome"] == "ok"
 
-    asyncio.run(body())
+    _on_loop(db, check)
 
 
 def test_a_held_start_is_handed_over_by_its_timer(tmp_path: Path) -> None:
     """A run still going after HOLD_START shows as running without anyone asking."""
     db = tmp_path / "h.db"
 
-    async def body() -> None:
-        writer = _loop_writer(db, asyncio.get_running_loop())
-        try:
-            writer.run_started(_started("long", "a", NOW))
-            async with asyncio.timeout(5):
-                while not await asyncio.to_thread(query_runs, db, task="a"):
-                    await asyncio.sleep(HOLD_START / 4)
-            assert query_runs(db, task="a")[0]["outcome"] is None
-        finally:
-            writer.stop()
+    async def check(writer: HistoryWriter) -> None:
+        writer.run_started(_started("long", "a", NOW))
+        async with asyncio.timeout(5):
+            while not await asyncio.to_thread(query_runs, db, task="a"):
+                await asyncio.sleep(HOLD_START / 4)
+        assert query_runs(db, task="a")[0]["outcome"] is None
 
-    asyncio.run(body())
+    _on_loop(db, check)
 
 
 def test_a_run_that_ends_while_held_is_written_once_finished(tmp_path: Path) -> None:
     """Its start and end go over as one record, and no timer is left for the loop."""
     db = tmp_path / "h.db"
 
-    async def body() -> None:
+    async def check(writer: HistoryWriter) -> None:
         loop = asyncio.get_running_loop()
-        writer = _loop_writer(db, loop)
-        try:
-            writer.run_started(_started("short", "a", NOW))
-            writer.run_ended(_ended("short", "a", NOW, "failed"))
-            assert [h for h in loop._scheduled if not h.cancelled()] == []  # type: ignore[attr-defined]
-            writer.flush()
-            row = query_runs(db, task="a")[0]
-            assert (row["run_id"], row["outcome"], row["pid"], row["log_end"]) == (
-                "short", "failed", 100, 50)
-        finally:
-            writer.stop()
+        writer.run_started(_started("short", "a", NOW))
+        writer.run_ended(_ended("short", "a", NOW, "failed"))
+        assert [h for h in loop._scheduled if not h.cancelled()] == []  # type: ignore[attr-defined]
+        writer.flush()
+        row = query_runs(db, task="a")[0]
+        assert (row["run_id"], row["outcome"], row["pid"], row["log_end"]) == (
+            "short", "failed", 100, 50)
 
-    asyncio.run(body())
+    _on_loop(db, check)
