@@ -61,6 +61,7 @@ class Peer:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    started_at: float | None = None  # when its process was started (its files written)
     ready_at: float | None = None  # when it said it had loaded its tasks, if it says
 
     def __post_init__(self) -> None:
@@ -75,6 +76,7 @@ class Peer:
 
     def _popen(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as out:
+            self.started_at = time.time()
             self.proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                          start_new_session=True, **kwargs)  # type: ignore[call-overload]
         return self.proc

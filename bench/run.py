@@ -197,12 +197,15 @@ def cells(result: Result, keys: list[str]) -> list[object]:
 @contextmanager
 def running(peer_name: str, tasks: list[Task], workdir: Path) -> Iterator[
         tuple[Peer, psutil.Process, float]]:
+    """Start one peer; yields it, its process and when that process was started (after
+    the peer's files were written: writing 10,000 tasks is the harness's work, 40-50 ms)."""
     peer = PEERS[peer_name](workdir)
     peer.install()
-    started = time.time()
     try:
         proc = peer.start(tasks)
-        yield peer, proc, started
+        if peer.started_at is None:
+            raise RuntimeError(f"{peer_name} did not start its process through Peer._popen")
+        yield peer, proc, peer.started_at
     finally:
         peer.stop()
 
