@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from torchd.cronexpr import Schedule
+from torchd.fastinit import fast_constructor
 
 
 class TaskKind(StrEnum):
@@ -199,6 +200,9 @@ class TaskSpec:
     def active(self) -> bool:
         """True when this host should fire or keep alive this task."""
         return self.enabled and self.for_this_host
+
+
+new_task_spec = fast_constructor(TaskSpec)  # what the parser builds each task with
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -109,3 +109,40 @@ def test_malformed_requests(line: bytes, code: ErrorCode) -> None:
 
 def test_good_request() -> None:
     assert decode_request(b'{"cmd": "status"}\n') == {"cmd": "status"}
+
+
+def test_fast_constructor_makes_the_frozen_class_itself() -> None:
+    from dataclasses import FrozenInstanceError, replace
+
+    from torchd.model import TaskKind, TaskSpec, new_task_spec
+
+    fast = new_task_spec(name="a", kind=TaskKind.CRON, schedule=None, command=("x",), line=3)
+    usual = TaskSpec(name="a", kind=TaskKind.CRON, schedule=None, command=("x",), line=9)
+    assert type(fast) is TaskSpec
+    assert fast == usual  # `line` is not compared
+    assert hash(fast) == hash(usual)
+    assert (fast.max_running, fast.line) == (1, 3)  # defaults filled, values kept
+    assert replace(fast, name="b").name == "b"
+    with pytest.raises(FrozenInstanceError):
+        fast.name = "b"  # type: ignore[misc]
+
+
+def test_fast_constructor_refuses_what_its_twin_cannot_stand_for() -> None:
+    from dataclasses import dataclass
+
+    from torchd.fastinit import fast_constructor
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Checked:
+        value: int
+
+        def __post_init__(self) -> None:
+            assert self.value > 0
+
+    @dataclass(frozen=True, slots=True)
+    class Positional:
+        value: int
+
+    for cls in (Checked, Positional):
+        with pytest.raises(TypeError, match="needs slots"):
+            fast_constructor(cls)
