@@ -312,6 +312,11 @@ class Scheduler:
             finally:
                 timer.cancel()
 
+    def next_due(self) -> float | None:
+        """The earliest instant on the timetable (maybe of an entry a reload made stale,
+        which only makes it early), or None when nothing is due."""
+        return self._heap[0][0] if self._heap else None
+
     def request_stop(self) -> None:
         self._stopping = True
         self._wake.set()

@@ -11,7 +11,7 @@ from torchd.control.protocol import ErrorCode, ProtocolError, decode_request
 from torchd.durations import parse_duration
 from torchd.errors import DurationError
 from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
-from torchd.reload import plan
+from torchd.reload import AFTER_FIRE, ReloadPlan, apply_delay, plan
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
@@ -92,6 +92,23 @@ def test_first_load_is_all_added() -> None:
     config = parse_config(b'tasks: [{name: a, schedule: "@hourly", command: "true"}]\n',
                           "t.yaml", identity=None)
     assert plan(None, config).added == ("a",)
+
+
+def _edited(count: int) -> ReloadPlan:
+    return ReloadPlan(added=(), changed=tuple(f"t{i}" for i in range(count)), removed=(),
+                      unchanged=(), changed_fields={})
+
+
+@pytest.mark.parametrize(("changed", "next_due", "delay"), [
+    (10, 100.01, 0.0),  # a small apply never waits
+    (10_000, None, 0.0),  # nothing due
+    (10_000, 100.5, 0.0),  # 10,000 changed: about 0.1 s, and the fire is 0.5 s away
+    (10_000, 100.05, 0.05 + AFTER_FIRE),  # the fire would fall in the apply: after it
+    (10_000, 99.9, AFTER_FIRE),  # due and not yet started: just after it
+])
+def test_a_big_apply_waits_for_a_fire_due_within_it(changed: int, next_due: float | None,
+                                                    delay: float) -> None:
+    assert apply_delay(_edited(changed), next_due, now=100.0) == pytest.approx(delay)
 
 
 @pytest.mark.parametrize(("line", "code"), [
