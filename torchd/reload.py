@@ -68,11 +68,11 @@ def plan(old: Config | None, new: Config) -> ReloadPlan:
                       unchanged=tuple(unchanged), changed_fields=diffs)
 
 
-def apply_delay(plan: ReloadPlan, next_due: float | None, now: float) -> float:
-    """Seconds to wait before applying `plan` so that it does not hold the loop through the
+def apply_delay(diff: ReloadPlan, next_due: float | None, now: float) -> float:
+    """Seconds to wait before applying `diff` so that it does not hold the loop through the
     next fire's instant: 0 when the apply is short or fits before that fire, else until
     just after it."""
-    needed = (len(plan.added) + len(plan.changed) + len(plan.removed)) * APPLY_SECONDS_PER_TASK
+    needed = (len(diff.added) + len(diff.changed) + len(diff.removed)) * APPLY_SECONDS_PER_TASK
     if needed < WORTH_WAITING or next_due is None or next_due - now > needed:
         return 0.0
     return max(next_due - now, 0.0) + AFTER_FIRE
