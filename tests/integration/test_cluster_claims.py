@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -62,8 +63,13 @@ class HangUpListener:
             conn.close()
 
     def close(self) -> None:
+        # close() alone does not wake a thread blocked in accept(): the socket would stay
+        # listening on Redis's port until the next connection, and Redis could not bind it.
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         self._thread.join(timeout=5)
+        assert not self._thread.is_alive(), "the listener still holds the port"
 
 
 def test_claims_fail_fast_while_redis_is_down(redis_server: RedisServer) -> None:
