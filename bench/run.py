@@ -230,18 +230,19 @@ def emit_json(results: list[Result]) -> None:
 
 
 def fire_stats(records: list[tuple[str, int]], period: int, first: int, last: int,
-               names: list[str]) -> Result:
-    """Lateness against the scheduled instant (the period boundary at or before the stamp),
-    and missed / duplicated fires among instants first..last (inclusive, seconds)."""
+               names: list[str], *, offset: int = 0) -> Result:
+    """Lateness against the scheduled instant (the instant at or before the stamp: the
+    seconds s with s % period == offset), and missed / duplicated fires among the instants
+    first..last (inclusive, seconds)."""
     late_ms: list[float] = []
     seen: dict[tuple[str, int], int] = {}
     for task, ns in records:
-        instant = (ns // 1_000_000_000) // period * period
+        instant = (ns // 1_000_000_000 - offset) // period * period + offset
         if not first <= instant <= last:
             continue
         late_ms.append((ns - instant * 1_000_000_000) / 1e6)
         seen[(task, instant)] = seen.get((task, instant), 0) + 1
-    instants = [s for s in range(first, last + 1) if s % period == 0]
+    instants = [s for s in range(first, last + 1) if s % period == offset]
     expected = len(instants) * len(names)
     return {
         "fires": len(late_ms),
@@ -274,9 +275,12 @@ def mode_lateness(args: argparse.Namespace) -> list[Result]:
         return {"measure": "lateness", "peer": peer_name, "tasks": args.tasks,
                 "every_s": period, "window_s": last - first + 1, **stats}
 
-    measures = per_peer(args.peer, measure)
-    measures[FLOOR] = partial(lateness_floor, stamp, args.tasks, args.seconds)
-    results = in_rounds(measures, args.repeats)
+    if args.together:
+        results = lateness_together(stamp, args)
+    else:
+        measures = per_peer(args.peer, measure)
+        measures[FLOOR] = partial(lateness_floor, stamp, args.tasks, args.seconds)
+        results = in_rounds(measures, args.repeats)
     keys = ["peer", "tasks", "every_s", "fires", "p50_ms", "p99_ms", "max_ms", "missed",
             "duplicated"]
     emit_table(["peer", "tasks", "every s", "fires", "p50 ms", "p99 ms", "max ms", "missed",
@@ -311,6 +315,62 @@ def lateness_floor(stamp: Path, count: int, seconds: int) -> Result:
         stats = fire_stats(read_stamps(out), 1, first, first + seconds - 1, names)
     return {"measure": "lateness", "peer": FLOOR, "tasks": count,
             "every_s": 1, "window_s": seconds, **stats}
+
+
+def lateness_together(stamp: Path, args: argparse.Namespace) -> list[Result]:
+    """`lateness --together`: the peers and the floor run at the same time, each on its own
+    share of the seconds (of K of them, the k-th fires at the seconds s with s % K == k),
+    so that over a round every one of them meets the same noise of a shared machine. Each
+    fires on `--seconds` instants, so a round lasts K times as long."""
+    minute_level = [name for name in args.peer if not PEERS[name].seconds]
+    if minute_level:
+        raise SystemExit(f"bench: --together takes peers that fire every second, not "
+                         f"{', '.join(minute_level)}")
+    names = [*args.peer, FLOOR]
+    shares = len(names)
+    if 60 % shares:
+        raise SystemExit(f"bench: --together shares the seconds of a minute among the peers "
+                         f"and the floor: {shares} of them do not divide 60")
+    rounds: dict[str, list[Result]] = {name: [] for name in names}
+    for index in range(args.repeats):
+        order = names if index % 2 == 0 else [*args.peer[::-1], FLOOR]
+        for result in together_round(stamp, order, args.tasks, args.seconds):
+            rounds[str(result["peer"])].append(result)
+    return [combine(runs, keep_rounds=args.repeats > 1) for runs in rounds.values()]
+
+
+def together_round(stamp: Path, names: list[str], count: int, instants: int) -> list[Result]:
+    """One round of `lateness --together`: start the peers (the floor, last in `names`, is
+    this process), wait until all are up, then take the same window for all."""
+    shares = len(names)
+    task_names = [f"t{i}" for i in range(count)]
+    results: dict[str, Result] = {}
+    with ExitStack() as stack:
+        base = Path(stack.enter_context(workdir()))
+        outs = {name: base / f"stamps-{share}" for share, name in enumerate(names)}
+        for share, name in enumerate(names[:-1]):
+            tasks = [Task(task, f"{share}-59/{shares} * * * * *",
+                          (str(stamp), str(outs[name]), task)) for task in task_names]
+            try:
+                stack.enter_context(running(name, tasks, base / f"peer-{share}"))
+            except Exception as exc:  # noqa: BLE001 - a broken peer must not hide the others
+                results[name] = failure(name, exc)
+        first = math.ceil(time.time()) + 2  # let start-up work settle
+        last = first + instants * shares - 1
+        floor_share = shares - 1
+        for second in range(first, last + 1):
+            if second % shares == floor_share:
+                time.sleep(max(0.0, second - time.time()))
+                start_stamps(stamp, outs[FLOOR], task_names)
+        time.sleep(max(0.0, last + 1.5 - time.time()))
+        for share, name in enumerate(names):
+            if name not in results:
+                stats = fire_stats(read_stamps(outs[name]), shares, first, last, task_names,
+                                   offset=share)
+                results[name] = {"measure": "lateness", "peer": name, "tasks": count,
+                                 "every_s": shares, "together": True,
+                                 "window_s": last - first + 1, **stats}
+    return [results[name] for name in names]
 
 
 # ----- 2. burst ------------------------------------------------------------------------------
@@ -820,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
     repeatable(late, 3)
     late.add_argument("--tasks", type=int, default=20)
     late.add_argument("--seconds", type=int, default=60)
+    late.add_argument("--together", action="store_true",
+                      help="run the peers and the floor at once, on alternate seconds")
     burst = add("burst", "many tasks due on the same second")
     burst.add_argument("--tasks", type=int, default=1000)
     burst.add_argument("--lead", type=int, default=20, help="seconds from start to the burst")
