@@ -68,13 +68,29 @@ from torchd.tasklog import LogFiles
 log = logging.getLogger("torchd.scheduler")
 
 MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock steps
-PRECISE_WINDOW = 0.002  # the loop wakes this early and sleeps the rest precisely
+# The loop wakes this early before a fire and sleeps the rest precisely (the selector's
+# timeout is whole milliseconds).
+PRECISE_WINDOW = 0.002
+# When the last instant started at least PREPARE_FROM fires, the loop wakes PREPARE_WINDOW
+# early instead (a wake-up after a long sleep can take 1-3 ms on a shared VM), settles the
+# coming fires and builds their launch requests, then sleeps the rest, so that at the
+# instant only processes are started. It stops preparing PREPARE_MARGIN before the instant;
+# the rest is prepared as it starts. With fewer fires it saves little (about 0.1 ms each),
+# and the longer sleep costs the loop a colder start afterwards (docs/benchmarks.md
+# section 20).
+PREPARE_FROM = 4
+PREPARE_WINDOW = 0.005
+PREPARE_MARGIN = 0.0002
 # After starting several processes at once, the loop sleeps this long before its own
 # bookkeeping for them (log headers, exit watches, events), so that the new processes
 # get the CPUs first: on 2 cores that work otherwise delays the last of 20 starts from
 # about 5 to about 8 ms (docs/benchmarks.md section 14).
 HANDOFF = 0.001
 MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup decides
+# Fires this much short of MISSED_AFTER late are counted with the missed ones too: the next
+# fire is planned after them, and must not be found missed itself a moment later, in the
+# loop's next pass (one clock step would report two missed spans).
+MISSED_MARGIN = 0.5
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
@@ -90,6 +106,9 @@ class FireClaims(Protocol):
     async def claim(self, task: str, scheduled: float) -> Claim: ...
 
     def holds(self, task: str) -> bool: ...
+
+
+HeapEntry = tuple[float, int, str, int]  # due time, sequence, task, token
 
 
 class Fire(NamedTuple):
@@ -144,6 +163,15 @@ class TaskState:
         return self.waiting
 
 
+@dataclass(slots=True)
+class Prepared:
+    """Fires settled to start, beside the launch request built for each in advance (None:
+    built as it starts)."""
+
+    batch: list[tuple[TaskState, Fire]] = field(default_factory=list)
+    requests: list[LaunchRequest | None] = field(default_factory=list)
+
+
 class Scheduler:
     def __init__(self, *, clock: Clock, log_dir: Path, base_env: Mapping[str, str],
                  kill_grace: float = 10.0,
@@ -166,9 +194,10 @@ class Scheduler:
         self._tasks: dict[str, TaskState] = {}
         self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
         self._lingering: set[int] = set()  # groups whose leader exited, KILL still pending
-        self._heap: list[tuple[float, int, str, int]] = []
+        self._heap: list[HeapEntry] = []
         self._seq = 0
         self._tokens = 0
+        self._last_batch = 0  # fires started at the last instant: whether to prepare ahead
         self._wake = asyncio.Event()
         self._stopping = False
         self._started = False
@@ -298,19 +327,36 @@ class Scheduler:
             if delay <= 0:
                 await asyncio.sleep(0)  # let exits and control requests in between bursts
                 continue
-            if delay <= PRECISE_WINDOW:
+            window = PREPARE_WINDOW if self._last_batch >= PREPARE_FROM else PRECISE_WINDOW
+            if delay <= window:
                 # The selector rounds its timeout up to whole milliseconds; the last stretch
-                # before a fire is slept precisely instead (it blocks the loop < 2 ms).
-                with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
-                    time.sleep(delay)  # noqa: ASYNC251
+                # before a fire is slept precisely instead. It blocks the loop for at most
+                # about `window`, so nothing comes between preparing and starting.
+                instant = self._heap[0][0]
+                coming = self._take_due(instant)
+                prepared = None
+                if len(coming) >= PREPARE_FROM:
+                    prepared = self._settle(coming, self._clock.time(),
+                                            prepare_until=instant - PREPARE_MARGIN)
+                self._sleep_until(instant)
+                self._fire_due(max(instant, self._clock.time()), prepared, coming)
                 continue
             # A timer that sets the wake event, not asyncio.timeout: ending a wait by
             # cancellation raises and catches two exceptions on every fire.
-            timer = loop.call_later(delay - PRECISE_WINDOW, self._wake.set)
+            timer = loop.call_later(delay - window, self._wake.set)
             try:
                 await self._wake.wait()
             finally:
                 timer.cancel()
+
+    def _sleep_until(self, instant: float) -> None:
+        """Block until the wall clock reaches `instant`, at most about PREPARE_WINDOW: fires
+        taken from the timetable for it start no sooner, and a clock stepped back meanwhile
+        does not hold them (their instant was reached on the clock that was in force)."""
+        give_up = time.monotonic() + 2 * PREPARE_WINDOW
+        while (left := instant - self._clock.time()) > 0 and time.monotonic() < give_up:
+            with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
+                time.sleep(left)
 
     def next_due(self) -> float | None:
         """The earliest instant on the timetable (maybe of an entry a reload made stale,
@@ -321,11 +367,45 @@ class Scheduler:
         self._stopping = True
         self._wake.set()
 
-    def _fire_due(self, now: float) -> None:
+    def _fire_due(self, now: float, prepared: Prepared | None = None,
+                  coming: deque[HeapEntry] | None = None) -> None:
+        """Start every fire due by `now`: those `prepared` ahead of their instant first,
+        then the timetable entries already taken (`coming`), then the rest due."""
+        entries = self._take_due(now)
+        if coming:
+            coming.extend(entries)
+            entries = coming
+        taken = self._settle(entries, now, into=prepared)
+        if taken.batch:
+            self._last_batch = len(taken.batch)
+            # start processes first; schedule arithmetic can wait
+            self._fire_batch(taken.batch, taken.requests)
+            for state, fire in taken.batch:
+                if self._tasks.get(state.spec.name) is state:
+                    self._plan_next(state, fire.scheduled)
+                    if self._submitted:
+                        self._forget_if_submitted(state)
+
+    def _take_due(self, until: float) -> deque[HeapEntry]:
+        """The timetable's entries due by `until`, earliest first, off the timetable."""
         heap = self._heap
-        batch: list[tuple[TaskState, Fire]] = []
-        while heap and heap[0][0] <= now:
-            due, _seq, name, token = heapq.heappop(heap)
+        taken: deque[HeapEntry] = deque()
+        while heap and heap[0][0] <= until:
+            taken.append(heapq.heappop(heap))
+        return taken
+
+    def _settle(self, entries: deque[HeapEntry], now: float, *, into: Prepared | None = None,
+                prepare_until: float | None = None) -> Prepared:
+        """Settle the fire of each entry, consumed in order: missed, paused, left to a
+        cluster claim, or to start (returned). Until the clock reaches `prepare_until`, the
+        launch request of each fire to start is built as well; then it stops, and the
+        entries left are settled at the instant."""
+        taken = into if into is not None else Prepared()
+        batch, requests = taken.batch, taken.requests
+        while entries:
+            if prepare_until is not None and self._clock.time() >= prepare_until:
+                break
+            due, _seq, name, token = entries.popleft()
             state = self._tasks.get(name)
             if state is None or state.token != token or self._stopping:
                 continue
@@ -348,22 +428,18 @@ class Scheduler:
                 self._plan_next(state, scheduled)
                 continue
             batch.append((state, fire))
-        if batch:
-            self._fire_batch(batch)  # start processes first; schedule arithmetic can wait
-            for state, fire in batch:
-                if self._tasks.get(state.spec.name) is state:
-                    self._plan_next(state, fire.scheduled)
-                    if self._submitted:
-                        self._forget_if_submitted(state)
+            requests.append(None if prepare_until is None else self._request(state, fire))
+        return taken
 
     def _handle_missed(self, state: TaskState, first: float, now: float,
                        end: float | None = None) -> None:
-        """Fires from `first` to `end` (default: MISSED_AFTER ago) could not run in time:
-        the task's catchup policy picks which run now; the rest are logged as missed."""
+        """Fires from `first` to `end` (default: MISSED_AFTER - MISSED_MARGIN ago) could not
+        run in time: the task's catchup policy picks which run now; the rest are logged as
+        missed."""
         spec = state.spec
         assert spec.schedule is not None  # noqa: S101 - only cron tasks are timetabled
         at_runtime = end is None
-        end = now - MISSED_AFTER if end is None else end
+        end = now - (MISSED_AFTER - MISSED_MARGIN) if end is None else end
         decision = decide(spec.schedule, first, end, now=now, policy=spec.catchup,
                           deadline=spec.starting_deadline)
         state.last_scheduled = decision.last
@@ -436,13 +512,15 @@ class Scheduler:
                      state.spec.name, oldest.run.run_id)
             oldest.stop(state.spec.kill_grace)
 
-    def _fire_batch(self, batch: list[tuple[TaskState, Fire]]) -> list[str]:
+    def _fire_batch(self, batch: list[tuple[TaskState, Fire]],
+                    requests: list[LaunchRequest | None] | None = None) -> list[str]:
         """Spawn every due fire first, then set up supervision for all of them. Returns what
-        became of each fire: started, queued, skipped: ..., start-error: ..."""
+        became of each fire: started, queued, skipped: ..., start-error: ...
+        `requests`, beside `batch`, holds launch requests built in advance (or None)."""
         spawned: list[tuple[TaskState, Spawned]] = []
         in_batch: dict[str, int] = {}
         results: list[str] = []
-        for state, fire in batch:
+        for index, (state, fire) in enumerate(batch):
             spec = state.spec
             running = len(self._runs.get(spec.name, {})) + in_batch.get(spec.name, 0)
             if spec.max_running and running >= spec.max_running:
@@ -454,7 +532,8 @@ class Scheduler:
                 results.append(self._when_daemon_full(state, fire))
                 continue
             try:
-                spawned.append((state, self._spawn(state, fire)))
+                spawned.append((state, self._spawn(state, fire,
+                                                   request=requests[index] if requests else None)))
             except StartError as exc:
                 results.append(f"start-error: {exc}")  # logged and recorded by _spawn
                 continue
@@ -529,7 +608,21 @@ class Scheduler:
                                    dropped=dropped, run_id=fire.run_id))
         return f"{verb}: {reason}"
 
-    def _spawn(self, state: TaskState, fire: Fire, attempt: int = 1) -> Spawned:
+    def _spawn(self, state: TaskState, fire: Fire, attempt: int = 1, *,
+               request: LaunchRequest | None = None) -> Spawned:
+        if request is None:
+            request = self._request(state, fire, attempt)
+        try:
+            started = spawn(request, clock_time=self._clock.time,
+                            clock_mono=self._clock.monotonic)
+        except StartError as exc:
+            self._start_failed(state, request, str(exc))
+            raise
+        state.last_start_error = None
+        return started
+
+    def _request(self, state: TaskState, fire: Fire, attempt: int = 1) -> LaunchRequest:
+        """Everything one run of the fire needs to start, its ids and environment."""
         spec = state.spec
         run_id = fire.run_id or new_run_id()
         scheduled = fire.scheduled
@@ -550,21 +643,13 @@ class Scheduler:
         env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
             scheduled, ZoneInfo(spec.timezone)).isoformat()
         env["TORCHD_ATTEMPT"] = str(attempt)
-        request = LaunchRequest(
+        return LaunchRequest(
             task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
             command=state.argv, env=env, cwd=spec.cwd, umask=spec.umask,
             config_digest=self._config_digest, trigger=fire.trigger,
             attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
             split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
         )
-        try:
-            started = spawn(request, clock_time=self._clock.time,
-                            clock_mono=self._clock.monotonic)
-        except StartError as exc:
-            self._start_failed(state, request, str(exc))
-            raise
-        state.last_start_error = None
-        return started
 
     def _start_failed(self, state: TaskState, request: LaunchRequest, error: str) -> None:
         spec = state.spec

@@ -39,7 +39,7 @@ from torchd.model import (
     TaskSpec,
 )
 from torchd.reload import plan
-from torchd.scheduler import Scheduler, fire_id
+from torchd.scheduler import PREPARE_FROM, Scheduler, fire_id
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,31 @@ def test_each_fire_runs_once(tmp_path: Path) -> None:
     assert len(started) == len(fires)
     slots = [round(event.scheduled / 0.05) for event in started]
     assert slots == list(range(slots[0], slots[0] + len(slots)))
+
+
+def test_fires_prepared_ahead_never_start_before_their_instant(tmp_path: Path) -> None:
+    """With PREPARE_FROM fires due at once, the loop settles them and builds their launch
+    requests a few ms before the instant, then sleeps precisely: every process (its own
+    clock, read by `date`) starts at or after its scheduled instant, each fire once."""
+    tasks = tuple(cron(f"t{i}", FastSchedule(0.05), 'echo "$TORCHD_RUN_ID $(date +%s.%N)"',
+                       max_running=0) for i in range(PREPARE_FROM))
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len(rec.of(RunEnded)) >= 40, 20, "forty runs ended")
+
+    rec = run_scheduler(tmp_path, tasks, body)
+    scheduled = {event.run_id: event.scheduled for event in rec.of(RunStarted)}
+    started: dict[str, float] = {}
+    for task in tasks:
+        for line in (tmp_path / f"{task.name}.log").read_text().splitlines():
+            run_id, _, stamp = line.partition(" ")
+            if run_id in scheduled:
+                started[run_id] = float(stamp)
+    assert len(started) >= 40
+    early = {run: scheduled[run] - at for run, at in started.items() if at < scheduled[run]}
+    assert not early, f"started before the instant (s): {early}"
+    fires = [(e.task, e.scheduled) for e in rec.of(RunStarted)]
+    assert len(fires) == len(set(fires))
 
 
 @pytest.mark.parametrize("cwd", [None, "/"], ids=["posix_spawn", "popen"])
