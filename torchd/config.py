@@ -13,6 +13,7 @@ import gc
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -509,10 +510,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
         walker.problem(tasks_node, None, "tasks", f"expected a list, got {v.kind_of(tasks_node)}")
     elif tasks_node is not None:
         items = tasks_node.value
-        for index in range(len(items)):
-            # Each task's nodes are freed once walked: freeing the whole tree at the end
-            # holds the GIL about 17 ms at 10,000 tasks, taken from the loop on a reload.
-            item, items[index] = items[index], None
+        for index, item in enumerate(items):
             name = _declared_name(item)
             line = v.line_of(item)
             if name is not None and name in first_line:
@@ -535,6 +533,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
                 tasks.append(spec)
                 if cache is not None and _reusable(spec):
                     sources[source] = spec
+        _free_in_slices(items)
     if walker.problems:
         raise ConfigError(sorted(walker.problems, key=lambda p: p.line or 0))
     if cache is not None:
@@ -547,6 +546,20 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
         daemon=daemon,
         tasks=tuple(tasks),
     )
+
+
+FREE_SLICE = 500  # task nodes freed between two chances for other threads to run
+
+
+def _free_in_slices(items: list[object]) -> None:
+    """Free the task nodes a slice at a time, giving up the GIL in between: freed whole at
+    the end, 10,000 tasks' nodes hold it about 17 ms, taken from the loop on a reload. They
+    are freed after the walk, not each as it is walked: freed amid the walk, their memory
+    is mixed with the new specs' and is not given back (77 MB resident at 10,000 tasks,
+    against 51)."""
+    for start in range(0, len(items), FREE_SLICE):
+        items[start:start + FREE_SLICE] = [None] * min(FREE_SLICE, len(items) - start)
+        time.sleep(0)
 
 
 def _unsafe_for_root(path: Path) -> str | None:
