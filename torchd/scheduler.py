@@ -350,7 +350,7 @@ class Scheduler:
                 timer.cancel()
 
     def _sleep_until(self, instant: float) -> None:
-        """Block until the wall clock reaches `instant`, at most about PREPARE_WINDOW: fires
+        """Block until the wall clock reaches `instant`, at most twice PREPARE_WINDOW: fires
         taken from the timetable for it start no sooner, and a clock stepped back meanwhile
         does not hold them (their instant was reached on the clock that was in force)."""
         give_up = time.monotonic() + 2 * PREPARE_WINDOW
@@ -428,8 +428,17 @@ class Scheduler:
                 self._plan_next(state, scheduled)
                 continue
             batch.append((state, fire))
-            requests.append(None if prepare_until is None else self._request(state, fire))
+            requests.append(None if prepare_until is None else self._prepare(state, fire))
         return taken
+
+    def _prepare(self, state: TaskState, fire: Fire) -> LaunchRequest | None:
+        """The fire's launch request, built ahead; None if that fails (an account deleted
+        since the load, say): it is then built again as it starts, where a failure is that
+        fire's alone and is reported as such, instead of ending the loop."""
+        try:
+            return self._request(state, fire)
+        except Exception:  # noqa: BLE001 - reported when the fire starts
+            return None
 
     def _handle_missed(self, state: TaskState, first: float, now: float,
                        end: float | None = None) -> None:

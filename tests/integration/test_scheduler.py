@@ -165,6 +165,21 @@ def test_fires_prepared_ahead_never_start_before_their_instant(tmp_path: Path) -
     assert len(fires) == len(set(fires))
 
 
+def test_a_fire_that_cannot_be_prepared_does_not_stop_the_others(tmp_path: Path) -> None:
+    """Preparing a launch request ahead fails for a task whose account is gone (deleted
+    after the load): the loop goes on, and the task beside it keeps firing."""
+    broken = tuple(cron(f"gone{i}", FastSchedule(0.05), "true", max_running=0,
+                        user="torchd-no-such-user") for i in range(PREPARE_FROM))
+    healthy = cron("ok", FastSchedule(0.05), "true", max_running=0)
+
+    async def body(_s: Scheduler, rec: Recorder) -> None:
+        await until(lambda: len([e for e in rec.of(RunStarted) if e.task == "ok"]) >= 10, 10,
+                    "ten runs of the healthy task")
+
+    rec = run_scheduler(tmp_path, (*broken, healthy), body)
+    assert {e.task for e in rec.of(RunStarted)} == {"ok"}
+
+
 @pytest.mark.parametrize("cwd", [None, "/"], ids=["posix_spawn", "popen"])
 def test_runs_get_default_sigpipe_like_a_shell_would(tmp_path: Path, cwd: str | None) -> None:
     """Python ignores SIGPIPE; a run must not inherit that, or `yes | head` fails loudly
