@@ -881,7 +881,8 @@ def main(argv: list[str] | None = None) -> int:
     late.add_argument("--tasks", type=int, default=20)
     late.add_argument("--seconds", type=int, default=60)
     late.add_argument("--together", action="store_true",
-                      help="run the peers and the floor at once, on alternate seconds")
+                      help="run the peers and the floor at once, each on its own share "
+                           "of the seconds")
     burst = add("burst", "many tasks due on the same second")
     burst.add_argument("--tasks", type=int, default=1000)
     burst.add_argument("--lead", type=int, default=20, help="seconds from start to the burst")
