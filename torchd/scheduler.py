@@ -71,13 +71,13 @@ MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock s
 # The loop wakes this early before a fire and sleeps the rest precisely (the selector's
 # timeout is whole milliseconds).
 PRECISE_WINDOW = 0.002
-# When the last instant started at least PREPARE_FROM fires, the loop wakes PREPARE_WINDOW
-# early instead (a wake-up after a long sleep can take 1-3 ms on a shared VM), settles the
-# coming fires and builds their launch requests, then sleeps the rest, so that at the
-# instant only processes are started. It stops preparing PREPARE_MARGIN before the instant;
-# the rest is prepared as it starts. With fewer fires it saves little (about 0.1 ms each),
-# and the longer sleep costs the loop a colder start afterwards (docs/benchmarks.md
-# section 20).
+# When at least PREPARE_FROM fires are due at the coming instant, the loop wakes
+# PREPARE_WINDOW early instead (a wake-up after a long sleep can take 1-3 ms on a shared
+# VM), settles the coming fires and builds their launch requests, then sleeps the rest, so
+# that at the instant only processes are started. It stops preparing PREPARE_MARGIN before
+# the instant; the rest is prepared as it starts. With fewer fires it saves little (about
+# 0.1 ms each), and the longer sleep costs the loop a colder start afterwards
+# (docs/benchmarks.md section 20).
 PREPARE_FROM = 4
 PREPARE_WINDOW = 0.005
 PREPARE_MARGIN = 0.0002
@@ -109,6 +109,26 @@ class FireClaims(Protocol):
 
 
 HeapEntry = tuple[float, int, str, int]  # due time, sequence, task, token
+
+
+def due_together(heap: list[HeapEntry], count: int) -> bool:
+    """Whether at least `count` entries of the timetable share its earliest due time.
+
+    In a heap every ancestor of an entry is due no later than it, so the entries due at the
+    earliest time form a subtree at the root: a walk from the root that stops at later
+    entries finds them, and looks at no more than 2 * count + 1 entries.
+    """
+    if not heap:
+        return False
+    first = heap[0][0]
+    found = 0
+    pending = [0]
+    while pending and found < count:
+        index = pending.pop()
+        if index < len(heap) and heap[index][0] == first:
+            found += 1
+            pending += (2 * index + 1, 2 * index + 2)
+    return found >= count
 
 
 class Fire(NamedTuple):
@@ -197,7 +217,6 @@ class Scheduler:
         self._heap: list[HeapEntry] = []
         self._seq = 0
         self._tokens = 0
-        self._last_batch = 0  # fires started at the last instant: whether to prepare ahead
         self._wake = asyncio.Event()
         self._stopping = False
         self._started = False
@@ -327,7 +346,8 @@ class Scheduler:
             if delay <= 0:
                 await asyncio.sleep(0)  # let exits and control requests in between bursts
                 continue
-            window = PREPARE_WINDOW if self._last_batch >= PREPARE_FROM else PRECISE_WINDOW
+            window = (PREPARE_WINDOW if due_together(self._heap, PREPARE_FROM)
+                      else PRECISE_WINDOW)
             if delay <= window:
                 # The selector rounds its timeout up to whole milliseconds; the last stretch
                 # before a fire is slept precisely instead. It blocks the loop for at most
@@ -377,7 +397,6 @@ class Scheduler:
             entries = coming
         taken = self._settle(entries, now, into=prepared)
         if taken.batch:
-            self._last_batch = len(taken.batch)
             # start processes first; schedule arithmetic can wait
             self._fire_batch(taken.batch, taken.requests)
             for state, fire in taken.batch:

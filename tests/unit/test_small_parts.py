@@ -1,8 +1,10 @@
-"""Durations, host matching, the reload diff and the control protocol."""
+"""Durations, host matching, the reload diff, the control protocol and the timetable."""
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import random
 
 import pytest
 
@@ -12,6 +14,7 @@ from torchd.durations import parse_duration
 from torchd.errors import DurationError
 from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
 from torchd.reload import AFTER_FIRE, ReloadPlan, apply_delay, plan
+from torchd.scheduler import HeapEntry, due_together
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
@@ -163,3 +166,20 @@ def test_fast_constructor_refuses_what_its_twin_cannot_stand_for() -> None:
     for cls in (Checked, Positional):
         with pytest.raises(TypeError, match="needs slots"):
             fast_constructor(cls)
+
+
+def test_due_together_counts_the_entries_sharing_the_earliest_instant() -> None:
+    """Checked against a plain count over every entry, on heaps built by pushes and pops
+    with many ties (the case the walk relies on heap order for)."""
+    rng = random.Random(7)  # noqa: S311 - test data, not secrets
+    assert not due_together([], 1)
+    for _ in range(2000):
+        heap: list[HeapEntry] = []
+        for seq in range(rng.randint(1, 60)):
+            heapq.heappush(heap, (float(rng.randint(0, 4)), seq, f"t{seq}", 0))
+        for _ in range(rng.randint(0, 5)):
+            if len(heap) > 1:
+                heapq.heappop(heap)
+        sharing = sum(1 for entry in heap if entry[0] == heap[0][0])
+        for count in range(1, 8):
+            assert due_together(heap, count) == (sharing >= count), (heap, count)
