@@ -73,13 +73,16 @@ MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock s
 PRECISE_WINDOW = 0.002
 # When at least PREPARE_FROM fires are due at the coming instant, the loop wakes
 # PREPARE_WINDOW early instead (a wake-up after a long sleep can take 1-3 ms on a shared
-# VM), settles the coming fires and builds their launch requests, then sleeps the rest, so
+# VM), or PREPARE_PER_FIRE for each fire when that is longer (up to PREPARE_WINDOW_MAX),
+# settles the coming fires and builds their launch requests, then sleeps the rest, so
 # that at the instant only processes are started. It stops preparing PREPARE_MARGIN before
 # the instant; the rest is prepared as it starts. With fewer fires it saves little (about
 # 0.1 ms each), and the longer sleep costs the loop a colder start afterwards
-# (docs/benchmarks.md section 20).
+# (docs/benchmarks.md sections 20-21).
 PREPARE_FROM = 4
 PREPARE_WINDOW = 0.005
+PREPARE_PER_FIRE = 0.00005  # settling a fire and building its request: 40-50 us here
+PREPARE_WINDOW_MAX = 0.1
 PREPARE_MARGIN = 0.0002
 # After starting several processes at once, the loop sleeps this long before its own
 # bookkeeping for them (log headers, exit watches, events), so that the new processes
@@ -111,24 +114,32 @@ class FireClaims(Protocol):
 HeapEntry = tuple[float, int, str, int]  # due time, sequence, task, token
 
 
-def due_together(heap: list[HeapEntry], count: int) -> bool:
-    """Whether at least `count` entries of the timetable share its earliest due time.
+def due_together(heap: list[HeapEntry], limit: int) -> int:
+    """How many entries of the timetable share its earliest due time, counted up to
+    `limit`.
 
     In a heap every ancestor of an entry is due no later than it, so the entries due at the
     earliest time form a subtree at the root: a walk from the root that stops at later
-    entries finds them, and looks at no more than 2 * count + 1 entries.
+    entries finds them, and looks at no more than 2 * limit + 1 entries.
     """
     if not heap:
-        return False
+        return 0
     first = heap[0][0]
     found = 0
     pending = [0]
-    while pending and found < count:
+    while pending and found < limit:
         index = pending.pop()
         if index < len(heap) and heap[index][0] == first:
             found += 1
             pending += (2 * index + 1, 2 * index + 2)
-    return found >= count
+    return found
+
+
+def wake_window(due_at_once: int) -> float:
+    """How long before an instant the loop wakes, for the number of fires due at it."""
+    if due_at_once < PREPARE_FROM:
+        return PRECISE_WINDOW
+    return min(PREPARE_WINDOW_MAX, max(PREPARE_WINDOW, due_at_once * PREPARE_PER_FIRE))
 
 
 class Fire(NamedTuple):
@@ -346,8 +357,8 @@ class Scheduler:
             if delay <= 0:
                 await asyncio.sleep(0)  # let exits and control requests in between bursts
                 continue
-            window = (PREPARE_WINDOW if due_together(self._heap, PREPARE_FROM)
-                      else PRECISE_WINDOW)
+            window = wake_window(due_together(
+                self._heap, round(PREPARE_WINDOW_MAX / PREPARE_PER_FIRE)))
             if delay <= window:
                 # The selector rounds its timeout up to whole milliseconds; the last stretch
                 # before a fire is slept precisely instead. It blocks the loop for at most
@@ -358,7 +369,7 @@ class Scheduler:
                 if len(coming) >= PREPARE_FROM:
                     prepared = self._settle(coming, self._clock.time(),
                                             prepare_until=instant - PREPARE_MARGIN)
-                self._sleep_until(instant)
+                self._sleep_until(instant, window)
                 self._fire_due(max(instant, self._clock.time()), prepared, coming)
                 continue
             # A timer that sets the wake event, not asyncio.timeout: ending a wait by
@@ -369,11 +380,12 @@ class Scheduler:
             finally:
                 timer.cancel()
 
-    def _sleep_until(self, instant: float) -> None:
-        """Block until the wall clock reaches `instant`, at most twice PREPARE_WINDOW: fires
-        taken from the timetable for it start no sooner, and a clock stepped back meanwhile
-        does not hold them (their instant was reached on the clock that was in force)."""
-        give_up = time.monotonic() + 2 * PREPARE_WINDOW
+    def _sleep_until(self, instant: float, window: float) -> None:
+        """Block until the wall clock reaches `instant`, at most twice the `window` the loop
+        woke early by (and 10 ms in any case): fires taken from the timetable for it start
+        no sooner, and a clock stepped back meanwhile does not hold them (their instant was
+        reached on the clock that was in force)."""
+        give_up = time.monotonic() + 2 * max(window, PREPARE_WINDOW)
         while (left := instant - self._clock.time()) > 0 and time.monotonic() < give_up:
             with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
                 time.sleep(left)

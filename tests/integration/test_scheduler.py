@@ -39,7 +39,7 @@ from torchd.model import (
     TaskSpec,
 )
 from torchd.reload import plan
-from torchd.scheduler import PREPARE_FROM, Scheduler, fire_id
+from torchd.scheduler import PREPARE_FROM, PREPARE_WINDOW, Scheduler, fire_id, wake_window
 
 
 @dataclass(frozen=True)
@@ -140,12 +140,17 @@ def test_each_fire_runs_once(tmp_path: Path) -> None:
     assert slots == list(range(slots[0], slots[0] + len(slots)))
 
 
-def test_fires_prepared_ahead_never_start_before_their_instant(tmp_path: Path) -> None:
-    """With PREPARE_FROM fires due at once, the loop settles them and builds their launch
-    requests a few ms before the instant, then sleeps precisely: every process (its own
-    clock, read by `date`) starts at or after its scheduled instant, each fire once."""
-    tasks = tuple(cron(f"t{i}", FastSchedule(0.05), 'echo "$TORCHD_RUN_ID $(date +%s.%N)"',
-                       max_running=0) for i in range(PREPARE_FROM))
+@pytest.mark.parametrize(("count", "period"), [(PREPARE_FROM, 0.05), (150, 0.5)],
+                         ids=["few", "many"])
+def test_fires_prepared_ahead_never_start_before_their_instant(tmp_path: Path, count: int,
+                                                               period: float) -> None:
+    """With PREPARE_FROM fires due at once, or enough that the loop wakes earlier than
+    PREPARE_WINDOW, the loop settles them and builds their launch requests before the
+    instant, then sleeps precisely: every process (its own clock, read by `date`) starts
+    at or after its scheduled instant, each fire once."""
+    assert wake_window(150) > PREPARE_WINDOW
+    tasks = tuple(cron(f"t{i}", FastSchedule(period), 'echo "$TORCHD_RUN_ID $(date +%s.%N)"',
+                       max_running=0) for i in range(count))
 
     async def body(_s: Scheduler, rec: Recorder) -> None:
         await until(lambda: len(rec.of(RunEnded)) >= 40, 20, "forty runs ended")

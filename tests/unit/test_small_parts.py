@@ -14,7 +14,15 @@ from torchd.durations import parse_duration
 from torchd.errors import DurationError
 from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
 from torchd.reload import AFTER_FIRE, ReloadPlan, apply_delay, plan
-from torchd.scheduler import HeapEntry, due_together
+from torchd.scheduler import (
+    PRECISE_WINDOW,
+    PREPARE_FROM,
+    PREPARE_WINDOW,
+    PREPARE_WINDOW_MAX,
+    HeapEntry,
+    due_together,
+    wake_window,
+)
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
@@ -172,7 +180,7 @@ def test_due_together_counts_the_entries_sharing_the_earliest_instant() -> None:
     """Checked against a plain count over every entry, on heaps built by pushes and pops
     with many ties (the case the walk relies on heap order for)."""
     rng = random.Random(7)  # noqa: S311 - test data, not secrets
-    assert not due_together([], 1)
+    assert due_together([], 1) == 0
     for _ in range(2000):
         heap: list[HeapEntry] = []
         for seq in range(rng.randint(1, 60)):
@@ -181,5 +189,14 @@ def test_due_together_counts_the_entries_sharing_the_earliest_instant() -> None:
             if len(heap) > 1:
                 heapq.heappop(heap)
         sharing = sum(1 for entry in heap if entry[0] == heap[0][0])
-        for count in range(1, 8):
-            assert due_together(heap, count) == (sharing >= count), (heap, count)
+        for limit in range(1, 30):
+            assert due_together(heap, limit) == min(sharing, limit), (heap, limit)
+
+
+def test_the_loop_wakes_earlier_for_bigger_batches_within_bounds() -> None:
+    assert wake_window(1) == PRECISE_WINDOW
+    assert wake_window(PREPARE_FROM) == PREPARE_WINDOW
+    windows = [wake_window(count) for count in range(PREPARE_FROM, 5000, 50)]
+    assert windows == sorted(windows)
+    assert wake_window(1000) > PREPARE_WINDOW
+    assert max(windows) == PREPARE_WINDOW_MAX
