@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -301,6 +301,14 @@ def start_stamps(stamp: Path, out: Path, names: list[str]) -> None:
         os.waitpid(pid, 0)
 
 
+def start_stamps_at(seconds: Iterable[int], stamp: Path, out: Path, names: list[str]) -> None:
+    """At each of these whole seconds, wake (clock_nanosleep, no event loop) and start a
+    stamp per name in a tight posix_spawn loop: the floor of the lateness measures."""
+    for second in seconds:
+        time.sleep(max(0.0, second - time.time()))
+        start_stamps(stamp, out, names)
+
+
 def lateness_floor(stamp: Path, count: int, seconds: int) -> Result:
     """No scheduler: at each whole second this process wakes (clock_nanosleep, no event
     loop) and starts `count` stamps in a tight posix_spawn loop. What process creation
@@ -309,9 +317,7 @@ def lateness_floor(stamp: Path, count: int, seconds: int) -> Result:
         out = Path(tmp_name) / "stamps"
         names = [f"t{i}" for i in range(count)]
         first = math.ceil(time.time()) + 1
-        for second in range(first, first + seconds):
-            time.sleep(max(0.0, second - time.time()))
-            start_stamps(stamp, out, names)
+        start_stamps_at(range(first, first + seconds), stamp, out, names)
         stats = fire_stats(read_stamps(out), 1, first, first + seconds - 1, names)
     return {"measure": "lateness", "peer": FLOOR, "tasks": count,
             "every_s": 1, "window_s": seconds, **stats}
@@ -358,10 +364,8 @@ def together_round(stamp: Path, names: list[str], count: int, instants: int) -> 
         first = math.ceil(time.time()) + 2  # let start-up work settle
         last = first + instants * shares - 1
         floor_share = shares - 1
-        for second in range(first, last + 1):
-            if second % shares == floor_share:
-                time.sleep(max(0.0, second - time.time()))
-                start_stamps(stamp, outs[FLOOR], task_names)
+        start_stamps_at((s for s in range(first, last + 1) if s % shares == floor_share),
+                        stamp, outs[FLOOR], task_names)
         time.sleep(max(0.0, last + 1.5 - time.time()))
         for share, name in enumerate(names):
             if name not in results:

@@ -83,6 +83,7 @@ PREPARE_FROM = 4
 PREPARE_WINDOW = 0.005
 PREPARE_PER_FIRE = 0.00005  # settling a fire and building its request: 40-50 us here
 PREPARE_WINDOW_MAX = 0.1
+PREPARE_COUNT_MAX = round(PREPARE_WINDOW_MAX / PREPARE_PER_FIRE)  # more wakes no earlier
 PREPARE_MARGIN = 0.0002
 # After starting several processes at once, the loop sleeps this long before its own
 # bookkeeping for them (log headers, exit watches, events), so that the new processes
@@ -357,8 +358,7 @@ class Scheduler:
             if delay <= 0:
                 await asyncio.sleep(0)  # let exits and control requests in between bursts
                 continue
-            window = wake_window(due_together(
-                self._heap, round(PREPARE_WINDOW_MAX / PREPARE_PER_FIRE)))
+            window = wake_window(due_together(self._heap, PREPARE_COUNT_MAX))
             if delay <= window:
                 # The selector rounds its timeout up to whole milliseconds; the last stretch
                 # before a fire is slept precisely instead. It blocks the loop for at most
