@@ -229,7 +229,10 @@ class Scheduler:
         self._heap: list[HeapEntry] = []
         self._seq = 0
         self._tokens = 0
-        self._wake = asyncio.Event()
+        self._ended: asyncio.Future[None] | None = None  # the loop's end, once running
+        self._next_turn: asyncio.Handle | None = None
+        self._turning = False
+        self._last_seen = 0.0
         self._stopping = False
         self._started = False
         self._config_digest = ""
@@ -262,7 +265,7 @@ class Scheduler:
             self._admit(specs[name], now, previous)
         for name in plan.added:
             self._admit(specs[name], now, None, (last_fires or {}).get(name), since=since)
-        self._wake.set()
+        self._wake()
         self.on_lease_tasks(self.lease_tasks())
 
     def _retire(self, name: str) -> TaskState | None:
@@ -342,22 +345,67 @@ class Scheduler:
                 self._handle_missed(state, first, self._clock.time(), end=until)
                 state.missed = None
         self._fire_batch(at_boot)
+        self._ended = asyncio.get_running_loop().create_future()
+        self._last_seen = self._clock.time()
+        self._turn()
+        try:
+            await self._ended
+        finally:
+            self._cancel_turn()
+
+    def _wake(self) -> None:
+        """Recompute the sleep now (the timetable changed, or a stop was asked for)."""
+        if self._ended is None or self._ended.done() or self._turning:
+            return  # not running, or a turn is on; it plans its own sleep at its end
+        if self._next_turn is None or isinstance(self._next_turn, asyncio.TimerHandle):
+            self._cancel_turn()
+            self._next_turn = asyncio.get_running_loop().call_soon(self._turn)
+
+    def _cancel_turn(self) -> None:
+        if self._next_turn is not None:
+            self._next_turn.cancel()
+            self._next_turn = None
+
+    def _turn(self) -> None:
+        """One turn of the loop: start what is due, then plan the next turn. A timer calls
+        it directly, not through a task waiting on an event: that costs one pass of the
+        event loop and a task step on every fire."""
+        ended = self._ended
+        assert ended is not None  # noqa: S101 - set before the first turn
+        self._next_turn = None
+        self._turning = True
+        try:
+            self._turn_until_asleep()
+        except Exception as exc:  # noqa: BLE001 - the loop is over; run() raises it
+            self._cancel_turn()
+            if not ended.done():
+                ended.set_exception(exc)
+        finally:
+            self._turning = False
+        if self._stopping:
+            self._end()
+
+    def _end(self) -> None:
+        self._cancel_turn()
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _turn_until_asleep(self) -> None:
         loop = asyncio.get_running_loop()
-        last_seen = self._clock.time()
         while not self._stopping:
             now = self._clock.time()
-            if now < last_seen - 1.0:
+            if now < self._last_seen - 1.0:
                 log.warning("the wall clock stepped back %.1fs; fires already run are not "
-                            "run again, the next ones wait for their time", last_seen - now)
-            last_seen = now
+                            "run again, the next ones wait for their time",
+                            self._last_seen - now)
+            self._last_seen = now
             self._fire_due(now)
-            self._wake.clear()
             delay = MAX_SLEEP
             if self._heap:
                 delay = min(delay, self._heap[0][0] - self._clock.time())
-            if delay <= 0:
-                await asyncio.sleep(0)  # let exits and control requests in between bursts
-                continue
+            if delay <= 0:  # let exits and control requests in between bursts
+                self._next_turn = loop.call_soon(self._turn)
+                return
             window = wake_window(due_together(self._heap, PREPARE_COUNT_MAX))
             if delay <= window:
                 # The selector rounds its timeout up to whole milliseconds; the last stretch
@@ -372,13 +420,8 @@ class Scheduler:
                 self._sleep_until(instant, window)
                 self._fire_due(max(instant, self._clock.time()), prepared, coming)
                 continue
-            # A timer that sets the wake event, not asyncio.timeout: ending a wait by
-            # cancellation raises and catches two exceptions on every fire.
-            timer = loop.call_later(delay - window, self._wake.set)
-            try:
-                await self._wake.wait()
-            finally:
-                timer.cancel()
+            self._next_turn = loop.call_later(delay - window, self._turn)
+            return
 
     def _sleep_until(self, instant: float, window: float) -> None:
         """Block until the wall clock reaches `instant`, at most twice the `window` the loop
@@ -397,7 +440,8 @@ class Scheduler:
 
     def request_stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        if not self._turning:  # a turn ends the loop itself when it is over
+            self._end()
 
     def _fire_due(self, now: float, prepared: Prepared | None = None,
                   coming: deque[HeapEntry] | None = None) -> None:
@@ -938,7 +982,7 @@ class Scheduler:
         state = TaskState(spec=spec, token=self._tokens)
         self._tasks[spec.name] = state
         self._plan_next(state, float("-inf"))
-        self._wake.set()
+        self._wake()
 
     def _forget_if_submitted(self, state: TaskState) -> None:
         name = state.spec.name

@@ -140,6 +140,57 @@ def test_each_fire_runs_once(tmp_path: Path) -> None:
     assert slots == list(range(slots[0], slots[0] + len(slots)))
 
 
+def test_a_stop_ends_the_loop_at_once_however_far_the_next_fire(tmp_path: Path) -> None:
+    async def main() -> None:
+        scheduler = Scheduler(clock=ShiftedClock(), log_dir=tmp_path, base_env=os.environ)
+        config = config_of(cron("rare", FastSchedule(3600.0), "true"))
+        scheduler.apply(config, plan(None, config))
+        engine = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0)  # the loop's first turn: it plans an hour's sleep
+        assert not engine.done()
+        scheduler.request_stop()
+        await asyncio.wait_for(engine, 2.0)
+
+    asyncio.run(main())
+
+
+def test_a_task_added_while_the_loop_sleeps_fires_on_time(tmp_path: Path) -> None:
+    """The loop sleeps until the earliest fire (at most 5 s at a time); a reload that adds
+    an earlier one wakes it."""
+    rare = cron("rare", FastSchedule(3600.0), "true")
+    fast = cron("fast", FastSchedule(0.05), "true")
+
+    async def body(scheduler: Scheduler, rec: Recorder) -> None:
+        await asyncio.sleep(0)  # the loop's first turn: it plans a 5 s sleep
+        old, new = config_of(rare), config_of(rare, fast)
+        scheduler.apply(new, plan(old, new))
+        await until(lambda: rec.of(RunStarted), 3.0, "the added task started")
+
+    run_scheduler(tmp_path, (rare,), body)
+
+
+def test_an_error_inside_the_loop_ends_run_with_it(tmp_path: Path) -> None:
+    """The loop runs from timer callbacks; an error there must still reach run()'s caller
+    (the app logs it and shuts down) rather than stop the loop silently."""
+    class Broken(Exception):
+        pass
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, FireSettled):
+            raise Broken
+
+    async def main() -> None:
+        scheduler = Scheduler(clock=ShiftedClock(), log_dir=tmp_path, base_env=os.environ,
+                              on_event=on_event)
+        config = config_of(cron("fast", FastSchedule(0.05), "true"))
+        scheduler.apply(config, plan(None, config))
+        with pytest.raises(Broken):
+            await asyncio.wait_for(scheduler.run(), 5.0)
+        assert await scheduler.shutdown(1.0) == 0
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize(("count", "period"), [(PREPARE_FROM, 0.05), (150, 0.5)],
                          ids=["few", "many"])
 def test_fires_prepared_ahead_never_start_before_their_instant(tmp_path: Path, count: int,
