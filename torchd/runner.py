@@ -371,7 +371,7 @@ def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
               f"fire={request.fire_id}{attempt} pid={spawned.pid} "
               f"config={request.config_digest}\n").encode()
     run = Run(request=request, pid=spawned.pid, started=spawned.started,
-              started_mono=spawned.started_mono, log_file=out_log.path.name)
+              started_mono=spawned.started_mono, log_file=out_log.name)
     os.set_blocking(spawned.out_fd, False)
     run.log_start = out_log.write(header)
     streams = [_Stream(spawned.out_fd, out_log)]

@@ -21,9 +21,14 @@ from torchd.model import LogPolicy
 log = logging.getLogger("torchd.tasklog")
 
 
+def log_name(task: str, *, err: bool = False) -> str:
+    """The name of the task's current log file: TASK.log, or TASK.err.log for split stderr."""
+    return f"{task}.err.log" if err else f"{task}.log"
+
+
 def log_file(log_dir: Path, task: str, *, err: bool = False) -> Path:
-    """The task's current log file: TASK.log, or TASK.err.log for split stderr."""
-    return log_dir / (f"{task}.err.log" if err else f"{task}.log")
+    """The task's current log file."""
+    return log_dir / log_name(task, err=err)
 
 
 def log_paths(log_dir: Path, task: str, *, err: bool = False) -> list[Path]:
@@ -41,15 +46,16 @@ class TaskLog:
     """One log file, appended to by every run of a task."""
 
     def __init__(self, path: Path, policy: LogPolicy, task: str,
-                 on_idle: Callable[[TaskLog], None], failing: set[Path]) -> None:
+                 on_idle: Callable[[TaskLog], None], failing: set[str]) -> None:
         self.path = path
+        self.name = path.name
         self.policy = policy
         self.task = task
         self._on_idle = on_idle
         self._fd = -1
         self._size = 0
         self._users = 0
-        self._failing = failing  # paths whose failure was reported (outlives this object)
+        self._failing = failing  # names whose failure was reported (outlives this object)
         self._open()
 
     def _open(self) -> None:
@@ -62,10 +68,10 @@ class TaskLog:
             self._fail(f"cannot open it: {exc.strerror}")
 
     def _fail(self, why: str) -> None:
-        if self.path not in self._failing:
+        if self.name not in self._failing:
             log.error("task %s: log %s: %s; runs go on, their output is lost until it can be "
                       "written", self.task, self.path, why)
-            self._failing.add(self.path)
+            self._failing.add(self.name)
 
     @property
     def size(self) -> int:
@@ -106,9 +112,9 @@ class TaskLog:
         except OSError as exc:
             self._fail(f"write failed: {exc.strerror}")
             return None
-        if self.path in self._failing:
+        if self.name in self._failing:
             log.warning("task %s: log %s is written again", self.task, self.path)
-            self._failing.discard(self.path)
+            self._failing.discard(self.name)
         return start
 
     def _rotate(self) -> None:
@@ -132,25 +138,26 @@ class TaskLog:
 
 
 class LogFiles:
-    """The open task logs, by path: runs of one task share one TaskLog."""
+    """The open task logs of one directory, by file name: runs of one task share one
+    TaskLog."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self._open: dict[Path, TaskLog] = {}
-        self._failing: set[Path] = set()
+        self._open: dict[str, TaskLog] = {}
+        self._failing: set[str] = set()
 
     def acquire(self, task: str, policy: LogPolicy, *, err: bool = False) -> TaskLog:
-        path = log_file(self.log_dir, task, err=err)
-        found = self._open.get(path)
+        name = log_name(task, err=err)
+        found = self._open.get(name)
         if found is None:
-            found = self._open[path] = TaskLog(path, policy, task, self._forget,
+            found = self._open[name] = TaskLog(self.log_dir / name, policy, task, self._forget,
                                                self._failing)
         found.policy = policy  # a reload may have changed it
         return found.acquire()
 
     def _forget(self, task_log: TaskLog) -> None:
-        if self._open.get(task_log.path) is task_log:
-            del self._open[task_log.path]
+        if self._open.get(task_log.name) is task_log:
+            del self._open[task_log.name]
 
     def close_all(self) -> None:
         for task_log in self._open.values():
