@@ -42,7 +42,7 @@ from torchd.model import Config, TaskKind
 from torchd.ops import SUBMIT_PREFIX, Operations, OpsPaths
 from torchd.pidfile import PidFile
 from torchd.reload import ReloadPlan, apply_delay, plan
-from torchd.runner import seal_descriptors
+from torchd.runner import pidfd_refused, seal_descriptors
 from torchd.scheduler import Scheduler, fire_id
 from torchd.sdnotify import notify
 from torchd.watcher import FileWatcher
@@ -188,6 +188,9 @@ class App:
         except ConfigError as exc:
             ready(str(exc))
             return 2
+        if (refused := pidfd_refused()) is not None:  # else the first fire would end the loop
+            ready(refused)
+            return 1
         try:
             self._paths.logs.mkdir(parents=True, exist_ok=True)
             self._pidfile.acquire()

@@ -107,6 +107,21 @@ def group_alive(pgid: int) -> bool:
     return signal_group(pgid, 0)
 
 
+def pidfd_refused() -> str | None:
+    """Why this system will not let torchd watch its children, or None if it will.
+
+    Every run's exit is watched through a pidfd: Linux 5.3 or later, and a sandbox that
+    allows pidfd_open (container seccomp profiles from before 2020 refuse it)."""
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError as exc:
+        return (f"cannot watch child processes: pidfd_open is refused here "
+                f"({exc.strerror}); torchd needs Linux 5.3 or later, and a container "
+                f"seccomp profile that allows pidfd_open")
+    os.close(fd)
+    return None
+
+
 def seal_descriptors() -> int:
     """Mark every descriptor above stderr close-on-exec; return how many were not.
 

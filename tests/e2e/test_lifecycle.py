@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from tests.helpers import (
     record_cmd,
     require_tool,
     torchd_cmd,
+    unavailable,
     wait_for,
 )
 
@@ -295,6 +297,46 @@ def test_start_errors_are_reported_and_the_daemon_carries_on(
     assert errors == {"fine": None, "missing": "No such file or directory: /nonexistent/bin",
                       "nowhere": "No such file or directory: /nonexistent"}
     assert "start-error" in (daemon.log_dir / "missing.log").read_text()
+
+
+# Runs the rest of its command line with pidfd_open refused (ENOSYS), as a kernel before
+# 5.3 or an old container seccomp profile would; the filter outlives the exec.
+WITHOUT_PIDFD = """
+import ctypes, errno, os, sys
+seccomp = ctypes.CDLL("libseccomp.so.2")
+seccomp.seccomp_init.restype = ctypes.c_void_p
+context = ctypes.c_void_p(seccomp.seccomp_init(0x7FFF0000))  # SCMP_ACT_ALLOW
+number = seccomp.seccomp_syscall_resolve_name(b"pidfd_open")
+refuse = 0x00050000 | errno.ENOSYS  # SCMP_ACT_ERRNO(ENOSYS)
+if seccomp.seccomp_rule_add(context, refuse, number, 0) or seccomp.seccomp_load(context):
+    sys.exit("seccomp filter not loaded")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def test_a_system_that_refuses_pidfd_open_is_refused_at_start(
+        tmp_path: Path, write_tasks: Callable[..., Path], state_dir: Path) -> None:
+    """Without pidfd_open no run's exit can be watched: torchd says so and does not start,
+    instead of starting a first run and then stopping on an internal error."""
+    if not glob.glob("/usr/lib/*/libseccomp.so.2") and not glob.glob("/lib/*/libseccomp.so.2"):
+        unavailable("libseccomp2 is not installed")
+    out = tmp_path / "out"
+    config = write_tasks(f"""
+        tasks:
+          - {{name: every, schedule: "* * * * * *", command: '{record_cmd(out)}'}}
+        """)
+    wrapper = tmp_path / "without_pidfd.py"
+    wrapper.write_text(WITHOUT_PIDFD)
+    result = subprocess.run([sys.executable, str(wrapper), *torchd_cmd(
+        "run", "-c", str(config), "--state-dir", str(state_dir))[1:]],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "torchd: cannot watch child processes: pidfd_open is refused here (Function not "
+        "implemented); torchd needs Linux 5.3 or later, and a container seccomp profile "
+        "that allows pidfd_open")
+    assert not out.exists()
+    assert not (state_dir / "torchd.pid").exists()
 
 
 def test_next_previews_a_dst_day_from_any_instant(write_tasks: Callable[..., Path]) -> None:
