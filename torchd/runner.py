@@ -111,7 +111,8 @@ def pidfd_refused() -> str | None:
     """Why this system will not let torchd watch its children, or None if it will.
 
     Every run's exit is watched through a pidfd: Linux 5.3 or later, and a sandbox that
-    allows pidfd_open (container seccomp profiles from before 2020 refuse it)."""
+    allows pidfd_open (default container seccomp profiles older than late 2020 refuse it,
+    Docker's before 20.10 among them)."""
     try:
         fd = os.pidfd_open(os.getpid())
     except OSError as exc:
