@@ -354,12 +354,12 @@ class Scheduler:
             self._cancel_turn()
 
     def _wake(self) -> None:
-        """Recompute the sleep now (the timetable changed, or a stop was asked for)."""
+        """Recompute the sleep now: the timetable changed."""
         if self._ended is None or self._ended.done() or self._turning:
             return  # not running, or a turn is on; it plans its own sleep at its end
         if self._next_turn is None or isinstance(self._next_turn, asyncio.TimerHandle):
             self._cancel_turn()
-            self._next_turn = asyncio.get_running_loop().call_soon(self._turn)
+            self._next_turn = self._ended.get_loop().call_soon(self._turn)
 
     def _cancel_turn(self) -> None:
         if self._next_turn is not None:
@@ -375,7 +375,7 @@ class Scheduler:
         self._next_turn = None
         self._turning = True
         try:
-            self._turn_until_asleep()
+            self._turn_until_asleep(ended.get_loop())  # get_running_loop() costs a getpid()
         except Exception as exc:  # noqa: BLE001 - the loop is over; run() raises it
             self._cancel_turn()
             if not ended.done():
@@ -390,8 +390,7 @@ class Scheduler:
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(None)
 
-    def _turn_until_asleep(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _turn_until_asleep(self, loop: asyncio.AbstractEventLoop) -> None:
         while not self._stopping:
             now = self._clock.time()
             if now < self._last_seen - 1.0:

@@ -173,7 +173,7 @@ def test_an_error_inside_the_loop_ends_run_with_it(tmp_path: Path) -> None:
     """The loop runs from timer callbacks; an error there must still reach run()'s caller
     (the app logs it and shuts down) rather than stop the loop silently."""
     class Broken(Exception):
-        pass
+        """Raised by the event handler below, as an internal error would be."""
 
     def on_event(event: Event) -> None:
         if isinstance(event, FireSettled):
