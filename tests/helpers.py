@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -71,6 +73,66 @@ def require_root() -> None:
         unavailable("these tests need root")
 
 
+@contextlib.contextmanager
+def full_filesystem(path: Path) -> Iterator[Path]:
+    """A tiny tmpfs mounted at `path` (made if missing) and filled to the last byte, so
+    that every write there fails with ENOSPC; unmounted afterwards (root only)."""
+    require_root()
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(path)],
+                   check=True)
+    try:
+        filler = os.open(path / ".filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):
+            while os.write(filler, b"\0" * 512):
+                pass
+        os.close(filler)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def torchd_as(user: str | None = None, *, umask: str | None = None) -> Callable[..., list[str]]:
+    """Like torchd_cmd, but running torchd as `user` (with that user's primary group and
+    no other; root only) and/or under `umask`."""
+    prefix: list[str] = []
+    python = [sys.executable]
+    if user is not None:
+        require_root()
+        prefix = ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}",
+                  "--clear-groups", "--"]
+        python = _python_for(prefix)
+    if umask is not None:
+        prefix += ["sh", "-c", f'umask {umask}; exec "$@"', "sh"]
+    return lambda *args: [*prefix, *python, "-m", "torchd", *args]
+
+
+def _python_for(prefix: list[str]) -> list[str]:
+    """An interpreter that can run torchd under `prefix`: the tests' own, or, where another
+    user cannot reach it (a Python under /root), the system's with the venv's packages."""
+    # Through a shell: setpriv itself can exec what the user alone cannot reach.
+    probe = [*prefix, "sh", "-c", 'exec "$@"', "sh", sys.executable, "-c", "import torchd"]
+    if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+        return [sys.executable]
+    packages = [p for p in sys.path if p.endswith("site-packages")]
+    root = str(Path(__file__).resolve().parents[1])
+    return ["env", f"PYTHONPATH={':'.join([root, *packages])}", "/usr/bin/python3"]
+
+
+@contextlib.contextmanager
+def user_owned_dir(user: str = "nobody") -> Iterator[Path]:
+    """A fresh directory in /tmp that `user` owns (the test's own tmp_path is root's 0700,
+    which another user cannot enter); removed afterwards."""
+    require_root()
+    path = Path(tempfile.mkdtemp(prefix="torchd-user-"))
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def torchd_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "torchd", *args]
 
@@ -93,6 +155,8 @@ class Daemon:
     seen: set[int] = field(default_factory=set)
     start_env: dict[str, str] = field(default_factory=dict)  # the daemon's alone, not the CLI's
     spawned_by: float = 0.0  # time.time() once the daemon process had started (exec done)
+    cmd: Callable[..., list[str]] = field(default=torchd_cmd)
+    # how torchd is run, daemon and CLI alike: e.g. torchd_as("nobody")
 
     @property
     def log_dir(self) -> Path:
@@ -103,12 +167,12 @@ class Daemon:
         return self.state_dir.parent / f"{self.state_dir.name}.stderr"
 
     def start(self, *extra: str) -> Daemon:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.parent.mkdir(parents=True, exist_ok=True)  # the daemon makes its own
         env = {**os.environ, **self.env, **self.start_env}
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(
-                torchd_cmd("run", "-c", str(self.config), "--state-dir", str(self.state_dir),
-                           *extra),
+                self.cmd("run", "-c", str(self.config), "--state-dir", str(self.state_dir),
+                         *extra),
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 start_new_session=True,
             )
@@ -140,7 +204,7 @@ class Daemon:
             return ""
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(torchd_cmd(*args, "--state-dir", str(self.state_dir)),
+        return subprocess.run(self.cmd(*args, "--state-dir", str(self.state_dir)),
                               capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **self.env}, check=False)
 

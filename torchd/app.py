@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import grp
 import logging
 import os
 import resource
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +20,11 @@ import psutil
 from torchd import __version__
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
-from torchd.config import ParseCache, digest_of, load_config
+from torchd.config import ParseCache, digest_of, load_config, read_task_file
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.server import ControlServer
 from torchd.cronexpr import upcoming
-from torchd.errors import ConfigError
+from torchd.errors import ConfigError, ConfigProblem, TorchdError
 from torchd.events import (
     Event,
     FireMissed,
@@ -34,17 +34,19 @@ from torchd.events import (
     RunNotStarted,
     RunStarted,
 )
+from torchd.health import Health
 from torchd.history import HistoryWriter
 from torchd.hooks import HookRunner
 from torchd.hostinfo import host_id, local_identity
 from torchd.ledger import FireLedger
 from torchd.model import Config, TaskKind
-from torchd.ops import SUBMIT_PREFIX, Operations, OpsPaths
+from torchd.ops import SUBMIT_PREFIX, Operations
 from torchd.pidfile import PidFile
 from torchd.reload import ReloadPlan, apply_delay, plan
 from torchd.runner import pidfd_refused, seal_descriptors
 from torchd.scheduler import Scheduler, fire_id
 from torchd.sdnotify import notify
+from torchd.statedir import FileModes, StateDirError, StatePaths, prepare
 from torchd.watcher import FileWatcher
 
 if TYPE_CHECKING:
@@ -57,43 +59,17 @@ PREVIEW_FIRES = 3
 APPLY_WAIT_LIMIT = 1.0  # seconds a reload waits for a gap between fires to apply in
 
 
-@dataclass(frozen=True, slots=True)
-class StatePaths:
-    root: Path
-
-    @property
-    def pidfile(self) -> Path:
-        return self.root / "torchd.pid"
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "torchd.sock"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def children(self) -> Path:
-        return self.root / "children.journal"
-
-    @property
-    def fires(self) -> Path:
-        return self.root / "fires.ledger"
-
-    @property
-    def daemon_log(self) -> Path:
-        return self.root / "torchd.log"
-
-    def ops(self) -> OpsPaths:
-        return OpsPaths.under(self.root)
-
-
 def raise_fd_limit() -> None:
     """Each run holds a few descriptors; lift the soft limit to the hard one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def file_modes(config: Config) -> FileModes:
+    """The state dir's modes: private, or readable by daemon.socket_group."""
+    group = config.daemon.socket_group
+    return FileModes.for_group(None if group is None else grp.getgrnam(group).gr_gid)
 
 
 def _counted(reload: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -144,10 +120,12 @@ class App:
         self._config_path = config_path
         self._paths = paths
         self._clock = clock or SystemClock()
-        self._pidfile = PidFile(paths.pidfile)
-        self._journal = ChildJournal(paths.children)
-        self._ledger = FireLedger(
-            paths.fires, defer=lambda compact: asyncio.get_running_loop().call_soon(compact))
+        # Made once the file says the state dir's modes (daemon.socket_group): see _run.
+        self._modes = FileModes()
+        self._health = Health(self._clock.time)
+        self._pidfile: PidFile
+        self._journal: ChildJournal
+        self._ledger: FireLedger
         self._config: Config | None = config
         self._parse_cache = parse_cache or ParseCache()
         self._launched = launched
@@ -159,6 +137,7 @@ class App:
         self._watcher: FileWatcher | None = None
         self._control: ControlServer | None = None
         self._reload_lock: asyncio.Lock | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         self._stop_event: asyncio.Event | None = None
         self._stop_grace = DEFAULT_STOP_GRACE
         self._stop_signals = 0
@@ -191,10 +170,15 @@ class App:
         if (refused := pidfd_refused()) is not None:  # else the first fire would end the loop
             ready(refused)
             return 1
+        self._modes = file_modes(config)
+        self._pidfile = PidFile(self._paths.pidfile, self._modes)
+        self._journal = ChildJournal(self._paths.children, self._modes)
+        self._ledger = FireLedger(self._paths.fires, modes=self._modes, defer=lambda compact:
+                                  asyncio.get_running_loop().call_soon(compact))
         try:
-            self._paths.logs.mkdir(parents=True, exist_ok=True)
+            prepare(self._paths, self._modes)
             self._pidfile.acquire()
-        except Exception as exc:  # noqa: BLE001 - reported to whoever started us
+        except (StateDirError, TorchdError, OSError) as exc:  # reported to whoever started us
             ready(str(exc))
             return 1
         try:
@@ -212,16 +196,18 @@ class App:
         raise_fd_limit()
         seal_descriptors()
         if config.daemon.history.enabled:
-            self._history = HistoryWriter(self._paths.ops().history, config.daemon.history,
+            self._history = HistoryWriter(self._paths.history, config.daemon.history,
                                           host=self._host_id(config),
-                                          call_later=asyncio.get_running_loop().call_later)
+                                          call_later=asyncio.get_running_loop().call_later,
+                                          modes=self._modes, health=self._health)
             lost = self._history.start(process_alive)  # before leftovers are ended
             for run in lost:
                 log.warning("task %s run %s was in flight when the daemon died; recorded as "
                             "lost (%s)", run["task"], run["run_id"],
                             "its process is ended with its group" if run["was_running"]
                             else "its process had ended")
-        ended = await asyncio.to_thread(end_leftovers, self._paths.children, DEFAULT_STOP_GRACE)
+        ended = await asyncio.to_thread(end_leftovers, self._paths.children, DEFAULT_STOP_GRACE,
+                                        self._modes)
         if ended:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
                         ended)
@@ -229,19 +215,20 @@ class App:
         last_fires = self._ledger.open()
         self._ledger.forget_except({task.name for task in config.tasks})
         cluster = self._make_cluster(config)
-        scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs,
+        scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs, file_modes=self._modes,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
-                              on_event=self._on_event, claims=cluster)
+                              on_event=self._on_event, claims=cluster, health=self._health)
         self._scheduler = scheduler
         if cluster is not None:
             scheduler.on_lease_tasks = cluster.set_lease_tasks
-        self._hooks = HookRunner(log_dir=self._paths.logs, base_env=os.environ,
+        self._hooks = HookRunner(log_dir=self._paths.logs, file_modes=self._modes,
+                                 base_env=os.environ,
                                  clock=self._clock, record=self._record_hook,
                                  host=self._host_id(config))
         self._configure_hooks(config)
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires, launched=self._launched)
-        self._ops = Operations(scheduler=scheduler, paths=self._paths.ops(),
+        self._ops = Operations(scheduler=scheduler, paths=self._paths, modes=self._modes,
                                history=self._history, config=self._current_config,
                                clock=self._clock)
         self._ops.restore()
@@ -328,10 +315,17 @@ class App:
             self._scheduler.force_kill()
 
     def _on_reload_signal(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload("signal"))
+        self._in_background(self.reload("signal"))
 
     def _on_file_change(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload("file change"))
+        self._in_background(self.reload("file change"))
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` as a task of its own, kept until it ends (the loop keeps only a weak
+        reference to a task)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _on_event(self, event: Event) -> None:
         history = self._history
@@ -373,20 +367,34 @@ class App:
                               config.daemon.log)
 
     def _sync_watcher(self, config: Config) -> None:
-        if config.daemon.watch and self._watcher is None:
-            self._watcher = FileWatcher(self._config_path, self._on_file_change)
-            self._watcher.start()
-            seal_descriptors()  # watchdog's inotify handle is inheritable
-            # A change between the last parse and the watcher's start would go unseen.
-            try:
-                current = digest_of(self._config_path.read_bytes())
-            except OSError:
-                current = config.digest
-            if current != config.digest:
-                self._on_file_change()
-        elif not config.daemon.watch and self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        if not config.daemon.watch:
+            if self._watcher is not None:
+                self._watcher.stop()
+                self._watcher = None
+            return
+        try:
+            if self._watcher is not None:
+                self._watcher.follow()  # a reload may have moved a symlink on the way
+            else:
+                self._watcher = FileWatcher(self._config_path, self._on_file_change)
+                self._watcher.start()
+                # A change between the last parse and the watcher's start would go unseen.
+                if self._file_digest() != config.digest:
+                    self._on_file_change()
+            seal_descriptors()  # watchdog's inotify handles are inheritable
+        except OSError as exc:
+            log.error("cannot watch the task file %s: %s; reload it with torchd reload",
+                      self._config_path, exc)
+            self._health.report("watcher", f"the task file is not watched ({exc}); reload it "
+                                "with torchd reload")
+            return
+        self._health.clear("watcher")
+
+    def _file_digest(self) -> str | None:
+        try:
+            return digest_of(read_task_file(self._config_path)[0])
+        except (OSError, TorchdError):
+            return None
 
     # ----- reload ------------------------------------------------------------------------------
     async def _parse(self, *, for_apply: bool) -> tuple[Config, ReloadPlan]:
@@ -418,6 +426,12 @@ class App:
                     log.error("reload (%s) rejected, keeping the running config: %s", source,
                               problem)
                 return self._record_reload(source, None, None, exc)
+            except Exception as exc:
+                log.exception("reload (%s) failed on an internal error, keeping the running "
+                              "config", source)
+                failure = ConfigError([ConfigProblem(str(self._config_path), None, None, None,
+                                                     f"internal error: {exc!r}")])
+                return self._record_reload(source, None, None, failure)
             assert self._config is not None  # noqa: S101
             for key in ("state_dir", "socket_group", "cluster"):
                 if getattr(new.daemon, key) != getattr(self._config.daemon, key):
@@ -491,6 +505,7 @@ class App:
             "generation": self._reload_seq,
             "last_reload": self._last_reload,
             "runs_running": self._scheduler.running_count(),
+            "problems": self._health.view(),
             "tasks": self._scheduler.snapshot(),
         }
 

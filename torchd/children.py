@@ -1,9 +1,14 @@
 """A journal of the children this daemon started, so a successor can end what a crash left.
 
-Append-only lines `+ PID START_TICKS` / `- PID`, one write() each (no fsync: the journal only
-has to outlive the daemon process, not the machine; after a reboot there are no children).
-The start time (clock ticks since boot) guards against ending an unrelated process that
-reused a pid.
+The first line names the boot (`# boot BOOT_ID`), then come append-only lines
+`+ PID START_TICKS SESSION` and `- PID`, one write() each (no fsync: the journal only has
+to outlive the daemon process, not the machine; after a reboot there are no children).
+
+A successor believes an entry only as far as the process itself confirms it: the entry is
+from this boot, and the process with that pid still has the recorded start time and
+session, leads its own session and process group (as every run does), and is neither
+pid 1 nor the successor's own group. So a journal that lies (a reused pid, a line someone
+planted) cannot make torchd signal a process group it did not create.
 """
 
 from __future__ import annotations
@@ -15,23 +20,25 @@ import signal
 import time
 from pathlib import Path
 
-from torchd.procstat import start_ticks
+from torchd.procstat import boot_id, proc_stat
 from torchd.runner import group_alive, signal_group
+from torchd.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.children")
 COMPACT_AFTER = 20000  # lines; then the journal is rewritten with only the live children
 
 
 class ChildJournal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, modes: FileModes | None = None) -> None:
         self._path = path
-        self._live: dict[int, int] = {}
+        self._modes = modes or FileModes()
+        self._boot = boot_id()
+        self._live: dict[int, tuple[int, int]] = {}  # pid -> (start ticks, session)
         self._lines = 0
         self._fd = -1
 
     def open(self) -> None:
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-                           | os.O_CLOEXEC, 0o600)
+        self._fd = self._write_fresh(self._path)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -41,11 +48,11 @@ class ChildJournal:
             self._path.unlink()
 
     def started(self, pid: int) -> None:
-        ticks = start_ticks(pid)
-        if ticks is None:
+        stat = proc_stat(pid)
+        if stat is None:
             return  # already gone: nothing to end later
-        self._live[pid] = ticks
-        self._append(f"+ {pid} {ticks}\n")
+        self._live[pid] = (stat.start_ticks, stat.session)
+        self._append(f"+ {pid} {stat.start_ticks} {stat.session}\n")
 
     def ended(self, pid: int) -> None:
         if self._live.pop(pid, None) is not None:
@@ -63,28 +70,49 @@ class ChildJournal:
         if self._lines >= COMPACT_AFTER:
             self._compact()
 
+    def _write_fresh(self, path: Path) -> int:
+        """A new journal at `path` with the boot line and the live children."""
+        fd = open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, self._modes)
+        text = f"# boot {self._boot}\n" + "".join(
+            f"+ {pid} {ticks} {session}\n" for pid, (ticks, session) in self._live.items())
+        os.write(fd, text.encode())
+        self._lines = len(self._live)
+        return fd
+
     def _compact(self) -> None:
         tmp = self._path.with_suffix(".tmp")
-        text = "".join(f"+ {pid} {ticks}\n" for pid, ticks in self._live.items())
-        tmp.write_text(text, encoding="ascii")
-        os.replace(tmp, self._path)
+        try:
+            fd = self._write_fresh(tmp)
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.error("cannot compact child journal %s: %s", self._path, exc)
+            self._lines = 0  # try again after as many lines
+            return
         os.close(self._fd)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._lines = len(self._live)
+        self._fd = fd
 
 
-def read_leftovers(path: Path) -> dict[int, int]:
-    """Children a previous daemon recorded as started and not ended."""
-    live: dict[int, int] = {}
+def read_leftovers(path: Path, modes: FileModes | None = None) -> dict[int, tuple[int, int]]:
+    """Children a previous daemon of this boot recorded as started and not ended: pid ->
+    (start ticks, session)."""
+    live: dict[int, tuple[int, int]] = {}
     try:
-        text = path.read_text(encoding="ascii", errors="replace")
+        fd = open_file(path, os.O_RDONLY, modes or FileModes())
     except FileNotFoundError:
         return live
-    for line in text.splitlines():
+    except OSError as exc:
+        log.error("child journal %s not read: %s", path, exc.strerror)
+        return live
+    with os.fdopen(fd, "rb") as handle:
+        text = handle.read().decode("ascii", errors="replace")
+    lines = text.splitlines()
+    if not lines or lines[0] != f"# boot {boot_id()}":
+        return live  # another boot's (or no boot line): none of its pids are ours
+    for line in lines[1:]:
         parts = line.split()
         try:
-            if parts[0] == "+" and len(parts) == 3:
-                live[int(parts[1])] = int(parts[2])
+            if parts[0] == "+" and len(parts) == 4:
+                live[int(parts[1])] = (int(parts[2]), int(parts[3]))
             elif parts[0] == "-" and len(parts) == 2:
                 live.pop(int(parts[1]), None)
         except (ValueError, IndexError):
@@ -92,10 +120,19 @@ def read_leftovers(path: Path) -> dict[int, int]:
     return live
 
 
-def end_leftovers(path: Path, grace: float) -> list[int]:
+def ours(pid: int, ticks: int, session: int) -> bool:
+    """Whether `pid` is still the run a journal entry recorded (see the module's doc)."""
+    if pid <= 1 or pid in (os.getpid(), os.getpgrp()):
+        return False
+    stat = proc_stat(pid)
+    return (stat is not None and stat.start_ticks == ticks and stat.session == session
+            and session == pid and stat.pgrp == pid)
+
+
+def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> list[int]:
     """End the process groups of children a crashed daemon left running. Returns their pids."""
-    groups = [pid for pid, ticks in read_leftovers(path).items()
-              if start_ticks(pid) == ticks]  # a different start time: the pid was reused
+    groups = [pid for pid, (ticks, session) in read_leftovers(path, modes).items()
+              if ours(pid, ticks, session)]
     for pgid in groups:
         log.warning("ending process group %d left behind by a previous torchd", pgid)
         signal_group(pgid, signal.SIGTERM)

@@ -32,6 +32,7 @@ from torchd.hostinfo import local_identity
 from torchd.model import Config, TaskKind
 from torchd.pidfile import running_pid
 from torchd.procstat import launch_instant
+from torchd.statedir import StatePaths
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -62,7 +63,7 @@ def resolve_state_dir(args: argparse.Namespace, config: Config | None = None) ->
 
 
 def _socket(state_dir: Path) -> Path:
-    return state_dir / "torchd.sock"
+    return StatePaths(state_dir).socket
 
 
 def _print_errors(exc: ConfigError) -> None:
@@ -175,7 +176,7 @@ def _load_for_daemon(path: str) -> tuple[Config, ParseCache] | None:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - only the foreground daemon needs the engine
 
-    from torchd.app import App, StatePaths  # noqa: PLC0415
+    from torchd.app import App  # noqa: PLC0415
 
     launched = launch_instant()
     loaded = _load_for_daemon(args.config)
@@ -207,7 +208,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     config, parse_cache = loaded
     state_dir = resolve_state_dir(args, config)
-    pid = running_pid(state_dir / "torchd.pid")
+    pid = running_pid(StatePaths(state_dir).pidfile)
     if pid is not None:
         print(f"torchd: already running (pid {pid})", file=sys.stderr)
         return EXIT_FAIL
@@ -241,7 +242,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args)
-    pid = running_pid(state_dir / "torchd.pid")
+    pid = running_pid(StatePaths(state_dir).pidfile)
     if pid is None:
         print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
         return EXIT_FAIL
@@ -435,7 +436,7 @@ def _call(state_dir: Path, cmd: str, *, timeout: float | None = 30.0,
           **request: Any) -> dict[str, Any] | None:
     """The daemon's answer to `cmd`, or None when no daemon runs in state_dir ("ping" is
     small and cheap whatever the number of tasks; "status" is not)."""
-    if running_pid(state_dir / "torchd.pid") is None:
+    if running_pid(StatePaths(state_dir).pidfile) is None:
         return None
     result: dict[str, Any] = client.call(_socket(state_dir), cmd, timeout=timeout, **request)
     return result
@@ -519,12 +520,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _pause_or_resume(args, "resume")
 
 
-def _ops_paths(state_dir: Path) -> Any:
-    from torchd.ops import OpsPaths  # noqa: PLC0415 - reads files only when no daemon runs
-
-    return OpsPaths.under(state_dir)
-
-
 def cmd_history(args: argparse.Namespace) -> int:
     since = None
     if args.since is not None:
@@ -539,7 +534,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if result is None:  # no daemon: read the database directly
         from torchd.history import query_runs  # noqa: PLC0415
 
-        result = {"runs": query_runs(_ops_paths(state_dir).history, task=args.task,
+        result = {"runs": query_runs(StatePaths(state_dir).history, task=args.task,
                                      limit=args.count, failed=args.failed, since=since)}
     runs = result["runs"]
     if args.json:
@@ -583,7 +578,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         from torchd.ops import read_logs  # noqa: PLC0415
 
         try:
-            result = read_logs(_ops_paths(state_dir), args.task, args.run, args.lines,
+            result = read_logs(StatePaths(state_dir), args.task, args.run, args.lines,
                                args.stderr)
         except ProtocolError as exc:
             print(f"torchd: {exc}", file=sys.stderr)
@@ -615,7 +610,7 @@ def _follow(state_dir: Path, args: argparse.Namespace, offset: int, daemon: bool
             chunk = client.call(_socket(state_dir), "logs", task=args.task,
                                 stderr=args.stderr, follow_offset=offset)
         else:
-            data, next_offset = follow_chunk(_ops_paths(state_dir).log_dir, args.task, offset,
+            data, next_offset = follow_chunk(StatePaths(state_dir).logs, args.task, offset,
                                              err=args.stderr)
             chunk = {"text": data.decode(errors="replace"), "offset": next_offset}
         offset = chunk["offset"]

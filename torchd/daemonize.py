@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import logging.handlers
@@ -20,6 +21,7 @@ from pathlib import Path
 from torchd.config import ParseCache
 from torchd.errors import TorchdError
 from torchd.model import Config, LogPolicy
+from torchd.statedir import FileModes, StatePaths, open_file, prepare
 
 READY_TIMEOUT = 30.0
 
@@ -29,10 +31,24 @@ def _report(error: str | None) -> bytes:
     return (json.dumps({"pid": os.getpid(), "error": error}) + "\n").encode()
 
 
-def _configure_file_logging(path: Path, level: int, policy: LogPolicy) -> None:
+class StateDirLogHandler(logging.handlers.RotatingFileHandler):
+    """torchd.log: opened as every file in the state dir is (see statedir.open_file)."""
+
+    def __init__(self, path: Path, policy: LogPolicy, modes: FileModes) -> None:
+        self._modes = modes  # before the base class opens the file
+        super().__init__(path, maxBytes=policy.max_bytes, backupCount=policy.keep,
+                         encoding="utf-8")
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = open_file(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                       self._modes)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def _configure_file_logging(path: Path, level: int, policy: LogPolicy,
+                            modes: FileModes) -> None:
     """torchd.log rotates like the task logs, by daemon.log's max_bytes and keep."""
-    handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=policy.max_bytes, backupCount=policy.keep, encoding="utf-8")
+    handler = StateDirLogHandler(path, policy, modes)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -43,9 +59,10 @@ def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: i
                  level: int, *, parse_cache: ParseCache | None, launched: float | None) -> int:
     import daemon  # noqa: PLC0415 - only the detaching path needs python-daemon
 
-    from torchd.app import App, StatePaths  # noqa: PLC0415
+    from torchd.app import App, file_modes  # noqa: PLC0415
 
     paths = StatePaths(state_dir)
+    modes = file_modes(config)
     context = daemon.DaemonContext(
         working_directory="/",
         umask=0o022,
@@ -54,12 +71,17 @@ def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: i
         detach_process=True,
     )
     with context:
-        _configure_file_logging(paths.daemon_log, level, config.daemon.log)
-
         def ready(error: str | None) -> None:
             # The descriptor stays open (children never inherit it): closing it here would
             # let a later error report write into whatever reuses the number.
             os.write(ready_fd, _report(error))
+
+        try:  # the log goes into the state dir: it must be checked (or made) first
+            prepare(paths, modes)
+            _configure_file_logging(paths.daemon_log, level, config.daemon.log, modes)
+        except (TorchdError, OSError) as exc:
+            ready(str(exc))
+            return 1
 
         return asyncio.run(App(config_path, paths, config=config, parse_cache=parse_cache,
                                launched=launched).run(ready))
@@ -71,7 +93,6 @@ def start_detached(config_path: Path, state_dir: Path, config: Config,
     """Start a detached daemon on the already validated `config` (inherited through fork,
     not parsed again, with what its parse left in `parse_cache`); return its pid once it
     serves, or raise TorchdError. `launched`: see App."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -30,8 +31,10 @@ from typing import Any, Protocol
 
 from torchd.clock import iso_utc
 from torchd.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
+from torchd.health import Health
 from torchd.model import HistoryPolicy, RunOutcome
 from torchd.runid import new_run_id
+from torchd.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.history")
 
@@ -120,11 +123,24 @@ def statements(records: Sequence[Statement]) -> list[Statement]:
     return out
 
 
+def prepare_files(path: Path, modes: FileModes) -> None:
+    """Make the database file (SQLite gives its -wal and -shm files its mode) with the
+    state dir's file mode, and tighten what an older daemon left; none may be a symlink."""
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        flags = os.O_RDWR | (os.O_CREAT if name == path.name else 0)
+        with contextlib.suppress(FileNotFoundError):
+            os.close(open_file(path.with_name(name), flags, modes))
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        # A database read by root may come from anywhere: its views and triggers must not
+        # call functions with side effects.
+        conn.execute("PRAGMA trusted_schema=OFF")
     else:
         conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
+        conn.execute("PRAGMA trusted_schema=OFF")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
@@ -172,11 +188,13 @@ class HistoryWriter:
 
     def __init__(self, path: Path, policy: HistoryPolicy, *, host: str,
                  call_later: Callable[[float, Callable[[], None]], Cancellable] | None = None,
-                 ) -> None:
+                 modes: FileModes | None = None, health: Health | None = None) -> None:
         """`call_later` is the event loop's: with it, starts are held (see the module's
         docstring), and every method but flush() and stop() must be called on that loop.
         Without it, every record is handed over at once."""
         self._path = path
+        self._modes = modes or FileModes()
+        self._health = health
         self.policy = policy
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -189,6 +207,7 @@ class HistoryWriter:
 
     def start(self, alive: Callable[[int, float], bool]) -> list[dict[str, Any]]:
         """Open the database, close runs a dead daemon left open, start the writer."""
+        prepare_files(self._path, self._modes)
         conn = connect(self._path)
         lost = close_lost_runs(conn, alive, time.time())
         self._thread = threading.Thread(target=self._work, args=(conn,), name="history",
@@ -332,10 +351,15 @@ class HistoryWriter:
             if not self._failing:
                 log.error("cannot write run history to %s: %s (%d record(s) lost)",
                           self._path, exc, len(batch))
+            if self._health is not None:
+                self._health.report("history", f"cannot write run history to {self._path}: "
+                                    f"{exc}; records are lost")
             self._failing = True
             return
         if self._failing:
             log.warning("run history is written again")
+            if self._health is not None:
+                self._health.clear("history")
             self._failing = False
 
     def _prune(self, conn: sqlite3.Connection) -> None:

@@ -20,6 +20,7 @@ from torchd.events import Event, FireMissed, RunEnded, RunNotStarted, RunStarted
 from torchd.model import HookAction, HookEvent, LogPolicy, RunOutcome, Trigger, Webhook
 from torchd.runid import new_run_id
 from torchd.runner import LaunchRequest, StartError, spawn, supervise
+from torchd.statedir import FileModes
 from torchd.tasklog import LogFiles, log_file
 
 if TYPE_CHECKING:
@@ -86,13 +87,13 @@ def hook_env(doc: Mapping[str, Any]) -> dict[str, str]:
 
 class HookRunner:
     def __init__(self, *, log_dir: Path, base_env: Mapping[str, str], clock: Clock,
-                 record: HookRecorder, host: str) -> None:
+                 record: HookRecorder, host: str, file_modes: FileModes | None = None) -> None:
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._clock = clock
         self._record = record
         self._host = host
-        self._logs = LogFiles(log_dir)
+        self._logs = LogFiles(log_dir, file_modes)
         self._daemon_hooks: Hooks = ()
         self._task_hooks: Mapping[str, Hooks] = {}
         self._log_policy = LogPolicy()

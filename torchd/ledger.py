@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from torchd.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.ledger")
 
@@ -20,12 +23,13 @@ COMPACT_MIN_LINES = 1000
 
 
 class FireLedger:
-    def __init__(self, path: Path, *,
+    def __init__(self, path: Path, *, modes: FileModes | None = None,
                  defer: Callable[[Callable[[], None]], object] | None = None) -> None:
         """`defer(fn)` runs the compaction later instead of inside record(): the daemon
         passes the event loop's call_soon, so the rewrite and its fsync come after the
         fires being recorded have started, not between a fire's record and its start."""
         self._path = path
+        self._modes = modes or FileModes()
         self._fd = -1
         self._last: dict[str, float] = {}
         self._lines = 0
@@ -35,7 +39,7 @@ class FireLedger:
     def open(self) -> dict[str, float]:
         """Read what earlier daemons recorded, start a compact file, return task -> last
         scheduled fire (epoch seconds)."""
-        self._last = read_ledger(self._path)
+        self._last = read_ledger(self._path, self._modes)
         self._compact_pending = False  # one asked for before a close never ran
         self._compact()
         return dict(self._last)
@@ -70,6 +74,14 @@ class FireLedger:
         for name in set(self._last) - tasks:
             del self._last[name]
 
+    def forget(self, tasks: set[str]) -> None:
+        """Drop these tasks' fires at once, from the file too (a clock correction: their
+        recorded fires lie ahead of the clock, and must not hold back new records)."""
+        for name in tasks:
+            self._last.pop(name, None)
+        if self._fd >= 0:
+            self._compact()
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -79,7 +91,7 @@ class FireLedger:
         tmp = self._path.with_suffix(".tmp")
         text = "".join(f"{task} {ts!r}\n" for task, ts in self._last.items())
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._modes)
             try:
                 os.write(fd, text.encode())
                 os.fsync(fd)
@@ -92,25 +104,30 @@ class FireLedger:
                 tmp.unlink()
         self.close()
         try:
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                               0o600)
+            self._fd = open_file(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                 self._modes)
         except OSError as exc:
             log.error("cannot open the fire ledger %s: %s", self._path, exc)
         self._lines = len(self._last)
 
 
-def read_ledger(path: Path) -> dict[str, float]:
+def read_ledger(path: Path, modes: FileModes | None = None) -> dict[str, float]:
     last: dict[str, float] = {}
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = open_file(path, os.O_RDONLY, modes or FileModes())
     except FileNotFoundError:
         return last
+    except OSError as exc:
+        log.error("fire ledger %s not read: %s", path, exc.strerror)
+        return last
+    with os.fdopen(fd, "rb") as handle:
+        text = handle.read().decode("utf-8", errors="replace")
     for line in text.splitlines():
         task, _, stamp = line.partition(" ")
         try:
             value = float(stamp)
         except ValueError:
             continue  # a torn last line after a crash
-        if task and value > last.get(task, float("-inf")):
+        if task and math.isfinite(value) and value > last.get(task, float("-inf")):
             last[task] = value
     return last

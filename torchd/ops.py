@@ -9,9 +9,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,26 +27,12 @@ from torchd.logview import clip, follow_chunk, last_lines, run_output
 from torchd.model import Catchup, Config, TaskKind, TaskSpec
 from torchd.opstate import JsonFile
 from torchd.scheduler import Scheduler, SchedulerError
+from torchd.statedir import FileModes, StatePaths
 
 log = logging.getLogger("torchd.ops")
 SUBMIT_PREFIX = "submit:"
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 WAIT_KILLED = 5.0  # seconds past kill_grace that `kill` waits for its runs to end
-
-
-@dataclass(frozen=True, slots=True)
-class OpsPaths:
-    log_dir: Path
-    history: Path
-    paused: Path
-    submitted: Path
-
-    @classmethod
-    def under(cls, state_dir: Path) -> OpsPaths:
-        """Where a state dir keeps logs, history, pauses and submissions (for the daemon,
-        and for the CLI reading them when no daemon runs)."""
-        return cls(log_dir=state_dir / "logs", history=state_dir / "history.db",
-                   paused=state_dir / "paused.json", submitted=state_dir / "submitted.json")
 
 
 def _arg(request: dict[str, Any], key: str, kind: type | tuple[type, ...], *,
@@ -73,15 +57,16 @@ def _count(request: dict[str, Any], key: str, default: int | None) -> int | None
 
 
 class Operations:
-    def __init__(self, *, scheduler: Scheduler, paths: OpsPaths, history: HistoryWriter | None,
-                 config: Callable[[], Config], clock: Clock) -> None:
+    def __init__(self, *, scheduler: Scheduler, paths: StatePaths, modes: FileModes,
+                 history: HistoryWriter | None, config: Callable[[], Config],
+                 clock: Clock) -> None:
         self._scheduler = scheduler
         self._paths = paths
         self._history = history
         self._config = config
         self._clock = clock
-        self._paused_file = JsonFile(paths.paused, {"all": False, "tasks": []})
-        self._submitted_file = JsonFile(paths.submitted, [])
+        self._paused_file = JsonFile(paths.paused, {"all": False, "tasks": []}, modes)
+        self._submitted_file = JsonFile(paths.submitted, [], modes)
         self._submitted: dict[str, dict[str, Any]] = {}
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
@@ -196,7 +181,7 @@ class Operations:
         err = _arg(request, "stderr", bool, default=False)
         if "follow_offset" in request:
             offset = _count(request, "follow_offset", None)
-            data, next_offset = await asyncio.to_thread(follow_chunk, self._paths.log_dir, task,
+            data, next_offset = await asyncio.to_thread(follow_chunk, self._paths.logs, task,
                                                         offset, err=err)
             return {"text": data.decode(errors="replace"), "offset": next_offset}
         run_id = _arg(request, "run", str)
@@ -285,7 +270,7 @@ def _ending(event: RunEnded | RunNotStarted | FireSkipped) -> dict[str, Any]:
             "signal": None, "error": event.reason}
 
 
-def read_logs(paths: OpsPaths, task: str, run_id: str | None, lines: int | None,
+def read_logs(paths: StatePaths, task: str, run_id: str | None, lines: int | None,
               err: bool) -> dict[str, Any]:
     """One run's output (default the latest), from the history's offsets. Also used by the
     CLI directly when no daemon runs."""
@@ -293,7 +278,7 @@ def read_logs(paths: OpsPaths, task: str, run_id: str | None, lines: int | None,
     if run is None:
         which = f"run {run_id} of task '{task}'" if run_id else f"a run of task '{task}'"
         raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"no record of {which} in the history")
-    data = clip(last_lines(run_output(paths.log_dir, run, err=err), lines))
-    _, offset = follow_chunk(paths.log_dir, task, None, err=err)
+    data = clip(last_lines(run_output(paths.logs, run, err=err), lines))
+    _, offset = follow_chunk(paths.logs, task, None, err=err)
     return {"run_id": run["run_id"], "outcome": run["outcome"], "text":
             data.decode(errors="replace"), "offset": offset}

@@ -10,20 +10,30 @@ import os
 from pathlib import Path
 from typing import Any
 
+from torchd.statedir import FileModes, open_file
+
 log = logging.getLogger("torchd.opstate")
 
 
+MAX_BYTES = 64 << 20  # far beyond what pauses and pending submissions take
+
+
 class JsonFile:
-    def __init__(self, path: Path, empty: Any) -> None:
+    def __init__(self, path: Path, empty: Any, modes: FileModes | None = None) -> None:
         self.path = path
         self._empty = empty
+        self._modes = modes or FileModes()
 
     def load(self) -> Any:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            with os.fdopen(open_file(self.path, os.O_RDONLY, self._modes), "rb") as handle:
+                data = handle.read(MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                raise ValueError(f"larger than {MAX_BYTES} bytes")
+            return json.loads(data.decode("utf-8"))
         except FileNotFoundError:
             return self._empty
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             # Kept aside, not overwritten: an operator may want what it held.
             aside = self.path.with_name(self.path.name + ".unreadable")
             log.error("cannot read %s (%s); it is kept as %s and ignored", self.path, exc,
@@ -35,7 +45,7 @@ class JsonFile:
     def save(self, value: Any) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._modes)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(value, handle, indent=1, sort_keys=True)
                 handle.flush()

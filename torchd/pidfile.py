@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from torchd.errors import AlreadyRunningError
+from torchd.statedir import FileModes, open_file
 
 
 def read_pid(path: Path) -> int | None:
@@ -22,19 +23,37 @@ def read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def lock_holder(info: os.stat_result) -> int | None:
+    """The pid that holds the flock on this file, as the kernel tells in /proc/locks (None
+    if it cannot be told: another pid namespace, a file system that reports otherwise)."""
+    want = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as locks:
+            for line in locks:
+                parts = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"
+                if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == want:
+                    pid = int(parts[4])
+                    return pid if pid > 0 else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def running_pid(path: Path) -> int | None:
     """The pid of the live daemon holding this pidfile, or None; -1 when a daemon holds it
-    but its pid cannot be read (never signal that)."""
+    but its pid cannot be told (never signal that). The pid comes from the kernel's record
+    of who holds the lock, not from the file's text, which anyone who could write the file
+    could have made up."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except PermissionError:
-        return -1  # cannot tell: let the control socket answer (or refuse)
+    except OSError:
+        return -1  # unreadable, or a symlink: let the control socket answer (or refuse)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return read_pid(path) or -1
+        return lock_holder(os.fstat(fd)) or -1
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
@@ -43,13 +62,14 @@ def running_pid(path: Path) -> int | None:
 
 
 class PidFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, modes: FileModes | None = None) -> None:
         self.path = path
+        self._modes = modes or FileModes()
         self._fd = -1
 
     def acquire(self) -> None:
         """Lock and write our pid; raise AlreadyRunningError if another daemon holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_file(self.path, os.O_RDWR | os.O_CREAT, self._modes)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,16 +1,28 @@
-"""When a process started, from /proc/PID/stat: the child journal tells a live child from a
-process that reused its pid by it, and the daemon takes its launch instant from it."""
+"""What /proc says of a process: when it started, its group and session (the child journal
+tells a live child from a process that reused its pid by them), and the daemon's own
+launch instant."""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 LAUNCH_WINDOW = 10.0  # a process older than this at the call did not start to run torchd
 
 
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22).
+class ProcStat(NamedTuple):
+    """What /proc/PID/stat says of a process that torchd checks before signalling it."""
+
+    state: str  # R, S, D, Z (zombie), T (stopped), ...
+    ppid: int
+    pgrp: int
+    session: int
+    start_ticks: int  # clock ticks since boot
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """The process's stat fields, or None if it is gone (or cannot be read).
 
     Read directly rather than through psutil: this runs once per spawn, on the hot path.
     """
@@ -24,8 +36,25 @@ def start_ticks(pid: int) -> int | None:
         return None
     finally:
         os.close(fd)
+    # Fields after the command name (which may hold spaces and parentheses) start at 3.
     fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])  # field 22 overall; fields after the command name start at 3
+    return ProcStat(state=fields[0].decode(), ppid=int(fields[1]), pgrp=int(fields[2]),
+                    session=int(fields[3]), start_ticks=int(fields[19]))
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    stat = proc_stat(pid)
+    return None if stat is None else stat.start_ticks
+
+
+def boot_id() -> str:
+    """This boot's id: pids and start times mean nothing across a reboot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "unknown"
 
 
 def launch_instant(window: float = LAUNCH_WINDOW) -> float:

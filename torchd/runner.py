@@ -29,7 +29,12 @@ RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class StartError(Exception):
-    """The command could not be started (missing executable, bad cwd, ...)."""
+    """The command could not be started (missing executable, bad cwd, no descriptors
+    left, ...); `errno` is the system's error number where there is one."""
+
+    def __init__(self, reason: str, errno: int | None = None) -> None:
+        super().__init__(reason)
+        self.errno = errno
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,7 +161,7 @@ class _Stream:
 class RunHandle:
     """Owns one running process and its descriptors until it has been reaped."""
 
-    def __init__(self, run: Run, popen: subprocess.Popen[bytes] | None, *,
+    def __init__(self, run: Run, popen: subprocess.Popen[bytes] | None, *, pidfd: int,
                  streams: list[_Stream],
                  kill_grace: float, clock_time: Callable[[], float],
                  clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> None:
@@ -169,7 +174,7 @@ class RunHandle:
         self._on_exit = on_exit
         self._cap = run.request.output_cap
         self._loop = run.done.get_loop()  # get_running_loop() costs a getpid() call
-        self._pidfd = os.pidfd_open(run.pid)
+        self._pidfd = pidfd
         self._loop.add_reader(self._pidfd, self._exited)
         for stream in streams:
             self._loop.add_reader(stream.fd, self._drain, stream)
@@ -340,6 +345,7 @@ class Spawned:
     popen: subprocess.Popen[bytes] | None
     out_fd: int
     err_fd: int | None  # with split output
+    pidfd: int  # its exit is watched through this
     started: float
     started_mono: float
 
@@ -356,24 +362,45 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
     except OSError as exc:
         for fd in pipes:
             os.close(fd)
-        raise StartError(f"cannot create output pipe: {exc.strerror}") from None
+        raise StartError(f"cannot create output pipe: {exc.strerror}", exc.errno) from None
     out_read, out_write = pipes[0], pipes[1]
     err_read: int | None = pipes[2] if request.split_output else None
     err_write = pipes[3] if request.split_output else out_write
     try:
         pid, popen = _spawn(request, out_write, err_write)
     except (OSError, ValueError) as exc:
-        os.close(out_read)
-        if err_read is not None:
-            os.close(err_read)
-        reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
-        raise StartError(reason) from None
+        _close(out_read, err_read)
+        if isinstance(exc, OSError):
+            raise StartError(f"{exc.strerror}: {exc.filename}", exc.errno) from None
+        raise StartError(str(exc)) from None
     finally:
         os.close(out_write)
         if err_read is not None:
             os.close(err_write)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:  # out of descriptors: a process nobody watches must not run
+        _abandon(pid, popen)
+        _close(out_read, err_read)
+        raise StartError(f"cannot watch the started process: {exc.strerror}; it was "
+                         "killed", exc.errno) from None
     return Spawned(request=request, pid=pid, popen=popen, out_fd=out_read, err_fd=err_read,
-                   started=clock_time(), started_mono=clock_mono())
+                   pidfd=pidfd, started=clock_time(), started_mono=clock_mono())
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
+
+
+def _abandon(pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+    """Kill a process just started and reap it (it leads its own new group)."""
+    signal_group(pid, signal.SIGKILL)
+    if popen is not None:
+        popen.wait()
+    else:
+        os.waitpid(pid, 0)
 
 
 def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
@@ -395,5 +422,6 @@ def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
         os.set_blocking(spawned.err_fd, False)
         run.err_start = err_log.write(header)
         streams.append(_Stream(spawned.err_fd, err_log))
-    return RunHandle(run, spawned.popen, streams=streams, kill_grace=kill_grace,
+    return RunHandle(run, spawned.popen, pidfd=spawned.pidfd, streams=streams,
+                     kill_grace=kill_grace,
                      clock_time=clock_time, clock_mono=clock_mono, on_exit=on_exit)

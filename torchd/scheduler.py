@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
 import logging
 import random
@@ -36,6 +37,7 @@ from torchd.events import (
     RunNotStarted,
     RunStarted,
 )
+from torchd.health import Health
 from torchd.model import (
     Claim,
     Config,
@@ -63,6 +65,7 @@ from torchd.runner import (
     spawn,
     supervise,
 )
+from torchd.statedir import FileModes
 from torchd.tasklog import LogFiles
 
 log = logging.getLogger("torchd.scheduler")
@@ -206,15 +209,16 @@ class Prepared:
 
 class Scheduler:
     def __init__(self, *, clock: Clock, log_dir: Path, base_env: Mapping[str, str],
-                 kill_grace: float = 10.0,
+                 kill_grace: float = 10.0, file_modes: FileModes | None = None,
                  on_event: Callable[[Event], None] | None = None,
-                 claims: FireClaims | None = None) -> None:
+                 claims: FireClaims | None = None, health: Health | None = None) -> None:
         self._clock = clock
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._kill_grace = kill_grace
         self._on_event = on_event or (lambda _event: None)
-        self._logs = LogFiles(log_dir)
+        self._health = health or Health(clock.time)
+        self._logs = LogFiles(log_dir, file_modes, self._health)
         self._paused: set[str] = set()
         self._paused_all = False
         self._submitted: set[str] = set()  # one-off tasks from `torchd submit`
@@ -699,8 +703,12 @@ class Scheduler:
             started = spawn(request, clock_time=self._clock.time,
                             clock_mono=self._clock.monotonic)
         except StartError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._health.report("descriptors", f"no file descriptors left ({exc}): "
+                                    "fires fail to start; see README, Limits")
             self._start_failed(state, request, str(exc))
             raise
+        self._health.clear("descriptors")
         state.last_start_error = None
         return started
 

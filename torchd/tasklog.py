@@ -16,7 +16,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from torchd.health import Health
 from torchd.model import LogPolicy
+from torchd.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.tasklog")
 
@@ -42,12 +44,34 @@ def log_paths(log_dir: Path, task: str, *, err: bool = False) -> list[Path]:
     return [base, *rotated]
 
 
+class Failing:
+    """The log files whose failure was reported (this outlives each TaskLog), each once,
+    and as one problem in status while any is failing."""
+
+    def __init__(self, health: Health | None) -> None:
+        self.names: set[str] = set()
+        self._health = health
+
+    def add(self, name: str, why: str) -> None:
+        self.names.add(name)
+        if self._health is not None:
+            self._health.report("task-logs", f"{len(self.names)} task log(s) cannot be "
+                                f"written, the latest {name}: {why}; output is lost")
+
+    def discard(self, name: str) -> None:
+        self.names.discard(name)
+        if not self.names and self._health is not None:
+            self._health.clear("task-logs")
+
+
 class TaskLog:
     """One log file, appended to by every run of a task."""
 
     def __init__(self, path: Path, policy: LogPolicy, task: str,
-                 on_idle: Callable[[TaskLog], None], failing: set[str]) -> None:
+                 on_idle: Callable[[TaskLog], None], failing: Failing, *,
+                 modes: FileModes) -> None:
         self.path = path
+        self._modes = modes
         self.name = path.name
         self.policy = policy
         self.task = task
@@ -55,23 +79,23 @@ class TaskLog:
         self._fd = -1
         self._size = 0
         self._users = 0
-        self._failing = failing  # names whose failure was reported (outlives this object)
+        self._failing = failing
         self._open()
 
     def _open(self) -> None:
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                               0o640)
+            self._fd = open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                 self._modes)
             self._size = os.fstat(self._fd).st_size
         except OSError as exc:
             self._fd = -1
             self._fail(f"cannot open it: {exc.strerror}")
 
     def _fail(self, why: str) -> None:
-        if self.name not in self._failing:
+        if self.name not in self._failing.names:
             log.error("task %s: log %s: %s; runs go on, their output is lost until it can be "
                       "written", self.task, self.path, why)
-            self._failing.add(self.name)
+            self._failing.add(self.name, why)
 
     @property
     def size(self) -> int:
@@ -112,7 +136,7 @@ class TaskLog:
         except OSError as exc:
             self._fail(f"write failed: {exc.strerror}")
             return None
-        if self.name in self._failing:
+        if self.name in self._failing.names:
             log.warning("task %s: log %s is written again", self.task, self.path)
             self._failing.discard(self.name)
         return start
@@ -141,17 +165,19 @@ class LogFiles:
     """The open task logs of one directory, by file name: runs of one task share one
     TaskLog."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, modes: FileModes | None = None,
+                 health: Health | None = None) -> None:
         self.log_dir = log_dir
+        self._modes = modes or FileModes()
         self._open: dict[str, TaskLog] = {}
-        self._failing: set[str] = set()
+        self._failing = Failing(health)
 
     def acquire(self, task: str, policy: LogPolicy, *, err: bool = False) -> TaskLog:
         name = log_name(task, err=err)
         found = self._open.get(name)
         if found is None:
             found = self._open[name] = TaskLog(self.log_dir / name, policy, task, self._forget,
-                                               self._failing)
+                                               self._failing, modes=self._modes)
         found.policy = policy  # a reload may have changed it
         return found.acquire()
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_operations import as_json, ended_runs, ok
-from tests.helpers import Daemon, lines, wait_for
+from tests.helpers import Daemon, full_filesystem, lines, wait_for
 
 pytestmark = pytest.mark.e2e
 Factory = Callable[..., Daemon]
@@ -91,16 +91,16 @@ def test_split_sends_stderr_to_its_own_file(write_tasks: Callable[..., Path],
 
 def test_a_full_disk_is_survived_and_reported_once(write_tasks: Callable[..., Path],
                                                    daemon_factory: Factory) -> None:
-    """Writing the log fails with ENOSPC (/dev/full): runs go on, one error line."""
+    """Writing the log fails with ENOSPC (a full tmpfs): runs go on, one error line."""
     config = write_tasks("""
         tasks:
           - {name: full, schedule: "* * * * * *", command: "echo lost output"}
     """)
     daemon = daemon_factory(config)
-    daemon.log_dir.mkdir(parents=True)
-    (daemon.log_dir / "full.log").symlink_to("/dev/full")
-    daemon.start()
-    runs = ended_runs(daemon, "full", 3)
+    with full_filesystem(daemon.log_dir):
+        daemon.start()
+        runs = ended_runs(daemon, "full", 3)
+        daemon.kill_everything()
     assert {r["outcome"] for r in runs} == {"ok"}
     errors = [line for line in daemon.stderr().splitlines() if "full.log" in line
               and "No space left on device" in line]

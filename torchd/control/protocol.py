@@ -38,6 +38,8 @@ def decode_request(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"not a JSON line: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "the request is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
     cmd = message.get("cmd")
