@@ -377,6 +377,8 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{last['time']}")
     for error in last["errors"]:
         print(f"  {error}")
+    for problem in status.get("problems", ()):
+        print(f"PROBLEM ({problem['key']}, since {problem['since']}): {problem['message']}")
     rows = [("TASK", "TYPE", "SCHEDULE", "HERE", "NEXT FIRE", "RUNNING", "LAST")]
     for task in status["tasks"]:
         here = "yes" if task["for_this_host"] else "no"

@@ -3,6 +3,7 @@ reads it once from a checked descriptor, and never blocks on it (issue 21)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -230,7 +231,8 @@ def test_a_configmap_update_is_seen_and_applied(tmp_path: Path,
                                              'command: "true"}\n')
 
     def names() -> set[str]:
-        return {line.split()[0] for line in daemon.cli("status").stdout.splitlines()[4:]}
+        return {task["name"] for task in json.loads(daemon.cli("status", "--json").stdout)[
+            "tasks"]}
 
     wait_for(lambda: "added" in names(), timeout=15, message="the swap reloaded")
     configmap(mount, "2026_12_06_03", GOOD)  # and again, from the new directory
