@@ -241,6 +241,23 @@ class Daemon:
         for pgid in {self.proc.pid, *self.seen}:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+        remove_run_cgroups(self.state_dir)
+
+
+def remove_run_cgroups(state_dir: Path) -> None:
+    """Teardown: end and remove the cgroups a daemon of this state dir made (a daemon
+    killed with SIGKILL leaves them)."""
+    from torchd.cgroups import detect, leftovers, parent_name
+
+    mode = detect(state_dir)
+    parent = mode.parent
+    if parent is None or parent.name != parent_name(state_dir):
+        return
+    for cgroup in leftovers(parent):
+        cgroup.signal(signal.SIGKILL)
+        wait_for(cgroup.remove, timeout=10, message=f"{cgroup.path} removed")
+    with contextlib.suppress(OSError):
+        parent.rmdir()
 
 
 def record_cmd(out: Path, extra: str = "") -> str:

@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from torchd import __version__
+from torchd.cgroups import CgroupMode
+from torchd.cgroups import detect as detect_cgroups
+from torchd.cgroups import end_leftovers as end_cgroup_leftovers
+from torchd.cgroups import release_parent as release_cgroups
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
 from torchd.config import ParseCache, digest_of, load_config, read_task_file
@@ -42,6 +46,7 @@ from torchd.ledger import FireLedger
 from torchd.model import Config, TaskKind
 from torchd.ops import SUBMIT_PREFIX, Operations
 from torchd.pidfile import PidFile
+from torchd.reaper import Reaper
 from torchd.reload import ReloadPlan, apply_delay, plan
 from torchd.runner import pidfd_refused, seal_descriptors
 from torchd.scheduler import Scheduler, fire_id
@@ -135,6 +140,8 @@ class App:
         self._ops: Operations | None = None
         self._cluster: Cluster | None = None
         self._watcher: FileWatcher | None = None
+        self._reaper: Reaper | None = None
+        self._cgroups = CgroupMode(None, "not set up yet")
         self._control: ControlServer | None = None
         self._reload_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -211,21 +218,33 @@ class App:
         if ended:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
                         ended)
+        self._cgroups = detect_cgroups(self._paths.root, enabled=config.daemon.cgroups)
+        parent = self._cgroups.parent
+        if parent is not None:
+            await asyncio.to_thread(end_cgroup_leftovers, parent, DEFAULT_STOP_GRACE)
         self._journal.open()
         last_fires = self._ledger.open()
         self._ledger.forget_except({task.name for task in config.tasks})
         cluster = self._make_cluster(config)
+        cgroup_parent = None if parent is None else str(parent)
         scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs, file_modes=self._modes,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
-                              on_event=self._on_event, claims=cluster, health=self._health)
+                              on_event=self._on_event, claims=cluster, health=self._health,
+                              cgroup_parent=cgroup_parent)
         self._scheduler = scheduler
         if cluster is not None:
             scheduler.on_lease_tasks = cluster.set_lease_tasks
         self._hooks = HookRunner(log_dir=self._paths.logs, file_modes=self._modes,
-                                 base_env=os.environ,
+                                 base_env=os.environ, cgroup_parent=cgroup_parent,
                                  clock=self._clock, record=self._record_hook,
                                  host=self._host_id(config))
         self._configure_hooks(config)
+        hooks = self._hooks
+        self._reaper = Reaper(known=lambda: scheduler.run_pids() | hooks.pids(),
+                              running=scheduler.is_running, grace=DEFAULT_STOP_GRACE)
+        self._reaper.start()  # before the first run: its strays must come to us
+        log.info("process containment: %s; child subreaper: %s", self._cgroups.description,
+                 "yes" if self._reaper.subreaper else "no (refused)")
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires, launched=self._launched)
         self._ops = Operations(scheduler=scheduler, paths=self._paths, modes=self._modes,
@@ -285,6 +304,9 @@ class App:
         if self._watcher is not None:
             self._watcher.stop()
         stopped = await self._scheduler.shutdown(self._stop_grace)
+        await self._end_strays()
+        if self._cgroups.parent is not None:
+            release_cgroups(self._cgroups.parent)
         if self._cluster is not None:
             await self._cluster.close()  # leases go back once their instances are gone
         if self._hooks is not None:
@@ -303,6 +325,19 @@ class App:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         log.info("stopped (%d run(s) were ended)", stopped)
+
+    async def _end_strays(self) -> None:
+        """End what runs left outside their process groups (see reaper.py), and reap it."""
+        if self._reaper is None:
+            return
+        grace = self._stop_grace
+        give_up = self._clock.monotonic() + grace + 1.0
+        # Polled, as the scheduler polls process groups: a stray's exit has no event of
+        # its own to wait on (SIGCHLD only says that some child changed).
+        while (self._reaper.sweep(everything=True, grace=grace)  # noqa: ASYNC110
+               and self._clock.monotonic() < give_up):
+            await asyncio.sleep(0.05)
+        self._reaper.close()
 
     def _on_stop_signal(self) -> None:
         self._stop_signals += 1
@@ -335,6 +370,8 @@ class App:
                 history.run_started(event)
         elif isinstance(event, RunEnded):
             self._journal.ended(event.pid)
+            if self._reaper is not None:
+                self._reaper.run_ended(event.run_id)
             if history is not None:
                 history.run_ended(event)
         elif isinstance(event, FireSettled):
@@ -506,6 +543,8 @@ class App:
             "last_reload": self._last_reload,
             "runs_running": self._scheduler.running_count(),
             "problems": self._health.view(),
+            "containment": {"cgroups": self._cgroups.description,
+                            "subreaper": self._reaper is not None and self._reaper.subreaper},
             "tasks": self._scheduler.snapshot(),
         }
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import psutil
 
 from torchd import __version__
+from torchd.cgroups import describe as describe_cgroups
 from torchd.config import ParseCache, load_config
 from torchd.control import client
 from torchd.cronexpr import RebootSchedule, upcoming
@@ -96,6 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     here = sum(1 for t in config.tasks if t.active)
     print(f"{args.config}: OK, {len(config.tasks)} task(s), {here} active on this host, "
           f"hash {config.digest}")
+    print(f"process containment here: {describe_cgroups(enabled=config.daemon.cgroups)}")
     return EXIT_OK
 
 
@@ -223,40 +225,60 @@ def cmd_start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _gone(pid: int) -> bool:
-    """Exited, or a zombie waiting for its parent (it has stopped all the same)."""
+STOP_MARGIN = 5.0  # seconds `stop` waits past the grace: the daemon's own last steps
+
+
+def _stopped(pid: int) -> bool:
+    """Stopped by SIGSTOP or a debugger: it acts on nothing until continued."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED,
+                                                psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+def _wait_unlocked(pidfile: Path, deadline: float) -> bool:
+    """Wait until no daemon holds the pidfile (it releases it as its last act)."""
     while time.monotonic() < deadline:
-        if _gone(pid):
+        if running_pid(pidfile) is None:
             return True
         time.sleep(0.05)
-    return False
+    return running_pid(pidfile) is None
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    """Ask the daemon to stop (runs get --timeout to end, then KILL), by its socket or,
+    where that does not answer, SIGTERM; wait at most --timeout plus STOP_MARGIN."""
     state_dir = resolve_state_dir(args)
-    pid = running_pid(StatePaths(state_dir).pidfile)
+    pidfile = StatePaths(state_dir).pidfile
+    pid = running_pid(pidfile)
     if pid is None:
         print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
         return EXIT_FAIL
+    deadline = time.monotonic() + args.timeout + STOP_MARGIN
+    if pid > 0 and _stopped(pid):
+        os.kill(pid, signal.SIGTERM)
+        print(f"torchd (pid {pid}) is stopped (SIGSTOP or a debugger) and cannot act until "
+              f"it is continued: sent SIGTERM, which it acts on then (kill -CONT {pid})",
+              file=sys.stderr)
+        return EXIT_FAIL
     try:
-        client.call(_socket(state_dir), "stop", grace=args.timeout, timeout=5)
+        client.call(_socket(state_dir), "stop", grace=args.timeout,
+                    timeout=min(5.0, args.timeout + STOP_MARGIN))
     except ControlError as exc:
         if pid <= 0:  # its pid is unknown: signalling -1 would hit every process we own
             print(f"torchd: {exc}", file=sys.stderr)
             return EXIT_FAIL
-        os.kill(pid, signal.SIGTERM)  # no socket: the signal path has the default grace
-    if _wait_gone(pid, args.timeout + 15):
-        print(f"torchd stopped (pid {pid})")
+        os.kill(pid, signal.SIGTERM)  # the signal path has the default grace
+        print(f"torchd: the control socket did not answer ({exc}); sent SIGTERM to pid "
+              f"{pid}", file=sys.stderr)
+    if _wait_unlocked(pidfile, deadline):
+        print(f"torchd stopped (pid {pid})" if pid > 0 else "torchd stopped")
         return EXIT_OK
-    print(f"torchd (pid {pid}) is still running after {args.timeout + 15:.0f}s", file=sys.stderr)
+    waited = args.timeout + STOP_MARGIN
+    state = " (it is stopped: SIGSTOP or a debugger)" if pid > 0 and _stopped(pid) else ""
+    print(f"torchd (pid {pid}) is still running after {waited:.0f}s{state}; its runs were "
+          f"given {args.timeout:g}s to end", file=sys.stderr)
     return EXIT_FAIL
 
 

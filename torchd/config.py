@@ -96,7 +96,7 @@ TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 TOP_KEYS = dict.fromkeys(("daemon", "tasks"))
 DAEMON_KEYS = dict.fromkeys((
     "state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit", "log",
-    "history", "hooks", "socket_group", "cluster",
+    "history", "hooks", "socket_group", "cluster", "cgroups",
 ))
 TASK_KEYS = dict.fromkeys((
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
@@ -199,7 +199,7 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
                 if name is not None and v.zone(name) is None:
                     walker.problem(value, None, where, f"unknown time zone '{name}'")
                 settings[key] = name
-            elif key == "watch":
+            elif key in ("watch", "cgroups"):
                 settings[key] = walker.value(v.as_boolean, value, None, where)
             elif key == "max_running":
                 settings[key] = walker.value(v.as_integer, value, None, where)
@@ -233,6 +233,7 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
         hooks=cast("tuple[tuple[HookEvent, HookAction], ...]", settings.get("hooks") or ()),
         socket_group=cast("str | None", settings.get("socket_group")),
         cluster=cast("ClusterSettings | None", settings.get("cluster")),
+        cgroups=settings.get("cgroups") is not False,
     )
 
 

@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS runs (
     log_start INTEGER,
     log_end INTEGER,
     err_start INTEGER,
-    err_end INTEGER
+    err_end INTEGER,
+    cpu_seconds REAL,          -- with a cgroup per run: CPU used by all its processes
+    memory_peak INTEGER        -- bytes, with a cgroup and its memory controller
 );
 CREATE INDEX IF NOT EXISTS runs_task_at ON runs (task, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
@@ -81,7 +83,8 @@ CREATE INDEX IF NOT EXISTS hook_calls_at ON hook_calls (at);
 _START_COLUMNS = ("run_id", "task", "fire_id", "scheduled", "at", "started", "pid", "host",
                   "attempt", "trigger", "log_file", "log_start")
 _END_COLUMNS = ("ended", "duration", "outcome", "exit_code", "signal", "log_end", "err_start",
-                "err_end")
+                "err_end", "cpu_seconds", "memory_peak")
+ADDED_COLUMNS = {"cpu_seconds": "REAL", "memory_peak": "INTEGER"}  # since the first schema
 
 
 def _insert(columns: tuple[str, ...]) -> str:
@@ -144,6 +147,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in have:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -255,7 +262,8 @@ class HistoryWriter:
 
     def run_ended(self, event: RunEnded) -> None:
         ended = (event.ended, event.duration, event.outcome, event.exit_code, event.signal,
-                 event.log_end, event.err_start, event.err_end)
+                 event.log_end, event.err_start, event.err_end, event.cpu_seconds,
+                 event.memory_peak)
         started = self._held.pop(event.run_id, None)
         if started is None:
             self._queue.put((UPDATE_ENDED, (*ended, event.run_id)))

@@ -87,7 +87,8 @@ def hook_env(doc: Mapping[str, Any]) -> dict[str, str]:
 
 class HookRunner:
     def __init__(self, *, log_dir: Path, base_env: Mapping[str, str], clock: Clock,
-                 record: HookRecorder, host: str, file_modes: FileModes | None = None) -> None:
+                 record: HookRecorder, host: str, file_modes: FileModes | None = None,
+                 cgroup_parent: str | None = None) -> None:
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._clock = clock
@@ -98,6 +99,8 @@ class HookRunner:
         self._task_hooks: Mapping[str, Hooks] = {}
         self._log_policy = LogPolicy()
         self._pending: set[asyncio.Task[None]] = set()
+        self._pids: set[int] = set()  # of hook commands running
+        self._cgroup_parent = cgroup_parent
         self._session: aiohttp.ClientSession | None = None
 
     def configure(self, daemon_hooks: Hooks, task_hooks: Mapping[str, Hooks],
@@ -125,6 +128,10 @@ class HookRunner:
                 self._track(loop.create_task(self._run_command(action, doc)))
             if action.webhook is not None:
                 self._track(loop.create_task(self._post(action.webhook, doc)))
+
+    def pids(self) -> set[int]:
+        """The hook commands running (children torchd watches itself)."""
+        return set(self._pids)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._pending.add(task)
@@ -161,6 +168,7 @@ class HookRunner:
             scheduled=self._clock.time(), command=action.command,
             env={**self._base_env, **hook_env(doc)}, cwd=None, config_digest="-",
             trigger=Trigger.MANUAL, timeout=action.timeout, kill_grace=5.0,
+            cgroup_parent=self._cgroup_parent,
         )
         try:
             spawned = spawn(request, clock_time=self._clock.time,
@@ -168,10 +176,11 @@ class HookRunner:
         except StartError as exc:
             self._done(doc, "command", target, False, f"could not start: {exc}")
             return
+        self._pids.add(spawned.pid)
         handle = supervise(spawned, out_log=self._logs.acquire(HOOKS_LOG, self._log_policy),
                            err_log=None, kill_grace=5.0, clock_time=self._clock.time,
                            clock_mono=self._clock.monotonic,
-                           on_exit=lambda _run: None)
+                           on_exit=lambda run: self._pids.discard(run.pid))
         run = handle.run
         try:
             await asyncio.shield(run.done)

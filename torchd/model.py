@@ -218,6 +218,7 @@ class DaemonSettings:
     hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # for every task
     socket_group: str | None = None  # this group may use the control socket too
     cluster: ClusterSettings | None = None
+    cgroups: bool = True  # a cgroup per run where cgroup v2 is writable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,12 +17,14 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from torchd.cgroups import RunCgroup
 from torchd.clock import iso_utc
 from torchd.model import RunOutcome, RunState, Trigger
 from torchd.tasklog import TaskLog
 
 log = logging.getLogger("torchd.runner")
 READ_CHUNK = 65536
+RELEASE_TRIES, RELEASE_EVERY = 50, 0.1  # a run's cgroup is removed within 5 s of KILL
 # Python ignores these; Popen restores them in its children, and so must posix_spawn (a
 # shell pipeline like `yes | head -1` ends by SIGPIPE, and fails loudly while it is ignored).
 RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -56,6 +58,7 @@ class LaunchRequest:
     kill_grace: float = 10.0
     split_output: bool = False  # stderr to its own pipe and log file
     output_cap: int | None = None  # bytes of output kept; the rest is discarded
+    cgroup_parent: str | None = None  # where its cgroup is made (see cgroups.py)
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -73,6 +76,9 @@ class Run:
     stop_requested: bool = False
     timed_out: bool = False
     group_lingers: bool = False  # members of its group outlived it (TERM sent, KILL pending)
+    processes: RunProcesses
+    cpu_seconds: float | None = None  # used by all its processes (with a cgroup)
+    memory_peak: int | None = None  # bytes (with a cgroup and its memory controller)
     log_file: str = ""  # where its output went, from log_start to log_end (the file may
     log_start: int | None = None  # have been rotated since: see logview)
     log_end: int | None = None
@@ -110,6 +116,34 @@ def signal_group(pgid: int, signum: int) -> bool:
 
 def group_alive(pgid: int) -> bool:
     return signal_group(pgid, 0)
+
+
+class RunProcesses:
+    """Everything a run started: its process group (named after its first process), and
+    its cgroup where it has one, which also holds what left the group."""
+
+    __slots__ = ("cgroup", "pgid")
+
+    def __init__(self, pgid: int, cgroup: RunCgroup | None) -> None:
+        self.pgid = pgid
+        self.cgroup = cgroup
+
+    def signal(self, signum: int) -> bool:
+        """Signal them all; False if none was there."""
+        sent = signal_group(self.pgid, signum)
+        if self.cgroup is not None:
+            sent = self.cgroup.signal(signum) or sent
+        return sent
+
+    def alive(self) -> bool:
+        return group_alive(self.pgid) or (self.cgroup is not None and self.cgroup.populated())
+
+    def release(self) -> bool:
+        """Remove the cgroup once it is empty; True when nothing of the run is left in it."""
+        if self.cgroup is None or self.cgroup.remove():
+            self.cgroup = None
+            return True
+        return False
 
 
 def pidfd_refused() -> str | None:
@@ -243,11 +277,17 @@ class RunHandle:
             self._drain(stream)
             self._close_stream(stream)
         run = self.run
-        # The group is named after the leader's pid; anything left in it (a grandchild that
-        # kept the pipe open, a stray background job) ends with the run.
-        if signal_group(run.pid, signal.SIGTERM):
+        processes = run.processes
+        if processes.cgroup is not None:
+            run.cpu_seconds, run.memory_peak = processes.cgroup.usage()
+        # Anything left of the run (a grandchild that kept the pipe open, a stray
+        # background job) ends with it.
+        lingers = signal_group(run.pid, signal.SIGTERM)
+        if not processes.release():
+            lingers = processes.signal(signal.SIGTERM) or lingers
+        if lingers:
             run.group_lingers = True
-            self._loop.call_later(self._kill_grace, signal_group, run.pid, signal.SIGKILL)
+            self._loop.call_later(self._kill_grace, self._end_what_is_left, RELEASE_TRIES)
         run.ended = self._time()
         run.duration = self._mono() - run.started_mono
         if returncode < 0:
@@ -297,20 +337,29 @@ class RunHandle:
             return
         run.stop_requested = True
         run.state = RunState.STOPPING  # running -> stopping
-        signal_group(run.pid, signal.SIGTERM)
+        run.processes.signal(signal.SIGTERM)
         self._loop.call_later(grace, self._kill_if_running)
 
     def kill_now(self) -> None:
         self.run.stop_requested = True
-        signal_group(self.run.pid, signal.SIGKILL)
+        self.run.processes.signal(signal.SIGKILL)
 
     def _kill_if_running(self) -> None:
-        # The whole group, even if the leader has exited: a member that ignores TERM
-        # must not outlive a stop.
-        signal_group(self.run.pid, signal.SIGKILL)
+        # Everything, even if the leader has exited: a member that ignores TERM must not
+        # outlive a stop.
+        self.run.processes.signal(signal.SIGKILL)
+
+    def _end_what_is_left(self, tries: int) -> None:
+        """KILL what outlived the run's grace, then remove its cgroup once it is empty
+        (a killed process takes a moment to go)."""
+        processes = self.run.processes
+        if tries == RELEASE_TRIES:
+            processes.signal(signal.SIGKILL)
+        if not processes.release() and tries > 1:
+            self._loop.call_later(RELEASE_EVERY, self._end_what_is_left, tries - 1)
 
 
-def _spawn(request: LaunchRequest, out_fd: int,
+def _spawn(request: LaunchRequest, command: tuple[str, ...], out_fd: int,
            err_fd: int) -> tuple[int, subprocess.Popen[bytes] | None]:
     """Start the command in a new session with stdin /dev/null, stdout on out_fd and stderr
     on err_fd.
@@ -321,7 +370,7 @@ def _spawn(request: LaunchRequest, out_fd: int,
     """
     if request.cwd is None and request.umask is None:
         pid = os.posix_spawnp(
-            request.command[0], request.command, request.env,
+            command[0], command, request.env,
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                           (os.POSIX_SPAWN_DUP2, out_fd, 1),
                           (os.POSIX_SPAWN_DUP2, err_fd, 2)],
@@ -329,7 +378,7 @@ def _spawn(request: LaunchRequest, out_fd: int,
         )
         return pid, None
     popen = subprocess.Popen(
-        request.command, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
+        command, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
         cwd=request.cwd, env=request.env, start_new_session=True, close_fds=True,
         umask=-1 if request.umask is None else request.umask,
     )
@@ -346,6 +395,7 @@ class Spawned:
     out_fd: int
     err_fd: int | None  # with split output
     pidfd: int  # its exit is watched through this
+    cgroup: RunCgroup | None
     started: float
     started_mono: float
 
@@ -366,10 +416,15 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
     out_read, out_write = pipes[0], pipes[1]
     err_read: int | None = pipes[2] if request.split_output else None
     err_write = pipes[3] if request.split_output else out_write
+    cgroup = (None if request.cgroup_parent is None
+              else RunCgroup.make(request.cgroup_parent, f"run-{request.run_id}"))
+    command = request.command if cgroup is None else cgroup.joined(request.command)
     try:
-        pid, popen = _spawn(request, out_write, err_write)
+        pid, popen = _spawn(request, command, out_write, err_write)
     except (OSError, ValueError) as exc:
         _close(out_read, err_read)
+        if cgroup is not None:
+            cgroup.remove()
         if isinstance(exc, OSError):
             raise StartError(f"{exc.strerror}: {exc.filename}", exc.errno) from None
         raise StartError(str(exc)) from None
@@ -377,15 +432,17 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
         os.close(out_write)
         if err_read is not None:
             os.close(err_write)
+    if cgroup is not None and not cgroup.add(pid):
+        cgroup = None
     try:
         pidfd = os.pidfd_open(pid)
     except OSError as exc:  # out of descriptors: a process nobody watches must not run
-        _abandon(pid, popen)
+        _abandon(pid, popen, cgroup)
         _close(out_read, err_read)
         raise StartError(f"cannot watch the started process: {exc.strerror}; it was "
                          "killed", exc.errno) from None
     return Spawned(request=request, pid=pid, popen=popen, out_fd=out_read, err_fd=err_read,
-                   pidfd=pidfd, started=clock_time(), started_mono=clock_mono())
+                   pidfd=pidfd, cgroup=cgroup, started=clock_time(), started_mono=clock_mono())
 
 
 def _close(*fds: int | None) -> None:
@@ -394,13 +451,16 @@ def _close(*fds: int | None) -> None:
             os.close(fd)
 
 
-def _abandon(pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+def _abandon(pid: int, popen: subprocess.Popen[bytes] | None,
+             cgroup: RunCgroup | None) -> None:
     """Kill a process just started and reap it (it leads its own new group)."""
-    signal_group(pid, signal.SIGKILL)
+    RunProcesses(pid, cgroup).signal(signal.SIGKILL)
     if popen is not None:
         popen.wait()
     else:
         os.waitpid(pid, 0)
+    if cgroup is not None:
+        cgroup.remove()
 
 
 def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
@@ -414,7 +474,8 @@ def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
               f"fire={request.fire_id}{attempt} pid={spawned.pid} "
               f"config={request.config_digest}\n").encode()
     run = Run(request=request, pid=spawned.pid, started=spawned.started,
-              started_mono=spawned.started_mono, log_file=out_log.name)
+              started_mono=spawned.started_mono, log_file=out_log.name,
+              processes=RunProcesses(spawned.pid, spawned.cgroup))
     os.set_blocking(spawned.out_fd, False)
     run.log_start = out_log.write(header)
     streams = [_Stream(spawned.out_fd, out_log)]

@@ -58,10 +58,9 @@ from torchd.runner import (
     LaunchRequest,
     Run,
     RunHandle,
+    RunProcesses,
     Spawned,
     StartError,
-    group_alive,
-    signal_group,
     spawn,
     supervise,
 )
@@ -211,11 +210,13 @@ class Scheduler:
     def __init__(self, *, clock: Clock, log_dir: Path, base_env: Mapping[str, str],
                  kill_grace: float = 10.0, file_modes: FileModes | None = None,
                  on_event: Callable[[Event], None] | None = None,
-                 claims: FireClaims | None = None, health: Health | None = None) -> None:
+                 claims: FireClaims | None = None, health: Health | None = None,
+                 cgroup_parent: str | None = None) -> None:
         self._clock = clock
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._kill_grace = kill_grace
+        self._cgroup_parent = cgroup_parent
         self._on_event = on_event or (lambda _event: None)
         self._health = health or Health(clock.time)
         self._logs = LogFiles(log_dir, file_modes, self._health)
@@ -229,7 +230,8 @@ class Scheduler:
         self.on_lease_tasks: Callable[[set[str]], None] = lambda _names: None
         self._tasks: dict[str, TaskState] = {}
         self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
-        self._lingering: set[int] = set()  # groups whose leader exited, KILL still pending
+        # What is left of runs whose leader exited, their KILL still pending.
+        self._lingering: set[RunProcesses] = set()
         self._heap: list[HeapEntry] = []
         self._seq = 0
         self._tokens = 0
@@ -740,6 +742,7 @@ class Scheduler:
             config_digest=self._config_digest, trigger=fire.trigger,
             attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
             split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
+            cgroup_parent=self._cgroup_parent,
         )
 
     def _start_failed(self, state: TaskState, request: LaunchRequest, error: str) -> None:
@@ -793,9 +796,9 @@ class Scheduler:
         if state is not None:
             state.last_run = run
         if run.group_lingers:
-            self._lingering.add(run.pid)
+            self._lingering.add(run.processes)
             asyncio.get_running_loop().call_later(self._kill_grace + 1.0,
-                                                  self._lingering.discard, run.pid)
+                                                  self._lingering.discard, run.processes)
         level = logging.INFO if run.outcome is RunOutcome.OK else logging.WARNING
         log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
                 run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
@@ -807,7 +810,8 @@ class Scheduler:
                                 scheduled=request.scheduled, fire_id=request.fire_id,
                                 attempt=request.attempt, log_file=run.log_file,
                                 log_end=run.log_end, err_start=run.err_start,
-                                err_end=run.err_end))
+                                err_end=run.err_end, cpu_seconds=run.cpu_seconds,
+                                memory_peak=run.memory_peak))
         if state is not None:
             self._maybe_retry(state, run)
             if state.waiting:
@@ -1094,17 +1098,17 @@ class Scheduler:
         handles = self.all_runs()
         for handle in handles:
             handle.stop(grace)
-        groups = {h.run.pid for h in handles} | self._lingering
-        for pgid in self._lingering:
-            signal_group(pgid, signal.SIGTERM)
+        everything = [h.run.processes for h in handles] + list(self._lingering)
+        for processes in self._lingering:
+            processes.signal(signal.SIGTERM)
         deadline = self._clock.monotonic() + grace
         # A process group has no exit event to wait on, so poll it until the deadline.
         while self._clock.monotonic() < deadline:
-            if not any(group_alive(g) for g in groups):
+            if not any(processes.alive() for processes in everything):
                 break
             await asyncio.sleep(0.05)
-        for pgid in groups:
-            signal_group(pgid, signal.SIGKILL)  # "already gone" is the normal answer
+        for processes in everything:
+            processes.signal(signal.SIGKILL)  # "already gone" is the normal answer
         pending = [h.run.done for h in handles]
         if pending:
             await asyncio.wait(pending, timeout=5.0)
@@ -1114,12 +1118,19 @@ class Scheduler:
     def force_kill(self) -> None:
         for handle in self.all_runs():
             handle.kill_now()
-        for pgid in self._lingering:
-            signal_group(pgid, signal.SIGKILL)
+        for processes in self._lingering:
+            processes.signal(signal.SIGKILL)
 
     # ----- views ---------------------------------------------------------------------------
     def running_count(self) -> int:
         return sum(len(runs) for runs in self._runs.values())
+
+    def run_pids(self) -> set[int]:
+        """The pids of every run going (the children torchd watches itself)."""
+        return {handle.run.pid for runs in self._runs.values() for handle in runs.values()}
+
+    def is_running(self, run_id: str) -> bool:
+        return any(run_id in runs for runs in self._runs.values())
 
     def snapshot(self) -> list[dict[str, object]]:
         now_mono = self._clock.monotonic()

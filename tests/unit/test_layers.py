@@ -17,9 +17,11 @@ LAYERS = {
     "health": 1,
     "config": 2, "yamlvalues": 2, "runner": 2, "hostinfo": 2, "runas": 2, "tasklog": 2,
     "statedir": 2,
+    "cgroups": 2,
     "scheduler": 3,
     "control.server": 4, "watcher": 4, "pidfile": 4, "children": 4, "sdnotify": 4,
     "ledger": 4, "history": 4, "logview": 4, "hooks": 4, "opstate": 4, "cluster": 4,
+    "reaper": 4,
     "app": 5, "ops": 5,
     "cli": 6, "daemonize": 6, "__main__": 6, "control.client": 6,
 }

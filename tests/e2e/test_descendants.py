@@ -1,0 +1,206 @@
+"""What a run starts ends with it, whatever group or session it moved to; torchd reaps
+every child, as PID 1 too; `stop` keeps to its timeout (issue 21)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.e2e.test_operations import as_json, ended_runs
+from tests.helpers import (
+    Daemon,
+    process_gone,
+    remove_run_cgroups,
+    require_root,
+    require_tool,
+    torchd_cmd,
+    wait_for,
+)
+
+Factory = Callable[..., Daemon]
+
+
+def strays_task(out: Path, *, then: str, timeout: str = "") -> str:
+    """A task that starts two processes outside its process group, one with `setsid cmd &`
+    and one by a double fork, each writing its pid to OUT/a and OUT/b, then does `then`."""
+    limit = f"\n            timeout: {timeout}" if timeout else ""
+    return (f"""
+          - name: leaky{limit}
+            schedule: "@yearly"
+            command: >-
+              setsid sh -c 'echo $$ > {out}/a; exec sleep 600' &
+              (setsid sh -c 'echo $$ > {out}/b; exec sleep 601' &);
+              while [ ! -s {out}/a ] || [ ! -s {out}/b ]; do sleep 0.01; done; {then}
+    """)
+
+
+def stray_pids(out: Path) -> list[int]:
+    return wait_for(lambda: [int(p.read_text()) for p in (out / "a", out / "b")
+                             if p.exists() and p.read_text().strip()] if all(
+        (out / n).exists() and (out / n).read_text().strip() for n in "ab") else None,
+        message="the strays' pids")
+
+
+@pytest.fixture
+def strays() -> Iterator[list[int]]:
+    """Pids to kill in teardown, pass or fail (a stray that survives must not stay)."""
+    found: list[int] = []
+    yield found
+    for pid in found:
+        try:
+            proc = psutil.Process(pid)
+            if proc.name() == "sleep":
+                proc.kill()
+        except psutil.Error:
+            pass
+
+
+CGROUPS = pytest.mark.parametrize("cgroups", [True, False], ids=["cgroup", "subreaper"])
+
+
+def start_leaky(tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
+                *, cgroups: bool, then: str, timeout: str = "") -> tuple[Daemon, Path]:
+    if cgroups:
+        require_root()  # a cgroup per run needs a writable cgroup
+    out = tmp_path / "pids"
+    out.mkdir()
+    config = write_tasks(f"""
+        daemon: {{cgroups: {str(cgroups).lower()}}}
+        tasks:{strays_task(out, then=then, timeout=timeout)}
+    """)
+    daemon = daemon_factory(config).start()
+    mode = json.loads(daemon.cli("status", "--json").stdout)["containment"]
+    assert mode["subreaper"] is True
+    assert mode["cgroups"].startswith("cgroup v2" if cgroups else "no cgroups"), mode
+    return daemon, out
+
+
+@CGROUPS
+@pytest.mark.parametrize("ending", ["exit", "timeout", "kill"])
+def test_descendants_outside_the_group_end_with_the_run(  # noqa: PLR0917 - fixtures
+        tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
+        strays: list[int], cgroups: bool, ending: str) -> None:
+    """`setsid cmd &` and a double fork: both end when the run ends by itself, times out
+    or is killed."""
+    then = "exit 0" if ending == "exit" else "sleep 600"
+    daemon, out = start_leaky(tmp_path, write_tasks, daemon_factory, cgroups=cgroups,
+                              then=then, timeout="1s" if ending == "timeout" else "")
+    daemon.cli("trigger", "leaky")
+    strays.extend(stray_pids(out))
+    if ending == "kill":
+        assert daemon.cli("kill", "leaky").returncode == 0
+    wait_for(lambda: all(process_gone(pid) for pid in strays), timeout=20,
+             message="the strays ended")
+    (run,) = ended_runs(daemon, "leaky", 1)
+    assert run["outcome"] == {"exit": "ok", "timeout": "timeout", "kill": "killed"}[ending]
+
+
+@CGROUPS
+def test_descendants_outside_the_group_end_at_stop(
+        tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
+        strays: list[int], cgroups: bool) -> None:
+    """`torchd stop` ends the strays of runs still going."""
+    daemon, out = start_leaky(tmp_path, write_tasks, daemon_factory, cgroups=cgroups,
+                              then="sleep 600")
+    daemon.cli("trigger", "leaky")
+    strays.extend(stray_pids(out))
+    assert daemon.cli("stop", "--timeout", "2").returncode == 0
+    assert all(process_gone(pid) for pid in strays)
+
+
+def test_a_run_s_cpu_time_is_in_the_history(write_tasks: Callable[..., Path],
+                                            daemon_factory: Factory) -> None:
+    """With a cgroup per run, the CPU its processes used is recorded."""
+    require_root()
+    config = write_tasks("""
+        tasks:
+          - name: burn
+            schedule: "@yearly"
+            command: "timeout 0.5 sh -c 'while :; do :; done'; true"
+    """)
+    daemon = daemon_factory(config).start()
+    daemon.cli("trigger", "burn", "--wait")
+    (run,) = as_json(daemon, "history", "burn")
+    assert 0.3 <= run["cpu_seconds"] <= 2.0, run
+
+
+def zombies_of(pid: int) -> int:
+    return sum(1 for child in psutil.Process(pid).children()
+               if child.status() == psutil.STATUS_ZOMBIE)
+
+
+def test_as_pid_1_every_orphan_is_reaped_and_stop_is_quick(
+        tmp_path: Path, write_tasks: Callable[..., Path]) -> None:
+    """In a PID namespace of its own (a container), orphans from the runs come to torchd;
+    none is left a zombie, and a stop takes well under the grace period."""
+    require_root()
+    unshare = require_tool("unshare")
+    config = write_tasks("""
+        tasks:
+          - {name: orphans, schedule: "* * * * * *",
+             command: "(sleep 0.1 &); (sleep 0.2 &); (sleep 0.3 &); true"}
+    """)
+    state = tmp_path / "state"
+    err = (tmp_path / "stderr").open("wb")
+    outer = subprocess.Popen([unshare, "--pid", "--fork", "--mount-proc", "--",
+                              *torchd_cmd("run", "-c", str(config), "--state-dir", str(state))],
+                             stdout=err, stderr=err, start_new_session=True)
+    try:
+        daemon = wait_for(lambda: psutil.Process(outer.pid).children(), timeout=20,
+                          message="torchd as pid 1")[0]
+        wait_for((state / "torchd.sock").exists, timeout=20, message="serving")
+        time.sleep(6)  # six seconds of orphans: eighteen, each exiting in 0.3 s
+        assert zombies_of(daemon.pid) <= 3, [c.status() for c in daemon.children()]
+        started = time.monotonic()
+        stop = subprocess.run(torchd_cmd("stop", "--state-dir", str(state)),
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert stop.returncode == 0, stop.stderr
+        assert time.monotonic() - started < 4
+        outer.wait(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(outer.pid, signal.SIGKILL)
+        outer.wait()
+        err.close()
+        remove_run_cgroups(state)
+
+
+def test_stop_keeps_to_its_timeout_against_a_stopped_daemon(
+        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """A daemon stopped by SIGSTOP: `stop --timeout 3` answers at once, says so, and the
+    stop happens once the daemon is continued."""
+    config = write_tasks('tasks:\n  - {name: a, schedule: "@hourly", command: "true"}\n')
+    daemon = daemon_factory(config).start()
+    daemon.signal(signal.SIGSTOP)
+    started = time.monotonic()
+    result = daemon.cli("stop", "--timeout", "3")
+    assert time.monotonic() - started < 8
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"torchd (pid {daemon.pid}) is stopped (SIGSTOP or a debugger) and cannot act until "
+        f"it is continued: sent SIGTERM, which it acts on then (kill -CONT {daemon.pid})\n")
+    daemon.signal(signal.SIGCONT)
+    assert daemon.wait_exit(timeout=15) == 0
+
+
+def test_stop_keeps_to_its_timeout_when_the_socket_does_not_answer(
+        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """The socket gone, `stop` sends SIGTERM, says so, and waits at most timeout + 5 s."""
+    config = write_tasks('tasks:\n  - {name: a, schedule: "@hourly", command: "true"}\n')
+    daemon = daemon_factory(config).start()
+    (daemon.state_dir / "torchd.sock").unlink()
+    started = time.monotonic()
+    result = daemon.cli("stop", "--timeout", "1")
+    assert time.monotonic() - started < 7
+    assert result.returncode == 0, result.stderr
+    assert f"sent SIGTERM to pid {daemon.pid}" in result.stderr
+    assert result.stdout == f"torchd stopped (pid {daemon.pid})\n"
