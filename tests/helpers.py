@@ -247,9 +247,9 @@ class Daemon:
 def remove_run_cgroups(state_dir: Path) -> None:
     """Teardown: end and remove the cgroups a daemon of this state dir made (a daemon
     killed with SIGKILL leaves them)."""
-    from torchd.cgroups import detect, leftovers, parent_name
+    from torchd.cgroups import cgroup_mode, leftovers, parent_name
 
-    mode = detect(state_dir)
+    mode = cgroup_mode(state_dir)
     parent = mode.parent
     if parent is None or parent.name != parent_name(state_dir):
         return

@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from torchd import __version__
-from torchd.cgroups import CgroupMode
-from torchd.cgroups import detect as detect_cgroups
-from torchd.cgroups import end_leftovers as end_cgroup_leftovers
-from torchd.cgroups import release_parent as release_cgroups
+from torchd.catchup import ahead_of_the_clock
+from torchd.cgroups import CgroupMode, cgroup_mode, end_leftover_cgroups, release_run_cgroups
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
 from torchd.config import ParseCache, digest_of, load_config, read_task_file
@@ -193,6 +191,23 @@ class App:
         finally:
             self._pidfile.release()
 
+    def _resume_after_clock_correction(self, config: Config,
+                                       last_fires: dict[str, float]) -> dict[str, float]:
+        """Forget recorded fires that lie ahead of the clock (see ahead_of_the_clock)."""
+        now = self._clock.time()
+        schedules = {t.name: t.schedule for t in config.tasks if t.schedule is not None}
+        ahead = ahead_of_the_clock(last_fires, schedules, now)
+        if not ahead:
+            return last_fires
+        latest = max(last_fires[name] for name in ahead)
+        message = (f"the fire ledger held fires up to {iso_utc(latest)}, {latest - now:.0f}s "
+                   f"ahead of the clock: the clock ran ahead and has been corrected since; "
+                   f"{len(ahead)} task(s) fire from now on, one-time tasks that ran stay done")
+        log.warning("%s", message)
+        self._health.report("clock", message)
+        self._ledger.forget(ahead)
+        return {name: last for name, last in last_fires.items() if name not in ahead}
+
     def _first_load(self) -> Config:
         config = load_config(self._config_path, identity=local_identity(),
                              cache=self._parse_cache)
@@ -218,12 +233,12 @@ class App:
         if ended:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
                         ended)
-        self._cgroups = detect_cgroups(self._paths.root, enabled=config.daemon.cgroups)
+        self._cgroups = cgroup_mode(self._paths.root, enabled=config.daemon.cgroups)
         parent = self._cgroups.parent
         if parent is not None:
-            await asyncio.to_thread(end_cgroup_leftovers, parent, DEFAULT_STOP_GRACE)
+            await asyncio.to_thread(end_leftover_cgroups, parent, DEFAULT_STOP_GRACE)
         self._journal.open()
-        last_fires = self._ledger.open()
+        last_fires = self._resume_after_clock_correction(config, self._ledger.open())
         self._ledger.forget_except({task.name for task in config.tasks})
         cluster = self._make_cluster(config)
         cgroup_parent = None if parent is None else str(parent)
@@ -306,7 +321,7 @@ class App:
         stopped = await self._scheduler.shutdown(self._stop_grace)
         await self._end_strays()
         if self._cgroups.parent is not None:
-            release_cgroups(self._cgroups.parent)
+            release_run_cgroups(self._cgroups.parent)
         if self._cluster is not None:
             await self._cluster.close()  # leases go back once their instances are gone
         if self._hooks is not None:

@@ -5,6 +5,7 @@ arithmetic over a schedule; no processes, no clock."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torchd.cronexpr import Schedule
@@ -77,3 +78,17 @@ def decide(schedule: Schedule, first: float, end: float, *, now: float, policy: 
             note = f"older than starting_deadline ({deadline:g}s)"
     return CatchupDecision(run=tuple(run), missed=total - len(run), counted_all=counted_all,
                            first=first, last=newest, note=note)
+
+
+CLOCK_AHEAD_MARGIN = 5.0  # a recorded fire further ahead of the clock than this: corrected
+
+
+def ahead_of_the_clock(last_fires: Mapping[str, float], schedules: Mapping[str, Schedule],
+                       now: float) -> set[str]:
+    """The tasks whose recorded last fire lies ahead of the clock: the clock was ahead
+    when they fired and has been corrected since. Waiting for the clock to reach them
+    would stop them for the whole offset, so they start again from now; a task with no
+    fire after its recorded one (`at:`, or a window that ended) stays done."""
+    return {name for name, last in last_fires.items()
+            if last > now + CLOCK_AHEAD_MARGIN and name in schedules
+            and schedules[name].next_after(last) is not None}

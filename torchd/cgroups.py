@@ -68,7 +68,7 @@ def _home() -> Path | str:
     return Path(mount) / own.lstrip("/")
 
 
-def detect(state_dir: Path, *, enabled: bool = True) -> CgroupMode:
+def cgroup_mode(state_dir: Path, *, enabled: bool = True) -> CgroupMode:
     """Find the cgroup v2 hierarchy and make this daemon's cgroup for runs in its own;
     a CgroupMode without a parent says why that cannot be done."""
     if not enabled:
@@ -89,8 +89,8 @@ def detect(state_dir: Path, *, enabled: bool = True) -> CgroupMode:
     return CgroupMode(parent, f"cgroup v2, a cgroup per run under {parent}")
 
 
-def describe(*, enabled: bool = True) -> str:
-    """What detect() would find, without making anything (for `torchd check`)."""
+def describe_cgroup_mode(*, enabled: bool = True) -> str:
+    """What cgroup_mode() would find, without making anything (for `torchd check`)."""
     if not enabled:
         return OFF
     home = _home()
@@ -110,7 +110,7 @@ def _not_writable(home: Path, why: str) -> str:
             "Delegate=yes gives torchd its cgroup")
 
 
-def release_parent(parent: Path) -> None:
+def release_run_cgroups(parent: Path) -> None:
     """Remove the daemon's cgroup for runs at its stop, once its runs' are gone."""
     for cgroup in leftovers(parent):
         cgroup.remove()
@@ -247,7 +247,7 @@ def leftovers(parent: Path) -> list[RunCgroup]:
     return [RunCgroup(f"{parent}/{name}") for name in sorted(names) if name.startswith("run-")]
 
 
-def end_leftovers(parent: Path, grace: float) -> list[str]:
+def end_leftover_cgroups(parent: Path, grace: float) -> list[str]:
     """End what runs of a crashed daemon left in their cgroups (TERM, `grace`, KILL), and
     remove those cgroups. Returns the cgroups that held processes."""
     found = [cgroup for cgroup in leftovers(parent) if cgroup.populated()]

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import psutil
 
 from torchd import __version__
-from torchd.cgroups import describe as describe_cgroups
+from torchd.cgroups import describe_cgroup_mode
 from torchd.config import ParseCache, load_config
 from torchd.control import client
 from torchd.cronexpr import RebootSchedule, upcoming
@@ -97,7 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     here = sum(1 for t in config.tasks if t.active)
     print(f"{args.config}: OK, {len(config.tasks)} task(s), {here} active on this host, "
           f"hash {config.digest}")
-    print(f"process containment here: {describe_cgroups(enabled=config.daemon.cgroups)}")
+    print(f"process containment here: {describe_cgroup_mode(enabled=config.daemon.cgroups)}")
     return EXIT_OK
 
 

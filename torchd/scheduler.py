@@ -18,7 +18,7 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -93,6 +93,7 @@ PREPARE_MARGIN = 0.0002
 # about 5 to about 8 ms (docs/benchmarks.md section 14).
 HANDOFF = 0.001
 MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup decides
+HOLD_MIN = 0.05  # a late fire waits for a run in its way only if it would wait longer
 # Fires this much short of MISSED_AFTER late are counted with the missed ones too: the next
 # fire is planned after them, and must not be found missed itself a moment later, in the
 # loop's next pass (one clock step would report two missed spans).
@@ -607,15 +608,18 @@ class Scheduler:
         became of each fire: started, queued, skipped: ..., start-error: ...
         `requests`, beside `batch`, holds launch requests built in advance (or None)."""
         spawned: list[tuple[TaskState, Spawned]] = []
-        in_batch: dict[str, int] = {}
+        in_batch: dict[str, list[Spawned]] = {}  # task -> its runs started in this batch
         results: list[str] = []
         for index, (state, fire) in enumerate(batch):
             spec = state.spec
-            running = len(self._runs.get(spec.name, {})) + in_batch.get(spec.name, 0)
+            mates = in_batch.get(spec.name, ())
+            running = len(self._runs.get(spec.name, {})) + len(mates)
             if spec.max_running and running >= spec.max_running:
-                running = self._reap_exited(spec.name) + in_batch.get(spec.name, 0)
+                running = self._reap_exited(spec.name) + len(mates)
                 if running >= spec.max_running:
-                    results.append(self._when_full(state, fire, running))
+                    hold = self._late_hold(state, fire, mates)
+                    results.append(self._hold(state, fire, hold) if hold > HOLD_MIN
+                                   else self._when_full(state, fire, running))
                     continue
             if self._daemon_full(len(spawned)):
                 results.append(self._when_daemon_full(state, fire))
@@ -631,7 +635,7 @@ class Scheduler:
                               fire_id(spec.name, fire.scheduled))
                 results.append(f"start-error: internal error: {exc}")
                 continue
-            in_batch[spec.name] = in_batch.get(spec.name, 0) + 1
+            in_batch.setdefault(spec.name, []).append(spawned[-1][1])
             results.append("started")
         if len(spawned) > 1:
             with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
@@ -667,6 +671,41 @@ class Scheduler:
             state, fire = self._global_waiting.popleft()
             if self._tasks.get(state.spec.name) is state:
                 self._fire_batch([(state, fire)])
+
+    def _late_hold(self, state: TaskState, fire: Fire, mates: Sequence[Spawned]) -> float:
+        """How long a fire that found its task full waits before its overlap policy
+        applies. A fire applies it at its own time; one that comes late (the clock stepped
+        forward, the loop was busy) must not find a run that would have ended by then: it
+        waits until each run in its way has lasted as long as the gap between their
+        scheduled times, or a run ends. 0 for a fire on time, or with `overlap: queue`
+        (it waits in any case)."""
+        if state.spec.overlap is Overlap.QUEUE:
+            return 0.0
+        now = self._clock.monotonic()
+        ahead = [(h.run.request.scheduled, h.run.started_mono)
+                 for h in self._runs.get(state.spec.name, {}).values()]
+        ahead += [(s.request.scheduled, s.started_mono) for s in mates]
+        left = [(fire.scheduled - scheduled) - (now - started) for scheduled, started in ahead]
+        if not left or sum(1 for wait in left if wait <= HOLD_MIN) >= state.spec.max_running:
+            return 0.0  # enough would be running at its time whatever happens
+        return min(max(left), MISSED_AFTER)
+
+    def _hold(self, state: TaskState, fire: Fire, hold: float) -> str:
+        """Let a late fire wait `hold` seconds for a run in its way to end (see
+        _late_hold); then, if it has not started, its overlap policy applies."""
+        spec = state.spec
+        log.debug("task %s: fire %s waits up to %.3fs: a run started late is in its way",
+                  spec.name, fire_id(spec.name, fire.scheduled), hold)
+        state.queue().append(fire)
+        asyncio.get_running_loop().call_later(hold, self._held_over, state, fire)
+        return "queued"
+
+    def _held_over(self, state: TaskState, fire: Fire) -> None:
+        if self._tasks.get(state.spec.name) is not state or fire not in (state.waiting or ()):
+            return  # started meanwhile, or the task changed (recorded there)
+        assert state.waiting is not None  # noqa: S101 - it holds the fire
+        state.waiting.remove(fire)
+        self._fire_batch([(state, fire)])
 
     def _when_full(self, state: TaskState, fire: Fire, running: int) -> str:
         """A fire found its task at max_running: the task's overlap policy decides."""
