@@ -41,7 +41,7 @@ from torchd.history import HistoryWriter
 from torchd.hooks import HookRunner
 from torchd.hostinfo import host_id, local_identity
 from torchd.ledger import FireLedger
-from torchd.model import Config, TaskKind
+from torchd.model import Config, RunOn, TaskKind
 from torchd.ops import SUBMIT_PREFIX, Operations
 from torchd.pidfile import PidFile
 from torchd.reaper import Reaper
@@ -275,7 +275,7 @@ class App:
             self._handle_cluster, **self._ops.handlers(),
         }, group=config.daemon.socket_group)
         if cluster is not None:
-            await cluster.start(scheduler.lease_changed)
+            await cluster.start(scheduler.lease_changed, scheduler.lease_renewed)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
@@ -602,7 +602,13 @@ class App:
                     "config_hash": self._config.digest if self._config else None,
                     "running": self._scheduler.running_count() if self._scheduler else 0}
 
-        self._cluster = Cluster(settings, host_id=host_id, describe=describe)
+        def settled() -> dict[str, float]:  # see Cluster: written back into an empty Redis
+            one = {t.name for t in self._current_config().tasks
+                   if t.kind is TaskKind.CRON and t.run_on is RunOn.ONE}
+            return {name: at for name, at in self._ledger.last().items() if name in one}
+
+        self._cluster = Cluster(settings, host_id=host_id, describe=describe, settled=settled,
+                                health=self._health)
         log.info("cluster %s on %s as host %s (max_load %.2f)", settings.name,
                  redact(settings.redis), host_id, settings.max_load)
         return self._cluster

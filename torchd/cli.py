@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psutil
 
@@ -34,6 +33,7 @@ from torchd.model import Config, TaskKind
 from torchd.pidfile import running_pid
 from torchd.procstat import launch_instant
 from torchd.statedir import StatePaths
+from torchd.zones import load_zone
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -102,7 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _local_iso(ts: float, zone: str) -> str:
-    return datetime.fromtimestamp(ts, ZoneInfo(zone)).isoformat()
+    return datetime.fromtimestamp(ts, load_zone(zone)).isoformat()
 
 
 def _instant(text: str, zone: str) -> float | None:
@@ -112,7 +112,7 @@ def _instant(text: str, zone: str) -> float | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone))
+        moment = moment.replace(tzinfo=load_zone(zone))
     return moment.timestamp()
 
 
@@ -451,6 +451,10 @@ def _cluster_status(args: argparse.Namespace) -> int:
         print(f"lease {task}: held by {holder}")
     if view["config_drift"]:
         print("WARNING: the hosts run different task files (config hashes differ)",
+              file=sys.stderr)
+    for host, skew in sorted(view.get("clock_skew", {}).items()):
+        print(f"WARNING: host {host}'s clock is {skew:+.1f}s off Redis's (over 1 s): fires "
+              "are claimed that far apart; keep the hosts' clocks in step (NTP)",
               file=sys.stderr)
     return EXIT_OK
 

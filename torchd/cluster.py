@@ -11,8 +11,15 @@ Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
   is not claimed again: a host catching up fires it missed while down does not run what
   the others ran meanwhile, however long ago.
 - `lease:TASK`: the holder of a `run_on: one` daemon-type task; renewed every third of
-  its TTL by compare-and-expire, released by compare-and-delete.
+  its TTL by compare-and-expire, released by compare-and-delete. Taking it increases
+  `fence:TASK`, the fencing token its instances get in TORCHD_FENCING_TOKEN.
 - `host:HOST_ID`: a heartbeat (JSON) with a TTL of three heartbeats.
+- `epoch`: "ID CREATED_MS", made by the first host to find Redis empty (a restart without
+  persistence, a new Redis). A host that sees an epoch it does not know (at a claim or a
+  heartbeat) first writes back the latest fire it settled of each task into `last:TASK`
+  (only where that is later), and no fire is claimed for EPOCH_HOLD after the epoch was
+  made, so that every live host has written back what it knows before a host whose clock
+  lags can claim a fire another host already ran.
 
 When Redis does not answer, the client backs off (0.5 s doubling to 8 s) and every claim
 fails at once until the next probe succeeds: such fires are missed, never run twice.
@@ -28,13 +35,14 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psutil
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from torchd.health import Health
 from torchd.model import Claim, ClusterSettings
 
 log = logging.getLogger("torchd.cluster")
@@ -46,13 +54,44 @@ CLAIM_SPREAD = 0.02  # seconds of claim delay per unit of load (load 1.0 waits 2
 OVERLOADED_DELAY = 1.0  # a host above max_load claims only after this, if nobody has
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0
 REDIS_TIMEOUT = 1.0
+EPOCH_HOLD = HEARTBEAT + REDIS_TIMEOUT  # seconds: every live host has seen a new epoch
+SKEW_WARNING = 1.0  # seconds between a host's clock and Redis's that `status` warns of
+# A claim: {'restore', EPOCH} when the host must write back its fires first (an epoch it
+# does not know, or none), {'wait', MS} during the hold after a new epoch, {'won'},
+# {'held', HOLDER}, or {'later'} (a later fire of the task was claimed already).
 CLAIM = """
+local epoch = redis.call('get', KEYS[3])
+if not epoch or epoch ~= ARGV[4] then return {'restore', epoch or ''} end
+local t = redis.call('time')
+local age = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(string.match(epoch, '(%d+)$'))
+if age < tonumber(ARGV[5]) then return {'wait', tostring(tonumber(ARGV[5]) - age)} end
 local holder = redis.call('get', KEYS[1])
-if holder then return holder end
+if holder then return {'held', holder} end
 local last = tonumber(redis.call('get', KEYS[2]) or '-1')
-if tonumber(ARGV[2]) <= last then return '' end
+if tonumber(ARGV[2]) <= last then return {'later'} end
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('set', KEYS[2], ARGV[2])
+return {'won'}
+"""
+# KEYS: epoch, then last:TASK keys; ARGV: a new epoch's id, then each task's fire (ms).
+RESTORE = """
+local epoch = redis.call('get', KEYS[1])
+if not epoch then
+  local t = redis.call('time')
+  epoch = ARGV[1] .. ' ' .. (t[1] * 1000 + math.floor(t[2] / 1000))
+  redis.call('set', KEYS[1], epoch)
+end
+for i = 2, #KEYS do
+  if tonumber(ARGV[i]) > tonumber(redis.call('get', KEYS[i]) or '-1') then
+    redis.call('set', KEYS[i], ARGV[i])
+  end
+end
+return epoch
+"""
+TAKE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('incr', KEYS[2])
+end
 return false
 """
 RENEW = """
@@ -96,37 +135,61 @@ def redact(url: str) -> str:
 
 
 LeaseChange = Callable[[str, bool, float], None]  # (task, held, seconds left to stop by)
+LeaseRenewed = Callable[[str, float], None]  # (task, its expiry on CLOCK_BOOTTIME)
+CLAIM_ROUNDS = 4  # write back, wait out the hold, claim: a claim takes at most this many
+
+
+def boottime() -> float:
+    """CLOCK_BOOTTIME: what a lease's expiry is told in to its guard (it counts a suspend,
+    as Redis's expiry does)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class Cluster:
     def __init__(self, settings: ClusterSettings, *, host_id: str,
-                 describe: Callable[[], dict[str, Any]]) -> None:
+                 describe: Callable[[], dict[str, Any]],
+                 settled: Callable[[], Mapping[str, float]] = dict,
+                 health: Health | None = None) -> None:
+        """`settled()`: the latest fire this host settled of each `run_on: one` cron task
+        (its fire ledger), written back when Redis comes back empty."""
         self.settings = settings
         self.host_id = host_id
         # What this daemon writes into the fire keys it wins: its host id, and a nonce that
         # tells its own claims from those of an earlier daemon on the same host.
         self._claimant = f"{host_id} {secrets.token_hex(4)}"
         self._describe = describe  # this host's heartbeat fields (version, config hash...)
+        self._settled = settled
+        self._health = health
         self._prefix = f"torchd:{settings.name}:"
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
             retry_on_timeout=False, decode_responses=True)
         self._claim = self._redis.register_script(CLAIM)
+        self._restore_script = self._redis.register_script(RESTORE)
+        self._take = self._redis.register_script(TAKE)
         self._renew = self._redis.register_script(RENEW)
         self._release = self._redis.register_script(RELEASE)
+        self._epoch: str | None = None  # the epoch this host has written its fires into
         self._down_until = 0.0
         self._backoff = BACKOFF_FIRST
         self._down_reason: str | None = None
         self.load = 0.0
+        self.skew: float | None = None  # this host's clock minus Redis's, in seconds
         self._lease_tasks: set[str] = set()
         self._held: dict[str, float] = {}  # task -> monotonic time its lease expires
+        self._expiry: dict[str, float] = {}  # task -> the same on CLOCK_BOOTTIME
+        self._tokens: dict[str, int] = {}  # task -> fencing token of the lease held
         self._on_lease: LeaseChange = lambda _task, _held, _left: None
+        self._on_renew: LeaseRenewed = lambda _task, _expiry: None
         self._loops: list[asyncio.Task[None]] = []
         self._giving_back: set[asyncio.Task[None]] = set()
+        self._claiming: dict[str, asyncio.Lock] = {}  # task -> its claims, one at a time
 
     # ----- lifecycle ---------------------------------------------------------------------
-    async def start(self, on_lease: LeaseChange) -> None:
+    async def start(self, on_lease: LeaseChange, on_renew: LeaseRenewed | None = None) -> None:
         self._on_lease = on_lease
+        if on_renew is not None:
+            self._on_renew = on_renew
         self.load = host_load()
         with contextlib.suppress(Unavailable):
             await self._ask(self._redis.ping)
@@ -169,6 +232,9 @@ class Cluster:
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._down_reason = reason
             self._down_until = time.monotonic() + self._backoff
+            if self._health is not None:
+                self._health.report("cluster", f"{reason}: run_on: one fires are missed "
+                                    "and leased instances stop")
             # A timeout may come after the call went out; a refused connection sent nothing.
             raise Unavailable(reason, sent=isinstance(exc, redis_errors.TimeoutError)) from None
         if self._down_reason is not None:
@@ -176,7 +242,25 @@ class Cluster:
             self._down_reason = None
             self._backoff = BACKOFF_FIRST
             self._down_until = 0.0
+            if self._health is not None:
+                self._health.clear("cluster")
         return result
+
+    async def _write_back(self) -> None:
+        """Write this host's latest settled fires into the epoch Redis has (made if it has
+        none), and take that epoch as known. Raises Unavailable."""
+        fires = dict(self._settled())
+        keys = [self._key("epoch"), *(self._key("last", task) for task in fires)]
+        args = [secrets.token_hex(4), *(str(round(at * 1000)) for at in fires.values())]
+        epoch = str(await self._ask(lambda: self._restore_script(keys=keys, args=args),
+                                    probe=True))
+        if epoch != self._epoch:
+            if self._epoch is not None:
+                log.warning("cluster: Redis came back without its data (a restart without "
+                            "persistence?); wrote back the latest fire of %d task(s) this "
+                            "host knows of; claims wait %.0fs for the other hosts to do the "
+                            "same", len(fires), EPOCH_HOLD)
+            self._epoch = epoch
 
     # ----- fires -------------------------------------------------------------------------
     def claim_delay(self) -> float:
@@ -186,32 +270,58 @@ class Cluster:
         return min(self.load, 1.0) * CLAIM_SPREAD
 
     async def claim(self, task: str, scheduled: float) -> Claim:
+        """Claim one fire. A host's claims of one task are made one at a time, in the order
+        asked: claims held back together (EPOCH_HOLD) must not go out of order, where a
+        later fire's claim would make an earlier one's come too late."""
         delay = self.claim_delay()
         if delay:
             await asyncio.sleep(delay)
+        lock = self._claiming.get(task)
+        if lock is None:
+            lock = self._claiming[task] = asyncio.Lock()
+        async with lock:
+            return await self._claim_fire(task, scheduled)
+
+    async def _claim_fire(self, task: str, scheduled: float) -> Claim:
         stamp = str(round(scheduled * 1000))
-        keys = [self._key("fire", task, stamp), self._key("last", task)]
-        args: list[str | int] = [self._claimant, stamp, CLAIM_TTL_MS]
+        keys = [self._key("fire", task, stamp), self._key("last", task), self._key("epoch")]
+        for _ in range(CLAIM_ROUNDS):
+            args: list[str | int] = [self._claimant, stamp, CLAIM_TTL_MS, self._epoch or "",
+                                     round(EPOCH_HOLD * 1000)]
 
-        def claim_fire() -> Awaitable[Any]:
-            return self._claim(keys=keys, args=args)
+            def claim_fire(args: list[str | int] = args) -> Awaitable[Any]:
+                return self._claim(keys=keys, args=args)
 
-        try:
-            holder = await self._ask(claim_fire)
-        except Unavailable as exc:
-            if not exc.sent:
-                return Claim(won=False, holder=None, error=str(exc))
-            # The claim may have been made with only the answer lost (a slow Redis): then
-            # nobody else runs the fire, so ask once more; the script answers our own claim.
+            asked_again = False
             try:
-                holder = await self._ask(claim_fire, probe=True)
-            except Unavailable:
-                return Claim(won=False, holder=None, error=str(exc))
-            if holder == self._claimant:  # only here: a fire is otherwise claimed once
-                return Claim(won=True, holder=self.host_id)
-        if holder is None:
-            return Claim(won=True, holder=self.host_id)
-        return Claim(won=False, holder=_host_of(str(holder)) or None)  # '': a later fire ran
+                answer = await self._ask(claim_fire)
+            except Unavailable as exc:
+                if not exc.sent:
+                    return Claim(won=False, holder=None, error=str(exc))
+                # The claim may have been made with only the answer lost (a slow Redis):
+                # then nobody else runs the fire, so ask once more; the script answers our
+                # own claim as held by us.
+                try:
+                    answer = await self._ask(claim_fire, probe=True)
+                except Unavailable:
+                    return Claim(won=False, holder=None, error=str(exc))
+                asked_again = True
+            kind = answer[0]
+            if kind == "restore":
+                try:
+                    await self._write_back()
+                except Unavailable as exc:
+                    return Claim(won=False, holder=None, error=str(exc))
+            elif kind == "wait":
+                await asyncio.sleep(int(answer[1]) / 1000)
+            elif kind == "won" or (asked_again and answer[1:] == [self._claimant]):
+                return Claim(won=True, holder=self.host_id)  # a fire is otherwise claimed once
+            elif kind == "held":
+                return Claim(won=False, holder=_host_of(str(answer[1])))
+            else:  # "later": a later fire of the task ran already
+                return Claim(won=False, holder=None)
+        return Claim(won=False, holder=None, error="the claim did not settle (Redis emptied "
+                                                   "again and again?)")
 
     # ----- leases ------------------------------------------------------------------------
     def set_lease_tasks(self, names: set[str]) -> None:
@@ -225,7 +335,22 @@ class Cluster:
         self._lease_tasks = set(names)
 
     def holds(self, task: str) -> bool:
-        return task in self._held
+        """Whether this host holds the task's lease now (not past its expiry: a daemon
+        that was frozen learns so on waking, before it renews)."""
+        expiry = self._held.get(task)
+        return expiry is not None and time.monotonic() < expiry
+
+    def lease_expiry(self, task: str) -> float | None:
+        """When the lease this host holds expires, on CLOCK_BOOTTIME, unless renewed."""
+        return self._expiry.get(task) if task in self._held else None
+
+    def fencing_token(self, task: str) -> int | None:
+        """The token Redis gave when this host took the lease: higher than any before."""
+        return self._tokens.get(task) if task in self._held else None
+
+    @property
+    def lease_ttl(self) -> float:
+        return self.settings.lease_ttl
 
     async def _give_back(self, name: str) -> None:
         with contextlib.suppress(Unavailable):
@@ -245,12 +370,18 @@ class Cluster:
             wake = min(due.values(), default=now + ttl / 3)
             await asyncio.sleep(min(max(wake - time.monotonic(), 0.02), ttl / 3))
 
+    def _note_expiry(self, name: str, asked: float, asked_boot: float, ttl: float) -> None:
+        """The lease runs for `ttl` from when it was asked for (Redis starts it later, so
+        this errs early)."""
+        self._held[name] = asked + ttl
+        self._expiry[name] = asked_boot + ttl
+
     async def _tend_lease(self, name: str, ttl: float) -> float:
         """Renew the lease if held, else try to take it. Returns when to come back: a
         third of the TTL, or just after another holder's lease would expire."""
         key = self._key("lease", name)
         ttl_ms = round(ttl * 1000)
-        asked = time.monotonic()
+        asked, asked_boot = time.monotonic(), boottime()
         if name in self._held:
             try:
                 renewed = await self._ask(lambda: self._renew(keys=[key],
@@ -258,24 +389,28 @@ class Cluster:
                                           probe=True)
             except Unavailable:
                 renewed = 0
-            if renewed:
-                self._held[name] = asked + ttl
+            if renewed and self.holds(name):
+                self._note_expiry(name, asked, asked_boot, ttl)
+                self._on_renew(name, self._expiry[name])
                 return ttl / 3
-            # Fencing: stop the instance before the lease can pass to another host.
+            # Fencing: stop the instance before the lease can pass to another host (its
+            # guard does so too, should this daemon be frozen meanwhile).
             left = self._held.pop(name) - time.monotonic()
             log.warning("cluster: lease of task %s lost (not renewed); stopping its "
                         "instance within %.1fs", name, max(left, 0.0))
             self._on_lease(name, False, max(left - 0.5, 0.0))
             return ttl / 3
         try:
-            won = await self._ask(lambda: self._redis.set(key, self.host_id, nx=True,
-                                                          px=ttl_ms), probe=True)
-            left_ms = -2 if won else await self._ask(lambda: self._redis.pttl(key))
+            token = await self._ask(lambda: self._take(
+                keys=[key, self._key("fence", name)], args=[self.host_id, ttl_ms]), probe=True)
+            left_ms = -2 if token else await self._ask(lambda: self._redis.pttl(key))
         except Unavailable:
             return ttl / 3
-        if won and name in self._lease_tasks:
-            self._held[name] = asked + ttl
-            log.info("cluster: lease of task %s taken; starting it here", name)
+        if token and name in self._lease_tasks:
+            self._note_expiry(name, asked, asked_boot, ttl)
+            self._tokens[name] = int(token)
+            log.info("cluster: lease of task %s taken (fencing token %s); starting it here",
+                     name, token)
             self._on_lease(name, True, ttl)
             return ttl / 3
         if isinstance(left_ms, int) and left_ms >= 0:
@@ -286,16 +421,35 @@ class Cluster:
     async def _heartbeat_loop(self) -> None:
         while True:
             self.load = await asyncio.to_thread(host_load)
-            beat = json.dumps({**self._describe(), "host_id": self.host_id, "load": self.load,
-                               "leases": sorted(self._held), "time": time.time()})
             with contextlib.suppress(Unavailable):
-                await self._ask(lambda text=beat: self._redis.set(  # type: ignore[misc]
-                    self._key("host", self.host_id), text, px=round(HEARTBEAT * 3000)),
-                    probe=True)
+                await self._beat()
             await asyncio.sleep(HEARTBEAT)
 
+    async def _beat(self) -> None:
+        """Measure this host's clock against Redis's, write the heartbeat, and write back
+        this host's fires if Redis has an epoch it does not know."""
+        before = time.time()
+        seconds, micros = await self._ask(self._redis.time, probe=True)
+        after = time.time()
+        self.skew = round((before + after) / 2 - (seconds + micros / 1e6), 3)
+        if self._health is not None:
+            if abs(self.skew) > SKEW_WARNING:
+                self._health.report("cluster-clock", f"this host's clock is {self.skew:+.1f}s "
+                                    "off Redis's: claims of the same fire are made that far "
+                                    "apart; keep the hosts' clocks in step (NTP)")
+            else:
+                self._health.clear("cluster-clock")
+        beat = json.dumps({**self._describe(), "host_id": self.host_id, "load": self.load,
+                           "leases": sorted(self._held), "time": time.time(),
+                           "clock_skew": self.skew})
+        await self._ask(lambda: self._redis.set(self._key("host", self.host_id), beat,
+                                                px=round(HEARTBEAT * 3000)), probe=True)
+        if await self._ask(lambda: self._redis.get(self._key("epoch")), probe=True) != self._epoch:
+            await self._write_back()
+
     async def view(self) -> dict[str, Any]:
-        """Live hosts, lease holders and whether every host runs the same config."""
+        """Live hosts, lease holders, whether every host runs the same config, and hosts
+        whose clock is off Redis's by more than SKEW_WARNING."""
         try:
             hosts = await self._ask(lambda: self._values("host"), probe=True)
             leases = await self._ask(lambda: self._values("lease"), probe=True)
@@ -303,9 +457,11 @@ class Cluster:
             return {"name": self.settings.name, "host_id": self.host_id, "error": str(exc)}
         beats = sorted((json.loads(v) for v in hosts.values()), key=lambda b: b["host_id"])
         hashes = {beat.get("config_hash") for beat in beats}
+        skewed = {beat["host_id"]: beat["clock_skew"] for beat in beats
+                  if abs(beat.get("clock_skew") or 0.0) > SKEW_WARNING}
         return {"name": self.settings.name, "host_id": self.host_id, "hosts": beats,
                 "leases": {key.rsplit(":", 1)[1]: value for key, value in leases.items()},
-                "config_drift": len(hashes) > 1}
+                "config_drift": len(hashes) > 1, "clock_skew": skewed}
 
     async def _values(self, kind: str) -> dict[str, str]:
         keys = [key async for key in self._redis.scan_iter(match=self._key(kind, "*"),

@@ -13,19 +13,18 @@ import gc
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from zoneinfo import ZoneInfo
 
 import yaml
 
 from torchd import yamlvalues as v
 from torchd.bounded import AtSchedule, WindowedSchedule
-from torchd.clock import host_timezone_name
 from torchd.cronexpr import Schedule, parse_schedule
 from torchd.errors import ConfigError, ConfigProblem, ScheduleError
 from torchd.hostmatch import HostIdentity, hosts_match
@@ -51,6 +50,7 @@ from torchd.runas import (
     running_as_root,
 )
 from torchd.safefile import Resolved, UnsafePathError, read_regular, resolve_trusted
+from torchd.zones import ZoneError, host_zone_spec, load_zone
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -114,10 +114,10 @@ class _Walker:
     file: str
     problems: list[ConfigProblem] = field(default_factory=list)
 
-    def problem(self, node: yaml.Node | None, task: str | None, field_name: str | None,
+    def problem(self, node: yaml.Node, task: str | None, field_name: str | None,
                 message: str) -> None:
-        line = v.line_of(node) if node is not None else None
-        self.problems.append(ConfigProblem(self.file, line, task, field_name, message))
+        self.problems.append(ConfigProblem(self.file, v.line_of(node), task, field_name,
+                                           message))
 
     def mapping(self, node: yaml.Node, task: str | None, what: str | None,
                 known: dict[str, None]) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
@@ -166,26 +166,57 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+# What YAML counts as a line break (a lone CR, NEL, LS and PS too), for lines it does not mark.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+# A reader error's position counts UTF-8 bytes under libyaml, characters under PyYAML's reader.
+_POSITION_IN_BYTES = _BaseLoader is not yaml.SafeLoader
+
+
+def _line_at(text: str, position: int) -> int:
+    before = (text.encode()[:position].decode(errors="ignore") if _POSITION_IN_BYTES
+              else text[:position])
+    return len(_LINE_BREAK.findall(before)) + 1
+
+
 def _compose(text: str, file: str) -> yaml.Node | None:
     try:
         documents = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = int(mark.line) + 1 if mark is not None else None
+        line = int(mark.line) + 1 if mark is not None else 1  # unmarked: say the first
         message = f"YAML syntax error: {exc.problem or exc.context}"
-        source_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
+        source_line = text.splitlines()[line - 1] if line <= len(text.splitlines()) else ""
         if "*" in source_line:
             message += ' (quote cron expressions: schedule: "*/5 * * * * *")'
         raise ConfigError([ConfigProblem(file, line, None, None, message)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem(file, None, None, None, f"YAML error: {exc}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses: no mark, a position
+        # Its text is "unacceptable character #x0001: ...", then where, which the line says.
+        raise ConfigError([ConfigProblem(file, _line_at(text, exc.position), None, None,
+                                         f"YAML error: {str(exc).splitlines()[0]}")]) from None
+    except yaml.YAMLError as exc:  # no mark and no position: the start is all we know
+        raise ConfigError([ConfigProblem(file, 1, None, None, f"YAML error: {exc}")]) from None
     if len(documents) > 1:
         raise ConfigError([ConfigProblem(file, v.line_of(documents[1]), None, None,
                                          "the file holds more than one YAML document")])
     return documents[0] if documents else None
 
 
-def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
+def host_zone(walker: _Walker, node: yaml.Node) -> str:
+    """This host's zone, for a file that sets no daemon.timezone; a problem (at `node`) if
+    it cannot be used: never a silent UTC."""
+    spec = host_zone_spec()
+    try:
+        load_zone(spec)
+    except ZoneError as exc:
+        walker.problem(node, None, "daemon.timezone", f"not set, and this host's time zone "
+                       f"cannot be used ({exc}); set daemon.timezone, or fix TZ or "
+                       "/etc/localtime")
+        return "UTC0"  # the file is refused in any case; a rule, which needs no zone data
+    return spec
+
+
+def _daemon_settings(walker: _Walker, node: yaml.Node | None,
+                     root: yaml.Node) -> DaemonSettings:
     settings: dict[str, object] = {}
     if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == v.NULL):
         node = None
@@ -195,10 +226,7 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
             if key == "state_dir":
                 settings[key] = walker.value(v.as_text, value, None, where)
             elif key == "timezone":
-                name = walker.value(v.as_text, value, None, where)
-                if name is not None and v.zone(name) is None:
-                    walker.problem(value, None, where, f"unknown time zone '{name}'")
-                settings[key] = name
+                settings[key] = walker.value(v.as_zone_name, value, None, where)
             elif key in ("watch", "cgroups"):
                 settings[key] = walker.value(v.as_boolean, value, None, where)
             elif key == "max_running":
@@ -217,9 +245,9 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None) -> DaemonSettings:
                         str(settings[key])):
                     walker.problem(value, None, where, f"no such group '{settings[key]}' on "
                                    "this host")
-    timezone = settings.get("timezone") or host_timezone_name()
-    if v.zone(str(timezone)) is None:
-        timezone = "UTC"
+    timezone = settings.get("timezone")
+    if timezone is None:
+        timezone = host_zone(walker, node or root)
     watch = settings.get("watch")
     return DaemonSettings(
         state_dir=str(settings["state_dir"]) if settings.get("state_dir") else None,
@@ -456,7 +484,7 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
 def _parse_or_report(walker: _Walker, node: yaml.Node, label: str, text: str,
                      zone_name: str) -> Schedule | None:
     try:
-        return parse_schedule(text, ZoneInfo(zone_name))
+        return parse_schedule(text, load_zone(zone_name))
     except ScheduleError as exc:
         walker.problem(node, label, "schedule", str(exc))
         return None
@@ -490,13 +518,13 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
                 cache: ParseCache | None, as_root: bool) -> Config:
     root = _compose(text, file)
     if root is None:
-        raise ConfigError([ConfigProblem(file, None, None, None,
+        raise ConfigError([ConfigProblem(file, 1, None, None,
                                          "the file is empty; expected a 'tasks:' list")])
     walker = _Walker(file)
     sections = {key: value for key, _k, value in walker.mapping(root, None, None, TOP_KEYS)}
     if isinstance(root, yaml.MappingNode) and "tasks" not in sections:
         walker.problem(root, None, "tasks", "is required (a list of tasks)")
-    daemon = _daemon_settings(walker, sections.get("daemon"))
+    daemon = _daemon_settings(walker, sections.get("daemon"), root)
     context = (daemon, identity, as_root)
     known: dict[str, TaskSpec] = {}
     if (cache is not None and cache.context == context
@@ -565,6 +593,7 @@ def _free_in_slices(items: list[object]) -> None:
 
 
 MAX_FILE_BYTES = 32 << 20  # about three times the 100,000-task benchmark file
+LOOKUP_ATTEMPTS, LOOKUP_PAUSE = 3, 0.005
 ROOT_ONLY = frozenset({0})
 
 
@@ -585,10 +614,21 @@ def read_task_file(path: Path) -> tuple[bytes, Resolved]:
     others, and the file too (see safefile); as any user, it must be a regular file of at
     most MAX_FILE_BYTES."""
     as_root = running_as_root()
-    resolved = resolve_trusted(path, ROOT_ONLY) if as_root else Resolved(path, ())
-    data = read_regular(resolved.path, limit=MAX_FILE_BYTES,
-                        check=partial(_unsafe_for_root, path) if as_root else None)
-    return data, resolved
+    attempt = 1
+    while True:
+        try:
+            resolved = resolve_trusted(path, ROOT_ONLY) if as_root else Resolved(path, ())
+            data = read_regular(resolved.path, limit=MAX_FILE_BYTES,
+                                check=partial(_unsafe_for_root, path) if as_root else None)
+        except FileNotFoundError:
+            # A lookup that races a rename over the path can miss it (Linux does not make
+            # lookups atomic with rename): a file saved by rename is there a moment later.
+            if attempt == LOOKUP_ATTEMPTS:
+                raise
+            attempt += 1
+            time.sleep(LOOKUP_PAUSE)
+        else:
+            return data, resolved
 
 
 def load_config(path: str | Path, *, identity: HostIdentity | None,

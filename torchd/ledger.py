@@ -69,6 +69,10 @@ class FireLedger:
         if self._fd >= 0:  # closed meanwhile: the next open() compacts anyway
             self._compact()
 
+    def last(self) -> dict[str, float]:
+        """Each task's last recorded fire."""
+        return dict(self._last)
+
     def forget_except(self, tasks: set[str]) -> None:
         """Drop tasks no longer in the file, so a task re-added later starts afresh."""
         for name in set(self._last) - tasks:

@@ -84,7 +84,10 @@ class RetryPolicy:
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt number `attempt` (2 = the first retry)."""
-        return min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
+        try:
+            return min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
+        except OverflowError:  # a growth that passes any float long before max_delay
+            return self.max_delay
 
 
 MIB = 1 << 20

@@ -11,7 +11,6 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from torchd.bounded import AtSchedule
 from torchd.clock import Clock, iso_utc
@@ -28,6 +27,7 @@ from torchd.model import Catchup, Config, TaskKind, TaskSpec
 from torchd.opstate import JsonFile
 from torchd.scheduler import Scheduler, SchedulerError
 from torchd.statedir import FileModes, StatePaths
+from torchd.zones import load_zone
 
 log = logging.getLogger("torchd.ops")
 SUBMIT_PREFIX = "submit:"
@@ -255,7 +255,7 @@ def _instant(text: str, zone: str) -> float:
                                 "2026-12-01T10:00:00+01:00, nor a duration such as 10m"
                                 ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone))
+        moment = moment.replace(tzinfo=load_zone(zone))
     return moment.timestamp()
 
 

@@ -14,8 +14,10 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torchd.cgroups import RunCgroup
 from torchd.clock import iso_utc
@@ -25,6 +27,7 @@ from torchd.tasklog import TaskLog
 log = logging.getLogger("torchd.runner")
 READ_CHUNK = 65536
 RELEASE_TRIES, RELEASE_EVERY = 50, 0.1  # a run's cgroup is removed within 5 s of KILL
+LEASE_GUARD = str(Path(__file__).with_name("leaseguard.py"))
 # Python ignores these; Popen restores them in its children, and so must posix_spawn (a
 # shell pipeline like `yes | head -1` ends by SIGPIPE, and fails loudly while it is ignored).
 RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -59,6 +62,7 @@ class LaunchRequest:
     split_output: bool = False  # stderr to its own pipe and log file
     output_cap: int | None = None  # bytes of output kept; the rest is discarded
     cgroup_parent: str | None = None  # where its cgroup is made (see cgroups.py)
+    lease_guard: tuple[float, float] | None = None  # (grace, margin): see leaseguard.py
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -196,7 +200,7 @@ class RunHandle:
     """Owns one running process and its descriptors until it has been reaped."""
 
     def __init__(self, run: Run, popen: subprocess.Popen[bytes] | None, *, pidfd: int,
-                 streams: list[_Stream],
+                 guard_fd: int | None, streams: list[_Stream],
                  kill_grace: float, clock_time: Callable[[], float],
                  clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> None:
         self.run = run
@@ -209,6 +213,7 @@ class RunHandle:
         self._cap = run.request.output_cap
         self._loop = run.done.get_loop()  # get_running_loop() costs a getpid() call
         self._pidfd = pidfd
+        self._guard_fd = guard_fd
         self._loop.add_reader(self._pidfd, self._exited)
         for stream in streams:
             self._loop.add_reader(stream.fd, self._drain, stream)
@@ -268,6 +273,9 @@ class RunHandle:
             self._deadline.cancel()
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
+        if self._guard_fd is not None:
+            os.close(self._guard_fd)
+            self._guard_fd = None
         if self._popen is not None:
             returncode = self._popen.wait()  # Popen must reap its own child
         else:
@@ -316,6 +324,12 @@ class RunHandle:
             run.done.set_result(None)
         self._on_exit(run)
 
+    def lease_renewed(self, expiry: float) -> None:
+        """Tell the run's lease guard the lease's new expiry (CLOCK_BOOTTIME seconds)."""
+        if self._guard_fd is not None:
+            with contextlib.suppress(OSError):  # a guard gone or busy: it acts on the last
+                os.write(self._guard_fd, f"{expiry!r}\n".encode())
+
     def reap_if_exited(self) -> bool:
         """Handle the exit now if the process has exited but the loop has not seen it yet
         (it was busy): a limit must count processes, not unprocessed events."""
@@ -359,26 +373,28 @@ class RunHandle:
             self._loop.call_later(RELEASE_EVERY, self._end_what_is_left, tries - 1)
 
 
-def _spawn(request: LaunchRequest, command: tuple[str, ...], out_fd: int,
-           err_fd: int) -> tuple[int, subprocess.Popen[bytes] | None]:
-    """Start the command in a new session with stdin /dev/null, stdout on out_fd and stderr
-    on err_fd.
+def _spawn(request: LaunchRequest, command: tuple[str, ...], out_fd: int, err_fd: int,
+           in_fd: int | None) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Start the command in a new session with stdin /dev/null (or in_fd), stdout on out_fd
+    and stderr on err_fd.
 
     posix_spawn (vfork+exec in glibc, environment converted in C) costs about half of
     Popen; Popen is kept for tasks with a `cwd` or `umask`, which posix_spawn cannot set.
     Every descriptor torchd holds is close-on-exec, so nothing else leaks into the child.
     """
     if request.cwd is None and request.umask is None:
+        stdin = ((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0) if in_fd is None
+                 else (os.POSIX_SPAWN_DUP2, in_fd, 0))
         pid = os.posix_spawnp(
             command[0], command, request.env,
-            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                          (os.POSIX_SPAWN_DUP2, out_fd, 1),
+            file_actions=[stdin, (os.POSIX_SPAWN_DUP2, out_fd, 1),
                           (os.POSIX_SPAWN_DUP2, err_fd, 2)],
             setsid=True, setsigdef=RESTORED_SIGNALS,
         )
         return pid, None
     popen = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
+        command, stdin=subprocess.DEVNULL if in_fd is None else in_fd, stdout=out_fd,
+        stderr=err_fd,
         cwd=request.cwd, env=request.env, start_new_session=True, close_fds=True,
         umask=-1 if request.umask is None else request.umask,
     )
@@ -396,6 +412,7 @@ class Spawned:
     err_fd: int | None  # with split output
     pidfd: int  # its exit is watched through this
     cgroup: RunCgroup | None
+    guard_fd: int | None  # where the lease's expiry is written to its guard
     started: float
     started_mono: float
 
@@ -406,23 +423,29 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
     due fire first and supervises them afterwards, so the last of a burst starts early.
     Raises StartError if the command cannot start."""
     pipes: list[int] = []
+    guarded = request.lease_guard is not None
     try:
-        for _ in range(2 if request.split_output else 1):
+        for _ in range((2 if request.split_output else 1) + guarded):
             pipes.extend(os.pipe2(os.O_CLOEXEC))
     except OSError as exc:
         for fd in pipes:
             os.close(fd)
-        raise StartError(f"cannot create output pipe: {exc.strerror}", exc.errno) from None
+        raise StartError(f"cannot create a pipe: {exc.strerror}", exc.errno) from None
     out_read, out_write = pipes[0], pipes[1]
     err_read: int | None = pipes[2] if request.split_output else None
     err_write = pipes[3] if request.split_output else out_write
+    guard_read, guard_write = (pipes[-2], pipes[-1]) if guarded else (None, None)
     cgroup = (None if request.cgroup_parent is None
               else RunCgroup.make(request.cgroup_parent, f"run-{request.run_id}"))
     command = request.command if cgroup is None else cgroup.joined(request.command)
+    if request.lease_guard is not None:
+        grace, margin = request.lease_guard
+        command = (sys.executable, "-I", "-S", LEASE_GUARD, f"{grace:g}", f"{margin:g}",
+                   "--", *command)
     try:
-        pid, popen = _spawn(request, command, out_write, err_write)
+        pid, popen = _spawn(request, command, out_write, err_write, guard_read)
     except (OSError, ValueError) as exc:
-        _close(out_read, err_read)
+        _close(out_read, err_read, guard_write)
         if cgroup is not None:
             cgroup.remove()
         if isinstance(exc, OSError):
@@ -432,17 +455,19 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
         os.close(out_write)
         if err_read is not None:
             os.close(err_write)
+        _close(guard_read)
     if cgroup is not None and not cgroup.add(pid):
         cgroup = None
     try:
         pidfd = os.pidfd_open(pid)
     except OSError as exc:  # out of descriptors: a process nobody watches must not run
         _abandon(pid, popen, cgroup)
-        _close(out_read, err_read)
+        _close(out_read, err_read, guard_write)
         raise StartError(f"cannot watch the started process: {exc.strerror}; it was "
                          "killed", exc.errno) from None
     return Spawned(request=request, pid=pid, popen=popen, out_fd=out_read, err_fd=err_read,
-                   pidfd=pidfd, cgroup=cgroup, started=clock_time(), started_mono=clock_mono())
+                   pidfd=pidfd, cgroup=cgroup, guard_fd=guard_write, started=clock_time(),
+                   started_mono=clock_mono())
 
 
 def _close(*fds: int | None) -> None:
@@ -483,6 +508,8 @@ def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
         os.set_blocking(spawned.err_fd, False)
         run.err_start = err_log.write(header)
         streams.append(_Stream(spawned.err_fd, err_log))
-    return RunHandle(run, spawned.popen, pidfd=spawned.pidfd, streams=streams,
-                     kill_grace=kill_grace,
+    if spawned.guard_fd is not None:
+        os.set_blocking(spawned.guard_fd, False)
+    return RunHandle(run, spawned.popen, pidfd=spawned.pidfd, guard_fd=spawned.guard_fd,
+                     streams=streams, kill_grace=kill_grace,
                      clock_time=clock_time, clock_mono=clock_mono, on_exit=on_exit)

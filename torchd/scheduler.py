@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol
-from zoneinfo import ZoneInfo
 
 from torchd.catchup import decide
 from torchd.clock import Clock, iso_utc
@@ -66,6 +65,7 @@ from torchd.runner import (
 )
 from torchd.statedir import FileModes
 from torchd.tasklog import LogFiles
+from torchd.zones import load_zone
 
 log = logging.getLogger("torchd.scheduler")
 
@@ -101,6 +101,7 @@ MISSED_MARGIN = 0.5
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
+LEASE_MARGIN = 1.0  # a leased instance's guard ends it this long before the lease expires
 
 
 class SchedulerError(Exception):
@@ -113,6 +114,14 @@ class FireClaims(Protocol):
     async def claim(self, task: str, scheduled: float) -> Claim: ...
 
     def holds(self, task: str) -> bool: ...
+
+    def lease_expiry(self, task: str) -> float | None:
+        """When the lease held expires (CLOCK_BOOTTIME), unless renewed."""
+
+    def fencing_token(self, task: str) -> int | None: ...
+
+    @property
+    def lease_ttl(self) -> float: ...
 
 
 HeapEntry = tuple[float, int, str, int]  # due time, sequence, task, token
@@ -765,23 +774,27 @@ class Scheduler:
                          "TORCHD_TASK": spec.name}
             state.argv = wrap_command(
                 spec.command, user=spec.user, group=spec.group, nice=spec.nice,
-                limits=spec.limits,
-                # a leased instance must not outlive its daemon: another host takes over
-                parent_death=(self._claims is not None and spec.kind is TaskKind.DAEMON
-                              and spec.run_on is RunOn.ONE))
+                limits=spec.limits)
         env = dict(state.env)
         env["TORCHD_RUN_ID"] = run_id
         env["TORCHD_FIRE_ID"] = fid
         env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
-            scheduled, ZoneInfo(spec.timezone)).isoformat()
+            scheduled, load_zone(spec.timezone)).isoformat()
         env["TORCHD_ATTEMPT"] = str(attempt)
+        guard = None
+        if self._claims is not None and spec.kind is TaskKind.DAEMON and spec.run_on is RunOn.ONE:
+            # a leased instance must not outlive the lease, even with its daemon frozen
+            guard = (min(spec.kill_grace, self._claims.lease_ttl / 3), LEASE_MARGIN)
+            token = self._claims.fencing_token(spec.name)
+            if token is not None:
+                env["TORCHD_FENCING_TOKEN"] = str(token)
         return LaunchRequest(
             task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
             command=state.argv, env=env, cwd=spec.cwd, umask=spec.umask,
             config_digest=self._config_digest, trigger=fire.trigger,
             attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
             split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
-            cgroup_parent=self._cgroup_parent,
+            cgroup_parent=self._cgroup_parent, lease_guard=guard,
         )
 
     def _start_failed(self, state: TaskState, request: LaunchRequest, error: str) -> None:
@@ -957,6 +970,13 @@ class Scheduler:
         for keeper in state.keepers:
             self._stop_keeper(keeper, grace)
 
+    def lease_renewed(self, name: str, expiry: float) -> None:
+        """The cluster renewed this host's lease of a task: tell its instances' guards."""
+        state = self._tasks.get(name)
+        for keeper in state.keepers if state is not None else ():
+            if keeper.handle is not None:
+                keeper.handle.lease_renewed(expiry)
+
     def _claim_then_fire(self, state: TaskState, fire: Fire) -> None:
         task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire))
         self._claiming.add(task)
@@ -1083,10 +1103,17 @@ class Scheduler:
         if waiting_for:  # a changed daemon task: the old instances go first
             await asyncio.wait(waiting_for)
         while not self._stopping:
+            if not self._may_keep(state.spec):  # its lease lapsed meanwhile, say
+                keeper.state = KeeperState.STOPPED  # backoff -> stopped
+                return
             keeper.state = KeeperState.STARTING  # backoff|stopped -> starting
             try:
                 keeper.handle = self._launch(state, Fire(self._clock.time(),
                                                          Trigger.KEEP_ALIVE))
+                expiry = (None if self._claims is None
+                          else self._claims.lease_expiry(state.spec.name))
+                if expiry is not None:
+                    keeper.handle.lease_renewed(expiry)
             except StartError as exc:
                 keeper.last_error = str(exc)
             except Exception as exc:  # one instance's failure must never end its supervision

@@ -4,12 +4,12 @@ types are refused where text is expected (`no`, `0700`, `12:30:00`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -25,6 +25,7 @@ from torchd.model import (
     Webhook,
 )
 from torchd.runas import LIMITS
+from torchd.zones import ZoneError, load_zone
 
 T = TypeVar("T")
 
@@ -36,6 +37,9 @@ TAG_NAMES = {
     "null": "empty (null)", "timestamp": "a date", "seq": "a list", "map": "a mapping",
 }
 RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
+# Counts, sizes and limits end in SQLite, prlimit and the kernel: 64-bit signed at most.
+INT_MAX = (1 << 63) - 1
+SHOWN_CHARS = 40  # of a value quoted in a message
 
 
 class Invalid(Exception):
@@ -53,7 +57,14 @@ def kind_of(node: yaml.Node) -> str:
         return "a list"
     tag = node.tag.removeprefix(TAG)
     described = TAG_NAMES.get(tag, tag)
-    return f"{described} ({node.value})" if tag not in ("str", "null") else described
+    return f"{described} ({shown(node.value)})" if tag not in ("str", "null") else described
+
+
+def shown(text: str) -> str:
+    """A value as a message quotes it: cut short if long (a 5,000-digit number helps no one)."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS - 3]}... ({len(text)} characters)"
 
 
 def detached(text: str) -> str:
@@ -82,6 +93,9 @@ def as_text(node: yaml.Node, *, allow_empty: bool = False) -> str:
 def as_integer(node: yaml.Node, *, minimum: int = 0) -> int:
     if (isinstance(node, yaml.ScalarNode) and node.tag == INT
             and re.fullmatch(r"[0-9]|[1-9][0-9]*", node.value)):
+        # Bounded before int(): Python refuses to convert more than 4,300 digits.
+        if len(node.value) > len(str(INT_MAX)) or int(node.value) > INT_MAX:
+            raise Invalid(node, f"must be at most {INT_MAX}, got {shown(node.value)}")
         value = int(node.value)
         if value < minimum:
             raise Invalid(node, f"must be at least {minimum}, got {value}")
@@ -106,13 +120,6 @@ def as_text_list(node: yaml.Node) -> tuple[str, ...]:
 
 def line_of(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
-
-
-def zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def as_command(node: yaml.Node) -> tuple[str, ...]:
@@ -154,25 +161,115 @@ def as_hosts(node: yaml.Node) -> tuple[str, ...]:
 
 
 def as_zone_name(node: yaml.Node) -> str:
+    """A zone as TZ names one (see zones.load_zone): an IANA name such as 'Europe/London',
+    a TZif file's absolute path, or a POSIX TZ rule."""
     name = as_text(node)
-    if zone(name) is None:
-        raise Invalid(node, f"unknown time zone '{name}' (use an IANA name such as "
-                             "'Europe/London' or 'UTC')")
+    try:
+        load_zone(name)
+    except ZoneError as exc:
+        raise Invalid(node, f"unknown time zone '{shown(name)}': {exc.why}") from None
     return name
+
+
+# YAML 1.1 numbers, told apart as PyYAML's resolver tells them (plain scalars), checked
+# again here because an explicit `!!int` or `!!float` tag puts any text under those tags.
+_INFINITY = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
+_NAN = re.compile(r"\.(?:nan|NaN|NAN)")
+_BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_BASED = (  # pattern, prefix, base, what YAML 1.1 calls it
+    (re.compile(r"[-+]?0b[01_]+"), "0b", 2, "a binary"),
+    (re.compile(r"[-+]?0x[0-9a-fA-F_]+"), "0x", 16, "a hexadecimal"),
+    (re.compile(r"[-+]?0[0-7_]+"), "0", 8, "an octal"),
+)
+_DECIMAL = re.compile(
+    r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?")
+_SHOWN_DIGITS = 15  # what YAML reads from a longer number is not worth a message's room
+
+
+def _number(node: yaml.Node, noun: str, *, duration: bool = False) -> float | None:
+    """The value of a YAML number written in decimal (`1_000` is 1000, as YAML reads it),
+    or None when the node is no number (text, a list...). Besides decimal, YAML 1.1 reads
+    base-60 (`1:30` is 90), hexadecimal, octal (`017` is 15) and binary numbers, infinity
+    and NaN: refused, saying what YAML made of them. `noun` names the value in messages
+    ("a duration"); `duration` suggests units instead of plain decimal."""
+    if not (isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT)):
+        return None
+    text = str(node.value)
+    if _INFINITY.fullmatch(text):
+        raise Invalid(node, f"{noun} must be finite, got {text}")
+    if _NAN.fullmatch(text):
+        raise Invalid(node, f"{noun} must be a finite number, got {text} (YAML 1.1 reads it "
+                            "as not-a-number)")
+    if _BASE_60.fullmatch(text):
+        raise Invalid(node, _base_60_problem(text, noun, duration=duration))
+    for pattern, prefix, base, name in _BASED:
+        if pattern.fullmatch(text):
+            digits = text.lstrip("+-").removeprefix(prefix).replace("_", "")
+            read = (f" ({'-' if text.startswith('-') else ''}{int(digits, base)})"
+                    if digits and len(digits) <= _SHOWN_DIGITS else "")
+            raise Invalid(node, f"YAML 1.1 reads {shown(text)} as {name} number{read}; write "
+                                "it in decimal")
+    if not _DECIMAL.fullmatch(text):  # only an explicit tag gets here: `!!int x`
+        raise Invalid(node, f"'{shown(text)}' is tagged {node.tag.replace(TAG, '!!')} but is "
+                            "not a number")
+    value = float(text.replace("_", ""))  # float() takes any number of digits
+    if not math.isfinite(value):
+        raise Invalid(node, f"{noun} must be finite, got {shown(text)} (too large)")
+    return value + 0.0  # -0 is 0
+
+
+def _base_60_problem(text: str, noun: str, *, duration: bool) -> str:
+    """What to say about `1:30` or `12:30:00`, which YAML 1.1 reads as base-60 numbers."""
+    value: float | None = None
+    if len(text) > _SHOWN_DIGITS:
+        read = f"YAML 1.1 reads {shown(text)} as a base-60 number"
+    else:
+        value = 0.0
+        for part in text.lstrip("+-").replace("_", "").split(":"):
+            value = value * 60 + float(part)
+        value = -value if text.startswith("-") else value
+        read = f"YAML 1.1 reads {text} as a base-60 number ({_plain(value)})"
+    if not duration:
+        return f"{read}; write {noun} in decimal"
+    if value is not None and value < 0:
+        return f"{read}; {noun} cannot be negative"
+    example = _duration_text(value) if value is not None else "1h30m"
+    return f"{read}; write {noun} such as {example}"
+
+
+def _plain(value: float) -> str:
+    """45000.0 as 45000, 90.5 as 90.5 (to the microsecond, as durations are read)."""
+    return str(int(value)) if value.is_integer() else f"{value:.6f}".rstrip("0")
+
+
+def _duration_text(seconds: float) -> str:
+    """Seconds as the task file writes a duration: 45000 -> '12h30m', 90.5 -> '1m30.5s'."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if seconds or not parts:
+        parts.append(f"{_plain(seconds)}s")
+    return "".join(parts)
 
 
 def as_duration(node: yaml.Node) -> float:
     """Seconds: a number, or text such as '30s', '5m', '1h30m'."""
-    if isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT):
-        raw: object = float(node.value)
-    elif isinstance(node, yaml.ScalarNode) and node.tag == STR:
-        raw = node.value
-    else:
+    seconds = _number(node, "a duration", duration=True)
+    if seconds is not None:
+        if seconds < 0:
+            raise Invalid(node, f"a duration cannot be negative, got {shown(node.value)}")
+        return seconds
+    if not (isinstance(node, yaml.ScalarNode) and node.tag == STR):
         raise Invalid(node, f"expected a duration such as 30s or 5m, got {kind_of(node)}")
     try:
-        return parse_duration(raw)
-    except DurationError as exc:
-        raise Invalid(node, str(exc)) from None
+        seconds = parse_duration(node.value)
+    except DurationError:
+        raise Invalid(node, str(DurationError(shown(node.value)))) from None
+    if not math.isfinite(seconds):  # '1000...0d': each part is a float
+        raise Invalid(node, f"a duration must be finite, got '{shown(node.value)}' (too large)")
+    return seconds
 
 
 def one_of(enum: type[StrEnum]) -> Callable[[yaml.Node], StrEnum]:
@@ -234,7 +331,7 @@ def instant(text: str, zone_name: str) -> float:
     """Epoch seconds of an ISO 8601 time; one without an offset is read in the zone."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone_name))
+        moment = moment.replace(tzinfo=load_zone(zone_name))
     return moment.timestamp()
 
 
@@ -287,9 +384,9 @@ def _keyed(node: yaml.MappingNode, known: tuple[str, ...], what: str) -> dict[st
 
 
 def as_growth(node: yaml.Node) -> float:
-    if (isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT)
-            and float(node.value) >= 1):
-        return float(node.value)
+    value = _number(node, "a backoff")
+    if value is not None and value >= 1:
+        return value
     raise Invalid(node, f"expected a number of at least 1, got {kind_of(node)}")
 
 
@@ -305,8 +402,15 @@ def as_size(node: yaml.Node) -> int:
     """Bytes: a whole number, or text such as '512KB', '10MB', '1GB' (powers of 1024)."""
     if isinstance(node, yaml.ScalarNode) and node.tag in (INT, STR):
         match = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", str(node.value))
-        if match and match.group(2).lower() in _SIZE_UNITS and int(match.group(1)) > 0:
-            return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+        if match and match.group(2).lower() in _SIZE_UNITS:
+            digits, unit = match.group(1).lstrip("0"), _SIZE_UNITS[match.group(2).lower()]
+            # Bounded before int(): Python refuses to convert more than 4,300 digits.
+            size = int(digits or "0") * unit if len(digits) <= len(str(INT_MAX)) else INT_MAX + 1
+            if size > INT_MAX:
+                raise Invalid(node, f"must be at most {INT_MAX} bytes, got "
+                                    f"{shown(node.value)}")
+            if size > 0:
+                return size
     raise Invalid(node, f"expected a size above 0 such as 10MB, 512KB or 1048576, got "
                          f"{kind_of(node)}")
 
@@ -351,8 +455,9 @@ def as_history(node: yaml.Node) -> HistoryPolicy:
 
 
 def as_positive_duration_days(node: yaml.Node) -> float:
-    if isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT) and float(node.value) > 0:
-        return float(node.value)
+    value = _number(node, "a number of days")
+    if value is not None and value > 0:
+        return value
     raise Invalid(node, f"expected a number of days above 0, got {kind_of(node)}")
 
 
@@ -426,8 +531,9 @@ def _as_key_part(node: yaml.Node) -> str:
 
 
 def _as_load(node: yaml.Node) -> float:
-    if isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT) and float(node.value) >= 0:
-        return float(node.value)
+    value = _number(node, "a load")
+    if value is not None and value >= 0:
+        return value
     raise Invalid(node, f"expected a load of 0 or more (1.0 = every core busy), got "
                          f"{kind_of(node)}")
 

@@ -108,8 +108,9 @@ def test_a_daemon_task_fails_over_when_its_holder_dies(tmp_path: Path,
                                                        write_tasks: Callable[..., Path],
                                                        daemon_factory: Factory,
                                                        redis_server: RedisServer) -> None:
-    """kill -9 of the lease holder: its instance goes with it (parent-death signal) and
-    another host starts the task within the lease TTL (3 s here) and a renewal period."""
+    """kill -9 of the lease holder: its instance goes with it (its lease guard sees the
+    daemon gone) and another host starts the task within the lease TTL (3 s here) and a
+    renewal period."""
     out = tmp_path / "out"
     config = cluster_file(write_tasks, redis_server, f"""
           - name: worker
@@ -124,7 +125,9 @@ def test_a_daemon_task_fails_over_when_its_holder_dies(tmp_path: Path,
     other = hosts[1 - int(holder_id[1])]
     view = status(other, "--cluster")
     assert view["leases"] == {"worker": holder_id}
-    instance = next(p.pid for p in holder.descendants() if p.name() == "sleep")
+    instance = wait_for(lambda: next((p.pid for p in holder.descendants()
+                                      if p.name() == "sleep"), None),
+                        message="the instance's sleep")
     os.kill(holder.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     wait_for(lambda: process_gone(instance), timeout=5, message="the instance fenced")

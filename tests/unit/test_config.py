@@ -83,8 +83,9 @@ def task_file(body: str) -> str:
                  "t.yaml:5: task 'job': retries: unknown key 'every'; known: max, delay, "
                  "backoff, max_delay", id="retries-key"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\ntimezone: Mars/Olympus\n',
-                 "t.yaml:5: task 'job': timezone: unknown time zone 'Mars/Olympus' (use an "
-                 "IANA name such as 'Europe/London' or 'UTC')", id="task-zone"),
+                 "t.yaml:5: task 'job': timezone: unknown time zone 'Mars/Olympus': no zone "
+                 "of that name, and not a POSIX TZ rule (like 'CET-1CEST,M3.5.0,M10.5.0/3')",
+                 id="task-zone"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\ncatchup: some\n',
                  "t.yaml:5: task 'job': catchup: 'some' is not one of: none, last, all",
                  id="catchup-choice"),
@@ -165,7 +166,8 @@ def test_every_problem_is_reported_at_once() -> None:
             command: "true"
         """)
     assert found == [
-        "t.yaml:2: daemon.timezone: unknown time zone 'Mars/Base'",
+        "t.yaml:2: daemon.timezone: unknown time zone 'Mars/Base': no zone of that name, and "
+        "not a POSIX TZ rule (like 'CET-1CEST,M3.5.0,M10.5.0/3')",
         "t.yaml:5: task 'a': schedule: second field '61' is out of range 0-59",
         "t.yaml:7: task 'a': name: duplicate task name (first defined at line 4)",
         "t.yaml:9: task 'a': command: expected text, got a boolean (no); quote it if you mean "
@@ -176,9 +178,9 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 @pytest.mark.parametrize(("data", "expected"), [
-    pytest.param(b"", "t.yaml: the file is empty; expected a 'tasks:' list", id="empty"),
-    pytest.param(b"# only a comment\n", "t.yaml: the file is empty; expected a 'tasks:' list",
-                 id="comment-only"),
+    pytest.param(b"", "t.yaml:1: the file is empty; expected a 'tasks:' list", id="empty"),
+    pytest.param(b"# only a comment\n", "t.yaml:1: the file is empty; expected a 'tasks:' "
+                 "list", id="comment-only"),
     pytest.param(b"tasks:\n  - name: caf\xe9\n", "t.yaml:2: not valid UTF-8 (byte 0xe9 at "
                  "offset 20)", id="latin-1"),
     pytest.param(b"tasks:\n  - name: a\n    schedule: */3 * * * * *\n    command: x\n",

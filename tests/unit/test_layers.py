@@ -12,7 +12,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "torchd"
 LAYERS = {
     "errors": 0, "clock": 0, "cronexpr": 0, "cronfields": 0, "localtime": 0, "durations": 0,
-    "bounded": 0, "runid": 0, "procstat": 0, "fastinit": 0, "safefile": 0,
+    "bounded": 0, "runid": 0, "procstat": 0, "fastinit": 0, "safefile": 0, "leaseguard": 0,
+    "zones": 0,
     "model": 1, "hostmatch": 1, "reload": 1, "events": 1, "control.protocol": 1, "catchup": 1,
     "health": 1,
     "config": 2, "yamlvalues": 2, "runner": 2, "hostinfo": 2, "runas": 2, "tasklog": 2,
