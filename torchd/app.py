@@ -177,8 +177,9 @@ class App:
             return 1
         self._modes = file_modes(config)
         self._pidfile = PidFile(self._paths.pidfile, self._modes)
-        self._journal = ChildJournal(self._paths.children, self._modes)
-        self._ledger = FireLedger(self._paths.fires, modes=self._modes, defer=lambda compact:
+        self._journal = ChildJournal(self._paths.children, self._modes, self._health)
+        self._ledger = FireLedger(self._paths.fires, modes=self._modes, health=self._health,
+                                  defer=lambda compact:
                                   asyncio.get_running_loop().call_soon(compact))
         try:
             prepare(self._paths, self._modes)

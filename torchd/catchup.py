@@ -12,6 +12,7 @@ from torchd.cronexpr import Schedule
 from torchd.model import CATCHUP_LIMIT, Catchup
 
 COUNT_LIMIT = 10_000  # missed fires are counted one by one up to this, then reported as "N+"
+BEFORE = 0.001  # fires are at least 1 s apart: this much earlier is before a fire
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +21,8 @@ class CatchupDecision:
     missed: int  # missed fires not run (counted up to COUNT_LIMIT)
     counted_all: bool  # False: `missed` stopped at COUNT_LIMIT
     first: float  # the first missed fire
-    last: float  # the last missed fire: the task's last handled fire from now on
+    last: float  # the span's last fire: the task's last handled fire from now on
+    last_missed: float  # the last fire that is not run (`last` unless that one runs)
     note: str  # why the fires not run were dropped, for the log
 
 
@@ -76,8 +78,11 @@ def decide(schedule: Schedule, first: float, end: float, *, now: float, policy: 
             note = f"catchup all runs at most the {CATCHUP_LIMIT} most recent"
         elif total > len(run):
             note = f"older than starting_deadline ({deadline:g}s)"
+    last_missed = newest
+    if run and total > len(run):  # the newest missed fire is the one before the first run
+        last_missed = _last_fires(schedule, first, run[0] - BEFORE, 1)[-1]
     return CatchupDecision(run=tuple(run), missed=total - len(run), counted_all=counted_all,
-                           first=first, last=newest, note=note)
+                           first=first, last=newest, last_missed=last_missed, note=note)
 
 
 CLOCK_AHEAD_MARGIN = 5.0  # a recorded fire further ahead of the clock than this: corrected

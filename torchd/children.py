@@ -20,6 +20,7 @@ import signal
 import time
 from pathlib import Path
 
+from torchd.health import Health
 from torchd.procstat import boot_id, proc_stat
 from torchd.runner import group_alive, signal_group
 from torchd.statedir import FileModes, open_file
@@ -29,8 +30,11 @@ COMPACT_AFTER = 20000  # lines; then the journal is rewritten with only the live
 
 
 class ChildJournal:
-    def __init__(self, path: Path, modes: FileModes | None = None) -> None:
+    def __init__(self, path: Path, modes: FileModes | None = None,
+                 health: Health | None = None) -> None:
         self._path = path
+        self._health = health
+        self._failing = False
         self._modes = modes or FileModes()
         self._boot = boot_id()
         self._live: dict[int, tuple[int, int]] = {}  # pid -> (start ticks, session)
@@ -64,8 +68,19 @@ class ChildJournal:
         try:
             os.write(self._fd, line.encode())
         except OSError as exc:
-            log.error("cannot write child journal %s: %s", self._path, exc)
+            message = (f"cannot write the child journal {self._path}: {exc.strerror}; after a "
+                       "crash, the runs since would not be ended by the next start")
+            if not self._failing:
+                log.error("%s", message)
+                self._failing = True
+            if self._health is not None:
+                self._health.report("child-journal", message)
             return
+        if self._failing:
+            log.warning("the child journal %s is written again", self._path)
+            self._failing = False
+            if self._health is not None:
+                self._health.clear("child-journal")
         self._lines += 1
         if self._lines >= COMPACT_AFTER:
             self._compact()

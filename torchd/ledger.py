@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from torchd.health import Health
 from torchd.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.ledger")
@@ -24,12 +25,15 @@ COMPACT_MIN_LINES = 1000
 
 class FireLedger:
     def __init__(self, path: Path, *, modes: FileModes | None = None,
-                 defer: Callable[[Callable[[], None]], object] | None = None) -> None:
+                 defer: Callable[[Callable[[], None]], object] | None = None,
+                 health: Health | None = None) -> None:
         """`defer(fn)` runs the compaction later instead of inside record(): the daemon
         passes the event loop's call_soon, so the rewrite and its fsync come after the
         fires being recorded have started, not between a fire's record and its start."""
         self._path = path
         self._modes = modes or FileModes()
+        self._health = health
+        self._failing = False
         self._fd = -1
         self._last: dict[str, float] = {}
         self._lines = 0
@@ -53,8 +57,11 @@ class FireLedger:
         try:
             os.write(self._fd, f"{task} {scheduled!r}\n".encode())
         except OSError as exc:
-            log.error("cannot write the fire ledger %s: %s", self._path, exc)
+            self._fail(f"cannot write the fire ledger {self._path}: {exc.strerror}; a restart "
+                       "may run again or miss the fires since")
             return
+        if self._failing:
+            self._recovered()
         self._lines += 1
         if self._compact_pending or self._lines < max(COMPACT_MIN_LINES, 4 * len(self._last)):
             return
@@ -63,6 +70,20 @@ class FireLedger:
         else:
             self._compact_pending = True
             self._defer(self._deferred_compact)
+
+    def _fail(self, message: str) -> None:
+        """Said once (each fire would say it again), and shown in status meanwhile."""
+        if not self._failing:
+            log.error("%s", message)
+            self._failing = True
+        if self._health is not None:
+            self._health.report("fire-ledger", message)
+
+    def _recovered(self) -> None:
+        log.warning("the fire ledger %s is written again", self._path)
+        self._failing = False
+        if self._health is not None:
+            self._health.clear("fire-ledger")
 
     def _deferred_compact(self) -> None:
         self._compact_pending = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,20 @@ MAX_REPLY = 8 << 20  # bytes of output one request returns; the start is cut bey
 
 
 def _read_from(path: Path, offset: int) -> bytes:
+    """The file from `offset` on; nothing if it cannot be read or is a symlink (a log in
+    the state dir never is: see statedir)."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return b""
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return b""
+            handle.seek(offset)
+            return handle.read()
+        except OSError:
+            return b""
 
 
 def run_output(log_dir: Path, run: dict[str, Any], *, err: bool = False) -> bytes:

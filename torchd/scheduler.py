@@ -547,9 +547,9 @@ class Scheduler:
             log.warning("task %s: missed %d%s fire(s) from %s to %s (daemon down or busy, "
                         "host asleep, or clock stepped forward); not run: %s", spec.name,
                         decision.missed, more, iso_utc(decision.first),
-                        iso_utc(decision.last), decision.note)
+                        iso_utc(decision.last_missed), decision.note)
             self._on_event(FireMissed(task=spec.name, first=decision.first,
-                                      last=decision.last, count=decision.missed))
+                                      last=decision.last_missed, count=decision.missed))
         self._on_event(FireSettled(task=spec.name, scheduled=decision.last))
         if decision.run:
             log.info("task %s: catching up %d missed fire(s), %s to %s", spec.name,
@@ -665,7 +665,11 @@ class Scheduler:
     def _when_daemon_full(self, state: TaskState, fire: Fire) -> str:
         limits, spec = self._limits, state.spec
         reason = f"daemon.max_running={limits.max_running} runs across all tasks"
-        if limits.overlap is Overlap.QUEUE and len(self._global_waiting) < limits.queue_limit:
+        # An operator's `torchd submit` waits for a slot whatever the policy: it must not
+        # vanish after the command said it was submitted.
+        if fire.trigger is Trigger.SUBMIT or (
+                limits.overlap is Overlap.QUEUE
+                and len(self._global_waiting) < limits.queue_limit):
             self._global_waiting.append((state, fire))
             log.info("task %s: fire %s queued: %s", spec.name,
                      fire_id(spec.name, fire.scheduled), reason)
@@ -680,6 +684,9 @@ class Scheduler:
             state, fire = self._global_waiting.popleft()
             if self._tasks.get(state.spec.name) is state:
                 self._fire_batch([(state, fire)])
+            else:
+                self._not_run(state.spec, fire, "the task was changed or removed while its "
+                              "fire waited for daemon.max_running", dropped=True)
 
     def _late_hold(self, state: TaskState, fire: Fire, mates: Sequence[Spawned]) -> float:
         """How long a fire that found its task full waits before its overlap policy
@@ -1057,7 +1064,8 @@ class Scheduler:
     def _forget_if_submitted(self, state: TaskState) -> None:
         name = state.spec.name
         if (name in self._submitted and state.next_fire is None and not self._runs.get(name)
-                and not state.waiting and not state.retry_timers):
+                and not state.waiting and not state.retry_timers
+                and all(held is not state for held, _fire in self._global_waiting)):
             self._submitted.discard(name)
             if self._tasks.get(name) is state:
                 del self._tasks[name]
@@ -1160,6 +1168,10 @@ class Scheduler:
         if self._global_waiting:
             log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
                         len(self._global_waiting))
+            for state, fire in self._global_waiting:
+                self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
+                                           reason="held by daemon.max_running at shutdown",
+                                           dropped=True, run_id=fire.run_id))
             self._global_waiting.clear()
         handles = self.all_runs()
         for handle in handles:

@@ -34,6 +34,22 @@ def test_last_runs_the_most_recent_once() -> None:
     assert decision.missed == 9
 
 
+@pytest.mark.parametrize(("policy", "deadline", "last_missed"), [
+    (Catchup.NONE, None, T0 + 9 * 60),
+    (Catchup.LAST, None, T0 + 8 * 60),  # the newest runs: the one before is the last missed
+    (Catchup.ALL, 150, T0 + 7 * 60),  # 8 and 9 run (within 150 s of now)
+    (Catchup.LAST, 30, T0 + 9 * 60),  # all too old: none runs
+], ids=["none", "last", "all-deadline", "last-too-old"])
+def test_the_last_missed_fire_is_the_last_one_not_run(policy: Catchup, deadline: float | None,
+                                                      last_missed: float) -> None:
+    """Log lines and history rows say "missed from FIRST to LAST": LAST must be a fire
+    that did not run (issue 21)."""
+    decision = decide(MINUTELY, T0, T0 + 9 * 60, now=T0 + 9 * 60 + 40, policy=policy,
+                      deadline=deadline)
+    assert decision.last_missed == last_missed
+    assert decision.last_missed not in decision.run
+
+
 def test_all_runs_each_oldest_first() -> None:
     decision = decide(MINUTELY, T0, T0 + 4 * 60, now=T0 + 4 * 60 + 30, policy=Catchup.ALL,
                       deadline=None)
