@@ -247,17 +247,16 @@ class Daemon:
 def remove_run_cgroups(state_dir: Path) -> None:
     """Teardown: end and remove the cgroups a daemon of this state dir made (a daemon
     killed with SIGKILL leaves them)."""
-    from torchd.cgroups import cgroup_mode, leftovers, parent_name
+    from torchd.cgroups import RunCgroups, cgroup_mode
 
-    mode = cgroup_mode(state_dir)
-    parent = mode.parent
-    if parent is None or parent.name != parent_name(state_dir):
+    parent = cgroup_mode(state_dir).parent
+    if parent is None:
         return
-    for cgroup in leftovers(parent):
+    runs = RunCgroups(parent)
+    for cgroup in runs.leftovers():
         cgroup.signal(signal.SIGKILL)
         wait_for(cgroup.remove, timeout=10, message=f"{cgroup.path} removed")
-    with contextlib.suppress(OSError):
-        parent.rmdir()
+    runs.release()
 
 
 def record_cmd(out: Path, extra: str = "") -> str:

@@ -19,7 +19,7 @@ import psutil
 
 from torchd import __version__
 from torchd.catchup import ahead_of_the_clock
-from torchd.cgroups import CgroupMode, cgroup_mode, end_leftover_cgroups, release_run_cgroups
+from torchd.cgroups import CgroupMode, RunCgroups, cgroup_mode, end_leftover_cgroups
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
 from torchd.config import ParseCache, digest_of, load_config, read_task_file
@@ -140,6 +140,7 @@ class App:
         self._watcher: FileWatcher | None = None
         self._reaper: Reaper | None = None
         self._cgroups = CgroupMode(None, "not set up yet")
+        self._run_cgroups: RunCgroups | None = None
         self._control: ControlServer | None = None
         self._reload_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -235,23 +236,23 @@ class App:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
                         ended)
         self._cgroups = cgroup_mode(self._paths.root, enabled=config.daemon.cgroups)
-        parent = self._cgroups.parent
-        if parent is not None:
-            await asyncio.to_thread(end_leftover_cgroups, parent, DEFAULT_STOP_GRACE)
+        runs = None if self._cgroups.parent is None else RunCgroups(self._cgroups.parent)
+        self._run_cgroups = runs
+        if runs is not None:
+            await asyncio.to_thread(end_leftover_cgroups, runs, DEFAULT_STOP_GRACE)
         self._journal.open()
         last_fires = self._resume_after_clock_correction(config, self._ledger.open())
         self._ledger.forget_except({task.name for task in config.tasks})
         cluster = self._make_cluster(config)
-        cgroup_parent = None if parent is None else str(parent)
         scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs, file_modes=self._modes,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
                               on_event=self._on_event, claims=cluster, health=self._health,
-                              cgroup_parent=cgroup_parent)
+                              cgroups=runs)
         self._scheduler = scheduler
         if cluster is not None:
             scheduler.on_lease_tasks = cluster.set_lease_tasks
         self._hooks = HookRunner(log_dir=self._paths.logs, file_modes=self._modes,
-                                 base_env=os.environ, cgroup_parent=cgroup_parent,
+                                 base_env=os.environ, cgroups=runs,
                                  clock=self._clock, record=self._record_hook,
                                  host=self._host_id(config))
         self._configure_hooks(config)
@@ -321,8 +322,8 @@ class App:
             self._watcher.stop()
         stopped = await self._scheduler.shutdown(self._stop_grace)
         await self._end_strays()
-        if self._cgroups.parent is not None:
-            release_run_cgroups(self._cgroups.parent)
+        if self._run_cgroups is not None:
+            self._run_cgroups.release()
         if self._cluster is not None:
             await self._cluster.close()  # leases go back once their instances are gone
         if self._hooks is not None:

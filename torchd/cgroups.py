@@ -7,6 +7,13 @@ different state dirs stay apart, and a successor finds what a crashed daemon lef
 in it `run-RUN_ID` for each run, moving the run's process there as soon as it has
 started. That needs a cgroup the daemon can write: root's, or one systemd delegated to
 it (`Delegate=yes`). Elsewhere the daemon goes without (see reaper.py for what is left).
+
+Moving a process waits in the kernel for an RCU grace period (6 ms median here, unless
+cgroup2 is mounted with `favordynmods`), which the event loop must not: a thread of its
+own moves each run. A shell forks within that time, so the thread then moves the run's
+tree too (what its processes forked before they were moved, walked through /proc), again
+until nothing of it is left outside. What left the tree meanwhile (an orphan) comes to
+the reaper (reaper.py), which ends it with the run.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("torchd.cgroups")
 OFF = "no cgroups (daemon.cgroups: false); child subreaper"
+TREE_PASSES = 5  # walks of a run's tree for what it forked before its move
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,73 +120,152 @@ def _not_writable(home: Path, why: str) -> str:
             "Delegate=yes gives torchd its cgroup")
 
 
-def release_run_cgroups(parent: Path) -> None:
-    """Remove the daemon's cgroup for runs at its stop, once its runs' are gone."""
-    for cgroup in leftovers(parent):
-        cgroup.remove()
-    with contextlib.suppress(OSError):
-        os.rmdir(parent)
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+def _write(fd: int, path: str, text: str) -> None:
+    """Write to a cgroup file, its path relative to the directory open as `fd`."""
+    out = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=fd)
     try:
-        os.write(fd, text.encode())
+        os.write(out, text.encode())
     finally:
-        os.close(fd)
+        os.close(out)
 
 
-def _read(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _read(fd: int, path: str) -> str:
+    source = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
     try:
-        return os.read(fd, 65536).decode("ascii", errors="replace")
+        return os.read(source, 65536).decode("ascii", errors="replace")
     finally:
-        os.close(fd)
+        os.close(source)
 
 
-class RunCgroup:
-    """One run's cgroup. Paths are plain text: this is on every run's way."""
+class RunCgroups:
+    """The daemon's cgroup for runs (`torchd-KEY`), held open: each run's cgroup is made
+    and used relative to it, which spares every run's operations the walk from /."""
 
-    __slots__ = ("path",)
+    __slots__ = ("_mover", "_moves", "fd", "lock", "memory", "path")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.memory = "memory" in _read(self.fd, "cgroup.controllers").split()
+        except OSError:
+            self.memory = False
+        self._moves: queue.SimpleQueue[tuple[RunCgroup, int] | None] = queue.SimpleQueue()
+        self._mover: threading.Thread | None = None
+        self.lock = threading.Lock()  # a move, against the reaping of the process
 
-    @classmethod
-    def make(cls, parent: str, name: str) -> RunCgroup | None:
+    def close(self) -> None:
+        if self._mover is not None:
+            self._moves.put(None)
+            self._mover.join(timeout=10)
+            self._mover = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def move(self, cgroup: RunCgroup, pid: int) -> None:
+        """Have the mover thread move the process into the cgroup (see the module doc)."""
+        if self._mover is None:
+            self._mover = threading.Thread(target=self._move_each, name="cgroup mover",
+                                           daemon=True)
+            self._mover.start()
+        self._moves.put((cgroup, pid))
+
+    def _move_each(self) -> None:
+        while (job := self._moves.get()) is not None:
+            cgroup, pid = job
+            cgroup.add(pid)
+
+    def make(self, name: str) -> RunCgroup | None:
         """Make the cgroup `name`; None if that cannot be done (the run then goes without:
         logged)."""
-        path = f"{parent}/{name}"
         try:
-            os.mkdir(path)
+            os.mkdir(name, dir_fd=self.fd)
         except FileExistsError:
             pass
         except OSError as exc:
-            log.warning("cannot make cgroup %s: %s; the run goes without", path, exc.strerror)
+            log.warning("cannot make cgroup %s/%s: %s; the run goes without", self.path, name,
+                        exc.strerror)
             return None
-        return cls(path)
+        return RunCgroup(self, name)
 
-    def joined(self, command: tuple[str, ...]) -> tuple[str, ...]:
-        """The command, made to join the cgroup itself first where it is a shell command:
-        a shell can fork before the daemon has moved it (dash starts in 0.1 ms)."""
-        if len(command) == 3 and command[:2] == ("/bin/sh", "-c"):
-            return (*command[:2], f"echo $$ >{self.path}/cgroup.procs 2>/dev/null; "
-                                  f"{command[2]}")
-        return command
-
-    def add(self, pid: int) -> bool:
-        """Move the process into the cgroup (where it has not moved itself); False if that
-        cannot be done (logged; the cgroup is then removed)."""
+    def leftovers(self) -> list[RunCgroup]:
+        """The run cgroups in it: after a crash, what a previous daemon left."""
         try:
-            _write(f"{self.path}/cgroup.procs", str(pid))
-        except ProcessLookupError:
-            pass  # it has ended already
-        except OSError as exc:
-            log.warning("cannot move pid %d into cgroup %s: %s; the run goes without", pid,
-                        self.path, exc.strerror)
-            self.remove()
-            return False
-        return True
+            names = os.listdir(self.fd)
+        except OSError:
+            return []
+        return [RunCgroup(self, name) for name in sorted(names) if name.startswith("run-")]
+
+    def release(self) -> None:
+        """Remove the run cgroups left empty and this one, at the daemon's stop."""
+        for cgroup in self.leftovers():
+            cgroup.remove()
+        self.close()
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path)
+
+
+class RunCgroup:
+    """One run's cgroup. The mover thread moves the run's process in (`moved`) unless the
+    loop has closed it first (`closed`: the process is about to be reaped, after which its
+    pid may belong to another process); the two never overlap (`home.lock`)."""
+
+    __slots__ = ("closed", "home", "moved", "name")
+
+    def __init__(self, home: RunCgroups, name: str) -> None:
+        self.home = home
+        self.name = name
+        self.moved = False
+        self.closed = False
+
+    @property
+    def path(self) -> str:
+        return f"{self.home.path}/{self.name}"
+
+    def add(self, pid: int) -> None:
+        """Move the process into the cgroup (in the mover thread), then what it forked
+        before, unless the cgroup was closed meanwhile; a failure is logged, and the run
+        goes without."""
+        if not self._move(pid):
+            return
+        self.moved = True
+        for _ in range(TREE_PASSES):
+            try:
+                inside = {int(p) for p in _read(self.home.fd, f"{self.name}/cgroup.procs")
+                          .split()}
+            except OSError:
+                return
+            outside = _tree(pid) - inside
+            if not outside or not all(self._move(child) for child in sorted(outside)):
+                return
+
+    def _move(self, pid: int) -> bool:
+        """One process into the cgroup; False when the cgroup is closed or unusable. Its
+        pid is one of the run's: a child not yet reaped keeps its pid."""
+        with self.home.lock:
+            if self.closed:
+                return False
+            try:
+                _write(self.home.fd, f"{self.name}/cgroup.procs", str(pid))
+            except ProcessLookupError:
+                pass  # it has ended already
+            except OSError as exc:
+                log.warning("cannot move pid %d into cgroup %s: %s; the run goes without",
+                            pid, self.path, exc.strerror)
+                return False
+            return True
+
+    def close(self) -> None:
+        """The process is about to be reaped: it is not to be moved any more."""
+        if not self.moved:
+            with self.home.lock:
+                self.closed = True
+
+    def release(self) -> bool:
+        """The run is over (closed first): remove the cgroup; False while processes are
+        left in it."""
+        return self.remove()
 
     def usage(self) -> tuple[float | None, int | None]:
         """CPU seconds used by the run's processes, and their peak memory in bytes where
@@ -184,18 +273,18 @@ class RunCgroup:
         cpu: float | None = None
         peak: int | None = None
         with contextlib.suppress(OSError, ValueError):
-            for line in _read(f"{self.path}/cpu.stat").splitlines():
+            for line in _read(self.home.fd, f"{self.name}/cpu.stat").splitlines():
                 if line.startswith("usage_usec "):
                     cpu = int(line.split()[1]) / 1e6
                     break
-        if os.path.exists(f"{self.path}/memory.peak"):
+        if self.home.memory:
             with contextlib.suppress(OSError, ValueError):
-                peak = int(_read(f"{self.path}/memory.peak"))
+                peak = int(_read(self.home.fd, f"{self.name}/memory.peak"))
         return cpu, peak
 
     def populated(self) -> bool:
         try:
-            return "populated 1" in _read(f"{self.path}/cgroup.events")
+            return "populated 1" in _read(self.home.fd, f"{self.name}/cgroup.events")
         except OSError:
             return False
 
@@ -203,18 +292,19 @@ class RunCgroup:
         """Send `signum` to every process in the cgroup (SIGKILL through cgroup.kill);
         False if it was empty. The cgroup is frozen while its pids are read and signalled,
         so that none can exit and have its pid reused meanwhile."""
+        fd, name = self.home.fd, self.name
         if signum == signal.SIGKILL:
             if not self.populated():
                 return False
             with contextlib.suppress(OSError):
-                _write(f"{self.path}/cgroup.kill", "1")
+                _write(fd, f"{name}/cgroup.kill", "1")
             return True
         try:
-            _write(f"{self.path}/cgroup.freeze", "1")
+            _write(fd, f"{name}/cgroup.freeze", "1")
         except OSError:
             return False
         try:
-            pids = [int(pid) for pid in _read(f"{self.path}/cgroup.procs").split()]
+            pids = [int(pid) for pid in _read(fd, f"{name}/cgroup.procs").split()]
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signum)
@@ -222,13 +312,13 @@ class RunCgroup:
             pids = []
         finally:
             with contextlib.suppress(OSError):
-                _write(f"{self.path}/cgroup.freeze", "0")
+                _write(fd, f"{name}/cgroup.freeze", "0")
         return bool(pids)
 
     def remove(self) -> bool:
         """Remove the cgroup; False while processes are left in it."""
         try:
-            os.rmdir(self.path)
+            os.rmdir(self.name, dir_fd=self.home.fd)
         except FileNotFoundError:
             return True
         except OSError as exc:
@@ -238,19 +328,31 @@ class RunCgroup:
         return True
 
 
-def leftovers(parent: Path) -> list[RunCgroup]:
-    """The run cgroups a previous daemon of this state dir left (after a crash)."""
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return []
-    return [RunCgroup(f"{parent}/{name}") for name in sorted(names) if name.startswith("run-")]
+def _tree(pid: int) -> set[int]:
+    """The process's descendants, as the children files of /proc list them."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{parent}/task/{thread}/children", "rb") as listing:
+                    children = {int(child) for child in listing.read().split()}
+            except OSError:
+                continue
+            pending.extend(children - found)
+            found |= children
+    return found
 
 
-def end_leftover_cgroups(parent: Path, grace: float) -> list[str]:
+def end_leftover_cgroups(runs: RunCgroups, grace: float) -> list[str]:
     """End what runs of a crashed daemon left in their cgroups (TERM, `grace`, KILL), and
     remove those cgroups. Returns the cgroups that held processes."""
-    found = [cgroup for cgroup in leftovers(parent) if cgroup.populated()]
+    found = [cgroup for cgroup in runs.leftovers() if cgroup.populated()]
     for cgroup in found:
         log.warning("ending the processes left in cgroup %s by a previous torchd", cgroup.path)
         cgroup.signal(signal.SIGTERM)
@@ -260,7 +362,7 @@ def end_leftover_cgroups(parent: Path, grace: float) -> list[str]:
     for cgroup in found:
         cgroup.signal(signal.SIGKILL)
     give_up = time.monotonic() + 5.0
-    for cgroup in leftovers(parent):
+    for cgroup in runs.leftovers():
         while not cgroup.remove() and time.monotonic() < give_up:
             time.sleep(0.05)
     return [cgroup.path for cgroup in found]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchd.cgroups import RunCgroups
 from torchd.clock import Clock, iso_utc
 from torchd.events import Event, FireMissed, RunEnded, RunNotStarted, RunStarted
 from torchd.model import HookAction, HookEvent, LogPolicy, RunOutcome, Trigger, Webhook
@@ -88,7 +89,7 @@ def hook_env(doc: Mapping[str, Any]) -> dict[str, str]:
 class HookRunner:
     def __init__(self, *, log_dir: Path, base_env: Mapping[str, str], clock: Clock,
                  record: HookRecorder, host: str, file_modes: FileModes | None = None,
-                 cgroup_parent: str | None = None) -> None:
+                 cgroups: RunCgroups | None = None) -> None:
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._clock = clock
@@ -100,7 +101,7 @@ class HookRunner:
         self._log_policy = LogPolicy()
         self._pending: set[asyncio.Task[None]] = set()
         self._pids: set[int] = set()  # of hook commands running
-        self._cgroup_parent = cgroup_parent
+        self._cgroups = cgroups
         self._session: aiohttp.ClientSession | None = None
 
     def configure(self, daemon_hooks: Hooks, task_hooks: Mapping[str, Hooks],
@@ -168,7 +169,7 @@ class HookRunner:
             scheduled=self._clock.time(), command=action.command,
             env={**self._base_env, **hook_env(doc)}, cwd=None, config_digest="-",
             trigger=Trigger.MANUAL, timeout=action.timeout, kill_grace=5.0,
-            cgroup_parent=self._cgroup_parent,
+            cgroups=self._cgroups,
         )
         try:
             spawned = spawn(request, clock_time=self._clock.time,

@@ -12,7 +12,12 @@ anyway) torchd becomes their parent instead, and:
   is PID 1), reaping them when they exit.
 
 Its child processes are read from /proc/self/task/PID/children (orphans go to the main
-thread), at each SIGCHLD and at each run's end, at most every SWEEP_DELAY.
+thread): at each run's end, right away (orphans of a run are adopted when its last
+ancestor in the run exits); while it has children it did not start, also at each SIGCHLD
+(they may exit) and every STRAY_CHECK seconds; as PID 1, at every SIGCHLD; and every
+IDLE_CHECK seconds in any case, for an orphan from a run that has not ended (a
+keep-alive instance's). SIGCHLD is only listened to when needed: handling it for every
+run's exit would cost each fire a tenth of its CPU.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from torchd.procstat import proc_stat
 log = logging.getLogger("torchd.reaper")
 
 PR_SET_CHILD_SUBREAPER = 36
-SWEEP_DELAY = 0.05  # coalesces a burst of exits into one look at the children
 REMEMBERED_RUNS = 10_000  # ended run ids whose strays are still ended if found
+STRAY_CHECK = 0.1  # seconds between looks while strays are being ended or adopted live
+IDLE_CHECK = 60.0  # seconds between looks otherwise
 ENVIRON_LIMIT = 1 << 20
 
 
@@ -80,38 +86,63 @@ class Reaper:
         self._ended: OrderedDict[str, None] = OrderedDict()  # run ids, oldest first
         self._ending: dict[int, float] = {}  # stray pid -> when it gets SIGKILL (monotonic)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: asyncio.TimerHandle | None = None
+        self._next: asyncio.TimerHandle | None = None
+        self._listening = False  # to SIGCHLD
+        self._pid1 = False
         self.subreaper = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.subreaper = os.getpid() == 1 or become_subreaper()
-        self._loop.add_signal_handler(signal.SIGCHLD, self.soon)
+        self._pid1 = os.getpid() == 1
+        self.subreaper = self._pid1 or become_subreaper()
+        self._listen(self._pid1)
+        self._plan(IDLE_CHECK)
 
     def close(self) -> None:
-        if self._loop is not None:
-            self._loop.remove_signal_handler(signal.SIGCHLD)
-        if self._pending is not None:
-            self._pending.cancel()
+        self._listen(False)
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
 
     def run_ended(self, run_id: str) -> None:
         """A run has ended: whatever it left is a stray from now on."""
         self._ended[run_id] = None
         if len(self._ended) > REMEMBERED_RUNS:
             self._ended.popitem(last=False)
-        self.soon()
+        self.sweep()
 
-    def soon(self) -> None:
-        if self._pending is None and self._loop is not None:
-            self._pending = self._loop.call_later(SWEEP_DELAY, self.sweep)
+    def _listen(self, on: bool) -> None:
+        if self._loop is None or on == self._listening:
+            return
+        if on:
+            self._loop.add_signal_handler(signal.SIGCHLD, self.sweep)
+        else:
+            self._loop.remove_signal_handler(signal.SIGCHLD)
+        self._listening = on
+
+    def _plan(self, delay: float) -> None:
+        """The next periodic look, unless an earlier one is planned."""
+        if self._loop is None:
+            return
+        when = self._loop.time() + delay
+        if self._next is not None:
+            if self._next.when() <= when:
+                return
+            self._next.cancel()
+        self._next = self._loop.call_at(when, self._periodic)
+
+    def _periodic(self) -> None:
+        self._next = None
+        self.sweep()
+        self._plan(IDLE_CHECK)
 
     def sweep(self, *, everything: bool = False, grace: float | None = None) -> int:
         """Reap exited children torchd did not start, end strays (TERM, then KILL after
         `grace`, default the daemon's); with `everything` (at shutdown), end every child
         of one of this daemon's runs. Returns how many strays are still being ended."""
-        self._pending = None
         found = children() - self._known()
         now = time.monotonic()
+        adopted = False  # a live child torchd did not start: its exit is to be reaped
         for pid in found:
             stat = proc_stat(pid)
             if stat is None or stat.ppid != os.getpid():
@@ -121,6 +152,7 @@ class Reaper:
                     os.waitpid(pid, os.WNOHANG)
                 self._ending.pop(pid, None)
                 continue
+            adopted = True
             if pid in self._ending:
                 if now >= self._ending[pid]:
                     self._signal(pid, stat.pgrp, stat.session, signal.SIGKILL)
@@ -136,8 +168,9 @@ class Reaper:
             self._ending[pid] = now + (self._grace if grace is None else grace)
         for pid in set(self._ending) - found:
             del self._ending[pid]  # reaped elsewhere
-        if self._ending and self._loop is not None and self._pending is None:
-            self._pending = self._loop.call_later(0.1, self.sweep)
+        self._listen(self._pid1 or adopted)
+        if self._ending:  # their SIGKILL is due at a time of its own
+            self._plan(STRAY_CHECK)
         return len(self._ending)
 
     @staticmethod

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchd.cgroups import RunCgroup
+from torchd.cgroups import RunCgroup, RunCgroups
 from torchd.clock import iso_utc
 from torchd.model import RunOutcome, RunState, Trigger
 from torchd.tasklog import TaskLog
@@ -61,7 +61,7 @@ class LaunchRequest:
     kill_grace: float = 10.0
     split_output: bool = False  # stderr to its own pipe and log file
     output_cap: int | None = None  # bytes of output kept; the rest is discarded
-    cgroup_parent: str | None = None  # where its cgroup is made (see cgroups.py)
+    cgroups: RunCgroups | None = None  # where its cgroup is made (see cgroups.py)
     lease_guard: tuple[float, float] | None = None  # (grace, margin): see leaseguard.py
 
 
@@ -144,7 +144,7 @@ class RunProcesses:
 
     def release(self) -> bool:
         """Remove the cgroup once it is empty; True when nothing of the run is left in it."""
-        if self.cgroup is None or self.cgroup.remove():
+        if self.cgroup is None or self.cgroup.release():
             self.cgroup = None
             return True
         return False
@@ -276,18 +276,26 @@ class RunHandle:
         if self._guard_fd is not None:
             os.close(self._guard_fd)
             self._guard_fd = None
+        if self.run.processes.cgroup is not None:
+            self.run.processes.cgroup.close()  # no move once its pid may be reused
+        # wait4, not waitpid: the run's CPU time and peak memory come with its status
+        _, status, usage = os.wait4(self.run.pid, 0)
+        returncode = os.waitstatus_to_exitcode(status)
         if self._popen is not None:
-            returncode = self._popen.wait()  # Popen must reap its own child
-        else:
-            _, status = os.waitpid(self.run.pid, 0)
-            returncode = os.waitstatus_to_exitcode(status)
+            self._popen.returncode = returncode  # reaped here: Popen must not wait again
         for stream in self._streams:
             self._drain(stream)
             self._close_stream(stream)
         run = self.run
         processes = run.processes
-        if processes.cgroup is not None:
-            run.cpu_seconds, run.memory_peak = processes.cgroup.usage()
+        # The process and the descendants it waited for (the largest one's memory); and
+        # with a cgroup, all it held: each counts only part of a run, so the larger.
+        run.cpu_seconds = usage.ru_utime + usage.ru_stime
+        run.memory_peak = usage.ru_maxrss * 1024
+        if processes.cgroup is not None and processes.cgroup.moved:
+            cpu, peak = processes.cgroup.usage()
+            run.cpu_seconds = max(run.cpu_seconds, cpu or 0.0)
+            run.memory_peak = max(run.memory_peak, peak or 0)
         # Anything left of the run (a grandchild that kept the pipe open, a stray
         # background job) ends with it.
         lingers = signal_group(run.pid, signal.SIGTERM)
@@ -435,9 +443,9 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
     err_read: int | None = pipes[2] if request.split_output else None
     err_write = pipes[3] if request.split_output else out_write
     guard_read, guard_write = (pipes[-2], pipes[-1]) if guarded else (None, None)
-    cgroup = (None if request.cgroup_parent is None
-              else RunCgroup.make(request.cgroup_parent, f"run-{request.run_id}"))
-    command = request.command if cgroup is None else cgroup.joined(request.command)
+    cgroup = (None if request.cgroups is None
+              else request.cgroups.make(f"run-{request.run_id}"))
+    command = request.command
     if request.lease_guard is not None:
         grace, margin = request.lease_guard
         command = (sys.executable, "-I", "-S", LEASE_GUARD, f"{grace:g}", f"{margin:g}",
@@ -456,8 +464,8 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
         if err_read is not None:
             os.close(err_write)
         _close(guard_read)
-    if cgroup is not None and not cgroup.add(pid):
-        cgroup = None
+    if cgroup is not None:
+        cgroup.home.move(cgroup, pid)
     try:
         pidfd = os.pidfd_open(pid)
     except OSError as exc:  # out of descriptors: a process nobody watches must not run
@@ -480,12 +488,14 @@ def _abandon(pid: int, popen: subprocess.Popen[bytes] | None,
              cgroup: RunCgroup | None) -> None:
     """Kill a process just started and reap it (it leads its own new group)."""
     RunProcesses(pid, cgroup).signal(signal.SIGKILL)
+    if cgroup is not None:
+        cgroup.close()
     if popen is not None:
         popen.wait()
     else:
         os.waitpid(pid, 0)
     if cgroup is not None:
-        cgroup.remove()
+        cgroup.release()
 
 
 def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,

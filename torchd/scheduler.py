@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from torchd.catchup import decide
+from torchd.cgroups import RunCgroups
 from torchd.clock import Clock, iso_utc
 from torchd.cronexpr import RebootSchedule
 from torchd.events import (
@@ -221,12 +222,12 @@ class Scheduler:
                  kill_grace: float = 10.0, file_modes: FileModes | None = None,
                  on_event: Callable[[Event], None] | None = None,
                  claims: FireClaims | None = None, health: Health | None = None,
-                 cgroup_parent: str | None = None) -> None:
+                 cgroups: RunCgroups | None = None) -> None:
         self._clock = clock
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._kill_grace = kill_grace
-        self._cgroup_parent = cgroup_parent
+        self._cgroups = cgroups
         self._on_event = on_event or (lambda _event: None)
         self._health = health or Health(clock.time)
         self._logs = LogFiles(log_dir, file_modes, self._health)
@@ -801,7 +802,7 @@ class Scheduler:
             config_digest=self._config_digest, trigger=fire.trigger,
             attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
             split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
-            cgroup_parent=self._cgroup_parent, lease_guard=guard,
+            cgroups=self._cgroups, lease_guard=guard,
         )
 
     def _start_failed(self, state: TaskState, request: LaunchRequest, error: str) -> None:

@@ -117,6 +117,30 @@ def test_descendants_outside_the_group_end_at_stop(
     assert all(process_gone(pid) for pid in strays)
 
 
+def test_a_cgroup_ends_what_the_subreaper_could_not_tell(
+        tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
+        strays: list[int]) -> None:
+    """A stray that cleared its environment (no TORCHD_RUN_ID to tell its run by) ends
+    with its run in cgroup mode: it is in the run's cgroup."""
+    require_root()
+    out = tmp_path / "pids"
+    out.mkdir()
+    config = write_tasks(f"""
+        tasks:
+          - name: hidden
+            schedule: "@yearly"
+            command: >-
+              sleep 0.5; setsid env -i sh -c 'echo $$ > {out}/a; exec sleep 600' &
+              while [ ! -s {out}/a ]; do sleep 0.01; done; exit 0
+    """)
+    daemon = daemon_factory(config).start()
+    daemon.cli("trigger", "hidden")
+    stray = wait_for(lambda: (out / "a").exists() and (out / "a").read_text().strip(),
+                     message="the stray's pid")
+    strays.append(int(stray))
+    wait_for(lambda: process_gone(int(stray)), timeout=20, message="the stray ended")
+
+
 def test_a_run_s_cpu_time_is_in_the_history(write_tasks: Callable[..., Path],
                                             daemon_factory: Factory) -> None:
     """With a cgroup per run, the CPU its processes used is recorded."""
