@@ -55,13 +55,14 @@ def test_after_a_clock_that_ran_ahead_is_corrected_tasks_fire_from_now(
 def test_a_step_forward_does_not_turn_fires_into_skips(
         tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
     """The clock steps 2 s forward: the two fires that fall due at once both run (the
-    second once the first, 1 ms long, has ended); none is skipped by max_running."""
+    second once the first, 0.3 s long, has ended: it would have ended before the second's
+    time); none is skipped by max_running."""
     offset = tmp_path / "offset"
     offset.write_text("+0\n")
     out = tmp_path / "out"
     config = write_tasks(f"""
         tasks:
-          - {{name: tick, schedule: "* * * * * *", command: '{record_cmd(out)}'}}
+          - {{name: tick, schedule: "* * * * * *", command: '{record_cmd(out)}; sleep 0.3'}}
     """)
     daemon = daemon_factory(config)
     daemon.start_env = libfaketime(FAKETIME_TIMESTAMP_FILE=str(offset), FAKETIME_NO_CACHE="1")
