@@ -96,10 +96,13 @@ class TorchdPeer(Peer):
     name = "torchd"
     seconds = True
     history = True  # daemon.history (the default); TorchdNoHistoryPeer turns it off
+    cgroups = True  # daemon.cgroups (the default); TorchdNoCgroupsPeer turns it off
     cluster_url: str | None = None  # TorchdClusterPeer: every task run_on: one
 
     def _daemon_keys(self, watch: bool) -> str:
         keys = f"watch: {str(watch).lower()}, history: {str(self.history).lower()}"
+        if not self.cgroups:
+            keys += ", cgroups: false"
         if self.cluster_url:
             keys += f', cluster: {{redis: "{self.cluster_url}", name: bench}}'
         return keys
@@ -128,11 +131,35 @@ class TorchdPeer(Peer):
     def start(self, tasks: list[Task]) -> psutil.Process:
         self.write(tasks)
         proc = self._popen([sys.executable, "-m", "torchd", "run", "-c", str(self.config),
-                            "--state-dir", str(self.state)])
+                            "--state-dir", str(self.state)], env=self._environment())
         socket = self.state / "torchd.sock"
         _wait(socket.exists, 300, "torchd", proc, self.log)  # bound once the table is built
         self.ready_at = time.time()
         return psutil.Process(proc.pid)
+
+
+    def _environment(self) -> dict[str, str] | None:
+        return None  # the harness's own: torchd as installed
+
+
+class TorchdBasePeer(TorchdPeer):
+    """torchd from another checkout (`TORCHD_BENCH_BASE=DIR`), beside `torchd`: a change
+    against its base in the same rounds."""
+
+    name = "torchd-base"
+
+    def _environment(self) -> dict[str, str]:
+        base = os.environ.get("TORCHD_BENCH_BASE")
+        if not base or not (Path(base) / "torchd" / "__init__.py").exists():
+            raise RuntimeError("torchd-base needs TORCHD_BENCH_BASE=DIR, a checkout of torchd")
+        return {**os.environ, "PYTHONPATH": str(Path(base).resolve())}
+
+
+class TorchdNoCgroupsPeer(TorchdPeer):
+    """torchd with `daemon.cgroups: false`: the cost of a cgroup per run, side by side."""
+
+    name = "torchd-nocgroups"
+    cgroups = False
 
 
 class TorchdNoHistoryPeer(TorchdPeer):
@@ -393,6 +420,7 @@ class BusyboxCronPeer(Peer):
 
 
 PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, TorchdNoHistoryPeer,
+                                                     TorchdBasePeer, TorchdNoCgroupsPeer,
                                                      TorchdClusterPeer,
                                                      APSchedulerPeer, YacronPeer,
                                                      BusyboxCronPeer, AsyncioFloorPeer,
