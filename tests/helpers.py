@@ -247,12 +247,12 @@ class Daemon:
 def remove_run_cgroups(state_dir: Path) -> None:
     """Teardown: end and remove the cgroups a daemon of this state dir made (a daemon
     killed with SIGKILL leaves them)."""
-    from torchd.cgroups import RunCgroups, cgroup_mode
+    from torchd.cgroups import RunCgroupParent, set_up_run_cgroups
 
-    parent = cgroup_mode(state_dir).parent
+    parent = set_up_run_cgroups(state_dir).parent
     if parent is None:
         return
-    runs = RunCgroups(parent)
+    runs = RunCgroupParent(parent)
     for cgroup in runs.leftovers():
         cgroup.signal(signal.SIGKILL)
         wait_for(cgroup.remove, timeout=10, message=f"{cgroup.path} removed")

@@ -19,7 +19,7 @@ import psutil
 
 from torchd import __version__
 from torchd.catchup import ahead_of_the_clock
-from torchd.cgroups import CgroupMode, RunCgroups, cgroup_mode, end_leftover_cgroups
+from torchd.cgroups import CgroupMode, RunCgroupParent, end_leftover_cgroups, set_up_run_cgroups
 from torchd.children import ChildJournal, end_leftovers
 from torchd.clock import Clock, SystemClock, iso_utc
 from torchd.config import ParseCache, digest_of, load_config, read_task_file
@@ -49,7 +49,7 @@ from torchd.reload import ReloadPlan, apply_delay, plan
 from torchd.runner import pidfd_refused, seal_descriptors
 from torchd.scheduler import Scheduler, fire_id
 from torchd.sdnotify import notify
-from torchd.statedir import FileModes, StateDirError, StatePaths, prepare
+from torchd.statedir import FileModes, StatePaths, prepare
 from torchd.watcher import FileWatcher
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("torchd")
 DEFAULT_STOP_GRACE = 10.0
 HOOK_GRACE = 5.0  # seconds hooks under way get at shutdown
+STRAYS_LAST_WAIT = 2.0  # seconds the stop waits for strays killed at its end to go
 PREVIEW_FIRES = 3
 APPLY_WAIT_LIMIT = 1.0  # seconds a reload waits for a gap between fires to apply in
 
@@ -140,7 +141,7 @@ class App:
         self._watcher: FileWatcher | None = None
         self._reaper: Reaper | None = None
         self._cgroups = CgroupMode(None, "not set up yet")
-        self._run_cgroups: RunCgroups | None = None
+        self._run_cgroups: RunCgroupParent | None = None
         self._control: ControlServer | None = None
         self._reload_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -185,7 +186,7 @@ class App:
         try:
             prepare(self._paths, self._modes)
             self._pidfile.acquire()
-        except (StateDirError, TorchdError, OSError) as exc:  # reported to whoever started us
+        except (TorchdError, OSError) as exc:  # reported to whoever started us
             ready(str(exc))
             return 1
         try:
@@ -205,7 +206,6 @@ class App:
         message = (f"the fire ledger held fires up to {iso_utc(latest)}, {latest - now:.0f}s "
                    f"ahead of the clock: the clock ran ahead and has been corrected since; "
                    f"{len(ahead)} task(s) fire from now on, one-time tasks that ran stay done")
-        log.warning("%s", message)
         self._health.report("clock", message)
         self._ledger.forget(ahead)
         return {name: last for name, last in last_fires.items() if name not in ahead}
@@ -235,8 +235,8 @@ class App:
         if ended:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
                         ended)
-        self._cgroups = cgroup_mode(self._paths.root, enabled=config.daemon.cgroups)
-        runs = None if self._cgroups.parent is None else RunCgroups(self._cgroups.parent)
+        self._cgroups = set_up_run_cgroups(self._paths.root, enabled=config.daemon.cgroups)
+        runs = None if self._cgroups.parent is None else RunCgroupParent(self._cgroups.parent)
         self._run_cgroups = runs
         if runs is not None:
             await asyncio.to_thread(end_leftover_cgroups, runs, DEFAULT_STOP_GRACE)
@@ -320,6 +320,8 @@ class App:
         stop_waiter.cancel()
         if self._watcher is not None:
             self._watcher.stop()
+        if self._reaper is not None:  # strays get the same grace as the runs, from now
+            self._reaper.sweep(include_running=True, grace=self._stop_grace)
         stopped = await self._scheduler.shutdown(self._stop_grace)
         await self._end_strays()
         if self._run_cgroups is not None:
@@ -344,14 +346,15 @@ class App:
         log.info("stopped (%d run(s) were ended)", stopped)
 
     async def _end_strays(self) -> None:
-        """End what runs left outside their process groups (see reaper.py), and reap it."""
+        """After the runs: end what they left outside their process groups (see
+        reaper.py), and reap it. The strays found at the start of the stop have had the
+        runs' grace; those found since (left by a run killed just now) get none."""
         if self._reaper is None:
             return
-        grace = self._stop_grace
-        give_up = self._clock.monotonic() + grace + 1.0
+        give_up = self._clock.monotonic() + STRAYS_LAST_WAIT
         # Polled, as the scheduler polls process groups: a stray's exit has no event of
         # its own to wait on (SIGCHLD only says that some child changed).
-        while (self._reaper.sweep(everything=True, grace=grace)  # noqa: ASYNC110
+        while (self._reaper.sweep(include_running=True, grace=0.0)  # noqa: ASYNC110
                and self._clock.monotonic() < give_up):
             await asyncio.sleep(0.05)
         self._reaper.close()
@@ -437,10 +440,8 @@ class App:
                     self._on_file_change()
             seal_descriptors()  # watchdog's inotify handles are inheritable
         except OSError as exc:
-            log.error("cannot watch the task file %s: %s; reload it with torchd reload",
-                      self._config_path, exc)
-            self._health.report("watcher", f"the task file is not watched ({exc}); reload it "
-                                "with torchd reload")
+            self._health.report("watcher", f"the task file {self._config_path} is not watched "
+                                f"({exc}); reload it with torchd reload")
             return
         self._health.clear("watcher")
 
@@ -487,7 +488,7 @@ class App:
                                                      f"internal error: {exc!r}")])
                 return self._record_reload(source, None, None, failure)
             assert self._config is not None  # noqa: S101
-            for key in ("state_dir", "socket_group", "cluster"):
+            for key in ("state_dir", "socket_group", "cluster", "cgroups"):
                 if getattr(new.daemon, key) != getattr(self._config.daemon, key):
                     log.warning("daemon.%s changed in the file; it takes effect on restart",
                                 key)

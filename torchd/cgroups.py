@@ -1,6 +1,6 @@
 """A cgroup (v2) for each run, so that ending a run ends everything it started, whatever
 process group or session a descendant moved to (`setsid cmd &`, a double fork), and so
-that the run's CPU time and peak memory can be read.
+that the CPU time of all of them can be read.
 
 The daemon makes `torchd-KEY` in its own cgroup (KEY names the state dir, so daemons of
 different state dirs stay apart, and a successor finds what a crashed daemon left), and
@@ -24,14 +24,17 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchd.procstat import proc_stat
+
 log = logging.getLogger("torchd.cgroups")
-OFF = "no cgroups (daemon.cgroups: false); child subreaper"
+OFF = "no cgroups (daemon.cgroups: false)"
 TREE_PASSES = 5  # walks of a run's tree for what it forked before its move
 
 
@@ -78,41 +81,53 @@ def _home() -> Path | str:
     return Path(mount) / own.lstrip("/")
 
 
-def cgroup_mode(state_dir: Path, *, enabled: bool = True) -> CgroupMode:
+def set_up_run_cgroups(state_dir: Path, *, enabled: bool = True) -> CgroupMode:
     """Find the cgroup v2 hierarchy and make this daemon's cgroup for runs in its own;
     a CgroupMode without a parent says why that cannot be done."""
-    if not enabled:
-        return CgroupMode(None, OFF)
-    home = _home()
-    if isinstance(home, str):
-        return _without(home)
+    home = _usable_home(enabled)
+    if isinstance(home, CgroupMode):
+        return home
     parent = home / parent_name(state_dir)
     try:
         with contextlib.suppress(FileExistsError):
             os.mkdir(parent, 0o755)
+        owners = {os.stat(home).st_uid, os.lstat(parent).st_uid}
     except OSError as exc:
         return _without(_not_writable(home, exc.strerror or str(exc)))
-    if not (parent / "cgroup.kill").exists():
-        with contextlib.suppress(OSError):
-            os.rmdir(parent)
-        return _without("cgroup.kill needs Linux 5.14 or later")
-    return CgroupMode(parent, f"cgroup v2, a cgroup per run under {parent}")
+    if not owners <= {0, os.geteuid()}:  # another user could move or freeze the runs
+        return _without(f"{parent} or the cgroup above it belongs to another user")
+    return _with(parent)
 
 
 def describe_cgroup_mode(*, enabled: bool = True) -> str:
-    """What cgroup_mode() would find, without making anything (for `torchd check`)."""
-    if not enabled:
-        return OFF
-    home = _home()
-    if isinstance(home, str):
-        return _without(home).description
+    """What set_up_run_cgroups() would find for a daemon started here, without making
+    anything (for `torchd check`; as a systemd service the daemon's cgroup is the
+    service's, and `torchd status` tells what the running daemon does)."""
+    home = _usable_home(enabled)
+    if isinstance(home, CgroupMode):
+        return home.description
     if not os.access(home, os.W_OK):
         return _without(_not_writable(home, "permission denied")).description
-    return f"cgroup v2, a cgroup per run under {home}"
+    return _with(home).description
+
+
+def _usable_home(enabled: bool) -> Path | CgroupMode:
+    """The daemon's own cgroup, or the mode without cgroups and why."""
+    if not enabled:
+        return CgroupMode(None, OFF)
+    release = tuple(int(part) for part in re.findall(r"\d+", os.uname().release)[:2])
+    if release < (5, 14):
+        return _without("cgroup.kill needs Linux 5.14 or later")
+    home = _home()
+    return _without(home) if isinstance(home, str) else home
+
+
+def _with(parent: Path) -> CgroupMode:
+    return CgroupMode(parent, f"cgroup v2, a cgroup per run under {parent}")
 
 
 def _without(why: str) -> CgroupMode:
-    return CgroupMode(None, f"no cgroups ({why}); child subreaper")
+    return CgroupMode(None, f"no cgroups ({why})")
 
 
 def _not_writable(home: Path, why: str) -> str:
@@ -137,19 +152,15 @@ def _read(fd: int, path: str) -> str:
         os.close(source)
 
 
-class RunCgroups:
+class RunCgroupParent:
     """The daemon's cgroup for runs (`torchd-KEY`), held open: each run's cgroup is made
     and used relative to it, which spares every run's operations the walk from /."""
 
-    __slots__ = ("_mover", "_moves", "fd", "lock", "memory", "path")
+    __slots__ = ("_mover", "_moves", "fd", "lock", "path")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            self.memory = "memory" in _read(self.fd, "cgroup.controllers").split()
-        except OSError:
-            self.memory = False
         self._moves: queue.SimpleQueue[tuple[RunCgroup, int] | None] = queue.SimpleQueue()
         self._mover: threading.Thread | None = None
         self.lock = threading.Lock()  # a move, against the reaping of the process
@@ -213,7 +224,7 @@ class RunCgroup:
 
     __slots__ = ("closed", "home", "moved", "name")
 
-    def __init__(self, home: RunCgroups, name: str) -> None:
+    def __init__(self, home: RunCgroupParent, name: str) -> None:
         self.home = home
         self.name = name
         self.moved = False
@@ -236,13 +247,21 @@ class RunCgroup:
                           .split()}
             except OSError:
                 return
-            outside = _tree(pid) - inside
-            if not outside or not all(self._move(child) for child in sorted(outside)):
+            outside = {child: parent for child, parent in _tree(pid).items()
+                       if child not in inside}
+            for child, parent in sorted(outside.items()):
+                stat = proc_stat(child)  # still the process found under its parent?
+                if stat is not None and stat.ppid == parent and not self._move(child):
+                    return
+            if not outside:
                 return
 
     def _move(self, pid: int) -> bool:
-        """One process into the cgroup; False when the cgroup is closed or unusable. Its
-        pid is one of the run's: a child not yet reaped keeps its pid."""
+        """One process into the cgroup; False when the cgroup is closed or unusable. The
+        run's own process keeps its pid until the loop reaps it, which closes the cgroup
+        first. A descendant found by the walk is reaped by its own parent, so add() checks
+        that its pid is still a child of that parent just before; the moment between the
+        check and the move remains."""
         with self.home.lock:
             if self.closed:
                 return False
@@ -257,30 +276,18 @@ class RunCgroup:
             return True
 
     def close(self) -> None:
-        """The process is about to be reaped: it is not to be moved any more."""
-        if not self.moved:
-            with self.home.lock:
-                self.closed = True
+        """The process is about to be reaped, after which its pid may be another's: no
+        move of it, nor of what a walk of its tree found, from now on."""
+        with self.home.lock:
+            self.closed = True
 
-    def release(self) -> bool:
-        """The run is over (closed first): remove the cgroup; False while processes are
-        left in it."""
-        return self.remove()
-
-    def usage(self) -> tuple[float | None, int | None]:
-        """CPU seconds used by the run's processes, and their peak memory in bytes where
-        the memory controller is on (else None)."""
-        cpu: float | None = None
-        peak: int | None = None
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used by every process the cgroup held."""
         with contextlib.suppress(OSError, ValueError):
             for line in _read(self.home.fd, f"{self.name}/cpu.stat").splitlines():
                 if line.startswith("usage_usec "):
-                    cpu = int(line.split()[1]) / 1e6
-                    break
-        if self.home.memory:
-            with contextlib.suppress(OSError, ValueError):
-                peak = int(_read(self.home.fd, f"{self.name}/memory.peak"))
-        return cpu, peak
+                    return int(line.split()[1]) / 1e6
+        return None
 
     def populated(self) -> bool:
         try:
@@ -328,9 +335,10 @@ class RunCgroup:
         return True
 
 
-def _tree(pid: int) -> set[int]:
-    """The process's descendants, as the children files of /proc list them."""
-    found: set[int] = set()
+def _tree(pid: int) -> dict[int, int]:
+    """The process's descendants, as the children files of /proc list them: pid -> the
+    parent it was listed under."""
+    found: dict[int, int] = {}
     pending = [pid]
     while pending:
         parent = pending.pop()
@@ -344,12 +352,13 @@ def _tree(pid: int) -> set[int]:
                     children = {int(child) for child in listing.read().split()}
             except OSError:
                 continue
-            pending.extend(children - found)
-            found |= children
+            for child in children - found.keys():
+                found[child] = parent
+                pending.append(child)
     return found
 
 
-def end_leftover_cgroups(runs: RunCgroups, grace: float) -> list[str]:
+def end_leftover_cgroups(runs: RunCgroupParent, grace: float) -> list[str]:
     """End what runs of a crashed daemon left in their cgroups (TERM, `grace`, KILL), and
     remove those cgroups. Returns the cgroups that held processes."""
     found = [cgroup for cgroup in runs.leftovers() if cgroup.populated()]

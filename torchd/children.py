@@ -23,7 +23,7 @@ from pathlib import Path
 from torchd.health import Health
 from torchd.procstat import boot_id, proc_stat
 from torchd.runner import group_alive, signal_group
-from torchd.statedir import FileModes, open_file
+from torchd.statedir import FileModes, fresh_file, open_file
 
 log = logging.getLogger("torchd.children")
 COMPACT_AFTER = 20000  # lines; then the journal is rewritten with only the live children
@@ -33,8 +33,7 @@ class ChildJournal:
     def __init__(self, path: Path, modes: FileModes | None = None,
                  health: Health | None = None) -> None:
         self._path = path
-        self._health = health
-        self._failing = False
+        self._health = health or Health(time.time)
         self._modes = modes or FileModes()
         self._boot = boot_id()
         self._live: dict[int, tuple[int, int]] = {}  # pid -> (start ticks, session)
@@ -42,7 +41,12 @@ class ChildJournal:
         self._fd = -1
 
     def open(self) -> None:
-        self._fd = self._write_fresh(self._path)
+        try:
+            self._fd = self._replace_with_fresh()
+        except OSError as exc:
+            self._health.report("child-journal", f"cannot write the child journal "
+                                f"{self._path}: {exc.strerror}; after a crash, the runs "
+                                "since would not be ended by the next start")
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -68,37 +72,34 @@ class ChildJournal:
         try:
             os.write(self._fd, line.encode())
         except OSError as exc:
-            message = (f"cannot write the child journal {self._path}: {exc.strerror}; after a "
-                       "crash, the runs since would not be ended by the next start")
-            if not self._failing:
-                log.error("%s", message)
-                self._failing = True
-            if self._health is not None:
-                self._health.report("child-journal", message)
+            self._health.report("child-journal", f"cannot write the child journal "
+                                f"{self._path}: {exc.strerror}; after a crash, the runs "
+                                "since would not be ended by the next start")
             return
-        if self._failing:
-            log.warning("the child journal %s is written again", self._path)
-            self._failing = False
-            if self._health is not None:
-                self._health.clear("child-journal")
+        self._health.clear("child-journal")
         self._lines += 1
         if self._lines >= COMPACT_AFTER:
             self._compact()
 
-    def _write_fresh(self, path: Path) -> int:
-        """A new journal at `path` with the boot line and the live children."""
-        fd = open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, self._modes)
-        text = f"# boot {self._boot}\n" + "".join(
-            f"+ {pid} {ticks} {session}\n" for pid, (ticks, session) in self._live.items())
-        os.write(fd, text.encode())
+    def _replace_with_fresh(self) -> int:
+        """A new journal with the boot line and the live children, put in place of
+        whatever is at the path (renamed over it: a planted FIFO or link is not opened)."""
+        tmp = self._path.with_suffix(".tmp")
+        fd = fresh_file(tmp, self._modes)
+        try:
+            text = f"# boot {self._boot}\n" + "".join(
+                f"+ {pid} {ticks} {session}\n" for pid, (ticks, session) in self._live.items())
+            os.write(fd, text.encode())
+            os.replace(tmp, self._path)
+        except BaseException:
+            os.close(fd)
+            raise
         self._lines = len(self._live)
         return fd
 
     def _compact(self) -> None:
-        tmp = self._path.with_suffix(".tmp")
         try:
-            fd = self._write_fresh(tmp)
-            os.replace(tmp, self._path)
+            fd = self._replace_with_fresh()
         except OSError as exc:
             log.error("cannot compact child journal %s: %s", self._path, exc)
             self._lines = 0  # try again after as many lines
@@ -144,10 +145,24 @@ def ours(pid: int, ticks: int, session: int) -> bool:
             and session == pid and stat.pgrp == pid)
 
 
+def _members(pgid: int) -> dict[int, int]:
+    """The processes of a process group now: pid -> start ticks (a scan of /proc)."""
+    found: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = proc_stat(int(name))
+            if stat is not None and stat.pgrp == pgid:
+                found[int(name)] = stat.start_ticks
+    return found
+
+
 def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> list[int]:
-    """End the process groups of children a crashed daemon left running. Returns their pids."""
-    groups = [pid for pid, (ticks, session) in read_leftovers(path, modes).items()
-              if ours(pid, ticks, session)]
+    """End the process groups of children a crashed daemon left running. Returns their
+    pids. The SIGKILL goes to the processes that were in each group at the SIGTERM and are
+    still the same processes: once its members are gone, a group's number may be
+    another's."""
+    groups = [pid for pid, entry in read_leftovers(path, modes).items() if ours(pid, *entry)]
+    members = {pid: ticks for pgid in groups for pid, ticks in _members(pgid).items()}
     for pgid in groups:
         log.warning("ending process group %d left behind by a previous torchd", pgid)
         signal_group(pgid, signal.SIGTERM)
@@ -156,6 +171,9 @@ def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> l
         if not any(group_alive(pgid) for pgid in groups):
             break
         time.sleep(0.05)
-    for pgid in groups:
-        signal_group(pgid, signal.SIGKILL)
+    for pid, ticks in members.items():
+        stat = proc_stat(pid)
+        if stat is not None and stat.start_ticks == ticks:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     return groups

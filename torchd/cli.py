@@ -97,7 +97,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     here = sum(1 for t in config.tasks if t.active)
     print(f"{args.config}: OK, {len(config.tasks)} task(s), {here} active on this host, "
           f"hash {config.digest}")
-    print(f"process containment here: {describe_cgroup_mode(enabled=config.daemon.cgroups)}")
+    print(f"process containment here: {describe_cgroup_mode(enabled=config.daemon.cgroups)}; "
+          "child subreaper")
     return EXIT_OK
 
 
@@ -263,8 +264,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FAIL
     try:
-        client.call(_socket(state_dir), "stop", grace=args.timeout,
-                    timeout=min(5.0, args.timeout + STOP_MARGIN))
+        client.call(_socket(state_dir), "stop", grace=args.timeout, timeout=STOP_MARGIN)
     except ControlError as exc:
         if pid <= 0:  # its pid is unknown: signalling -1 would hit every process we own
             print(f"torchd: {exc}", file=sys.stderr)
@@ -399,6 +399,10 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{last['time']}")
     for error in last["errors"]:
         print(f"  {error}")
+    if "containment" in status:
+        containment = status["containment"]
+        subreaper = "child subreaper" if containment["subreaper"] else "no child subreaper"
+        print(f"process containment: {containment['cgroups']}; {subreaper}")
     for problem in status.get("problems", ()):
         print(f"PROBLEM ({problem['key']}, since {problem['since']}): {problem['message']}")
     rows = [("TASK", "TYPE", "SCHEDULE", "HERE", "NEXT FIRE", "RUNNING", "LAST")]

@@ -19,7 +19,8 @@ Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
   heartbeat) first writes back the latest fire it settled of each task into `last:TASK`
   (only where that is later), and no fire is claimed for EPOCH_HOLD after the epoch was
   made, so that every live host has written back what it knows before a host whose clock
-  lags can claim a fire another host already ran.
+  lags can claim a fire another host already ran. The fencing tokens it has seen are
+  written back the same way, so a token never goes back.
 
 When Redis does not answer, the client backs off (0.5 s doubling to 8 s) and every claim
 fails at once until the next probe succeeds: such fires are missed, never run twice.
@@ -35,7 +36,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import psutil
@@ -54,7 +55,10 @@ CLAIM_SPREAD = 0.02  # seconds of claim delay per unit of load (load 1.0 waits 2
 OVERLOADED_DELAY = 1.0  # a host above max_load claims only after this, if nobody has
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0
 REDIS_TIMEOUT = 1.0
-EPOCH_HOLD = HEARTBEAT + REDIS_TIMEOUT  # seconds: every live host has seen a new epoch
+# Seconds after a new epoch before claims: every live host has looked at the epoch by
+# then (its heartbeat looks first thing, every HEARTBEAT, and a call takes at most
+# REDIS_TIMEOUT); a host whose calls time out meanwhile claims nothing either.
+EPOCH_HOLD = HEARTBEAT + 2 * REDIS_TIMEOUT
 SKEW_WARNING = 1.0  # seconds between a host's clock and Redis's that `status` warns of
 # A claim: {'restore', EPOCH} when the host must write back its fires first (an epoch it
 # does not know, or none), {'wait', MS} during the hold after a new epoch, {'won'},
@@ -73,7 +77,8 @@ redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('set', KEYS[2], ARGV[2])
 return {'won'}
 """
-# KEYS: epoch, then last:TASK keys; ARGV: a new epoch's id, then each task's fire (ms).
+# KEYS: epoch, then last:TASK and fence:TASK keys; ARGV: a new epoch's id, then the value
+# this host knows for each (a fire in ms, a fencing token), written where it is higher.
 RESTORE = """
 local epoch = redis.call('get', KEYS[1])
 if not epoch then
@@ -88,11 +93,20 @@ for i = 2, #KEYS do
 end
 return epoch
 """
+# Taking a lease: KEYS lease, fence, epoch; ARGV holder, ttl (ms), the epoch the host
+# knows, the hold (ms). Answers as CLAIM does: {'restore', E}, {'wait', MS}, {'taken',
+# TOKEN} or {'held'}. After Redis came back empty, the lease waits out a whole TTL: the
+# holder from before may not have noticed yet.
 TAKE = """
+local epoch = redis.call('get', KEYS[3])
+if not epoch or epoch ~= ARGV[3] then return {'restore', epoch or ''} end
+local t = redis.call('time')
+local age = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(string.match(epoch, '(%d+)$'))
+if age < tonumber(ARGV[4]) then return {'wait', tostring(tonumber(ARGV[4]) - age)} end
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('incr', KEYS[2])
+  return {'taken', tostring(redis.call('incr', KEYS[2]))}
 end
-return false
+return {'held'}
 """
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -159,7 +173,7 @@ class Cluster:
         self._claimant = f"{host_id} {secrets.token_hex(4)}"
         self._describe = describe  # this host's heartbeat fields (version, config hash...)
         self._settled = settled
-        self._health = health
+        self._health = health or Health(time.time)
         self._prefix = f"torchd:{settings.name}:"
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
@@ -176,9 +190,8 @@ class Cluster:
         self.load = 0.0
         self.skew: float | None = None  # this host's clock minus Redis's, in seconds
         self._lease_tasks: set[str] = set()
-        self._held: dict[str, float] = {}  # task -> monotonic time its lease expires
-        self._expiry: dict[str, float] = {}  # task -> the same on CLOCK_BOOTTIME
-        self._tokens: dict[str, int] = {}  # task -> fencing token of the lease held
+        self._held: dict[str, float] = {}  # task -> when its lease expires (CLOCK_BOOTTIME)
+        self._tokens: dict[str, int] = {}  # task -> the latest fencing token it was given
         self._on_lease: LeaseChange = lambda _task, _held, _left: None
         self._on_renew: LeaseRenewed = lambda _task, _expiry: None
         self._loops: list[asyncio.Task[None]] = []
@@ -207,7 +220,7 @@ class Cluster:
         for name in list(self._held):
             with contextlib.suppress(Unavailable):
                 await self._ask(lambda n=name: self._release(  # type: ignore[misc]
-                    keys=[self._key("lease", n)], args=[self.host_id]))
+                    keys=[self._key("lease", n)], args=[self._claimant]))
         self._held.clear()
         with contextlib.suppress(Unavailable):
             await self._ask(lambda: self._redis.delete(self._key("host", self.host_id)))
@@ -225,33 +238,29 @@ class Cluster:
             result = await call()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             reason = f"Redis unavailable ({type(exc).__name__}: {exc})"
-            if self._down_reason is None:
-                log.error("cluster: %s; run_on: one fires are missed until it answers",
-                          reason)
-            else:
+            if self._down_reason is not None:
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._down_reason = reason
             self._down_until = time.monotonic() + self._backoff
-            if self._health is not None:
-                self._health.report("cluster", f"{reason}: run_on: one fires are missed "
-                                    "and leased instances stop")
+            self._health.report("cluster", f"cluster: {reason}; run_on: one fires are missed "
+                                "and leased instances stop until it answers")
             # A timeout may come after the call went out; a refused connection sent nothing.
             raise Unavailable(reason, sent=isinstance(exc, redis_errors.TimeoutError)) from None
-        if self._down_reason is not None:
-            log.warning("cluster: Redis answers again")
+        if self._down_reason is not None:  # it answers again
             self._down_reason = None
             self._backoff = BACKOFF_FIRST
             self._down_until = 0.0
-            if self._health is not None:
-                self._health.clear("cluster")
+            self._health.clear("cluster")
         return result
 
     async def _write_back(self) -> None:
         """Write this host's latest settled fires into the epoch Redis has (made if it has
         none), and take that epoch as known. Raises Unavailable."""
         fires = dict(self._settled())
-        keys = [self._key("epoch"), *(self._key("last", task) for task in fires)]
-        args = [secrets.token_hex(4), *(str(round(at * 1000)) for at in fires.values())]
+        keys = [self._key("epoch"), *(self._key("last", task) for task in fires),
+                *(self._key("fence", task) for task in self._tokens)]
+        args = [secrets.token_hex(4), *(str(round(at * 1000)) for at in fires.values()),
+                *(str(token) for token in self._tokens.values())]
         epoch = str(await self._ask(lambda: self._restore_script(keys=keys, args=args),
                                     probe=True))
         if epoch != self._epoch:
@@ -312,8 +321,8 @@ class Cluster:
                     await self._write_back()
                 except Unavailable as exc:
                     return Claim(won=False, holder=None, error=str(exc))
-            elif kind == "wait":
-                await asyncio.sleep(int(answer[1]) / 1000)
+            elif kind == "wait":  # the hold, then the load's deference again
+                await asyncio.sleep(int(answer[1]) / 1000 + self.claim_delay())
             elif kind == "won" or (asked_again and answer[1:] == [self._claimant]):
                 return Claim(won=True, holder=self.host_id)  # a fire is otherwise claimed once
             elif kind == "held":
@@ -329,20 +338,23 @@ class Cluster:
         for name in self._lease_tasks - names:
             if self._held.pop(name, None) is not None:
                 self._on_lease(name, False, 0.0)
-                giving = asyncio.get_running_loop().create_task(self._give_back(name))
-                self._giving_back.add(giving)
-                giving.add_done_callback(self._giving_back.discard)
+                self._in_background(self._give_back(name))
         self._lease_tasks = set(names)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
 
     def holds(self, task: str) -> bool:
         """Whether this host holds the task's lease now (not past its expiry: a daemon
         that was frozen learns so on waking, before it renews)."""
         expiry = self._held.get(task)
-        return expiry is not None and time.monotonic() < expiry
+        return expiry is not None and boottime() < expiry
 
     def lease_expiry(self, task: str) -> float | None:
         """When the lease this host holds expires, on CLOCK_BOOTTIME, unless renewed."""
-        return self._expiry.get(task) if task in self._held else None
+        return self._held.get(task)
 
     def fencing_token(self, task: str) -> int | None:
         """The token Redis gave when this host took the lease: higher than any before."""
@@ -355,7 +367,7 @@ class Cluster:
     async def _give_back(self, name: str) -> None:
         with contextlib.suppress(Unavailable):
             await self._ask(lambda: self._release(keys=[self._key("lease", name)],
-                                                  args=[self.host_id]))
+                                                  args=[self._claimant]))
 
     async def _lease_loop(self) -> None:
         ttl = self.settings.lease_ttl
@@ -370,44 +382,50 @@ class Cluster:
             wake = min(due.values(), default=now + ttl / 3)
             await asyncio.sleep(min(max(wake - time.monotonic(), 0.02), ttl / 3))
 
-    def _note_expiry(self, name: str, asked: float, asked_boot: float, ttl: float) -> None:
-        """The lease runs for `ttl` from when it was asked for (Redis starts it later, so
-        this errs early)."""
-        self._held[name] = asked + ttl
-        self._expiry[name] = asked_boot + ttl
-
     async def _tend_lease(self, name: str, ttl: float) -> float:
         """Renew the lease if held, else try to take it. Returns when to come back: a
         third of the TTL, or just after another holder's lease would expire."""
         key = self._key("lease", name)
         ttl_ms = round(ttl * 1000)
-        asked, asked_boot = time.monotonic(), boottime()
+        # The lease runs for `ttl` from when it was asked for (Redis starts it later, so
+        # this errs early), counted on CLOCK_BOOTTIME, which counts a suspend as Redis does.
+        asked = boottime()
         if name in self._held:
             try:
                 renewed = await self._ask(lambda: self._renew(keys=[key],
-                                                              args=[self.host_id, ttl_ms]),
+                                                              args=[self._claimant, ttl_ms]),
                                           probe=True)
             except Unavailable:
                 renewed = 0
             if renewed and self.holds(name):
-                self._note_expiry(name, asked, asked_boot, ttl)
-                self._on_renew(name, self._expiry[name])
+                self._held[name] = asked + ttl
+                self._on_renew(name, asked + ttl)
                 return ttl / 3
+            if renewed:  # in Redis still, but past the expiry it counted on (it was frozen)
+                self._in_background(self._give_back(name))
             # Fencing: stop the instance before the lease can pass to another host (its
             # guard does so too, should this daemon be frozen meanwhile).
-            left = self._held.pop(name) - time.monotonic()
+            left = self._held.pop(name) - boottime()
             log.warning("cluster: lease of task %s lost (not renewed); stopping its "
                         "instance within %.1fs", name, max(left, 0.0))
             self._on_lease(name, False, max(left - 0.5, 0.0))
             return ttl / 3
+        hold = round(max(EPOCH_HOLD, ttl) * 1000)
         try:
-            token = await self._ask(lambda: self._take(
-                keys=[key, self._key("fence", name)], args=[self.host_id, ttl_ms]), probe=True)
+            answer = await self._ask(lambda: self._take(
+                keys=[key, self._key("fence", name), self._key("epoch")],
+                args=[self._claimant, ttl_ms, self._epoch or "", hold]), probe=True)
+            if answer[0] == "restore":
+                await self._write_back()
+                return 0.0
+            if answer[0] == "wait":
+                return min(int(answer[1]) / 1000 + 0.02, ttl / 3)
+            token = answer[1] if answer[0] == "taken" else None
             left_ms = -2 if token else await self._ask(lambda: self._redis.pttl(key))
         except Unavailable:
             return ttl / 3
         if token and name in self._lease_tasks:
-            self._note_expiry(name, asked, asked_boot, ttl)
+            self._held[name] = asked + ttl
             self._tokens[name] = int(token)
             log.info("cluster: lease of task %s taken (fencing token %s); starting it here",
                      name, token)
@@ -426,26 +444,26 @@ class Cluster:
             await asyncio.sleep(HEARTBEAT)
 
     async def _beat(self) -> None:
-        """Measure this host's clock against Redis's, write the heartbeat, and write back
-        this host's fires if Redis has an epoch it does not know."""
+        """Write back this host's fires if Redis has an epoch it does not know (first
+        thing: EPOCH_HOLD counts on it), measure this host's clock against Redis's, and
+        write the heartbeat."""
+        if await self._ask(lambda: self._redis.get(self._key("epoch")), probe=True) != self._epoch:
+            await self._write_back()
         before = time.time()
         seconds, micros = await self._ask(self._redis.time, probe=True)
         after = time.time()
         self.skew = round((before + after) / 2 - (seconds + micros / 1e6), 3)
-        if self._health is not None:
-            if abs(self.skew) > SKEW_WARNING:
-                self._health.report("cluster-clock", f"this host's clock is {self.skew:+.1f}s "
-                                    "off Redis's: claims of the same fire are made that far "
-                                    "apart; keep the hosts' clocks in step (NTP)")
-            else:
-                self._health.clear("cluster-clock")
+        if abs(self.skew) > SKEW_WARNING:
+            self._health.report("cluster-clock", f"cluster: this host's clock is "
+                                f"{self.skew:+.1f}s off Redis's: claims of the same fire are "
+                                "made that far apart; keep the hosts' clocks in step (NTP)")
+        else:
+            self._health.clear("cluster-clock")
         beat = json.dumps({**self._describe(), "host_id": self.host_id, "load": self.load,
                            "leases": sorted(self._held), "time": time.time(),
                            "clock_skew": self.skew})
         await self._ask(lambda: self._redis.set(self._key("host", self.host_id), beat,
                                                 px=round(HEARTBEAT * 3000)), probe=True)
-        if await self._ask(lambda: self._redis.get(self._key("epoch")), probe=True) != self._epoch:
-            await self._write_back()
 
     async def view(self) -> dict[str, Any]:
         """Live hosts, lease holders, whether every host runs the same config, and hosts
@@ -460,7 +478,8 @@ class Cluster:
         skewed = {beat["host_id"]: beat["clock_skew"] for beat in beats
                   if abs(beat.get("clock_skew") or 0.0) > SKEW_WARNING}
         return {"name": self.settings.name, "host_id": self.host_id, "hosts": beats,
-                "leases": {key.rsplit(":", 1)[1]: value for key, value in leases.items()},
+                "leases": {key.rsplit(":", 1)[1]: _host_of(value)
+                           for key, value in leases.items()},
                 "config_drift": len(hashes) > 1, "clock_skew": skewed}
 
     async def _values(self, kind: str) -> dict[str, str]:

@@ -201,16 +201,17 @@ def _compose(text: str, file: str) -> yaml.Node | None:
     return documents[0] if documents else None
 
 
-def host_zone(walker: _Walker, node: yaml.Node) -> str:
+def _host_zone(walker: _Walker, node: yaml.Node) -> str:
     """This host's zone, for a file that sets no daemon.timezone; a problem (at `node`) if
     it cannot be used: never a silent UTC."""
     spec = host_zone_spec()
     try:
         load_zone(spec)
     except ZoneError as exc:
+        source = "TZ" if os.environ.get("TZ") else "/etc/localtime"
         walker.problem(node, None, "daemon.timezone", f"not set, and this host's time zone "
-                       f"cannot be used ({exc}); set daemon.timezone, or fix TZ or "
-                       "/etc/localtime")
+                       f"(from {source}) cannot be used ({exc}); set daemon.timezone, or "
+                       f"fix {source}")
         return "UTC0"  # the file is refused in any case; a rule, which needs no zone data
     return spec
 
@@ -247,7 +248,7 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None,
                                    "this host")
     timezone = settings.get("timezone")
     if timezone is None:
-        timezone = host_zone(walker, node or root)
+        timezone = _host_zone(walker, node or root)
     watch = settings.get("watch")
     return DaemonSettings(
         state_dir=str(settings["state_dir"]) if settings.get("state_dir") else None,
@@ -618,7 +619,7 @@ def read_task_file(path: Path) -> tuple[bytes, Resolved]:
     while True:
         try:
             resolved = resolve_trusted(path, ROOT_ONLY) if as_root else Resolved(path, ())
-            data = read_regular(resolved.path, limit=MAX_FILE_BYTES,
+            data = read_regular(resolved.path, limit=MAX_FILE_BYTES, what="a task file",
                                 check=partial(_unsafe_for_root, path) if as_root else None)
         except FileNotFoundError:
             # A lookup that races a rename over the path can miss it (Linux does not make

@@ -37,8 +37,8 @@ class RunEnded:
     log_end: int | None
     err_start: int | None
     err_end: int | None
-    cpu_seconds: float | None = None  # with a cgroup per run
-    memory_peak: int | None = None  # bytes, with a cgroup and its memory controller
+    cpu_seconds: float | None = None  # of the run and its descendants (see runner)
+    memory_peak: int | None = None  # bytes: the largest resident size among them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

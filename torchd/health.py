@@ -32,19 +32,22 @@ class Health:
         self._lock = threading.Lock()
 
     def report(self, key: str, message: str) -> None:
+        """The condition holds (now, still, or again): logged when it begins."""
         with self._lock:
             known = self._problems.get(key)
             since = known.since if known is not None else self._time()
             self._problems[key] = Problem(key, message, since)
+        if known is None:
+            log.error("%s", message)
 
     def clear(self, key: str) -> None:
+        """The condition is over (if it held): logged."""
         if key not in self._problems:  # the common case, without the lock
             return
         with self._lock:
-            self._problems.pop(key, None)
-
-    def has(self, key: str) -> bool:
-        return key in self._problems
+            problem = self._problems.pop(key, None)
+        if problem is not None:
+            log.warning("no longer: %s (since %s)", problem.message, iso_utc(problem.since))
 
     def view(self) -> list[dict[str, str]]:
         with self._lock:

@@ -61,8 +61,8 @@ CREATE TABLE IF NOT EXISTS runs (
     log_end INTEGER,
     err_start INTEGER,
     err_end INTEGER,
-    cpu_seconds REAL,          -- with a cgroup per run: CPU used by all its processes
-    memory_peak INTEGER        -- bytes, with a cgroup and its memory controller
+    cpu_seconds REAL,          -- CPU used by the run and its descendants
+    memory_peak INTEGER        -- bytes: the largest resident size among them
 );
 CREATE INDEX IF NOT EXISTS runs_task_at ON runs (task, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
@@ -201,12 +201,11 @@ class HistoryWriter:
         Without it, every record is handed over at once."""
         self._path = path
         self._modes = modes or FileModes()
-        self._health = health
+        self._health = health or Health(time.time)
         self.policy = policy
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._host = host
-        self._failing = False
         self._last_write = 0.0  # monotonic; read and written by the writer thread only
         self._call_later = call_later
         self._held: dict[str, tuple[object, ...]] = {}  # run id -> INSERT_STARTED params
@@ -356,19 +355,10 @@ class HistoryWriter:
                 for sql, params in batch:
                     conn.execute(sql, params)
         except sqlite3.Error as exc:
-            if not self._failing:
-                log.error("cannot write run history to %s: %s (%d record(s) lost)",
-                          self._path, exc, len(batch))
-            if self._health is not None:
-                self._health.report("history", f"cannot write run history to {self._path}: "
-                                    f"{exc}; records are lost")
-            self._failing = True
+            self._health.report("history", f"cannot write run history to {self._path}: {exc}; "
+                                "records are lost")
             return
-        if self._failing:
-            log.warning("run history is written again")
-            if self._health is not None:
-                self._health.clear("history")
-            self._failing = False
+        self._health.clear("history")
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         try:

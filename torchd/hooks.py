@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchd.cgroups import RunCgroups
+from torchd.cgroups import RunCgroupParent
 from torchd.clock import Clock, iso_utc
 from torchd.events import Event, FireMissed, RunEnded, RunNotStarted, RunStarted
 from torchd.model import HookAction, HookEvent, LogPolicy, RunOutcome, Trigger, Webhook
@@ -89,7 +89,7 @@ def hook_env(doc: Mapping[str, Any]) -> dict[str, str]:
 class HookRunner:
     def __init__(self, *, log_dir: Path, base_env: Mapping[str, str], clock: Clock,
                  record: HookRecorder, host: str, file_modes: FileModes | None = None,
-                 cgroups: RunCgroups | None = None) -> None:
+                 cgroups: RunCgroupParent | None = None) -> None:
         self._log_dir = log_dir
         self._base_env = dict(base_env)
         self._clock = clock

@@ -45,22 +45,27 @@ def read_expiry(fd: int, buffer: bytearray) -> tuple[float | None, bool]:
 
 
 def kill_everything() -> None:
-    """KILL the whole run: its cgroup where it has one (strays included), its group."""
+    """KILL the whole run: its cgroup where it has one (strays included; the cgroup must
+    be the run's own, named after its run id, never the daemon's), its group. (It
+    finds its cgroup as cgroups.py does, with the standard library alone: the guard must
+    start fast and import nothing of torchd.)"""
     with contextlib.suppress(OSError):
         with open("/proc/self/cgroup", encoding="ascii") as groups:
             own = next((line[3:].strip() for line in groups if line.startswith("0::")), "")
         with open("/proc/self/mountinfo", encoding="ascii") as mounts:
             mount = next((line.split()[4] for line in mounts if " - cgroup2 " in line), "")
-        if mount and os.path.basename(own).startswith("run-"):
+        if mount and os.path.basename(own) == f"run-{os.environ.get('TORCHD_RUN_ID')}":
             with open(f"{mount}{own}/cgroup.kill", "w", encoding="ascii") as kill:
                 kill.write("1")
     os.killpg(0, signal.SIGKILL)
 
 
 def exit_like(status: int) -> None:
+    """Exit as the command did: with its code, or killed by its signal."""
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
-        signal.signal(signum, signal.SIG_DFL)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # their handling cannot be set
+            signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     sys.exit(os.waitstatus_to_exitcode(status))
 

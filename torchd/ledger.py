@@ -12,11 +12,12 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from torchd.health import Health
-from torchd.statedir import FileModes, open_file
+from torchd.statedir import FileModes, fresh_file, open_file
 
 log = logging.getLogger("torchd.ledger")
 
@@ -32,8 +33,7 @@ class FireLedger:
         fires being recorded have started, not between a fire's record and its start."""
         self._path = path
         self._modes = modes or FileModes()
-        self._health = health
-        self._failing = False
+        self._health = health or Health(time.time)
         self._fd = -1
         self._last: dict[str, float] = {}
         self._lines = 0
@@ -57,11 +57,9 @@ class FireLedger:
         try:
             os.write(self._fd, f"{task} {scheduled!r}\n".encode())
         except OSError as exc:
-            self._fail(f"cannot write the fire ledger {self._path}: {exc.strerror}; a restart "
-                       "may run again or miss the fires since")
+            self._unwritable("write", exc)
             return
-        if self._failing:
-            self._recovered()
+        self._health.clear("fire-ledger")
         self._lines += 1
         if self._compact_pending or self._lines < max(COMPACT_MIN_LINES, 4 * len(self._last)):
             return
@@ -70,20 +68,6 @@ class FireLedger:
         else:
             self._compact_pending = True
             self._defer(self._deferred_compact)
-
-    def _fail(self, message: str) -> None:
-        """Said once (each fire would say it again), and shown in status meanwhile."""
-        if not self._failing:
-            log.error("%s", message)
-            self._failing = True
-        if self._health is not None:
-            self._health.report("fire-ledger", message)
-
-    def _recovered(self) -> None:
-        log.warning("the fire ledger %s is written again", self._path)
-        self._failing = False
-        if self._health is not None:
-            self._health.clear("fire-ledger")
 
     def _deferred_compact(self) -> None:
         self._compact_pending = False
@@ -107,6 +91,10 @@ class FireLedger:
         if self._fd >= 0:
             self._compact()
 
+    def _unwritable(self, doing: str, exc: OSError) -> None:
+        self._health.report("fire-ledger", f"cannot {doing} the fire ledger {self._path}: "
+                            f"{exc.strerror}; a restart may run again or miss the fires since")
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -116,7 +104,7 @@ class FireLedger:
         tmp = self._path.with_suffix(".tmp")
         text = "".join(f"{task} {ts!r}\n" for task, ts in self._last.items())
         try:
-            fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._modes)
+            fd = fresh_file(tmp, self._modes)
             try:
                 os.write(fd, text.encode())
                 os.fsync(fd)
@@ -132,7 +120,7 @@ class FireLedger:
             self._fd = open_file(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                                  self._modes)
         except OSError as exc:
-            log.error("cannot open the fire ledger %s: %s", self._path, exc)
+            self._unwritable("open", exc)
         self._lines = len(self._last)
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torchd.statedir import FileModes, open_file
+from torchd.statedir import FileModes, fresh_file, open_file
 
 log = logging.getLogger("torchd.opstate")
 
@@ -45,7 +45,7 @@ class JsonFile:
     def save(self, value: Any) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._modes)
+            fd = fresh_file(tmp, self._modes)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(value, handle, indent=1, sort_keys=True)
                 handle.flush()

@@ -39,13 +39,30 @@ def lock_holder(info: os.stat_result) -> int | None:
     return None
 
 
+def _has_open(pid: int, info: os.stat_result) -> bool:
+    """Whether the process has this file open now."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            held = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if (held.st_dev, held.st_ino) == (info.st_dev, info.st_ino):
+            return True
+    return False
+
+
 def running_pid(path: Path) -> int | None:
     """The pid of the live daemon holding this pidfile, or None; -1 when a daemon holds it
     but its pid cannot be told (never signal that). The pid comes from the kernel's record
-    of who holds the lock, not from the file's text, which anyone who could write the file
-    could have made up."""
+    of who took the lock, not from the file's text, which anyone who could write the file
+    could have made up, and only while that process has the file open still (the lock
+    outlives its taker in a child it forked, and the taker's pid may be reused)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError:
@@ -53,7 +70,9 @@ def running_pid(path: Path) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return lock_holder(os.fstat(fd)) or -1
+        info = os.fstat(fd)
+        holder = lock_holder(info)
+        return holder if holder is not None and _has_open(holder, info) else -1
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None

@@ -12,12 +12,13 @@ anyway) torchd becomes their parent instead, and:
   is PID 1), reaping them when they exit.
 
 Its child processes are read from /proc/self/task/PID/children (orphans go to the main
-thread): at each run's end, right away (orphans of a run are adopted when its last
-ancestor in the run exits); while it has children it did not start, also at each SIGCHLD
-(they may exit) and every STRAY_CHECK seconds; as PID 1, at every SIGCHLD; and every
-IDLE_CHECK seconds in any case, for an orphan from a run that has not ended (a
-keep-alive instance's). SIGCHLD is only listened to when needed: handling it for every
-run's exit would cost each fire a tenth of its CPU.
+thread): at each run's end, in the loop's next pass (orphans of a run are adopted when
+its last ancestor in the run exits); while it has live children it did not start, also at each
+SIGCHLD (they may exit), and as PID 1 at every SIGCHLD; every STRAY_CHECK seconds while
+strays are being ended (their SIGKILL is due at a time of its own); and every IDLE_CHECK
+seconds in any case, for an orphan from a run that has not ended (a keep-alive
+instance's). SIGCHLD is only listened to when needed: handling it for every run's exit
+would cost each fire a tenth of its CPU.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ log = logging.getLogger("torchd.reaper")
 
 PR_SET_CHILD_SUBREAPER = 36
 REMEMBERED_RUNS = 10_000  # ended run ids whose strays are still ended if found
-STRAY_CHECK = 0.1  # seconds between looks while strays are being ended or adopted live
+STRAY_CHECK = 0.1  # seconds between looks while strays are being ended
 IDLE_CHECK = 60.0  # seconds between looks otherwise
 ENVIRON_LIMIT = 1 << 20
 
@@ -87,6 +88,7 @@ class Reaper:
         self._ending: dict[int, float] = {}  # stray pid -> when it gets SIGKILL (monotonic)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
         self._listening = False  # to SIGCHLD
         self._pid1 = False
         self.subreaper = False
@@ -100,15 +102,23 @@ class Reaper:
 
     def close(self) -> None:
         self._listen(False)
-        if self._next is not None:
-            self._next.cancel()
-            self._next = None
+        for pending in (self._next, self._soon):
+            if pending is not None:
+                pending.cancel()
+        self._next = self._soon = None
 
     def run_ended(self, run_id: str) -> None:
-        """A run has ended: whatever it left is a stray from now on."""
+        """A run has ended: whatever it left is a stray from now on. The look comes in the
+        loop's next pass, not now: a run ends amid the start of a batch as well, whose
+        processes are started before they are watched, and known() lacks them till then."""
         self._ended[run_id] = None
         if len(self._ended) > REMEMBERED_RUNS:
             self._ended.popitem(last=False)
+        if self._loop is not None and self._soon is None:
+            self._soon = self._loop.call_soon(self._sweep_soon)
+
+    def _sweep_soon(self) -> None:
+        self._soon = None
         self.sweep()
 
     def _listen(self, on: bool) -> None:
@@ -136,10 +146,10 @@ class Reaper:
         self.sweep()
         self._plan(IDLE_CHECK)
 
-    def sweep(self, *, everything: bool = False, grace: float | None = None) -> int:
+    def sweep(self, *, include_running: bool = False, grace: float | None = None) -> int:
         """Reap exited children torchd did not start, end strays (TERM, then KILL after
-        `grace`, default the daemon's); with `everything` (at shutdown), end every child
-        of one of this daemon's runs. Returns how many strays are still being ended."""
+        `grace`, default the daemon's); with `include_running` (at shutdown), of runs
+        still going too. Returns how many strays are still being ended."""
         found = children() - self._known()
         now = time.monotonic()
         adopted = False  # a live child torchd did not start: its exit is to be reaped
@@ -158,9 +168,9 @@ class Reaper:
                     self._signal(pid, stat.pgrp, stat.session, signal.SIGKILL)
                 continue
             run_id = run_id_of(pid)
-            if run_id is None or (run_id not in self._ended and not everything):
+            if run_id is None or (run_id not in self._ended and not include_running):
                 continue  # not ours, or its run still runs
-            if everything and run_id not in self._ended and not self._running(run_id):
+            if include_running and run_id not in self._ended and not self._running(run_id):
                 continue  # a run id this daemon never gave
             log.warning("ending pid %d, left behind by run %s (it moved out of the run's "
                         "process group)", pid, run_id)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchd.cgroups import RunCgroup, RunCgroups
+from torchd.cgroups import RunCgroup, RunCgroupParent
 from torchd.clock import iso_utc
 from torchd.model import RunOutcome, RunState, Trigger
 from torchd.tasklog import TaskLog
@@ -61,7 +61,7 @@ class LaunchRequest:
     kill_grace: float = 10.0
     split_output: bool = False  # stderr to its own pipe and log file
     output_cap: int | None = None  # bytes of output kept; the rest is discarded
-    cgroups: RunCgroups | None = None  # where its cgroup is made (see cgroups.py)
+    cgroups: RunCgroupParent | None = None  # where its cgroup is made (see cgroups.py)
     lease_guard: tuple[float, float] | None = None  # (grace, margin): see leaseguard.py
 
 
@@ -81,8 +81,8 @@ class Run:
     timed_out: bool = False
     group_lingers: bool = False  # members of its group outlived it (TERM sent, KILL pending)
     processes: RunProcesses
-    cpu_seconds: float | None = None  # used by all its processes (with a cgroup)
-    memory_peak: int | None = None  # bytes (with a cgroup and its memory controller)
+    cpu_seconds: float | None = None  # see _exited
+    memory_peak: int | None = None  # bytes: the largest resident size (see _exited)
     log_file: str = ""  # where its output went, from log_start to log_end (the file may
     log_start: int | None = None  # have been rotated since: see logview)
     log_end: int | None = None
@@ -124,27 +124,43 @@ def group_alive(pgid: int) -> bool:
 
 class RunProcesses:
     """Everything a run started: its process group (named after its first process), and
-    its cgroup where it has one, which also holds what left the group."""
+    its cgroup where it has one, which also holds what left the group. A group once found
+    empty is never signalled again: its number may be another group's by then."""
 
-    __slots__ = ("cgroup", "pgid")
+    __slots__ = ("cgroup", "group_gone", "pgid")
 
     def __init__(self, pgid: int, cgroup: RunCgroup | None) -> None:
         self.pgid = pgid
         self.cgroup = cgroup
+        self.group_gone = False
+
+    def signal_group(self, signum: int) -> bool:
+        """Signal the process group; False (and never again) once it is empty."""
+        if self.group_gone:
+            return False
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            self.group_gone = True
+            return False
+        except PermissionError:
+            log.warning("not permitted to signal process group %d", self.pgid)
+            return False
+        return True
 
     def signal(self, signum: int) -> bool:
         """Signal them all; False if none was there."""
-        sent = signal_group(self.pgid, signum)
+        sent = self.signal_group(signum)
         if self.cgroup is not None:
             sent = self.cgroup.signal(signum) or sent
         return sent
 
     def alive(self) -> bool:
-        return group_alive(self.pgid) or (self.cgroup is not None and self.cgroup.populated())
+        return self.signal_group(0) or (self.cgroup is not None and self.cgroup.populated())
 
     def release(self) -> bool:
         """Remove the cgroup once it is empty; True when nothing of the run is left in it."""
-        if self.cgroup is None or self.cgroup.release():
+        if self.cgroup is None or self.cgroup.remove():
             self.cgroup = None
             return True
         return False
@@ -288,17 +304,16 @@ class RunHandle:
             self._close_stream(stream)
         run = self.run
         processes = run.processes
-        # The process and the descendants it waited for (the largest one's memory); and
-        # with a cgroup, all it held: each counts only part of a run, so the larger.
+        # CPU: of the process and the descendants it waited for, and with a cgroup, of all
+        # it held; each may miss part of a run, so the larger. Memory: the largest
+        # resident size among the process and the descendants it waited for.
         run.cpu_seconds = usage.ru_utime + usage.ru_stime
         run.memory_peak = usage.ru_maxrss * 1024
         if processes.cgroup is not None and processes.cgroup.moved:
-            cpu, peak = processes.cgroup.usage()
-            run.cpu_seconds = max(run.cpu_seconds, cpu or 0.0)
-            run.memory_peak = max(run.memory_peak, peak or 0)
+            run.cpu_seconds = max(run.cpu_seconds, processes.cgroup.cpu_seconds() or 0.0)
         # Anything left of the run (a grandchild that kept the pipe open, a stray
         # background job) ends with it.
-        lingers = signal_group(run.pid, signal.SIGTERM)
+        lingers = processes.signal_group(signal.SIGTERM)
         if not processes.release():
             lingers = processes.signal(signal.SIGTERM) or lingers
         if lingers:
@@ -495,7 +510,7 @@ def _abandon(pid: int, popen: subprocess.Popen[bytes] | None,
     else:
         os.waitpid(pid, 0)
     if cgroup is not None:
-        cgroup.release()
+        cgroup.remove()
 
 
 def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,

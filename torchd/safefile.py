@@ -64,15 +64,16 @@ def directory_problem(path: str, info: os.stat_result, owners: frozenset[int]) -
 
 def resolve_trusted(path: str | Path, owners: frozenset[int] | None) -> Resolved:
     """Resolve every symlink of `path`, checking each directory on the way (see
-    directory_problem), the directory holding each symlink included; with `owners` None,
-    only resolve. The last component is not checked (the caller checks the file or
+    directory_problem), the directory holding each symlink included, and that each
+    symlink belongs to one of `owners`; with `owners` None, only resolve. The last
+    component, where it is no symlink, is not checked (the caller checks the file or
     directory it opens there), and may be missing (for the caller to make). Raises
     UnsafePathError, or OSError when a directory on the way is missing."""
     pending = deque(Path(os.path.abspath(path)).parts[1:])
     current = "/"
     links: list[Path] = []
     if owners is not None:
-        _check_directory(current, owners)
+        check_directory(current, owners)
     while pending:
         name = pending.popleft()
         if name in ("", "."):
@@ -89,6 +90,11 @@ def resolve_trusted(path: str | Path, owners: frozenset[int] | None) -> Resolved
             return Resolved(Path(candidate), tuple(links))
         if stat.S_ISLNK(info.st_mode):
             links.append(Path(candidate))
+            if owners is not None and info.st_uid not in owners:
+                # In a sticky directory (as /tmp) anyone may place a symlink, and the
+                # kernel's protected_symlinks does not apply to a walk made here.
+                raise UnsafePathError(f"symlink {candidate} belongs to uid {info.st_uid}, "
+                                      f"who could point it anywhere; refusing to follow it")
             if len(links) > MAX_SYMLINKS:
                 raise UnsafePathError(f"{path}: too many symlinks on the way")
             target = os.readlink(candidate)
@@ -107,7 +113,8 @@ def resolve_trusted(path: str | Path, owners: frozenset[int] | None) -> Resolved
     return Resolved(Path(current), tuple(links))
 
 
-def _check_directory(path: str, owners: frozenset[int]) -> None:
+def check_directory(path: str, owners: frozenset[int]) -> None:
+    """Raise UnsafePathError if others could replace what is in this directory."""
     problem = directory_problem(path, os.lstat(path), owners)
     if problem is not None:
         raise UnsafePathError(problem)
@@ -125,11 +132,12 @@ def kind_of_file(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular(path: Path, *, limit: int,
+def read_regular(path: Path, *, limit: int, what: str = "a file",
                  check: Callable[[os.stat_result], str | None] | None = None) -> bytes:
     """The bytes of a regular file of at most `limit` bytes, read from the descriptor that
     was checked. A FIFO, a device or a directory is refused before it is opened (and, if
-    one is swapped in meanwhile, once opened: the open does not block). `check` may refuse
+    one is swapped in meanwhile, once opened: the open does not block); `what` names it in
+    the message of one too large. `check` may refuse
     the open file by its status (owner, mode) with a reason. Raises UnsafePathError, or
     OSError when the file cannot be read."""
     info = os.stat(path)
@@ -144,14 +152,14 @@ def read_regular(path: Path, *, limit: int,
         if problem is not None:
             raise UnsafePathError(problem)
         if info.st_size > limit:
-            raise UnsafePathError(_too_big(info.st_size, limit))
+            raise UnsafePathError(_too_big(info.st_size, limit, what))
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, min(limit + 1 - size, 1 << 20)):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:  # it grew after the fstat
-                raise UnsafePathError(_too_big(size, limit))
+                raise UnsafePathError(_too_big(size, limit, what))
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -161,6 +169,5 @@ def _not_regular(info: os.stat_result) -> str:
     return f"is {kind_of_file(info.st_mode)}, not a regular file; refusing to read it"
 
 
-def _too_big(size: int, limit: int) -> str:
-    return (f"is {size:,} bytes; a task file may hold at most {limit:,} bytes "
-            f"({limit >> 20} MiB)")
+def _too_big(size: int, limit: int, what: str) -> str:
+    return f"is {size:,} bytes; {what} may hold at most {limit:,} bytes ({limit >> 20} MiB)"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from torchd.catchup import decide
-from torchd.cgroups import RunCgroups
+from torchd.cgroups import RunCgroupParent
 from torchd.clock import Clock, iso_utc
 from torchd.cronexpr import RebootSchedule
 from torchd.events import (
@@ -95,6 +95,7 @@ PREPARE_MARGIN = 0.0002
 HANDOFF = 0.001
 MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup decides
 HOLD_MIN = 0.05  # a late fire waits for a run in its way only if it would wait longer
+DESCRIPTORS_CLEAR = 10.0  # seconds without running out before status stops saying so
 # Fires this much short of MISSED_AFTER late are counted with the missed ones too: the next
 # fire is planned after them, and must not be found missed itself a moment later, in the
 # loop's next pass (one clock step would report two missed spans).
@@ -147,6 +148,14 @@ def due_together(heap: list[HeapEntry], limit: int) -> int:
             found += 1
             pending += (2 * index + 1, 2 * index + 2)
     return found
+
+
+def _due_start(request: LaunchRequest, started: float) -> float:
+    """When a run was due to start: its fire's time for a first attempt on schedule; its
+    start for a retry, a catch-up or a manual run (they start when they are meant to)."""
+    if request.trigger is Trigger.SCHEDULE and request.attempt == 1:
+        return request.scheduled
+    return started
 
 
 def wake_window(due_at_once: int) -> float:
@@ -222,7 +231,7 @@ class Scheduler:
                  kill_grace: float = 10.0, file_modes: FileModes | None = None,
                  on_event: Callable[[Event], None] | None = None,
                  claims: FireClaims | None = None, health: Health | None = None,
-                 cgroups: RunCgroups | None = None) -> None:
+                 cgroups: RunCgroupParent | None = None) -> None:
         self._clock = clock
         self._log_dir = log_dir
         self._base_env = dict(base_env)
@@ -230,6 +239,7 @@ class Scheduler:
         self._cgroups = cgroups
         self._on_event = on_event or (lambda _event: None)
         self._health = health or Health(clock.time)
+        self._no_descriptors_at = 0.0  # monotonic: the last fire that found none
         self._logs = LogFiles(log_dir, file_modes, self._health)
         self._paused: set[str] = set()
         self._paused_all = False
@@ -691,21 +701,23 @@ class Scheduler:
 
     def _late_hold(self, state: TaskState, fire: Fire, mates: Sequence[Spawned]) -> float:
         """How long a fire that found its task full waits before its overlap policy
-        applies. A fire applies it at its own time; one that comes late (the clock stepped
-        forward, the loop was busy) must not find a run that would have ended by then: it
-        waits until each run in its way has lasted as long as the gap between their
-        scheduled times, or a run ends. 0 for a fire on time, or with `overlap: queue`
-        (it waits in any case)."""
+        applies. The policy is meant to meet the runs as they would be at the fire's own
+        time: a run in its way that started late (a clock step forward, a busy loop), or a
+        fire that comes late itself, must not make a skip of what would not have
+        overlapped. So it waits until each run in its way has lasted as long as the time
+        from that run's due start to this fire's, or a run ends; never past MISSED_AFTER
+        after its own time. 0 when enough would be running at its time whatever happens,
+        and with `overlap: queue` (it waits in any case)."""
         if state.spec.overlap is Overlap.QUEUE:
             return 0.0
         now = self._clock.monotonic()
-        ahead = [(h.run.request.scheduled, h.run.started_mono)
+        ahead = [(_due_start(h.run.request, h.run.started), h.run.started_mono)
                  for h in self._runs.get(state.spec.name, {}).values()]
-        ahead += [(s.request.scheduled, s.started_mono) for s in mates]
-        left = [(fire.scheduled - scheduled) - (now - started) for scheduled, started in ahead]
+        ahead += [(_due_start(s.request, s.started), s.started_mono) for s in mates]
+        left = [(fire.scheduled - due) - (now - started) for due, started in ahead]
         if not left or sum(1 for wait in left if wait <= HOLD_MIN) >= state.spec.max_running:
-            return 0.0  # enough would be running at its time whatever happens
-        return min(max(left), MISSED_AFTER)
+            return 0.0
+        return min(max(left), fire.scheduled + MISSED_AFTER - self._clock.time())
 
     def _hold(self, state: TaskState, fire: Fire, hold: float) -> str:
         """Let a late fire wait `hold` seconds for a run in its way to end (see
@@ -762,11 +774,15 @@ class Scheduler:
                             clock_mono=self._clock.monotonic)
         except StartError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._no_descriptors_at = self._clock.monotonic()
                 self._health.report("descriptors", f"no file descriptors left ({exc}): "
                                     "fires fail to start; see README, Limits")
             self._start_failed(state, request, str(exc))
             raise
-        self._health.clear("descriptors")
+        if self._no_descriptors_at and (self._clock.monotonic() - self._no_descriptors_at
+                                        > DESCRIPTORS_CLEAR):
+            self._no_descriptors_at = 0.0
+            self._health.clear("descriptors")
         state.last_start_error = None
         return started
 

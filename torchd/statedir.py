@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchd.errors import TorchdError
-from torchd.safefile import UnsafePathError, describe_mode, resolve_trusted
+from torchd.safefile import UnsafePathError, check_directory, describe_mode, resolve_trusted
 
 # Files a daemon of an older version made looser are tightened when opened.
 PRIVATE_FILE, GROUP_FILE = 0o600, 0o640
@@ -102,33 +102,39 @@ def prepare(paths: StatePaths, modes: FileModes) -> None:
         _prepare(paths.root, modes, parents=True)
         _prepare(paths.logs, modes, parents=False)
     except UnsafePathError as exc:
-        raise StateDirError(f"state dir {paths.root}: {exc}") from None
+        raise StateDirError(f"cannot use the state dir: {exc}") from None
     except OSError as exc:
-        raise StateDirError(f"state dir {paths.root}: cannot use {exc.filename or paths.root}:"
-                            f" {exc.strerror}") from None
+        raise StateDirError(f"cannot use the state dir {paths.root}: "
+                            f"{exc.filename or paths.root}: {exc.strerror}") from None
 
 
 def _prepare(path: Path, modes: FileModes, *, parents: bool) -> None:
     owners = trusted_owners()
     if parents:
-        _make_parents(path.parent)
+        _make_parents(path.parent, owners)
     resolved = resolve_trusted(path, owners).path  # a symlinked state dir is followed
     with contextlib.suppress(FileExistsError):
         os.mkdir(resolved, 0o700)
     _claim_directory(resolved, modes)
 
 
-def _make_parents(path: Path) -> None:
-    """Make the missing directories above a new state dir, 0755 whatever the umask (their
-    safety is checked after, with the rest of the way)."""
-    if os.path.lexists(path):
+def _make_parents(path: Path, owners: frozenset[int]) -> None:
+    """Make the missing directories above a new state dir, 0755 whatever the umask, in
+    the deepest one there, once it and the way to it have passed the checks."""
+    missing: list[str] = []
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        missing.append(existing.name)
+        existing = existing.parent
+    if not missing:
         return
-    _make_parents(path.parent)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        return
-    os.chmod(path, 0o755)  # noqa: S103 - others may pass through to their own dirs
+    made = resolve_trusted(existing, owners).path
+    check_directory(str(made), owners)
+    for name in reversed(missing):
+        made = made / name
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(made, 0o700)
+            os.chmod(made, 0o755)  # noqa: S103 - others may pass through to their own dirs
 
 
 def _claim_directory(path: Path, modes: FileModes) -> None:
@@ -159,8 +165,12 @@ def open_file(path: Path, flags: int, modes: FileModes) -> int:
     state dir's file mode whatever the umask; an existing file must be a regular file of
     the daemon's user with no other link to it, and is tightened to that mode. Raises
     OSError (its strerror says why a file was refused)."""
+    # O_TRUNC waits for the checks (a hard link to another file must not be emptied),
+    # and O_NONBLOCK keeps a FIFO from blocking the open.
+    truncate = bool(flags & os.O_TRUNC)
+    flags = (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, modes.file)
+        fd = os.open(path, flags, modes.file)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "a symlink; torchd does not follow symlinks in its "
@@ -173,10 +183,22 @@ def open_file(path: Path, flags: int, modes: FileModes) -> int:
             raise OSError(errno.EPERM, refused, str(path))
         if stat.S_IMODE(info.st_mode) != modes.file:
             os.fchmod(fd, modes.file)
+        if truncate:
+            os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def fresh_file(path: Path, modes: FileModes) -> int:
+    """A new, empty file at `path` for writing, in place of whatever was there (a
+    temporary file of a write that did not finish, or one planted: it is unlinked, never
+    opened). Meant for a temporary file that is then renamed over the real one."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, modes)
 
 
 def _refusal(info: os.stat_result) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,19 +49,18 @@ class Failing:
     """The log files whose failure was reported (this outlives each TaskLog), each once,
     and as one problem in status while any is failing."""
 
-    def __init__(self, health: Health | None) -> None:
+    def __init__(self, health: Health) -> None:
         self.names: set[str] = set()
         self._health = health
 
     def add(self, name: str, why: str) -> None:
         self.names.add(name)
-        if self._health is not None:
-            self._health.report("task-logs", f"{len(self.names)} task log(s) cannot be "
-                                f"written, the latest {name}: {why}; output is lost")
+        self._health.report("task-logs", f"{len(self.names)} task log(s) cannot be "
+                            f"written, the latest {name}: {why}; output is lost")
 
     def discard(self, name: str) -> None:
         self.names.discard(name)
-        if not self.names and self._health is not None:
+        if not self.names:
             self._health.clear("task-logs")
 
 
@@ -170,7 +170,7 @@ class LogFiles:
         self.log_dir = log_dir
         self._modes = modes or FileModes()
         self._open: dict[str, TaskLog] = {}
-        self._failing = Failing(health)
+        self._failing = Failing(health or Health(time.time))
 
     def acquire(self, task: str, policy: LogPolicy, *, err: bool = False) -> TaskLog:
         name = log_name(task, err=err)

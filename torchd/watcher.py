@@ -32,7 +32,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
-from torchd.safefile import resolve_trusted
+from torchd.safefile import UnsafePathError, resolve_trusted
 
 DEBOUNCE = 0.3
 SETTLED = 0.05  # after close-after-write or a rename: only coalesces the event burst
@@ -49,7 +49,7 @@ def watched_paths(path: Path) -> frozenset[str]:
     reached through, and the real file."""
     try:
         resolved = resolve_trusted(path, None)
-    except OSError:
+    except (OSError, UnsafePathError):  # missing, or a symlink loop: the path alone
         return frozenset({str(path)})
     return frozenset({str(path), str(resolved.path), *(str(link) for link in resolved.links)})
 

@@ -178,7 +178,7 @@ def test_redis_outage_skips_one_runs_and_work_resumes(tmp_path: Path,
                                     .stdout) if r["outcome"] == "missed"]
     assert missed
     assert "cluster: Redis unavailable" in missed[0]["reason"]
-    assert "cluster: Redis answers again" in hosts[0].stderr()
+    assert "no longer: cluster: Redis unavailable" in hosts[0].stderr()
 
 
 def test_an_overloaded_host_leaves_fires_to_idle_ones(tmp_path: Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -133,13 +134,14 @@ def refused_start(config: Path, state: Path) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+NOT_OWN = ("{0} (owner uid 65534, mode {1}) is not the daemon's own (uid 0): chown 0 {0}, or "
+           "give torchd a state dir of its own")
+OPEN = ("{0} (owner uid 0, mode {1}) is writable by group or others, who could plant files "
+        "that torchd acts on: chmod 700 {0} (and check what is in it)")
+
+
 @pytest.mark.parametrize(("owner", "dir_mode", "expected"), [
-    (NOBODY, 0o777, "({0} (owner uid 65534, mode 0777) is not the daemon's own (uid 0): "
-                    "chown 0 {0}, or give torchd a state dir of its own"),
-    (NOBODY, 0o700, "({0} (owner uid 65534, mode 0700) is not the daemon's own (uid 0)"),
-    (0, 0o777, "{0} (owner uid 0, mode 0777) is writable by group or others, who could "
-               "plant files that torchd acts on: chmod 700 {0} (and check what is in it)"),
-    (0, 0o770, "{0} (owner uid 0, mode 0770) is writable by group or others"),
+    (NOBODY, 0o777, NOT_OWN), (NOBODY, 0o700, NOT_OWN), (0, 0o777, OPEN), (0, 0o770, OPEN),
 ], ids=["others-0777", "others-0700", "own-0777", "own-0770"])
 def test_a_state_dir_that_is_not_its_own_alone_is_refused(
         tmp_path: Path, write_tasks: Callable[..., Path], owner: int, dir_mode: int,
@@ -157,8 +159,8 @@ def test_a_state_dir_that_is_not_its_own_alone_is_refused(
     state.chmod(dir_mode)
     result = refused_start(config, state)
     assert result.returncode == 1
-    assert expected.format(state).lstrip("(") in result.stderr
-    assert result.stderr.startswith(f"torchd: state dir {state}: ")
+    assert result.stderr == (f"torchd: cannot use the state dir: "
+                             f"{expected.format(state, f'{dir_mode:04o}')}\n")
     assert not marker.exists()
     assert not (state / "torchd.pid").exists()
 
@@ -238,7 +240,7 @@ def test_a_symlinked_task_log_is_not_followed(tmp_path: Path, write_tasks: Calla
     daemon.start()
     assert {run["outcome"] for run in ended_runs(daemon, "job", 2)} == {"ok"}
     assert victim.read_text() == "root's own\n"
-    errors = [line for line in daemon.stderr().splitlines() if "job.log" in line
+    errors = [line for line in daemon.stderr().splitlines() if " torchd.tasklog: " in line
               and "a symlink; torchd does not follow symlinks in its state dir" in line]
     assert len(errors) == 1, daemon.stderr()
 
@@ -266,8 +268,8 @@ def test_a_symlinked_daemon_log_stops_a_detached_start(tmp_path: Path,
 
 def test_journal_entries_that_are_not_its_runs_are_ignored(
         tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
-    """Entries naming pid 1, the daemon's own group, another boot or a process whose start
-    time or session differ are not acted on; an entry that is a real leftover run is."""
+    """Entries naming pid 1, a process that leads no session, or one whose start time or
+    session differ are not acted on; an entry that is a real leftover run is."""
     require_root()
     config = write_tasks('tasks:\n  - {name: job, schedule: "@hourly", command: "true"}\n')
     leftover = subprocess.Popen(["sleep", "600"], start_new_session=True)
@@ -288,7 +290,7 @@ def test_journal_entries_that_are_not_its_runs_are_ignored(
         (daemon.state_dir / "children.journal").write_text(
             f"# boot {boot}\n"
             f"+ 1 {one[19]} {one[3]}\n"  # pid 1: kill(-1) would signal everything
-            f"+ {os.getpgrp()} {mine[19]} {mine[3]}\n"  # this test's own group
+            f"+ {os.getpid()} {mine[19]} {mine[3]}\n"  # this test: no session leader
             f"+ {other.pid} {int(theirs[19]) + 1} {theirs[3]}\n"  # another start time
             f"+ {other.pid} {theirs[19]} {int(theirs[3]) + 1}\n"  # another session
             f"+ {leftover.pid} {stat_of(leftover.pid)[19]} {leftover.pid}\n")
@@ -301,6 +303,53 @@ def test_journal_entries_that_are_not_its_runs_are_ignored(
         for proc in (leftover, other):
             proc.kill()
             proc.wait()
+
+
+def test_the_daemons_own_group_is_never_a_leftover() -> None:
+    """A session leader asks of itself: a journal entry naming the reader's own group is
+    not one of its runs, whatever the entry says."""
+    code = ("import os; from torchd.children import ours; from torchd.procstat import "
+            "proc_stat; s = proc_stat(os.getpid()); "
+            "print(s.session == os.getpid() == os.getpgrp(), "
+            "ours(os.getpid(), s.start_ticks, s.session))")
+    result = subprocess.run([*torchd_cmd()[:1], "-c", code], capture_output=True, text=True,
+                            check=True, start_new_session=True)
+    assert result.stdout.split() == ["True", "False"]
+
+
+def test_files_planted_in_its_own_state_dir_are_refused(
+        tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """A state dir of the daemon's own, left with files it did not make (a submission of
+    another user's, a journal and a temporary file that are FIFOs, pauses hard-linked to
+    another file): none is acted on, none blocks the start, the other file is untouched."""
+    require_root()
+    marker = tmp_path / "planted-ran"
+    config = write_tasks('tasks:\n  - {name: job, schedule: "@hourly", command: "true"}\n')
+    daemon = daemon_factory(config)
+    daemon.state_dir.mkdir(mode=0o700)
+    submitted = daemon.state_dir / "submitted.json"
+    submitted.write_text(json.dumps([{
+        "name": "submit:evil", "command": ["touch", str(marker)], "at": 0.0, "hosts": [],
+        "submitted": "2026-01-01T00:00:00.000Z"}]))
+    os.chown(submitted, NOBODY, -1)
+    os.mkfifo(daemon.state_dir / "children.journal")
+    os.mkfifo(daemon.state_dir / "fires.tmp")
+    other = tmp_path / "other"
+    other.write_text('{"all": true, "tasks": []}')
+    os.link(other, daemon.state_dir / "paused.json")
+    daemon.start()
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    assert {task["name"]: task["paused"] for task in status["tasks"]} == {"job": False}
+    assert not marker.exists()
+    assert other.read_text() == '{"all": true, "tasks": []}'
+    log = daemon.stderr()
+    assert "owned by uid 65534, not the daemon's; refusing it in the state dir" in log
+    assert "a hard link to another file; refusing it in the state dir" in log
+    journal = daemon.state_dir / "children.journal"
+    assert (f"child journal {journal} not read: not a regular file; refusing it in the "
+            "state dir") in log
+    assert journal.is_file()  # a new one in its place
+    assert status["problems"] == []
 
 
 def test_an_entry_of_another_boot_is_ignored(tmp_path: Path, write_tasks: Callable[..., Path],
@@ -381,9 +430,19 @@ def test_stop_never_signals_the_pid_a_pidfile_names(tmp_path: Path) -> None:
         pidfile.write_text(f"{named.pid}\n")
         holder = subprocess.Popen(["flock", str(pidfile), "sleep", "600"],
                                   start_new_session=True)
-        wait_for(lambda: " FLOCK " in Path("/proc/locks").read_text(), message="the lock")
-        subprocess.run(torchd_cmd("stop", "--timeout", "1", "--state-dir", str(state)),
-                       capture_output=True, text=True, timeout=60, check=False)
+
+        def locked() -> bool:
+            with pidfile.open() as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                return False
+
+        wait_for(locked, message="the lock held")
+        stop = subprocess.run(torchd_cmd("stop", "--timeout", "1", "--state-dir", str(state)),
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert f"sent SIGTERM to pid {holder.pid}" in stop.stderr
         assert named.poll() is None
     finally:
         for proc in (named, holder):

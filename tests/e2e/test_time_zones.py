@@ -53,8 +53,8 @@ def test_an_unusable_tz_is_a_config_error(write_tasks: Callable[..., Path], tz: 
     result = torchd("check", "-c", str(config), env={"TZ": tz})
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == (
-        f"{config}:1: daemon.timezone: not set, and this host's time zone cannot be used "
-        f"(time zone '{tz}': {why}); set daemon.timezone, or fix TZ or /etc/localtime")
+        f"{config}:1: daemon.timezone: not set, and this host's time zone (from TZ) cannot "
+        f"be used (time zone '{tz}': {why}); set daemon.timezone, or fix TZ")
 
 
 def test_a_broken_etc_localtime_is_a_config_error(tmp_path: Path,
@@ -72,7 +72,8 @@ def test_a_broken_etc_localtime_is_a_config_error(tmp_path: Path,
                     prefix=(unshare, "--mount", "--propagation", "private", "sh", "-c", script,
                             "sh"))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "not set, and this host's time zone cannot be used" in result.stderr
+    assert ("not set, and this host's time zone (from /etc/localtime) cannot be used"
+            in result.stderr)
     assert "not a TZif file" in result.stderr
 
 
