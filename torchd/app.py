@@ -321,7 +321,8 @@ class App:
         if self._watcher is not None:
             self._watcher.stop()
         if self._reaper is not None:  # strays get the same grace as the runs, from now
-            self._reaper.sweep(include_running=True, grace=self._stop_grace)
+            self._reaper.stopping(self._stop_grace)
+            self._reaper.sweep(include_running=True)
         stopped = await self._scheduler.shutdown(self._stop_grace)
         await self._end_strays()
         if self._run_cgroups is not None:
@@ -347,15 +348,15 @@ class App:
 
     async def _end_strays(self) -> None:
         """After the runs: end what they left outside their process groups (see
-        reaper.py), and reap it. The strays found at the start of the stop have had the
-        runs' grace; those found since (left by a run killed just now) get none."""
+        reaper.py), and reap it. The strays found at the start of the stop get the runs'
+        grace from then; those found since (left by a run killed just now) get none.
+        Each is given up STRAYS_LAST_WAIT after its SIGKILL."""
         if self._reaper is None:
             return
-        give_up = self._clock.monotonic() + STRAYS_LAST_WAIT
         # Polled, as the scheduler polls process groups: a stray's exit has no event of
         # its own to wait on (SIGCHLD only says that some child changed).
         while (self._reaper.sweep(include_running=True, grace=0.0)  # noqa: ASYNC110
-               and self._clock.monotonic() < give_up):
+               and self._reaper.kill_due_in() > -STRAYS_LAST_WAIT):
             await asyncio.sleep(0.05)
         self._reaper.close()
 
@@ -368,6 +369,8 @@ class App:
         elif self._scheduler is not None:
             log.warning("second stop signal: killing every run now")
             self._scheduler.force_kill()
+            if self._reaper is not None:
+                self._reaper.stopping(0.0)
 
     def _on_reload_signal(self) -> None:
         self._in_background(self.reload("signal"))

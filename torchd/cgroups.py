@@ -36,6 +36,7 @@ from torchd.procstat import proc_stat
 log = logging.getLogger("torchd.cgroups")
 OFF = "no cgroups (daemon.cgroups: false)"
 TREE_PASSES = 5  # walks of a run's tree for what it forked before its move
+FREEZE_WAIT = 0.01  # seconds a signal waits for the run's cgroup to be frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +311,7 @@ class RunCgroup:
             _write(fd, f"{name}/cgroup.freeze", "1")
         except OSError:
             return False
+        self._wait_frozen()
         try:
             pids = [int(pid) for pid in _read(fd, f"{name}/cgroup.procs").split()]
             for pid in pids:
@@ -321,6 +323,19 @@ class RunCgroup:
             with contextlib.suppress(OSError):
                 _write(fd, f"{name}/cgroup.freeze", "0")
         return bool(pids)
+
+    def _wait_frozen(self) -> None:
+        """A freeze is asked for, and done once cgroup.events says so: wait for that a
+        little (a process in an uninterruptible sleep freezes only when it wakes)."""
+        deadline = time.monotonic() + FREEZE_WAIT
+        while time.monotonic() < deadline:
+            try:
+                events = _read(self.home.fd, f"{self.name}/cgroup.events")
+            except OSError:
+                return
+            if "frozen 1" in events.splitlines():
+                return
+            time.sleep(0.0005)
 
     def remove(self) -> bool:
         """Remove the cgroup; False while processes are left in it."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from torchd.health import Health
 from torchd.procstat import boot_id, proc_stat
 from torchd.runner import group_alive, signal_group
-from torchd.statedir import FileModes, fresh_file, open_file
+from torchd.statedir import REOPEN_EVERY, FileModes, fresh_file, open_file
 
 log = logging.getLogger("torchd.children")
 COMPACT_AFTER = 20000  # lines; then the journal is rewritten with only the live children
@@ -39,14 +39,22 @@ class ChildJournal:
         self._live: dict[int, tuple[int, int]] = {}  # pid -> (start ticks, session)
         self._lines = 0
         self._fd = -1
+        self._reopen_at = 0.0  # monotonic: when to try again after the journal failed
 
     def open(self) -> None:
+        """Start a fresh journal; failing that, tried again as children come and go."""
+        self._reopen_at = time.monotonic() + REOPEN_EVERY
         try:
             self._fd = self._replace_with_fresh()
         except OSError as exc:
-            self._health.report("child-journal", f"cannot write the child journal "
-                                f"{self._path}: {exc.strerror}; after a crash, the runs "
-                                "since would not be ended by the next start")
+            self._unwritable(exc)
+            return
+        self._health.clear("child-journal")
+
+    def _unwritable(self, exc: OSError) -> None:
+        self._health.report("child-journal", f"cannot write the child journal {self._path}: "
+                            f"{exc.strerror}; after a crash, the runs since would not be "
+                            "ended by the next start")
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -67,14 +75,14 @@ class ChildJournal:
             self._append(f"- {pid}\n")
 
     def _append(self, line: str) -> None:
-        if self._fd < 0:
+        if self._fd < 0:  # a fresh journal holds this line's news as well
+            if time.monotonic() >= self._reopen_at:
+                self.open()
             return
         try:
             os.write(self._fd, line.encode())
         except OSError as exc:
-            self._health.report("child-journal", f"cannot write the child journal "
-                                f"{self._path}: {exc.strerror}; after a crash, the runs "
-                                "since would not be ended by the next start")
+            self._unwritable(exc)
             return
         self._health.clear("child-journal")
         self._lines += 1
@@ -145,24 +153,26 @@ def ours(pid: int, ticks: int, session: int) -> bool:
             and session == pid and stat.pgrp == pid)
 
 
-def _members(pgid: int) -> dict[int, int]:
-    """The processes of a process group now: pid -> start ticks (a scan of /proc)."""
-    found: dict[int, int] = {}
+def _members(pgids: list[int]) -> dict[int, tuple[int, int]]:
+    """The processes of these process groups now: pid -> (start ticks, group); a scan of
+    /proc."""
+    found: dict[int, tuple[int, int]] = {}
+    wanted = set(pgids)
     for name in os.listdir("/proc"):
         if name.isdigit():
             stat = proc_stat(int(name))
-            if stat is not None and stat.pgrp == pgid:
-                found[int(name)] = stat.start_ticks
+            if stat is not None and stat.pgrp in wanted:
+                found[int(name)] = (stat.start_ticks, stat.pgrp)
     return found
 
 
 def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> list[int]:
     """End the process groups of children a crashed daemon left running. Returns their
-    pids. The SIGKILL goes to the processes that were in each group at the SIGTERM and are
-    still the same processes: once its members are gone, a group's number may be
-    another's."""
+    pids. After the grace, SIGKILL goes to each group that still holds one of the
+    processes it held at the SIGTERM (while a member is left, its number cannot be
+    another group's), and to each of those processes that has left its group since."""
     groups = [pid for pid, entry in read_leftovers(path, modes).items() if ours(pid, *entry)]
-    members = {pid: ticks for pgid in groups for pid, ticks in _members(pgid).items()}
+    members = _members(groups)
     for pgid in groups:
         log.warning("ending process group %d left behind by a previous torchd", pgid)
         signal_group(pgid, signal.SIGTERM)
@@ -171,9 +181,16 @@ def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> l
         if not any(group_alive(pgid) for pgid in groups):
             break
         time.sleep(0.05)
-    for pid, ticks in members.items():
+    left: dict[int, int] = {}  # the members still alive -> their group now
+    for pid, (ticks, _) in members.items():
         stat = proc_stat(pid)
         if stat is not None and stat.start_ticks == ticks:
+            left[pid] = stat.pgrp
+    for pgid in groups:
+        if pgid in left.values():
+            signal_group(pgid, signal.SIGKILL)
+    for pid, pgrp in left.items():
+        if pgrp not in groups:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     return groups

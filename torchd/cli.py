@@ -27,7 +27,13 @@ from torchd.config import ParseCache, load_config
 from torchd.control import client
 from torchd.cronexpr import RebootSchedule, upcoming
 from torchd.durations import parse_duration
-from torchd.errors import ConfigError, ControlError, DurationError, TorchdError
+from torchd.errors import (
+    AlreadyRunningError,
+    ConfigError,
+    ControlError,
+    DurationError,
+    TorchdError,
+)
 from torchd.hostinfo import local_identity
 from torchd.model import Config, TaskKind
 from torchd.pidfile import running_pid
@@ -97,8 +103,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     here = sum(1 for t in config.tasks if t.active)
     print(f"{args.config}: OK, {len(config.tasks)} task(s), {here} active on this host, "
           f"hash {config.digest}")
-    print(f"process containment here: {describe_cgroup_mode(enabled=config.daemon.cgroups)}; "
-          "child subreaper")
+    print("process containment for a daemon started from this shell: "
+          f"{describe_cgroup_mode(enabled=config.daemon.cgroups)}; child subreaper (as a "
+          "systemd service its cgroup is the unit's: `torchd status` tells)")
     return EXIT_OK
 
 
@@ -213,7 +220,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args, config)
     pid = running_pid(StatePaths(state_dir).pidfile)
     if pid is not None:
-        print(f"torchd: already running (pid {pid})", file=sys.stderr)
+        print(f"torchd: {AlreadyRunningError(pid)}", file=sys.stderr)
         return EXIT_FAIL
     try:
         pid = start_detached(Path(args.config), state_dir, config, parse_cache,

@@ -60,15 +60,24 @@ REDIS_TIMEOUT = 1.0
 # REDIS_TIMEOUT); a host whose calls time out meanwhile claims nothing either.
 EPOCH_HOLD = HEARTBEAT + 2 * REDIS_TIMEOUT
 SKEW_WARNING = 1.0  # seconds between a host's clock and Redis's that `status` warns of
+
+
+def _epoch_check(epoch_key: str, known: str, hold: str) -> str:
+    """Lua that answers {'restore', EPOCH} unless the epoch in Redis is the one the host
+    knows, and {'wait', MS} while that epoch is younger than the hold (all in ms)."""
+    return f"""
+local epoch = redis.call('get', {epoch_key})
+if not epoch or epoch ~= {known} then return {{'restore', epoch or ''}} end
+local t = redis.call('time')
+local age = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(string.match(epoch, '(%d+)$'))
+if age < tonumber({hold}) then return {{'wait', tostring(tonumber({hold}) - age)}} end
+"""
+
+
 # A claim: {'restore', EPOCH} when the host must write back its fires first (an epoch it
 # does not know, or none), {'wait', MS} during the hold after a new epoch, {'won'},
 # {'held', HOLDER}, or {'later'} (a later fire of the task was claimed already).
-CLAIM = """
-local epoch = redis.call('get', KEYS[3])
-if not epoch or epoch ~= ARGV[4] then return {'restore', epoch or ''} end
-local t = redis.call('time')
-local age = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(string.match(epoch, '(%d+)$'))
-if age < tonumber(ARGV[5]) then return {'wait', tostring(tonumber(ARGV[5]) - age)} end
+CLAIM = _epoch_check("KEYS[3]", "ARGV[4]", "ARGV[5]") + """
 local holder = redis.call('get', KEYS[1])
 if holder then return {'held', holder} end
 local last = tonumber(redis.call('get', KEYS[2]) or '-1')
@@ -97,12 +106,7 @@ return epoch
 # knows, the hold (ms). Answers as CLAIM does: {'restore', E}, {'wait', MS}, {'taken',
 # TOKEN} or {'held'}. After Redis came back empty, the lease waits out a whole TTL: the
 # holder from before may not have noticed yet.
-TAKE = """
-local epoch = redis.call('get', KEYS[3])
-if not epoch or epoch ~= ARGV[3] then return {'restore', epoch or ''} end
-local t = redis.call('time')
-local age = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(string.match(epoch, '(%d+)$'))
-if age < tonumber(ARGV[4]) then return {'wait', tostring(tonumber(ARGV[4]) - age)} end
+TAKE = _epoch_check("KEYS[3]", "ARGV[3]", "ARGV[4]") + """
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {'taken', tostring(redis.call('incr', KEYS[2]))}
 end
@@ -209,13 +213,24 @@ class Cluster:
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._heartbeat_loop(), name="cluster heartbeat"),
                        loop.create_task(self._lease_loop(), name="cluster leases")]
+        for task in self._loops:
+            task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that ends other than by close() is a bug: said at once, and in status."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical("cluster: the %s loop stopped on an internal error", task.get_name(),
+                     exc_info=task.exception())
+        self._health.report("cluster-internal", f"cluster: the {task.get_name()} loop "
+                            "stopped on an internal error (see the log); restart the daemon")
 
     async def close(self) -> None:
         """Stop the loops, give back held leases (their instances are stopped by now)."""
         for task in self._loops:
             task.cancel()
         for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # logged on its end
                 await task
         for name in list(self._held):
             with contextlib.suppress(Unavailable):
@@ -236,7 +251,7 @@ class Cluster:
             raise Unavailable(self._down_reason or "Redis is unavailable", sent=False)
         try:
             result = await call()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        except (redis_errors.RedisError, OSError) as exc:  # READONLY, OOM... as well
             reason = f"Redis unavailable ({type(exc).__name__}: {exc})"
             if self._down_reason is not None:
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
@@ -405,7 +420,10 @@ class Cluster:
                 self._in_background(self._give_back(name))
             # Fencing: stop the instance before the lease can pass to another host (its
             # guard does so too, should this daemon be frozen meanwhile).
-            left = self._held.pop(name) - boottime()
+            expiry = self._held.pop(name, None)
+            if expiry is None:  # the task was removed or paused meanwhile: given back
+                return ttl / 3
+            left = expiry - boottime()
             log.warning("cluster: lease of task %s lost (not renewed); stopping its "
                         "instance within %.1fs", name, max(left, 0.0))
             self._on_lease(name, False, max(left - 0.5, 0.0))
@@ -424,7 +442,10 @@ class Cluster:
             left_ms = -2 if token else await self._ask(lambda: self._redis.pttl(key))
         except Unavailable:
             return ttl / 3
-        if token and name in self._lease_tasks:
+        if token and name not in self._lease_tasks:  # removed or paused meanwhile
+            self._in_background(self._give_back(name))
+            return ttl / 3
+        if token:
             self._held[name] = asked + ttl
             self._tokens[name] = int(token)
             log.info("cluster: lease of task %s taken (fencing token %s); starting it here",

@@ -56,7 +56,8 @@ class DurationError(TorchdError):
 class AlreadyRunningError(TorchdError):
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
-        super().__init__(f"already running (pid {pid})" if pid else "already running")
+        super().__init__(f"already running (pid {pid})" if pid is not None and pid > 0
+                         else "already running")
 
 
 class ControlError(TorchdError):

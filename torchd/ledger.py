@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchd.health import Health
-from torchd.statedir import FileModes, fresh_file, open_file
+from torchd.statedir import REOPEN_EVERY, FileModes, fresh_file, open_file
 
 log = logging.getLogger("torchd.ledger")
 
@@ -39,6 +39,7 @@ class FireLedger:
         self._lines = 0
         self._defer = defer
         self._compact_pending = False
+        self._reopen_at = 0.0  # monotonic: when to try again after opening the file failed
 
     def open(self) -> dict[str, float]:
         """Read what earlier daemons recorded, start a compact file, return task -> last
@@ -52,7 +53,9 @@ class FireLedger:
         if self._last.get(task, float("-inf")) >= scheduled:
             return
         self._last[task] = scheduled
-        if self._fd < 0:
+        if self._fd < 0:  # a rewrite holds this record as well
+            if time.monotonic() >= self._reopen_at:
+                self._compact()
             return
         try:
             os.write(self._fd, f"{task} {scheduled!r}\n".encode())
@@ -115,12 +118,18 @@ class FireLedger:
             log.error("cannot rewrite the fire ledger %s: %s", self._path, exc)
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            if self._fd >= 0:  # appending goes on; compacting is tried again later
+                self._lines = 0
+                return
         self.close()
+        self._reopen_at = time.monotonic() + REOPEN_EVERY
         try:
             self._fd = open_file(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                                  self._modes)
         except OSError as exc:
             self._unwritable("open", exc)
+        else:
+            self._health.clear("fire-ledger")
         self._lines = len(self._last)
 
 

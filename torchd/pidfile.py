@@ -39,15 +39,22 @@ def lock_holder(info: os.stat_result) -> int | None:
     return None
 
 
-def _has_open(pid: int, info: os.stat_result) -> bool:
-    """Whether the process has this file open now."""
+def _has_open(pid: int, path: Path, info: os.stat_result) -> bool:
+    """Whether the process has this file open now. Only descriptors whose link ends in the
+    file's name are stat'ed (a stat of each would reach into every file the process
+    holds, a hung network mount too; the rest of the link may differ in another mount
+    namespace)."""
+    fds = f"/proc/{pid}/fd"
     try:
-        fds = os.listdir(f"/proc/{pid}/fd")
+        names = os.listdir(fds)
     except OSError:
         return False
-    for fd in fds:
+    suffix = "/" + path.name
+    for fd in names:
         try:
-            held = os.stat(f"/proc/{pid}/fd/{fd}")
+            if not os.readlink(f"{fds}/{fd}").endswith(suffix):
+                continue
+            held = os.stat(f"{fds}/{fd}")
         except OSError:
             continue
         if (held.st_dev, held.st_ino) == (info.st_dev, info.st_ino):
@@ -72,7 +79,7 @@ def running_pid(path: Path) -> int | None:
     except BlockingIOError:
         info = os.fstat(fd)
         holder = lock_holder(info)
-        return holder if holder is not None and _has_open(holder, info) else -1
+        return holder if holder is not None and _has_open(holder, path, info) else -1
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None

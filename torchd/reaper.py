@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import signal
 import time
@@ -86,6 +87,7 @@ class Reaper:
         self._grace = grace
         self._ended: OrderedDict[str, None] = OrderedDict()  # run ids, oldest first
         self._ending: dict[int, float] = {}  # stray pid -> when it gets SIGKILL (monotonic)
+        self._kill_by = math.inf  # at a stop: the latest SIGKILL
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next: asyncio.TimerHandle | None = None
         self._soon: asyncio.Handle | None = None
@@ -175,13 +177,26 @@ class Reaper:
             log.warning("ending pid %d, left behind by run %s (it moved out of the run's "
                         "process group)", pid, run_id)
             self._signal(pid, stat.pgrp, stat.session, signal.SIGTERM)
-            self._ending[pid] = now + (self._grace if grace is None else grace)
+            self._ending[pid] = min(now + (self._grace if grace is None else grace),
+                                    self._kill_by)
         for pid in set(self._ending) - found:
             del self._ending[pid]  # reaped elsewhere
         self._listen(self._pid1 or adopted)
         if self._ending:  # their SIGKILL is due at a time of its own
             self._plan(STRAY_CHECK)
         return len(self._ending)
+
+    def kill_due_in(self) -> float:
+        """Seconds until the last stray being ended is due its SIGKILL (0 if none is)."""
+        return max((due - time.monotonic() for due in self._ending.values()), default=0.0)
+
+    def stopping(self, grace: float) -> None:
+        """The daemon stops: no stray gets its SIGKILL later than `grace` from now (0: a
+        second stop signal, at once)."""
+        self._kill_by = time.monotonic() + grace
+        for pid, due in self._ending.items():
+            self._ending[pid] = min(due, self._kill_by)
+        self.sweep()
 
     @staticmethod
     def _signal(pid: int, pgrp: int, session: int, signum: int) -> None:

@@ -22,6 +22,9 @@ from pathlib import Path
 from torchd.errors import TorchdError
 from torchd.safefile import UnsafePathError, check_directory, describe_mode, resolve_trusted
 
+# Seconds between tries to open again a state-dir file the daemon keeps open for writing
+# (the child journal, the fire ledger) after opening it failed.
+REOPEN_EVERY = 10.0
 # Files a daemon of an older version made looser are tightened when opened.
 PRIVATE_FILE, GROUP_FILE = 0o600, 0o640
 PRIVATE_DIR, GROUP_DIR = 0o700, 0o2750

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.e2e.test_operations import as_json
+from tests.e2e.test_operations import as_json, ended_runs
 from tests.helpers import Daemon, fire_ids, libfaketime, lines, record_cmd, wait_for
 
 Factory = Callable[..., Daemon]
@@ -73,7 +73,7 @@ def test_a_step_forward_does_not_turn_fires_into_skips(
         offset.write_text(f"+{step}\n")
         wait_for(lambda n=count: len(lines(out)) >= n + 4, timeout=10,
                  message="fires after the step")
-        time.sleep(0.5)
+        ended_runs(daemon, "tick", len(lines(out)))  # the step's runs over before the next
     outcomes = [run["outcome"] for run in as_json(daemon, "history", "-n", "100")]
     assert "skipped" not in outcomes, outcomes
     seconds = sorted(fire_seconds(i) for i in fire_ids(out))

@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
+import redis
 
 from tests.e2e.test_cluster import cluster_file, per_second, record, start_hosts, status
 from tests.helpers import Daemon, RedisServer, libfaketime, lines, process_gone, wait_for
@@ -42,6 +44,8 @@ def test_a_frozen_lease_holder_loses_its_instance_before_another_host_starts_one
                         message="the instance's sleep")
     holder.signal(signal.SIGSTOP)
     try:
+        wait_for(lambda: psutil.Process(holder.pid).status() == psutil.STATUS_STOPPED,
+                 message="the holder stopped")
         wait_for(lambda: process_gone(instance), timeout=10, interval=0.01,
                  message="the frozen holder's instance ended by its guard")
         gone_at = time.time()
@@ -112,3 +116,33 @@ def test_redis_that_comes_back_empty_runs_no_fire_twice(
     assert "WARNING: host h0's clock is +2." in warnings
     problems = json.loads(ahead.cli("status", "--json").stdout)["problems"]
     assert [p["key"] for p in problems] == ["cluster-clock"]
+
+
+def test_a_redis_that_refuses_writes_is_survived(
+        tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
+        redis_server: RedisServer) -> None:
+    """Redis answers, but refuses every write (NOREPLICAS, as a replica or a full Redis
+    refuses): the lease cannot be renewed, so its instance stops; `status` says why; and
+    once writes go through again the lease is taken back, without a restart."""
+    out = tmp_path / "out"
+    config = cluster_file(write_tasks, redis_server, f"""
+          - name: worker
+            type: daemon
+            run_on: one
+            command: 'echo "$TORCHD_FENCING_TOKEN" >> {out}; exec sleep 300'
+    """)
+    (host,) = start_hosts(daemon_factory, [config])
+    wait_for(lambda: len(lines(out)) == 1, timeout=10, message="the instance")
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        admin.config_set("min-replicas-to-write", 1)
+        wait_for(lambda: status(host)["tasks"][0]["lease_held"] is False, timeout=10,
+                 message="the lease lost")
+        (problem,) = [p for p in status(host)["problems"] if p["key"] == "cluster"]
+        assert "NOREPLICAS" in problem["message"], problem
+        admin.config_set("min-replicas-to-write", 0)
+        wait_for(lambda: len(lines(out)) == 2, timeout=20, message="the lease taken back")
+    finally:
+        admin.close()
+    assert [int(token) for token in lines(out)] == [1, 2]
+    assert "internal error" not in host.stderr()

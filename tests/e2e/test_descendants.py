@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,16 +30,18 @@ from tests.helpers import (
 Factory = Callable[..., Daemon]
 
 
-def strays_task(out: Path, *, then: str, timeout: str = "") -> str:
+def strays_task(out: Path, *, then: str, timeout: str = "", deaf: bool = False) -> str:
     """A task that starts two processes outside its process group, one with `setsid cmd &`
-    and one by a double fork, each writing its pid to OUT/a and OUT/b, then does `then`."""
+    and one by a double fork, each writing its pid to OUT/a and OUT/b, then does `then`.
+    `deaf` strays ignore SIGTERM."""
     limit = f"\n            timeout: {timeout}" if timeout else ""
+    trap = 'trap "" TERM; ' if deaf else ""
     return (f"""
           - name: leaky{limit}
             schedule: "@yearly"
             command: >-
-              setsid sh -c 'echo $$ > {out}/a; exec sleep 600' &
-              (setsid sh -c 'echo $$ > {out}/b; exec sleep 601' &);
+              setsid sh -c '{trap}echo $$ > {out}/a; exec sleep 600' &
+              (setsid sh -c '{trap}echo $$ > {out}/b; exec sleep 601' &);
               while [ ! -s {out}/a ] || [ ! -s {out}/b ]; do sleep 0.01; done; {then}
     """)
 
@@ -50,32 +53,47 @@ def stray_pids(out: Path) -> list[int]:
         message="the strays' pids")
 
 
+class Strays:
+    """The strays a test found, each known by pid and start time, so that teardown kills
+    them, pass or fail (a stray that survives must not stay), and nothing that reused a
+    pid since."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+        self._processes: list[psutil.Process] = []
+
+    def add(self, *pids: int) -> None:
+        for pid in pids:
+            self.pids.append(pid)
+            with contextlib.suppress(psutil.Error):
+                self._processes.append(psutil.Process(pid))
+
+    def kill(self) -> None:
+        for process in self._processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()  # psutil checks the start time first
+
+
 @pytest.fixture
-def strays() -> Iterator[list[int]]:
-    """Pids to kill in teardown, pass or fail (a stray that survives must not stay)."""
-    found: list[int] = []
+def strays() -> Iterator[Strays]:
+    found = Strays()
     yield found
-    for pid in found:
-        try:
-            proc = psutil.Process(pid)
-            if proc.name() == "sleep":
-                proc.kill()
-        except psutil.Error:
-            pass
+    found.kill()
 
 
 CGROUPS = pytest.mark.parametrize("cgroups", [True, False], ids=["cgroup", "subreaper"])
 
 
 def start_leaky(tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
-                *, cgroups: bool, then: str, timeout: str = "") -> tuple[Daemon, Path]:
+                *, cgroups: bool, then: str, timeout: str = "",
+                deaf: bool = False) -> tuple[Daemon, Path]:
     if cgroups:
         require_root()  # a cgroup per run needs a writable cgroup
     out = tmp_path / "pids"
     out.mkdir()
     config = write_tasks(f"""
         daemon: {{cgroups: {str(cgroups).lower()}}}
-        tasks:{strays_task(out, then=then, timeout=timeout)}
+        tasks:{strays_task(out, then=then, timeout=timeout, deaf=deaf)}
     """)
     daemon = daemon_factory(config).start()
     mode = json.loads(daemon.cli("status", "--json").stdout)["containment"]
@@ -88,38 +106,44 @@ def start_leaky(tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory
 @pytest.mark.parametrize("ending", ["exit", "timeout", "kill"])
 def test_descendants_outside_the_group_end_with_the_run(  # noqa: PLR0917 - fixtures
         tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
-        strays: list[int], cgroups: bool, ending: str) -> None:
+        strays: Strays, cgroups: bool, ending: str) -> None:
     """`setsid cmd &` and a double fork: both end when the run ends by itself, times out
     or is killed."""
     then = "exit 0" if ending == "exit" else "sleep 600"
     daemon, out = start_leaky(tmp_path, write_tasks, daemon_factory, cgroups=cgroups,
                               then=then, timeout="1s" if ending == "timeout" else "")
     daemon.cli("trigger", "leaky")
-    strays.extend(stray_pids(out))
+    strays.add(*stray_pids(out))
     if ending == "kill":
         assert daemon.cli("kill", "leaky").returncode == 0
-    wait_for(lambda: all(process_gone(pid) for pid in strays), timeout=20,
+    wait_for(lambda: all(process_gone(pid) for pid in strays.pids), timeout=20,
              message="the strays ended")
     (run,) = ended_runs(daemon, "leaky", 1)
     assert run["outcome"] == {"exit": "ok", "timeout": "timeout", "kill": "killed"}[ending]
 
 
 @CGROUPS
-def test_descendants_outside_the_group_end_at_stop(
+@pytest.mark.parametrize("deaf", [False, True], ids=["plain", "ignoring-term"])
+def test_descendants_outside_the_group_end_at_stop(  # noqa: PLR0917 - fixtures
         tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
-        strays: list[int], cgroups: bool) -> None:
-    """`torchd stop` ends the strays of runs still going."""
+        strays: Strays, cgroups: bool, deaf: bool) -> None:
+    """`torchd stop` ends the strays of runs still going; strays that ignore SIGTERM get
+    SIGKILL once the stop's grace is over, though the runs themselves ended at once."""
     daemon, out = start_leaky(tmp_path, write_tasks, daemon_factory, cgroups=cgroups,
-                              then="sleep 600")
+                              then="sleep 600", deaf=deaf)
     daemon.cli("trigger", "leaky")
-    strays.extend(stray_pids(out))
-    assert daemon.cli("stop", "--timeout", "2").returncode == 0
-    assert all(process_gone(pid) for pid in strays)
+    strays.add(*stray_pids(out))
+    started = time.monotonic()
+    stop = daemon.cli("stop", "--timeout", "4")
+    assert stop.returncode == 0, stop.stderr + daemon.stderr()
+    assert all(process_gone(pid) for pid in strays.pids)
+    if deaf:
+        assert time.monotonic() - started >= 4
 
 
 def test_a_cgroup_ends_what_the_subreaper_could_not_tell(
         tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
-        strays: list[int]) -> None:
+        strays: Strays) -> None:
     """A stray that cleared its environment (no TORCHD_RUN_ID to tell its run by) ends
     with its run in cgroup mode: it is in the run's cgroup."""
     require_root()
@@ -137,19 +161,24 @@ def test_a_cgroup_ends_what_the_subreaper_could_not_tell(
     daemon.cli("trigger", "hidden")
     stray = wait_for(lambda: (out / "a").exists() and (out / "a").read_text().strip(),
                      message="the stray's pid")
-    strays.append(int(stray))
+    strays.add(int(stray))
     wait_for(lambda: process_gone(int(stray)), timeout=20, message="the stray ended")
 
 
 def test_a_run_s_cpu_time_is_in_the_history(write_tasks: Callable[..., Path],
                                             daemon_factory: Factory) -> None:
-    """With a cgroup per run, the CPU its processes used is recorded."""
+    """With a cgroup per run, the CPU its processes used is recorded, a process nobody
+    waits for included (its time is in no parent's rusage: only the cgroup has it). The
+    run first waits for its move into the cgroup: what leaves the tree before that is
+    ended with the run but not counted (see cgroups.py)."""
     require_root()
     config = write_tasks("""
         tasks:
           - name: burn
             schedule: "@yearly"
-            command: "timeout 0.5 sh -c 'while :; do :; done'; true"
+            command: >-
+              until grep -q /run- /proc/$$/cgroup; do sleep 0.01; done;
+              (timeout 0.5 sh -c 'while :; do :; done' &); sleep 1
     """)
     daemon = daemon_factory(config).start()
     daemon.cli("trigger", "burn", "--wait")
@@ -228,3 +257,36 @@ def test_stop_keeps_to_its_timeout_when_the_socket_does_not_answer(
     assert result.returncode == 0, result.stderr
     assert f"sent SIGTERM to pid {daemon.pid}" in result.stderr
     assert result.stdout == f"torchd stopped (pid {daemon.pid})\n"
+
+
+def test_stop_gives_up_after_its_timeout_on_a_daemon_that_does_not_end(
+        tmp_path: Path) -> None:
+    """What holds the state dir's pidfile ignores SIGTERM and has no socket (a wedged
+    daemon): `stop --timeout 1` sends SIGTERM, waits 1 + 5 s, and says it still runs."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    pidfile = state / "torchd.pid"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, signal, sys, time\n"
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+         f"pidfile = open({str(pidfile)!r}, 'a')\n"
+         "fcntl.flock(pidfile, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True)\n"
+         "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        stop = subprocess.run(torchd_cmd("stop", "--timeout", "1", "--state-dir", str(state)),
+                              capture_output=True, text=True, timeout=60, check=False)
+        took = time.monotonic() - started
+        assert stop.returncode == 1
+        assert stop.stderr.splitlines()[-1] == (
+            f"torchd (pid {holder.pid}) is still running after 6s; its runs were given 1s "
+            "to end")
+        assert f"sent SIGTERM to pid {holder.pid}" in stop.stderr
+        assert 6 <= took < 12, took
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.communicate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -162,12 +163,7 @@ def test_kill_9_then_start_ends_what_the_dead_daemon_left(
             type: daemon
             command: "echo $$ >> {pids}; exec sleep 300"
         """)
-    assert torchd("start", "-c", str(config), "--state-dir", str(state_dir)).returncode == 0
-    wait_for(lambda: lines(pids), timeout=10, message="the first instance")
-    first_instance = int(lines(pids)[0])
-    daemon_pid = int((state_dir / "torchd.pid").read_text())
-    os.kill(daemon_pid, signal.SIGKILL)
-    wait_for(lambda: process_gone(daemon_pid), timeout=5, message="the daemon to die")
+    first_instance = _start_then_kill_the_daemon(config, state_dir, pids)
     assert psutil.pid_exists(first_instance), "the orphan should outlive the killed daemon"
     result = torchd("start", "-c", str(config), "--state-dir", str(state_dir))
     assert result.returncode == 0, result.stderr
@@ -176,6 +172,37 @@ def test_kill_9_then_start_ends_what_the_dead_daemon_left(
     assert psutil.pid_exists(int(lines(pids)[1]))
     log = (state_dir / "torchd.log").read_text()
     assert f"ended 1 process group(s) left by a previous daemon: [{first_instance}]" in log
+
+
+def test_what_a_left_group_starts_after_the_term_is_killed_too(
+        tmp_path: Path, write_tasks: Callable[..., Path], state_dir: Path) -> None:
+    """A run left by a killed daemon that answers SIGTERM by starting another process in
+    its group: after the grace, the whole group gets SIGKILL, that process too (without
+    cgroups, where the process group is all there is to go by). Its stderr goes nowhere:
+    the pipe to the dead daemon would end the shell with SIGPIPE."""
+    pids, late = tmp_path / "pids", tmp_path / "late"
+    config = write_tasks(f"""
+        daemon: {{cgroups: false}}
+        tasks:
+          - name: stubborn
+            type: daemon
+            command: >-
+              exec 2>/dev/null; trap 'sleep 300 & echo $! >> {late}' TERM;
+              echo $$ >> {pids};
+              while :; do sleep 0.1; done
+        """)
+    first_instance = _start_then_kill_the_daemon(config, state_dir, pids)
+    try:
+        result = torchd("start", "-c", str(config), "--state-dir", str(state_dir))
+        assert result.returncode == 0, result.stderr
+        (started_late,) = (int(pid) for pid in lines(late))
+        assert process_gone(first_instance)
+        assert process_gone(started_late)
+    finally:
+        torchd("stop", "--timeout", "1", "--state-dir", str(state_dir))
+        for pid in (int(p) for p in lines(late)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_check_and_next(tmp_path: Path, write_tasks: Callable[..., Path]) -> None:
@@ -188,6 +215,12 @@ def test_check_and_next(tmp_path: Path, write_tasks: Callable[..., Path]) -> Non
     check = torchd("check", "-c", str(config))
     assert check.returncode == 0
     assert check.stdout.startswith(f"{config}: OK, 2 task(s), 2 active on this host, hash ")
+    containment = check.stdout.splitlines()[1]
+    assert containment.startswith("process containment for a daemon started from this "
+                                  "shell: cgroup v2, a cgroup per run under " if os.geteuid()
+                                  == 0 else "process containment for a daemon started ")
+    assert containment.endswith("; child subreaper (as a systemd service its cgroup is the "
+                                "unit's: `torchd status` tells)")
     nxt = torchd("next", "-c", str(config), "-n", "3", "quarter", "--json")
     assert nxt.returncode == 0
     times = json.loads(nxt.stdout)["quarter"]
@@ -363,3 +396,14 @@ def test_next_previews_a_dst_day_from_any_instant(write_tasks: Callable[..., Pat
     wrong = torchd("next", "-c", str(config), "--after", "tomorrow")
     assert wrong.returncode == 1
     assert "--after: 'tomorrow' is not an ISO 8601 time" in wrong.stderr
+
+
+def _start_then_kill_the_daemon(config: Path, state_dir: Path, pids: Path) -> int:
+    """Start the daemon, wait for its keep-alive task to write its pid, SIGKILL the
+    daemon and give back the orphaned task's pid."""
+    assert torchd("start", "-c", str(config), "--state-dir", str(state_dir)).returncode == 0
+    wait_for(lambda: lines(pids), timeout=10, message="the first instance")
+    daemon_pid = int((state_dir / "torchd.pid").read_text())
+    os.kill(daemon_pid, signal.SIGKILL)
+    wait_for(lambda: process_gone(daemon_pid), timeout=5, message="the daemon to die")
+    return int(lines(pids)[0])

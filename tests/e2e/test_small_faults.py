@@ -35,28 +35,28 @@ def test_a_request_nested_too_deeply_is_a_bad_request(write_tasks: Callable[...,
 
 def test_missed_fires_name_the_last_fire_that_did_not_run(
         write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
-    """Down since 40 s before the newest fire of an every-10-s task with `catchup: last`:
-    the newest runs, and the log line and history row name the three before it."""
+    """Down since 4 minutes before the newest fire of an every-minute task with `catchup:
+    last`: the newest runs, and the log line and history row name the three before it."""
     config = write_tasks("""
         tasks:
-          - {name: ten, schedule: "*/10 * * * * *", catchup: last, command: "true"}
+          - {name: minute, schedule: "* * * * *", catchup: last, command: "true"}
     """)
     daemon = daemon_factory(config)
     now = time.time()
-    if now % 10 > 8:  # keep the next fire from falling due while the daemon starts
-        time.sleep(10 - now % 10 + 0.2)
+    if now % 60 > 45:  # keep the next fire from falling due while the daemon starts
+        time.sleep(60 - now % 60 + 0.2)
         now = time.time()
-    newest = math.floor(now / 10) * 10
-    recorded = newest - 40
+    newest = math.floor(now / 60) * 60
+    recorded = newest - 240
     daemon.state_dir.mkdir(mode=0o700)
-    (daemon.state_dir / "fires.ledger").write_text(f"ten {float(recorded)!r}\n")
+    (daemon.state_dir / "fires.ledger").write_text(f"minute {float(recorded)!r}\n")
     daemon.start()
-    first, last = iso_utc(recorded + 10), iso_utc(recorded + 30)
+    first, last = iso_utc(recorded + 60), iso_utc(recorded + 180)
     wait_for(lambda: any(r["outcome"] == "missed" for r in as_json(daemon, "history")),
              message="the missed row")
     (missed,) = [r for r in as_json(daemon, "history") if r["outcome"] == "missed"]
     assert missed["reason"] == f"3 fire(s) missed from {first} to {last}"
-    assert f"task ten: missed 3 fire(s) from {first} to {last}" in daemon.stderr()
+    assert f"task minute: missed 3 fire(s) from {first} to {last}" in daemon.stderr()
     assert f"catching up 1 missed fire(s), {iso_utc(newest)}" in daemon.stderr()
 
 

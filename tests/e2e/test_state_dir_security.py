@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -42,24 +43,32 @@ def modes_in(state: Path) -> dict[str, int]:
     return found
 
 
+@pytest.mark.parametrize(("daemon_keys", "dir_mode", "file_mode"), [
+    ("", 0o700, 0o600), ("daemon: {socket_group: nogroup}", 0o2750, 0o640),
+], ids=["private", "socket-group"])
 def test_a_root_daemon_makes_its_state_dir_private_whatever_the_umask(
-        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
-    """umask 000: the state dir and logs are 0700 and every file in them 0600."""
+        write_tasks: Callable[..., Path], daemon_factory: Factory, daemon_keys: str,
+        dir_mode: int, file_mode: int) -> None:
+    """umask 000: the state dir and logs are 0700 and every file in them 0600; with
+    daemon.socket_group 2750 and 0640, all of that group."""
     require_root()
-    config = write_tasks("""
+    config = write_tasks(f"""
+        {daemon_keys}
         tasks:
-          - {name: job, schedule: "* * * * * *", command: "echo out"}
+          - {{name: job, schedule: "* * * * * *", command: "echo out"}}
     """)
     daemon = daemon_factory(config)
     daemon.cmd = torchd_as(umask="000")
     daemon.start()
     ended_runs(daemon, "job", 1)
     found = modes_in(daemon.state_dir)
-    assert found.pop(".") == 0o700
-    assert found.pop("logs") == 0o700
+    assert found.pop(".") == dir_mode
+    assert found.pop("logs") == dir_mode
     assert {"torchd.pid", "children.journal", "fires.ledger", "history.db",
             "logs/job.log"} <= set(found)
-    assert {name: 0o600 for name in found} == found
+    assert {name: file_mode for name in found} == found
+    groups = {entry.stat().st_gid for entry in daemon.state_dir.rglob("*")}
+    assert groups == {NOBODY if daemon_keys else 0}
 
 
 def test_a_detached_daemon_makes_its_log_private_whatever_the_umask(
@@ -81,27 +90,6 @@ def test_a_detached_daemon_makes_its_log_private_whatever_the_umask(
         assert mode(state / "torchd.log") == 0o600
     finally:
         end_detached(state)
-
-
-def test_with_socket_group_the_state_dir_is_readable_by_that_group(
-        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
-    """daemon.socket_group: the dir is 2750 and the files 0640, all of that group."""
-    require_root()
-    config = write_tasks("""
-        daemon: {socket_group: nogroup}
-        tasks:
-          - {name: job, schedule: "* * * * * *", command: "echo out"}
-    """)
-    daemon = daemon_factory(config)
-    daemon.cmd = torchd_as(umask="000")
-    daemon.start()
-    ended_runs(daemon, "job", 1)
-    found = modes_in(daemon.state_dir)
-    assert found.pop(".") == 0o2750
-    assert found.pop("logs") == 0o2750
-    assert {name: 0o640 for name in found} == found
-    groups = {entry.stat().st_gid for entry in daemon.state_dir.rglob("*")}
-    assert groups == {NOBODY}
 
 
 @pytest.fixture
@@ -449,3 +437,30 @@ def test_stop_never_signals_the_pid_a_pidfile_names(tmp_path: Path) -> None:
             if proc is not None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def test_a_journal_or_ledger_that_cannot_be_written_is_tried_again(
+        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """Directories in the way of the child journal's rewrite and of the fire ledger: the
+    daemon starts and runs, `status` shows both problems; once the directories are gone,
+    both files are written again (within 10 s) and the problems clear."""
+    config = write_tasks('tasks:\n  - {name: tick, schedule: "* * * * * *", command: "true"}\n')
+    daemon = daemon_factory(config)
+    daemon.state_dir.mkdir(mode=0o700)
+    in_the_way = [daemon.state_dir / "children.tmp", daemon.state_dir / "fires.ledger"]
+    for path in in_the_way:
+        (path / "sub").mkdir(parents=True)  # not empty: unlink and rename fail
+
+    def problems() -> set[str]:
+        return {p["key"] for p in json.loads(daemon.cli("status", "--json").stdout)[
+            "problems"]}
+
+    daemon.start()
+    assert problems() == {"child-journal", "fire-ledger"}
+    ended_runs(daemon, "tick", 1)
+    for path in in_the_way:
+        shutil.rmtree(path)
+    wait_for(lambda: problems() == set(), timeout=20, message="both written again")
+    assert (daemon.state_dir / "fires.ledger").read_text().startswith("tick ")
+    journal = (daemon.state_dir / "children.journal").read_text()
+    assert journal.startswith("# boot ")

@@ -23,13 +23,13 @@ from torchd.yamlvalues import CLUSTER_KEYS, HISTORY_KEYS, LOG_KEYS, RETRY_KEYS
 FILE = "m.yaml"
 
 # Valid files between them giving every daemon key and most task keys, block and flow style.
-# Zones are UTC: cut short, a name such as Europe/London becomes Europe, a directory of the
-# zone database, and yamlvalues.zone lets that OSError through (see OTHER below).
+# Zones of each kind: a name (cut short, Europe/London becomes Europe, a directory of the
+# zone database), a POSIX rule, UTC.
 CORPUS = (
     """\
     daemon:
       state_dir: /tmp/torchd-mutations
-      timezone: UTC
+      timezone: Europe/London
       watch: false
       max_running: 4
       overlap: queue
@@ -52,7 +52,7 @@ CORPUS = (
         env: {MODE: fast, EMPTY: ""}
         cwd: /tmp
         enabled: true
-        timezone: UTC
+        timezone: "CET-1CEST,M3.5.0,M10.5.0/3"
         catchup: all
         starting_deadline: 1h
         overlap: queue
@@ -112,16 +112,15 @@ YAML_1_1 = (
     "0001-01-01T00:00:00+01:00", "!!binary aGVsbG8=", "!!int x", "!!float 1:30", "!!int 0x",
     "!!str 5", "!!timestamp x", "!!null x", "!!bool x",
 )
-# Wrong shapes, edges and characters. Text stays under 256 characters: a longer time zone
-# name raises OSError inside yamlvalues.zone (as does a zone directory such as 'Europe'),
-# which is left to the time-zone rewrite.
+# Wrong shapes, edges and characters, zones among them.
 OTHER = (
     "''", '""', "[]", "{}", "[1, 2]", "[[]]", "{a: 1}", "{max: 1:30}", "-1", "0", "1",
-    "99999999999999999999", "9" * 5000, "x" * 200, '"a\\0b"', '"\\x01"', "\x01", "\x85",
-    "\u2028", "\ufeff", "é", "😀", "1h30m", "10ms", "64KB", '"@hourly"', '"@every 1:30"',
-    '"*/0 * * * * *"', "*a", "&a x", "&a [*a]", "!foo x", "0027", "unlimited", "http://x",
-    "redis://x", "skip", "one", "daemon", "root", "UTC", "Mars/Base", "- x", "? x", "a: b",
-    "#", "%", "@", "`", "|", ">",
+    "99999999999999999999", "9" * 5000, "x" * 200, "x" * 300, '"a\\0b"', '"\\x01"', "\x01",
+    "\x85", "\u2028", "\ufeff", "é", "😀", "1h30m", "10ms", "64KB", '"@hourly"',
+    '"@every 1:30"', '"*/0 * * * * *"', "*a", "&a x", "&a [*a]", "!foo x", "0027", "unlimited",
+    "http://x", "redis://x", "skip", "one", "daemon", "root", "UTC", "Mars/Base", "Europe",
+    "Europe/", "../../etc/passwd", "/etc/passwd", "/dev/zero", "<+03>-3", "CET-1CEST,M3.5.0",
+    "- x", "? x", "a: b", "#", "%", "@", "`", "|", ">",
 )
 NESTED_KEYS = (*RETRY_KEYS, *LOG_KEYS, *HISTORY_KEYS, *CLUSTER_KEYS, "on_start",
                "on_success", "on_failure", "on_missed", "command", "webhook", "url", "headers",

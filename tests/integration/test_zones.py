@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,13 +17,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.helpers import torchd_as, torchd_cmd
+from tests.helpers import torchd_as, torchd_cmd, unavailable, user_owned_dir
 from torchd.zones import ZoneError, host_zone_spec, load_zone
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_ZONES = Path("/usr/share/zoneinfo")
-needs_system_zones = pytest.mark.skipif(
-    not (SYSTEM_ZONES / "Europe" / "Berlin").is_file(), reason="no zone data in /usr/share")
+
+
+@pytest.fixture
+def system_zones() -> None:
+    """The system's zone database (Debian's tzdata), which some tests compare against."""
+    if not (SYSTEM_ZONES / "Europe" / "Berlin").is_file():
+        unavailable(f"no zone data in {SYSTEM_ZONES} (apt install tzdata)")
+
 
 RULE_ERROR = ("not a valid POSIX TZ rule: names of 3 or more letters (or quoted: <+03>), "
               "offsets under 24 hours, dates Jn, n or Mm.w.d, times within 167 hours (like "
@@ -106,7 +113,7 @@ def test_a_leading_colon_gives_the_same_zone() -> None:
     assert str(load_zone(":JST-9")) == "JST-9"
 
 
-@needs_system_zones
+@pytest.mark.usefixtures("system_zones")
 @pytest.mark.parametrize("name", ["Asia/Tokyo", "Europe/Berlin"], ids=["tokyo", "berlin"])
 def test_a_path_reads_the_file_like_the_name(name: str) -> None:
     """A TZif path gives the zone of the same name at every instant, keyed by the path."""
@@ -235,15 +242,20 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
 
 def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
     """A file that cannot be read is refused with the system's reason (as nobody, where the
-    tests run as root, who reads every file)."""
-    path = tmp_path / "zone"
-    path.write_bytes(b"TZif")
-    path.chmod(0)
-    code = ("from torchd.zones import ZoneError, load_zone\n"
-            f"try:\n    load_zone({str(path)!r})\nexcept ZoneError as exc:\n    print(exc)")
-    command = (torchd_as("nobody") if os.geteuid() == 0 else torchd_cmd)()
-    python = command[:command.index("-m")]
-    result = subprocess.run([*python, "-c", code], capture_output=True, text=True, check=True)
+    tests run as root, who reads every file; in a directory nobody may enter)."""
+    with contextlib.ExitStack() as stack:
+        if os.geteuid() == 0:
+            tmp_path = stack.enter_context(user_owned_dir("root"))
+            tmp_path.chmod(0o755)
+        path = tmp_path / "zone"
+        path.write_bytes(b"TZif")
+        path.chmod(0)
+        code = ("from torchd.zones import ZoneError, load_zone\n"
+                f"try:\n    load_zone({str(path)!r})\nexcept ZoneError as exc:\n    print(exc)")
+        command = (torchd_as("nobody") if os.geteuid() == 0 else torchd_cmd)()
+        python = command[:command.index("-m")]
+        result = subprocess.run([*python, "-c", code], capture_output=True, text=True,
+                                check=True)
     assert result.stdout == f"time zone '{path}': cannot be read: Permission denied\n"
 
 
@@ -360,7 +372,7 @@ def test_posix_rules_agree_with_the_c_library(rule: str, yearly: int,
     assert check_against_libc(rule, RULE_YEARS, libc_answers) == yearly * len(RULE_YEARS)
 
 
-@needs_system_zones
+@pytest.mark.usefixtures("system_zones")
 @pytest.mark.parametrize("path", ORACLE_PATHS.values(), ids=ORACLE_PATHS.keys())
 def test_tzif_paths_agree_with_the_c_library(path: str,
                                              libc_answers: dict[str, list[list[int]]]) -> None:
@@ -452,7 +464,7 @@ def test_a_symlink_elsewhere_reads_the_file(etc: Path, tzif_bytes: Callable[[str
     assert host(etc) == str(etc / "localtime")
 
 
-@needs_system_zones
+@pytest.mark.usefixtures("system_zones")
 def test_a_copy_named_by_etc_timezone_gives_the_name(etc: Path) -> None:
     """A copied zone file with /etc/timezone naming identical zone data is that name."""
     shutil.copyfile(SYSTEM_ZONES / "Europe" / "Berlin", etc / "localtime")
@@ -487,6 +499,7 @@ def test_a_garbage_localtime_fails_on_load(etc: Path) -> None:
     assert str(caught.value) == f"time zone '{spec}': not a TZif file"
 
 
-def test_the_real_environment_is_read_by_default() -> None:
+def test_the_real_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without arguments, the process's own TZ is read."""
-    assert host_zone_spec() == (os.environ.get("TZ") or host_zone_spec(environ={}))
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert host_zone_spec() == "Asia/Tokyo"
