@@ -275,9 +275,9 @@ import asyncio, json, os, sys, time
 history = None
 if len(sys.argv) > 3:  # asyncio-floor-history: record every run with torchd's own writer
     from pathlib import Path
-    from torchd.events import RunEnded, RunStarted
-    from torchd.history import HistoryWriter
-    from torchd.model import HistoryPolicy
+    from torchd.core.events import RunEnded, RunStarted
+    from torchd.store.history import HistoryWriter
+    from torchd.core.model import HistoryPolicy
 
 def start(loop, argv):
     read_end, write_end = os.pipe2(os.O_CLOEXEC)

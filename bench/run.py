@@ -26,11 +26,11 @@ from pathlib import Path
 import psutil
 
 from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, start_redis
-from torchd.cluster import Cluster, host_load
-from torchd.events import RunEnded, RunStarted
-from torchd.history import HistoryWriter
-from torchd.model import ClusterSettings, HistoryPolicy
-from torchd.scheduler import HANDOFF
+from torchd.cluster.coordinator import Cluster, host_load
+from torchd.core.events import RunEnded, RunStarted
+from torchd.core.model import ClusterSettings, HistoryPolicy
+from torchd.engine.scheduler import HANDOFF
+from torchd.store.history import HistoryWriter
 
 HERE = Path(__file__).resolve().parent
 Result = dict[str, object]
@@ -764,7 +764,7 @@ def mode_wakeup(args: argparse.Namespace) -> list[Result]:
 
 # ----- 8. handoff ---------------------------------------------------------------------------
 def mode_handoff(args: argparse.Namespace) -> list[Result]:
-    """Why the scheduler pauses (torchd.scheduler.HANDOFF) after starting several processes:
+    """Why the scheduler pauses (torchd.engine.scheduler.HANDOFF) after starting several processes:
     at each whole second this process starts `--tasks` stamps in a tight posix_spawn loop,
     then stands in for a daemon's bookkeeping with `--busy-ms` of CPU work, either at once or
     after sleeping HANDOFF. Variants alternate within each round."""

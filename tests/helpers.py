@@ -247,7 +247,7 @@ class Daemon:
 def remove_run_cgroups(state_dir: Path) -> None:
     """Teardown: end and remove the cgroups a daemon of this state dir made (a daemon
     killed with SIGKILL leaves them)."""
-    from torchd.cgroups import RunCgroupParent, set_up_run_cgroups
+    from torchd.process.cgroups import RunCgroupParent, set_up_run_cgroups
 
     parent = set_up_run_cgroups(state_dir).parent
     if parent is None:

@@ -1,5 +1,5 @@
 import sys
 
-from torchd.cli import main
+from torchd.cli.main import main
 
 sys.exit(main())

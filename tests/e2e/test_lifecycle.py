@@ -28,6 +28,7 @@ from tests.helpers import (
     unavailable,
     wait_for,
 )
+from torchd.control.client import call
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,9 +310,38 @@ def test_second_sigterm_forces_the_stop(tmp_path: Path, write_tasks: Callable[..
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(timeout=5) == 0  # well inside the 10 s grace
     assert process_gone(stubborn)
-    assert "second stop signal: killing every run now" in daemon.stderr()
+    assert "stop signal during the stop: killing every run now" in daemon.stderr()
     assert "restarting" not in daemon.stderr()  # a stopping daemon starts nothing
     assert [int(pid) for pid in lines(pids)] == [stubborn]
+
+
+def test_a_second_stop_request_does_not_kill_the_runs(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """`torchd stop` twice: the second changes nothing (the runs keep their grace); a stop
+    signal during the stop is what kills every run at once."""
+    pids = tmp_path / "pids"
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: stubborn
+            type: daemon
+            command: "trap '' TERM; echo $$ > {pids}; while true; do sleep 1; done"
+        """)).start()
+    wait_for(lambda: lines(pids), timeout=10, message="the stubborn run")
+    stubborn = int(lines(pids)[0])
+    sock = daemon.state_dir / "torchd.sock"
+    assert call(sock, "stop", grace=30)["already"] is False
+    wait_for(lambda: "stopping: ending 1 run(s), grace 30.0s" in daemon.stderr(), timeout=5,
+             message="the shutdown to begin")
+    second = daemon.cli("stop", "--timeout", "1")  # replied to at once, then waits 1 + 5 s
+    assert second.returncode == 1
+    assert "is still running after 6s" in second.stderr
+    assert "stop requested again (control request): the stop goes on" in daemon.stderr()
+    assert psutil.pid_exists(stubborn)
+    assert "killing every run now" not in daemon.stderr()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=5) == 0
+    assert process_gone(stubborn)
 
 
 def test_start_errors_are_reported_and_the_daemon_carries_on(

@@ -72,6 +72,10 @@ def test_reload_keeps_running_cron_run_and_applies_new_schedule(
                                               "unchanged": 0}
     full = call(daemon.state_dir / "torchd.sock", "last_reload")
     assert full["changes"]["changed"] == {"long": ["schedule", "command"], "tick": ["schedule"]}
+    assert full["source"] == "request", "the CLI asks over the socket; it does not signal"
+    again = call(daemon.state_dir / "torchd.sock", "reload")
+    assert (again["source"], again["ok"], again["seq"]) == ("request", True, full["seq"] + 1)
+    assert again["changes"] == {"added": [], "changed": {}, "removed": [], "unchanged": 2}
     assert psutil.pid_exists(pid), "reload must not touch a running cron run"
     wait_for(lambda: f"done {pid}" in lines(long_out), timeout=10, message="the run to finish")
     # The run's last echo comes before its exit, and its footer after the daemon reaps it.
@@ -107,8 +111,9 @@ def test_broken_file_keeps_last_good_config(tmp_path: Path, write_tasks: Callabl
     assert cli.returncode == 2
     assert cli.stderr.splitlines()[0] == (f"{config}:4: task 'tick': schedule: second field "
                                           "'61' is out of range 0-59")
-    assert status(daemon)["last_reload"]["source"] == "start", "the CLI must not signal"
-    daemon.signal(signal.SIGUSR2)  # the daemon validates too, whoever asks
+    assert cli.stderr.splitlines()[-1] == "1 problem found; the daemon keeps its previous config"
+    assert status(daemon)["last_reload"]["source"] == "request", "the daemon parsed it"
+    daemon.signal(signal.SIGUSR2)  # the same path, whoever asks
     last = wait_for(lambda: (r := status(daemon)["last_reload"])["source"] == "signal" and r,
                     timeout=10, message="the rejected reload")
     assert last["ok"] is False

@@ -296,8 +296,8 @@ def test_journal_entries_that_are_not_its_runs_are_ignored(
 def test_the_daemons_own_group_is_never_a_leftover() -> None:
     """A session leader asks of itself: a journal entry naming the reader's own group is
     not one of its runs, whatever the entry says."""
-    code = ("import os; from torchd.children import ours; from torchd.procstat import "
-            "proc_stat; s = proc_stat(os.getpid()); "
+    code = ("import os; from torchd.process.journal import ours; "
+            "from torchd.system.procstat import proc_stat; s = proc_stat(os.getpid()); "
             "print(s.session == os.getpid() == os.getpgrp(), "
             "ours(os.getpid(), s.start_ticks, s.session))")
     result = subprocess.run([*torchd_cmd()[:1], "-c", code], capture_output=True, text=True,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Daemon, require_root, torchd_cmd, user_owned_dir, wait_for
-from torchd.config import load_config
-from torchd.errors import ConfigError
+from torchd.config.loader import load_config
+from torchd.core.errors import ConfigError
 
 Factory = Callable[..., Daemon]
 NOBODY = 65534

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from tests.helpers import RedisServer, wait_for
-from torchd.cluster import Cluster
-from torchd.model import ClusterSettings
+from torchd.cluster.coordinator import Cluster
+from torchd.core.model import ClusterSettings
 
 
 def _cluster(redis: RedisServer, host: str) -> Cluster:
@@ -140,7 +140,7 @@ def test_a_claim_whose_answer_came_too_late_is_still_run(
         for cluster in (a, b):
             await cluster.close()
 
-    caplog.set_level(logging.WARNING, logger="torchd.health")
+    caplog.set_level(logging.WARNING, logger="torchd.core.health")
     asyncio.run(body())
     blocker.close()
     probe.close()

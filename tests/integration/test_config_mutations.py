@@ -16,9 +16,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torchd.config import DAEMON_KEYS, TASK_KEYS, parse_config
-from torchd.errors import ConfigError, ConfigProblem
-from torchd.yamlvalues import CLUSTER_KEYS, HISTORY_KEYS, LOG_KEYS, RETRY_KEYS
+from torchd.config.loader import DAEMON_KEYS, TASK_KEYS, parse_config
+from torchd.config.yamlvalues import CLUSTER_KEYS, HISTORY_KEYS, LOG_KEYS, RETRY_KEYS
+from torchd.core.errors import ConfigError, ConfigProblem
 
 FILE = "m.yaml"
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchd.clock import SystemClock
-from torchd.events import FireMissed, RunEnded
-from torchd.hooks import HookRunner
-from torchd.model import HookAction, HookEvent, LogPolicy
+from torchd.core.clock import SystemClock
+from torchd.core.events import FireMissed, RunEnded
+from torchd.core.model import HookAction, HookEvent, LogPolicy
+from torchd.daemon.hooks import HookRunner
 
 
 def _ended(outcome: str) -> RunEnded:

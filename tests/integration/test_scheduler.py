@@ -18,9 +18,7 @@ from zoneinfo import ZoneInfo
 import psutil
 import pytest
 
-from torchd.bounded import AtSchedule
-from torchd.cronexpr import parse_schedule
-from torchd.events import (
+from torchd.core.events import (
     Event,
     FireMissed,
     FireSettled,
@@ -29,7 +27,7 @@ from torchd.events import (
     RunNotStarted,
     RunStarted,
 )
-from torchd.model import (
+from torchd.core.model import (
     Catchup,
     Config,
     DaemonSettings,
@@ -38,8 +36,10 @@ from torchd.model import (
     TaskKind,
     TaskSpec,
 )
-from torchd.reload import plan
-from torchd.scheduler import PREPARE_FROM, PREPARE_WINDOW, Scheduler, fire_id, wake_window
+from torchd.core.reloadplan import plan
+from torchd.core.schedule.bounded import AtSchedule
+from torchd.core.schedule.cronexpr import parse_schedule
+from torchd.engine.scheduler import PREPARE_FROM, PREPARE_WINDOW, Scheduler, fire_id, wake_window
 
 
 @dataclass(frozen=True)

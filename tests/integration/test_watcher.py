@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from torchd.watcher import FileWatcher
+from torchd.daemon.watcher import FileWatcher
 
 
 def test_a_write_in_progress_is_not_read_until_the_file_is_closed(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.helpers import torchd_as, torchd_cmd, unavailable, user_owned_dir
-from torchd.zones import ZoneError, host_zone_spec, load_zone
+from torchd.core.schedule.zones import ZoneError, host_zone_spec, load_zone
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_ZONES = Path("/usr/share/zoneinfo")
@@ -130,7 +130,8 @@ def test_a_path_reads_the_file_like_the_name(name: str) -> None:
 
 def test_names_come_from_the_tzdata_package_without_system_zone_data(tmp_path: Path) -> None:
     """With an empty zone search path, a name loads from the tzdata package."""
-    code = ("import zoneinfo; from datetime import datetime; from torchd.zones import load_zone;"
+    code = ("import zoneinfo; from datetime import datetime; "
+            "from torchd.core.schedule.zones import load_zone;"
             "z = load_zone('Europe/Berlin'); print(zoneinfo.TZPATH, [int(datetime(2026, m, 1,"
             " tzinfo=z).utcoffset().total_seconds()) for m in (1, 7)])")
     env = {**os.environ, "PYTHONTZPATH": str(tmp_path), "PYTHONPATH": str(ROOT)}
@@ -250,7 +251,7 @@ def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
         path = tmp_path / "zone"
         path.write_bytes(b"TZif")
         path.chmod(0)
-        code = ("from torchd.zones import ZoneError, load_zone\n"
+        code = ("from torchd.core.schedule.zones import ZoneError, load_zone\n"
                 f"try:\n    load_zone({str(path)!r})\nexcept ZoneError as exc:\n    print(exc)")
         command = (torchd_as("nobody") if os.geteuid() == 0 else torchd_cmd)()
         python = command[:command.index("-m")]

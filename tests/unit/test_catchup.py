@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from torchd.catchup import COUNT_LIMIT, decide
-from torchd.cronexpr import parse_schedule
-from torchd.ledger import COMPACT_MIN_LINES, FireLedger, read_ledger
-from torchd.model import CATCHUP_LIMIT, Catchup
+from torchd.core.catchup import COUNT_LIMIT, decide
+from torchd.core.model import CATCHUP_LIMIT, Catchup
+from torchd.core.schedule.cronexpr import parse_schedule
+from torchd.store.ledger import COMPACT_MIN_LINES, FireLedger, read_ledger
 
 MINUTELY = parse_schedule("0 * * * * *", ZoneInfo("UTC"))
 EVERY_SECOND = parse_schedule("* * * * * *", ZoneInfo("UTC"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from torchd.cluster import CLAIM_SPREAD, OVERLOADED_DELAY, Cluster, redact
-from torchd.hostinfo import host_id
-from torchd.model import ClusterSettings
+from torchd.cluster.coordinator import CLAIM_SPREAD, OVERLOADED_DELAY, Cluster, redact
+from torchd.core.model import ClusterSettings
+from torchd.system.hostinfo import host_id
 
 
 @pytest.mark.parametrize(("load", "max_load", "delay"), [

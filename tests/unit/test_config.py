@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_root
-from torchd.config import ParseCache, load_config, parse_config
-from torchd.errors import ConfigError
-from torchd.hostmatch import HostIdentity
-from torchd.model import RetryPolicy, TaskKind, TaskSpec
+from torchd.config.loader import ParseCache, load_config, parse_config
+from torchd.core.errors import ConfigError
+from torchd.core.hostmatch import HostIdentity
+from torchd.core.model import RetryPolicy, TaskKind, TaskSpec
 
 
 def problems(text: str) -> list[str]:

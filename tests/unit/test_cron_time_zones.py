@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_cronexpr import cron_expressions, field_sets
-from torchd.cronexpr import parse_schedule, upcoming
+from torchd.core.schedule.cronexpr import parse_schedule, upcoming
 
 ZONES = ("America/New_York", "Europe/London", "Australia/Lord_Howe", "America/Santiago",
          "Pacific/Chatham", "Asia/Kolkata", "UTC")

@@ -11,14 +11,14 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchd.cronexpr import (
+from torchd.core.errors import ScheduleError
+from torchd.core.schedule.cronexpr import (
     EverySchedule,
     RebootSchedule,
     parse_schedule,
     upcoming,
 )
-from torchd.cronfields import read_cron
-from torchd.errors import ScheduleError
+from torchd.core.schedule.cronfields import read_cron
 
 UTC_ZONE = ZoneInfo("UTC")
 CRONITER_SAME_BOUNDS = re.compile(r"(?<![0-9])([0-9]+)-\1(?:/[0-9]+)?(?![0-9])")
@@ -252,7 +252,7 @@ def test_random_errors(text: str, message: str) -> None:
 
 
 def test_at_fires_once_and_window_bounds_any_schedule() -> None:
-    from torchd.bounded import AtSchedule, WindowedSchedule
+    from torchd.core.schedule.bounded import AtSchedule, WindowedSchedule
 
     once = AtSchedule(text="at x", instant=START + 100)
     assert upcoming(once, START, 5) == [START + 100]

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from torchd.events import FireSkipped, RunEnded, RunStarted
-from torchd.history import (
+from torchd.core.events import FireSkipped, RunEnded, RunStarted
+from torchd.core.model import HistoryPolicy
+from torchd.store.history import (
     HOLD_START,
     INSERT_FINISHED,
     INSERT_STARTED,
@@ -19,7 +20,6 @@ from torchd.history import (
     query_runs,
     statements,
 )
-from torchd.model import HistoryPolicy
 
 NOW = 1_800_000_000.0
 

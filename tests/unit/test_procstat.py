@@ -11,7 +11,7 @@ def test_launch_instant_is_when_the_process_started() -> None:
     before = time.time()
     printed = subprocess.run(
         [sys.executable, "-c", "import time; time.sleep(0.3); "
-         "from torchd.procstat import launch_instant; "
+         "from torchd.system.procstat import launch_instant; "
          "print(launch_instant(), launch_instant(window=0.1), time.time())"],
         capture_output=True, text=True, check=True).stdout
     launched, past_window, after = map(float, printed.split())

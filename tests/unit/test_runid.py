@@ -1,7 +1,7 @@
 import os
 import re
 
-from torchd.runid import new_run_id
+from torchd.core.runid import new_run_id
 
 
 def test_run_ids_are_twelve_hex_digits_and_differ() -> None:

@@ -8,13 +8,14 @@ import random
 
 import pytest
 
-from torchd.config import parse_config
+from torchd.config.loader import parse_config
 from torchd.control.protocol import ErrorCode, ProtocolError, decode_request
-from torchd.durations import parse_duration
-from torchd.errors import DurationError
-from torchd.hostmatch import HostIdentity, check_pattern, hosts_match
-from torchd.reload import AFTER_FIRE, ReloadPlan, apply_delay, plan
-from torchd.scheduler import (
+from torchd.control.verbs import VERBS
+from torchd.core.durations import parse_duration
+from torchd.core.errors import DurationError
+from torchd.core.hostmatch import HostIdentity, check_pattern, hosts_match
+from torchd.core.reloadplan import AFTER_FIRE, ReloadPlan, apply_delay, plan
+from torchd.engine.scheduler import (
     PRECISE_WINDOW,
     PREPARE_FROM,
     PREPARE_WINDOW,
@@ -131,18 +132,18 @@ def test_a_big_apply_waits_for_a_fire_due_within_it(changed: int, next_due: floa
 ])
 def test_malformed_requests(line: bytes, code: ErrorCode) -> None:
     with pytest.raises(ProtocolError) as caught:
-        decode_request(line)
+        decode_request(line, VERBS)
     assert caught.value.code is code
 
 
 def test_good_request() -> None:
-    assert decode_request(b'{"cmd": "status"}\n') == {"cmd": "status"}
+    assert decode_request(b'{"cmd": "status"}\n', VERBS) == {"cmd": "status"}
 
 
 def test_fast_constructor_makes_the_frozen_class_itself() -> None:
     from dataclasses import FrozenInstanceError, replace
 
-    from torchd.model import TaskKind, TaskSpec, new_task_spec
+    from torchd.core.model import TaskKind, TaskSpec, new_task_spec
 
     fast = new_task_spec(name="a", kind=TaskKind.CRON, schedule=None, command=("x",), line=3)
     usual = TaskSpec(name="a", kind=TaskKind.CRON, schedule=None, command=("x",), line=9)
@@ -158,7 +159,7 @@ def test_fast_constructor_makes_the_frozen_class_itself() -> None:
 def test_fast_constructor_refuses_what_its_twin_cannot_stand_for() -> None:
     from dataclasses import dataclass
 
-    from torchd.fastinit import fast_constructor
+    from torchd.core.fastinit import fast_constructor
 
     @dataclass(frozen=True, slots=True, kw_only=True)
     class Checked:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from torchd.control.protocol import encode
-from torchd.errors import ControlError
+from torchd.core.errors import ControlError
 
 
 def call(socket_path: Path, cmd: str, *, timeout: float | None = 30.0, **args: Any) -> Any:
@@ -39,5 +39,5 @@ def call(socket_path: Path, cmd: str, *, timeout: float | None = 30.0, **args: A
         raise ControlError("the daemon sent an unreadable reply") from None
     if not reply.get("ok"):
         err = reply.get("error") or {}
-        raise ControlError(str(err.get("message", "unknown error")))
+        raise ControlError(str(err.get("message", "unknown error")), err.get("code"))
     return reply.get("result")

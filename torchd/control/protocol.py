@@ -7,12 +7,11 @@ Reply:   {"ok": true, "result": ...} or {"ok": false, "error": {"code": C, "mess
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Any
 
 MAX_LINE = 1 << 20
-COMMANDS = ("ping", "last_reload", "status", "plan", "stop", "trigger", "kill", "pause",
-            "resume", "logs", "history", "submit", "cluster")
 
 
 class ErrorCode(StrEnum):
@@ -21,6 +20,7 @@ class ErrorCode(StrEnum):
     CONFIG = "config"  # the task file is invalid
     FORBIDDEN = "forbidden"  # the peer is not root, the daemon's user, or in socket_group
     INTERNAL = "internal"  # a bug: logged by the daemon with its traceback
+    STOPPING = "stopping"  # the daemon is stopping and does not take this request
 
 
 class ProtocolError(Exception):
@@ -33,7 +33,8 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode() + b"\n"
 
 
-def decode_request(line: bytes) -> dict[str, Any]:
+def decode_request(line: bytes, known: Collection[str]) -> dict[str, Any]:
+    """The request object of one line, whose `cmd` is one of `known`."""
     try:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -43,9 +44,9 @@ def decode_request(line: bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
     cmd = message.get("cmd")
-    if cmd not in COMMANDS:
+    if not isinstance(cmd, str) or cmd not in known:
         raise ProtocolError(ErrorCode.BAD_REQUEST,
-                            f"unknown cmd {cmd!r}; known: {', '.join(COMMANDS)}")
+                            f"unknown cmd {cmd!r}; known: {', '.join(known)}")
     return message
 
 

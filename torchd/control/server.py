@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from torchd.control.protocol import (
     error,
     ok,
 )
+from torchd.control.verbs import VERBS, Request, parse_request
 
 log = logging.getLogger("torchd.control")
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[Request], Awaitable[Any]]
 READ_TIMEOUT = 10.0
 
 
@@ -72,10 +73,9 @@ def peer_allowed(sock: socket.socket, gid: int | None) -> bool:
 
 
 class ControlServer:
-    def __init__(self, path: Path, handlers: Mapping[str, Handler], *,
-                 group: str | None = None) -> None:
+    def __init__(self, path: Path, handle: Handler, *, group: str | None = None) -> None:
         self._path = path
-        self._handlers = handlers
+        self._handle = handle
         self._gid = None if group is None else grp.getgrnam(group).gr_gid
         self._server: asyncio.Server | None = None
 
@@ -111,8 +111,8 @@ class ControlServer:
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
-            request = decode_request(line)
-            return ok(await self._handlers[request["cmd"]](request))
+            request = parse_request(decode_request(line, VERBS))
+            return ok(await self._handle(request))
         except ProtocolError as exc:
             return error(exc.code, str(exc))
         except Exception as exc:  # one bad request must never stop the daemon

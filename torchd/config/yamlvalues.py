@@ -1,0 +1,556 @@
+"""YAML nodes into typed values, strictly: each converter takes one node and returns its
+value or raises Invalid naming what was expected and what was found. YAML 1.1's implicit
+types are refused where text is expected (`no`, `0700`, `12:30:00`)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
+
+import yaml
+
+from torchd.core.durations import parse_duration
+from torchd.core.errors import DurationError
+from torchd.core.hostmatch import check_pattern
+from torchd.core.model import (
+    ClusterSettings,
+    HistoryPolicy,
+    HookAction,
+    HookEvent,
+    RetryPolicy,
+    Webhook,
+    name_problem,
+)
+from torchd.core.schedule.zones import ZoneError, load_zone
+from torchd.system.accounts import LIMITS
+
+T = TypeVar("T")
+
+TAG = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL, TIMESTAMP = (
+    TAG + kind for kind in ("str", "int", "float", "bool", "null", "timestamp"))
+TAG_NAMES = {
+    "str": "text", "int": "a number", "float": "a number", "bool": "a boolean",
+    "null": "empty (null)", "timestamp": "a date", "seq": "a list", "map": "a mapping",
+}
+RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
+# Counts, sizes and limits end in SQLite, prlimit and the kernel: 64-bit signed at most.
+INT_MAX = (1 << 63) - 1
+SHOWN_CHARS = 40  # of a value quoted in a message
+
+
+class Invalid(Exception):
+    """One field's value is wrong; caught by the walker and turned into a ConfigProblem."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+def kind_of(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag.removeprefix(TAG)
+    described = TAG_NAMES.get(tag, tag)
+    return f"{described} ({shown(node.value)})" if tag not in ("str", "null") else described
+
+
+def shown(text: str) -> str:
+    """A value as a message quotes it: cut short if long (a 5,000-digit number helps no one)."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS - 3]}... ({len(text)} characters)"
+
+
+def detached(text: str) -> str:
+    """A copy of `text` in memory of its own.
+
+    The parser allocates each scalar's text between its node and marks; a kept original
+    pins that memory after the node tree is freed (about 27 MB more resident at 10,000
+    tasks). A copy made after composing sits with the rest of the kept config instead.
+    """
+    return text[:1] + text[1:]
+
+
+def as_text(node: yaml.Node, *, allow_empty: bool = False) -> str:
+    if isinstance(node, yaml.ScalarNode) and node.tag == STR:
+        if not allow_empty and not node.value.strip():
+            raise Invalid(node, "must not be empty")
+        if "\0" in node.value:  # no argument, variable, path or name can carry one
+            raise Invalid(node, "must not contain a NUL character (\\0)")
+        return detached(node.value)
+    hint = ""
+    if isinstance(node, yaml.ScalarNode) and node.tag != NULL:
+        hint = f"; quote it if you mean the text: '{node.value}'"
+    raise Invalid(node, f"expected text, got {kind_of(node)}{hint}")
+
+
+def as_integer(node: yaml.Node, *, minimum: int = 0) -> int:
+    if (isinstance(node, yaml.ScalarNode) and node.tag == INT
+            and re.fullmatch(r"[0-9]|[1-9][0-9]*", node.value)):
+        # Bounded before int(): Python refuses to convert more than 4,300 digits.
+        if len(node.value) > len(str(INT_MAX)) or int(node.value) > INT_MAX:
+            raise Invalid(node, f"must be at most {INT_MAX}, got {shown(node.value)}")
+        value = int(node.value)
+        if value < minimum:
+            raise Invalid(node, f"must be at least {minimum}, got {value}")
+        return value
+    raise Invalid(node, f"expected a whole number written in decimal, got {kind_of(node)}")
+
+
+def as_boolean(node: yaml.Node) -> bool:
+    if isinstance(node, yaml.ScalarNode) and node.tag == BOOL:
+        lowered = str(node.value).lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        raise Invalid(node, f"write true or false, not '{node.value}'")
+    raise Invalid(node, f"expected true or false, got {kind_of(node)}")
+
+
+def as_text_list(node: yaml.Node) -> tuple[str, ...]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise Invalid(node, f"expected a list, got {kind_of(node)}")
+    return tuple(as_text(item) for item in node.value)
+
+
+def line_of(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def as_command(node: yaml.Node) -> tuple[str, ...]:
+    if isinstance(node, yaml.SequenceNode):
+        argv = as_text_list(node)
+        if not argv:
+            raise Invalid(node, "must not be an empty list")
+        return argv
+    return ("/bin/sh", "-c", as_text(node))
+
+
+def as_env(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of NAME: text, got {kind_of(node)}")
+    pairs: dict[str, str] = {}
+    for key_node, value_node in node.value:
+        key = as_text(key_node)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise Invalid(key_node, f"'{key}' is not a valid environment variable name")
+        if key in pairs:
+            raise Invalid(key_node, f"duplicate variable '{key}'")
+        pairs[key] = as_text(value_node, allow_empty=True)
+    return tuple(sorted(pairs.items()))
+
+
+def as_hosts(node: yaml.Node) -> tuple[str, ...]:
+    if isinstance(node, yaml.ScalarNode) and node.tag == NULL:
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise Invalid(node, f"expected a list, got {kind_of(node)}")
+    patterns = []
+    for item in node.value:
+        pattern = as_text(item)
+        problem = check_pattern(pattern)
+        if problem is not None:
+            raise Invalid(item, problem)
+        patterns.append(pattern)
+    return tuple(patterns)
+
+
+def as_zone_name(node: yaml.Node) -> str:
+    """A zone as TZ names one (see zones.load_zone): an IANA name such as 'Europe/London',
+    a TZif file's absolute path, or a POSIX TZ rule."""
+    name = as_text(node)
+    try:
+        load_zone(name)
+    except ZoneError as exc:
+        raise Invalid(node, f"unknown time zone '{shown(name)}': {exc.why}") from None
+    return name
+
+
+# YAML 1.1 numbers, told apart as PyYAML's resolver tells them (plain scalars), checked
+# again here because an explicit `!!int` or `!!float` tag puts any text under those tags.
+_INFINITY = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
+_NAN = re.compile(r"\.(?:nan|NaN|NAN)")
+_BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_BASED = (  # pattern, prefix, base, what YAML 1.1 calls it
+    (re.compile(r"[-+]?0b[01_]+"), "0b", 2, "a binary"),
+    (re.compile(r"[-+]?0x[0-9a-fA-F_]+"), "0x", 16, "a hexadecimal"),
+    (re.compile(r"[-+]?0[0-7_]+"), "0", 8, "an octal"),
+)
+_DECIMAL = re.compile(
+    r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?")
+_SHOWN_DIGITS = 15  # what YAML reads from a longer number is not worth a message's room
+
+
+def _number(node: yaml.Node, noun: str, *, duration: bool = False) -> float | None:
+    """The value of a YAML number written in decimal (`1_000` is 1000, as YAML reads it),
+    or None when the node is no number (text, a list...). Besides decimal, YAML 1.1 reads
+    base-60 (`1:30` is 90), hexadecimal, octal (`017` is 15) and binary numbers, infinity
+    and NaN: refused, saying what YAML made of them. `noun` names the value in messages
+    ("a duration"); `duration` suggests units instead of plain decimal."""
+    if not (isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT)):
+        return None
+    text = str(node.value)
+    if _INFINITY.fullmatch(text):
+        raise Invalid(node, f"{noun} must be finite, got {text}")
+    if _NAN.fullmatch(text):
+        raise Invalid(node, f"{noun} must be a finite number, got {text} (YAML 1.1 reads it "
+                            "as not-a-number)")
+    if _BASE_60.fullmatch(text):
+        raise Invalid(node, _base_60_problem(text, noun, duration=duration))
+    for pattern, prefix, base, name in _BASED:
+        if pattern.fullmatch(text):
+            digits = text.lstrip("+-").removeprefix(prefix).replace("_", "")
+            read = (f" ({'-' if text.startswith('-') else ''}{int(digits, base)})"
+                    if digits and len(digits) <= _SHOWN_DIGITS else "")
+            raise Invalid(node, f"YAML 1.1 reads {shown(text)} as {name} number{read}; write "
+                                "it in decimal")
+    if not _DECIMAL.fullmatch(text):  # only an explicit tag gets here: `!!int x`
+        raise Invalid(node, f"'{shown(text)}' is tagged {node.tag.replace(TAG, '!!')} but is "
+                            "not a number")
+    value = float(text.replace("_", ""))  # float() takes any number of digits
+    if not math.isfinite(value):
+        raise Invalid(node, f"{noun} must be finite, got {shown(text)} (too large)")
+    return value + 0.0  # -0 is 0
+
+
+def _base_60_problem(text: str, noun: str, *, duration: bool) -> str:
+    """What to say about `1:30` or `12:30:00`, which YAML 1.1 reads as base-60 numbers."""
+    value: float | None = None
+    if len(text) > _SHOWN_DIGITS:
+        read = f"YAML 1.1 reads {shown(text)} as a base-60 number"
+    else:
+        value = 0.0
+        for part in text.lstrip("+-").replace("_", "").split(":"):
+            value = value * 60 + float(part)
+        value = -value if text.startswith("-") else value
+        read = f"YAML 1.1 reads {text} as a base-60 number ({_plain(value)})"
+    if not duration:
+        return f"{read}; write {noun} in decimal"
+    if value is not None and value < 0:
+        return f"{read}; {noun} cannot be negative"
+    example = _duration_text(value) if value is not None else "1h30m"
+    return f"{read}; write {noun} such as {example}"
+
+
+def _plain(value: float) -> str:
+    """45000.0 as 45000, 90.5 as 90.5 (to the microsecond, as durations are read)."""
+    return str(int(value)) if value.is_integer() else f"{value:.6f}".rstrip("0")
+
+
+def _duration_text(seconds: float) -> str:
+    """Seconds as the task file writes a duration: 45000 -> '12h30m', 90.5 -> '1m30.5s'."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if seconds or not parts:
+        parts.append(f"{_plain(seconds)}s")
+    return "".join(parts)
+
+
+def as_duration(node: yaml.Node) -> float:
+    """Seconds: a number, or text such as '30s', '5m', '1h30m'."""
+    seconds = _number(node, "a duration", duration=True)
+    if seconds is not None:
+        if seconds < 0:
+            raise Invalid(node, f"a duration cannot be negative, got {shown(node.value)}")
+        return seconds
+    if not (isinstance(node, yaml.ScalarNode) and node.tag == STR):
+        raise Invalid(node, f"expected a duration such as 30s or 5m, got {kind_of(node)}")
+    try:
+        seconds = parse_duration(node.value)
+    except DurationError:
+        raise Invalid(node, str(DurationError(shown(node.value)))) from None
+    if not math.isfinite(seconds):  # '1000...0d': each part is a float
+        raise Invalid(node, f"a duration must be finite, got '{shown(node.value)}' (too large)")
+    return seconds
+
+
+def one_of(enum: type[StrEnum]) -> Callable[[yaml.Node], StrEnum]:
+    def convert(node: yaml.Node) -> StrEnum:
+        text = as_text(node)
+        try:
+            return enum(text)
+        except ValueError:
+            raise Invalid(node, f"'{text}' is not one of: "
+                                 f"{', '.join(m.value for m in enum)}") from None
+    return convert
+
+
+def as_count(node: yaml.Node) -> int:
+    return as_integer(node, minimum=1)
+
+
+def as_positive_duration(node: yaml.Node) -> float:
+    value = as_duration(node)
+    if value <= 0:
+        raise Invalid(node, "must be more than 0")
+    return value
+
+
+def as_retries(node: yaml.Node) -> RetryPolicy:
+    """`retries: 3`, or a mapping of max, delay, backoff, max_delay."""
+    if isinstance(node, yaml.ScalarNode):
+        return RetryPolicy(max=as_integer(node))
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a number of retries or a mapping of "
+                             f"{', '.join(RETRY_KEYS)}, got {kind_of(node)}")
+    fields = _keyed(node, RETRY_KEYS, "key")
+    if "max" not in fields:
+        raise Invalid(node, "'max' (how many retries) is required")
+
+    return RetryPolicy(
+        max=_field(fields, "max", as_integer),
+        delay=_field(fields, "delay", as_duration, 10.0),
+        backoff=_field(fields, "backoff", as_growth, 2.0),
+        max_delay=_field(fields, "max_delay", as_duration, 600.0),
+    )
+
+
+def as_time_text(node: yaml.Node) -> str:
+    """An ISO 8601 time, quoted or not (YAML reads an unquoted one as a timestamp)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag in (STR, TIMESTAMP):
+        text = str(node.value).strip()
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            raise Invalid(node, f"'{text}' is not an ISO 8601 time such as "
+                                 "2026-12-01T10:00:00+08:00") from None
+        return text
+    raise Invalid(node, f"expected an ISO 8601 time such as 2026-12-01T10:00:00+08:00, "
+                         f"got {kind_of(node)}")
+
+
+def as_umask(node: yaml.Node) -> int:
+    """Octal with a leading 0: `umask: "0027"`, or unquoted 0027 (YAML's octal)."""
+    text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+    if (isinstance(node, yaml.ScalarNode) and node.tag in (STR, INT)
+            and re.fullmatch(r"0[0-7]{1,3}", text)):
+        return int(text, 8)
+    raise Invalid(node, f"expected an octal mask with a leading 0 such as '0027', got "
+                         f"{kind_of(node)}")
+
+
+def as_nice(node: yaml.Node) -> int:
+    if (isinstance(node, yaml.ScalarNode) and node.tag == INT
+            and re.fullmatch(r"[-+]?(0|[1-9][0-9]?)", node.value)
+            and -20 <= int(node.value) <= 19):
+        return int(node.value)
+    raise Invalid(node, f"expected a nice level from -20 to 19, got {kind_of(node)}")
+
+
+def as_limits(node: yaml.Node) -> tuple[tuple[str, int | None], ...]:
+    """A mapping of limit name to a whole number or 'unlimited'."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping such as {{nofile: 1024, cpu: 60}}, got "
+                             f"{kind_of(node)}")
+    limits: dict[str, int | None] = {}
+    for name, value_node in _keyed(node, tuple(LIMITS), "limit").items():
+        if isinstance(value_node, yaml.ScalarNode) and value_node.value == "unlimited":
+            limits[name] = None
+            continue
+        try:
+            limits[name] = as_integer(value_node)
+        except Invalid as exc:
+            raise Invalid(value_node, f"{name}: {exc} or 'unlimited'") from None
+    return tuple(sorted(limits.items()))
+
+
+def _keyed(node: yaml.MappingNode, known: tuple[str, ...], what: str) -> dict[str, yaml.Node]:
+    """A small mapping's value nodes by key, refusing unknown and repeated keys."""
+    found: dict[str, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        key = as_text(key_node)
+        if key not in known:
+            raise Invalid(key_node, f"unknown {what} '{key}'; known: {', '.join(known)}")
+        if key in found:
+            raise Invalid(key_node, f"duplicate {what} '{key}'")
+        found[key] = value_node
+    return found
+
+
+def as_growth(node: yaml.Node) -> float:
+    value = _number(node, "a backoff")
+    if value is not None and value >= 1:
+        return value
+    raise Invalid(node, f"expected a number of at least 1, got {kind_of(node)}")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
+               "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+LOG_KEYS = ("max_bytes", "keep", "split", "max_run_bytes")
+HISTORY_KEYS = ("enabled", "keep_days", "keep_runs_per_task")
+HOOK_KEYS = ("command", "webhook", "timeout")
+WEBHOOK_KEYS = ("url", "headers", "timeout")
+
+
+def as_size(node: yaml.Node) -> int:
+    """Bytes: a whole number, or text such as '512KB', '10MB', '1GB' (powers of 1024)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag in (INT, STR):
+        match = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", str(node.value))
+        if match and match.group(2).lower() in _SIZE_UNITS:
+            digits, unit = match.group(1).lstrip("0"), _SIZE_UNITS[match.group(2).lower()]
+            # Bounded before int(): Python refuses to convert more than 4,300 digits.
+            size = int(digits or "0") * unit if len(digits) <= len(str(INT_MAX)) else INT_MAX + 1
+            if size > INT_MAX:
+                raise Invalid(node, f"must be at most {INT_MAX} bytes, got "
+                                    f"{shown(node.value)}")
+            if size > 0:
+                return size
+    raise Invalid(node, f"expected a size above 0 such as 10MB, 512KB or 1048576, got "
+                         f"{kind_of(node)}")
+
+
+def _field(fields: dict[str, yaml.Node], key: str, convert: Callable[[yaml.Node], T],
+           default: T | None = None) -> T:
+    """A small mapping's value for `key`, converted (errors name the key), or `default`
+    when the key is absent (then a default must be given, or the key checked as required)."""
+    if key not in fields:
+        assert default is not None  # noqa: S101 - callers check required keys first
+        return default
+    try:
+        return convert(fields[key])
+    except Invalid as exc:
+        raise Invalid(exc.node, f"{key}: {exc}") from None
+
+
+def as_log_overrides(node: yaml.Node) -> dict[str, object]:
+    """The keys a `log:` mapping gives (the rest come from the daemon's defaults)."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(LOG_KEYS)}, got {kind_of(node)}")
+    converters: dict[str, Callable[[yaml.Node], object]] = {
+        "max_bytes": as_size, "keep": as_integer, "split": as_boolean, "max_run_bytes": as_size}
+    fields = _keyed(node, LOG_KEYS, "key")
+    return {key: _field(fields, key, converters[key]) for key in fields}
+
+
+def as_history(node: yaml.Node) -> HistoryPolicy:
+    if isinstance(node, yaml.ScalarNode) and node.tag == BOOL:
+        return HistoryPolicy(enabled=as_boolean(node))
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected true, false or a mapping of {', '.join(HISTORY_KEYS)}, "
+                             f"got {kind_of(node)}")
+    fields = _keyed(node, HISTORY_KEYS, "key")
+    defaults = HistoryPolicy()
+    return HistoryPolicy(
+        enabled=_field(fields, "enabled", as_boolean, True),
+        keep_days=_field(fields, "keep_days", as_positive_duration_days, defaults.keep_days),
+        keep_runs_per_task=_field(fields, "keep_runs_per_task", as_count,
+                                  defaults.keep_runs_per_task),
+    )
+
+
+def as_positive_duration_days(node: yaml.Node) -> float:
+    value = _number(node, "a number of days")
+    if value is not None and value > 0:
+        return value
+    raise Invalid(node, f"expected a number of days above 0, got {kind_of(node)}")
+
+
+def _as_webhook(node: yaml.Node) -> Webhook:
+    if isinstance(node, yaml.ScalarNode):
+        return Webhook(url=_as_url(node))
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a URL or a mapping of {', '.join(WEBHOOK_KEYS)}, got "
+                             f"{kind_of(node)}")
+    fields = _keyed(node, WEBHOOK_KEYS, "key")
+    if "url" not in fields:
+        raise Invalid(node, "'url' is required")
+    return Webhook(
+        url=_field(fields, "url", _as_url),
+        headers=_field(fields, "headers", as_env_like, ()),
+        timeout=_field(fields, "timeout", as_positive_duration, 10.0),
+    )
+
+
+def _as_url(node: yaml.Node) -> str:
+    url = as_text(node)
+    if not re.match(r"https?://[^/\s]+", url):
+        raise Invalid(node, f"'{url}' is not an http:// or https:// URL")
+    return url
+
+
+def as_env_like(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    """A mapping of text to text (HTTP headers)."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of Name: value, got {kind_of(node)}")
+    return tuple((as_text(k), as_text(v, allow_empty=True)) for k, v in node.value)
+
+
+def _as_hook(node: yaml.Node) -> HookAction:
+    """A command (text or list), or a mapping of command, webhook and timeout."""
+    if not isinstance(node, yaml.MappingNode):
+        return HookAction(command=as_command(node))
+    fields = _keyed(node, HOOK_KEYS, "key")
+    if "command" not in fields and "webhook" not in fields:
+        raise Invalid(node, "give a command, a webhook, or both")
+    return HookAction(
+        command=_field(fields, "command", as_command) if "command" in fields else None,
+        webhook=_field(fields, "webhook", _as_webhook) if "webhook" in fields else None,
+        timeout=_field(fields, "timeout", as_positive_duration, 60.0),
+    )
+
+
+def as_hooks(node: yaml.Node) -> tuple[tuple[HookEvent, HookAction], ...]:
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(e.value for e in HookEvent)}, "
+                             f"got {kind_of(node)}")
+    fields = _keyed(node, tuple(e.value for e in HookEvent), "hook")
+    return tuple((HookEvent(key), _field(fields, key, _as_hook)) for key in fields)
+
+
+CLUSTER_KEYS = ("redis", "name", "host_id", "max_load", "lease_ttl")
+
+
+def _as_redis_url(node: yaml.Node) -> str:
+    url = as_text(node)
+    if not re.match(r"(rediss?|unix)://", url):
+        raise Invalid(node, f"'{url}' is not a Redis URL such as redis://10.0.0.5:6379/0")
+    return url
+
+
+def _as_key_part(node: yaml.Node) -> str:
+    text = as_text(node)
+    if problem := name_problem(text):
+        raise Invalid(node, problem)
+    return text
+
+
+def _as_load(node: yaml.Node) -> float:
+    value = _number(node, "a load")
+    if value is not None and value >= 0:
+        return value
+    raise Invalid(node, f"expected a load of 0 or more (1.0 = every core busy), got "
+                         f"{kind_of(node)}")
+
+
+def _as_lease_ttl(node: yaml.Node) -> float:
+    value = as_duration(node)
+    if value < 3:
+        raise Invalid(node, "must be at least 3s (the lease is renewed every third of it, "
+                            "and a renewal may take 1 s)")
+    return value
+
+
+def as_cluster(node: yaml.Node) -> ClusterSettings:
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(CLUSTER_KEYS)}, got "
+                             f"{kind_of(node)}")
+    fields = _keyed(node, CLUSTER_KEYS, "key")
+    if "redis" not in fields:
+        raise Invalid(node, "'redis' (the Redis URL) is required")
+    defaults = ClusterSettings(redis="")
+    return ClusterSettings(
+        redis=_field(fields, "redis", _as_redis_url),
+        name=_field(fields, "name", _as_key_part, defaults.name),
+        host_id=_field(fields, "host_id", _as_key_part) if "host_id" in fields else None,
+        max_load=_field(fields, "max_load", _as_load, defaults.max_load),
+        lease_ttl=_field(fields, "lease_ttl", _as_lease_ttl, defaults.lease_ttl),
+    )

@@ -1,0 +1,310 @@
+"""The control API: one handler per verb (the verbs and their requests: `verbs`), the same
+for every transport. Handlers talk to the daemon and the engine through the two narrow
+interfaces below, which return snapshots, and keep what must outlive a restart (paused
+tasks, pending one-off tasks) in the state dir."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from torchd.control.protocol import ErrorCode, ProtocolError
+from torchd.control.verbs import (
+    ClusterView,
+    History,
+    Kill,
+    LastReload,
+    Logs,
+    Pause,
+    Ping,
+    Plan,
+    Reload,
+    Request,
+    Resume,
+    Status,
+    Stop,
+    Submit,
+    Trigger,
+)
+from torchd.core.clock import Clock, iso_utc
+from torchd.core.durations import parse_duration
+from torchd.core.errors import ConfigError, DurationError, SchedulerError
+from torchd.core.events import Event, FireSettled, FireSkipped, RunEnded, RunNotStarted
+from torchd.core.hostmatch import check_pattern, hosts_match
+from torchd.core.model import Catchup, Config, TaskKind, TaskSpec, name_problem
+from torchd.core.schedule.bounded import AtSchedule
+from torchd.core.schedule.zones import parse_instant
+from torchd.store.history import HistoryWriter, query_runs
+from torchd.store.logview import NoSuchRunError, follow_chunk, read_logs
+from torchd.store.opstate import JsonFile
+from torchd.store.statedir import FileModes, StatePaths
+from torchd.system.hostinfo import local_identity
+
+log = logging.getLogger("torchd.ops")
+SUBMIT_PREFIX = "submit:"
+WAIT_KILLED = 5.0  # seconds past kill_grace that `kill` waits for its runs to end
+
+
+class DaemonPort(Protocol):
+    """What the daemon (the app) answers for: its own state, reloads, stopping."""
+
+    def ping(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...
+    def last_reload(self) -> dict[str, Any]: ...
+    async def reload(self, source: str) -> dict[str, Any] | None:
+        """The reload's record; None if the daemon is stopping."""
+    async def plan(self) -> dict[str, Any]:
+        """What a reload would change; raises ConfigError for a file with errors."""
+    def stop(self, grace: float | None) -> bool:
+        """Begin a stop; False if one had begun (then it changes nothing)."""
+    async def cluster_view(self) -> dict[str, Any] | None:
+        """The cluster's state; None when not in cluster mode."""
+
+
+class EnginePort(Protocol):
+    """What the scheduler does for operators; each raises SchedulerError to refuse."""
+
+    def trigger(self, name: str, *, force: bool) -> tuple[str, str]: ...
+    async def kill_and_wait(self, name: str, run_id: str | None, *,
+                            longer: float) -> list[dict[str, Any]]: ...
+    def pause(self, name: str | None) -> list[str]: ...
+    def resume(self, name: str | None) -> list[str]: ...
+    def paused(self) -> tuple[bool, frozenset[str]]: ...
+    def submit(self, spec: TaskSpec) -> None: ...
+
+
+class ControlApi:
+    def __init__(self, *, daemon: DaemonPort, engine: EnginePort, paths: StatePaths,
+                 modes: FileModes, history: HistoryWriter | None,
+                 config: Callable[[], Config], clock: Clock) -> None:
+        self._daemon = daemon
+        self._engine = engine
+        self._paths = paths
+        self._history = history
+        self._config = config
+        self._clock = clock
+        self._paused_file = JsonFile(paths.paused, {"all": False, "tasks": []}, modes)
+        self._submitted_file = JsonFile(paths.submitted, [], modes)
+        self._submitted: dict[str, dict[str, Any]] = {}
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
+            Ping: self.ping, LastReload: self.last_reload, Status: self.status,
+            Plan: self.plan, Reload: self.reload, Stop: self.stop, Trigger: self.trigger,
+            Kill: self.kill, Pause: self.pause, Resume: self.resume, Logs: self.logs,
+            History: self.history, Submit: self.submit, ClusterView: self.cluster,
+        }
+
+    async def handle(self, request: Request) -> Any:
+        """The reply to one request (ProtocolError for a refusal)."""
+        return await self._handlers[type(request)](request)
+
+    # ----- across restarts ---------------------------------------------------------------
+    def restore(self) -> None:
+        """Pauses and pending one-off tasks from before the restart (call before run())."""
+        paused = self._paused_file.load()
+        if isinstance(paused, dict):
+            if paused.get("all"):
+                self._engine.pause(None)
+            for name in paused.get("tasks") or []:
+                try:
+                    self._engine.pause(str(name))
+                except SchedulerError:
+                    log.warning("task %s was paused but is no longer in the task file", name)
+        entries = self._submitted_file.load()
+        entries = entries if isinstance(entries, list) else []
+        for entry in entries:
+            try:
+                self._admit_submitted(entry)
+            except (KeyError, TypeError, ValueError, SchedulerError) as exc:
+                log.error("a submitted task could not be restored (%s): %r", exc, entry)
+        if len(self._submitted) != len(entries):
+            self._save_submitted()  # without the ones that could not be restored
+
+    def _save_paused(self) -> None:
+        everything, names = self._engine.paused()
+        self._paused_file.save({"all": everything, "tasks": sorted(names)})
+
+    def _save_submitted(self) -> None:
+        self._submitted_file.save(list(self._submitted.values()))
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, FireSettled) and event.task in self._submitted:
+            # At most once, like the ledger for `at:` tasks: settled means it will not be
+            # started again, even if the daemon dies while it runs.
+            del self._submitted[event.task]
+            self._save_submitted()
+        if self._waiters and isinstance(event, RunEnded | RunNotStarted | FireSkipped):
+            waiter = self._waiters.pop(event.run_id or "", None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(_ending(event))
+
+    # ----- the daemon --------------------------------------------------------------------
+    async def ping(self, _request: Ping) -> dict[str, Any]:
+        return self._daemon.ping()
+
+    async def last_reload(self, _request: LastReload) -> dict[str, Any]:
+        return self._daemon.last_reload()
+
+    async def status(self, _request: Status) -> dict[str, Any]:
+        return self._daemon.status()
+
+    async def plan(self, _request: Plan) -> dict[str, Any]:
+        try:
+            return await self._daemon.plan()
+        except ConfigError as exc:
+            raise ProtocolError(ErrorCode.CONFIG, str(exc)) from None
+
+    async def reload(self, _request: Reload) -> dict[str, Any]:
+        record = await self._daemon.reload("request")
+        if record is None:
+            raise ProtocolError(ErrorCode.STOPPING, "the daemon is stopping; nothing reloaded")
+        return record
+
+    async def stop(self, request: Stop) -> dict[str, Any]:
+        begun = self._daemon.stop(request.grace)
+        return {"pid": self._daemon.ping()["pid"], "stopping": True, "already": not begun}
+
+    async def cluster(self, _request: ClusterView) -> dict[str, Any]:
+        view = await self._daemon.cluster_view()
+        if view is None:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "this daemon is not in cluster mode "
+                                "(no daemon.cluster in its task file)")
+        return view
+
+    # ----- runs --------------------------------------------------------------------------
+    async def trigger(self, request: Trigger) -> dict[str, Any]:
+        try:
+            run_id, status = self._engine.trigger(request.task, force=request.force)
+        except SchedulerError as exc:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
+        result: dict[str, Any] = {"task": request.task, "run_id": run_id, "status": status}
+        if request.wait and status in ("started", "queued"):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[run_id] = waiter
+            result.update(await waiter)
+        return result
+
+    async def kill(self, request: Kill) -> dict[str, Any]:
+        try:
+            runs = await self._engine.kill_and_wait(request.task, request.run,
+                                                    longer=WAIT_KILLED)
+        except SchedulerError as exc:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
+        return {"task": request.task, "runs": runs}
+
+    async def pause(self, request: Pause) -> dict[str, Any]:
+        return self._pause_or_resume(request, self._engine.pause, "paused")
+
+    async def resume(self, request: Resume) -> dict[str, Any]:
+        return self._pause_or_resume(request, self._engine.resume, "resumed")
+
+    def _pause_or_resume(self, request: Pause | Resume,
+                         action: Callable[[str | None], list[str]], verb: str) -> dict[str, Any]:
+        if (request.task is None) == (not request.all):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "give a task name or all=true")
+        try:
+            changed = action(None if request.all else request.task)
+        except SchedulerError as exc:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
+        self._save_paused()
+        paused_all, names = self._engine.paused()
+        return {verb: changed, "paused_all": paused_all, "paused": sorted(names)}
+
+    # ----- records -----------------------------------------------------------------------
+    async def history(self, request: History) -> dict[str, Any]:
+        await self._flush()
+        runs = await asyncio.to_thread(query_runs, self._paths.history, task=request.task,
+                                       limit=request.limit or 20, failed=request.failed,
+                                       since=request.since)
+        return {"enabled": self._history is not None, "runs": runs}
+
+    async def logs(self, request: Logs) -> dict[str, Any]:
+        if request.follow_offset is not None:
+            data, next_offset = await asyncio.to_thread(
+                follow_chunk, self._paths.logs, request.task, request.follow_offset,
+                err=request.stderr)
+            return {"text": data.decode(errors="replace"), "offset": next_offset}
+        await self._flush()
+        try:
+            return await asyncio.to_thread(read_logs, self._paths, request.task, request.run,
+                                           request.lines, request.stderr)
+        except NoSuchRunError as exc:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
+
+    async def _flush(self) -> None:
+        if self._history is not None:
+            self._history.release()
+            await asyncio.to_thread(self._history.flush)
+
+    # ----- one-off tasks -----------------------------------------------------------------
+    async def submit(self, request: Submit) -> dict[str, Any]:
+        command = request.command
+        if not command or not all(command):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                "'command' must be a non-empty list of non-empty strings")
+        name = request.name or secrets.token_hex(4)
+        if problem := name_problem(name):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"name {problem}")
+        hosts = request.hosts
+        for pattern in hosts:
+            if problem := check_pattern(pattern):
+                raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"hosts: {problem}")
+        if hosts and not hosts_match(tuple(hosts), local_identity()):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                f"this host does not match hosts {hosts}; nothing submitted")
+        now = self._clock.time()
+        at = now if request.at is None else self._instant(request.at)
+        if at < now - 1.0:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"at: {request.at} is in the past")
+        entry = {"name": SUBMIT_PREFIX + name, "command": command, "at": at, "hosts": hosts,
+                 "submitted": iso_utc(now)}
+        try:
+            self._admit_submitted(entry)
+        except SchedulerError as exc:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
+        self._save_submitted()
+        log.info("task %s submitted: runs at %s: %s", entry["name"], iso_utc(at),
+                 " ".join(command))
+        return {"task": entry["name"], "at": iso_utc(at)}
+
+    def _admit_submitted(self, entry: dict[str, Any]) -> None:
+        config = self._config()
+        at = float(entry["at"])
+        spec = TaskSpec(
+            name=str(entry["name"]), kind=TaskKind.CRON,
+            schedule=AtSchedule(text=f"at {iso_utc(at)}", instant=at),
+            command=tuple(str(part) for part in entry["command"]),
+            hosts=tuple(entry.get("hosts") or ()), timezone=config.daemon.timezone,
+            catchup=Catchup.LAST,  # runs even if its time passed while the daemon was down
+            log=config.daemon.log,
+        )
+        self._engine.submit(spec)
+        self._submitted[spec.name] = entry
+
+    def _instant(self, text: str) -> float:
+        """An `at` value: an ISO 8601 time (in the daemon's zone if it names none), or a
+        duration from now."""
+        try:
+            return parse_instant(text, self._config().daemon.timezone)
+        except ValueError:
+            try:
+                return self._clock.time() + parse_duration(text)
+            except DurationError:
+                raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                    f"at: '{text}' is not an ISO 8601 time such as "
+                                    "2026-12-01T10:00:00+01:00, nor a duration such as 10m"
+                                    ) from None
+
+
+def _ending(event: RunEnded | RunNotStarted | FireSkipped) -> dict[str, Any]:
+    if isinstance(event, RunEnded):
+        return {"outcome": event.outcome, "exit_code": event.exit_code,
+                "signal": event.signal, "duration": round(event.duration, 3)}
+    if isinstance(event, RunNotStarted):
+        return {"outcome": "start-error", "exit_code": None, "signal": None,
+                "error": event.error}
+    return {"outcome": "dropped" if event.dropped else "skipped", "exit_code": None,
+            "signal": None, "error": event.reason}

@@ -1,0 +1,73 @@
+"""Exception types. Messages are built here, from typed arguments, for people to read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TorchdError(Exception):
+    """Root of every error torchd raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a task file, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    task: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        parts = [where]
+        if self.task is not None:
+            parts.append(f"task '{self.task}'")
+        if self.field is not None:
+            parts.append(self.field)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class ConfigError(TorchdError):
+    """A task file that cannot be loaded; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = tuple(problems)
+        count = len(problems)
+        summary = f"{count} problem{'s' if count != 1 else ''} in task file"
+        super().__init__(summary + "\n" + "\n".join(str(p) for p in problems))
+
+
+class ScheduleError(TorchdError):
+    """A schedule expression that cannot be used; the message says which part and why."""
+
+
+class DurationError(TorchdError):
+    """A duration that is not a number of seconds or a string like '1h30m'."""
+
+    def __init__(self, text: object) -> None:
+        super().__init__(
+            f"'{text}' is not a duration: use seconds (30) or units s, m, h, d (e.g. '1h30m')"
+        )
+
+
+class AlreadyRunningError(TorchdError):
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        super().__init__(f"already running (pid {pid})" if pid is not None and pid > 0
+                         else "already running")
+
+
+class ControlError(TorchdError):
+    """The daemon answered a control request with an error (its `code`), or could not be
+    reached (no code)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SchedulerError(TorchdError):
+    """An operator's request that the engine cannot do (unknown task, nothing to kill, ...)."""

@@ -1,0 +1,245 @@
+"""Frozen specs and the state enums. Value equality of specs is the reload diff's test."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from torchd.core.fastinit import fast_constructor
+from torchd.core.schedule.cronexpr import Schedule
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a task (or a cluster's keys), or None: the one rule."""
+    if _NAME.fullmatch(name):
+        return None
+    return f"'{name}' may only use letters, digits, '_', '.' and '-'"
+
+
+class TaskKind(StrEnum):
+    CRON = "cron"  # fire on a schedule
+    DAEMON = "daemon"  # keep max_running instances alive
+
+
+class RunState(StrEnum):
+    """Lifecycle of one run (one spawned process)."""
+
+    RUNNING = "running"  # spawned, not yet exited
+    STOPPING = "stopping"  # TERM sent to its group, waiting for it to exit
+    EXITED = "exited"  # reaped; see RunOutcome
+
+
+class RunOutcome(StrEnum):
+    OK = "ok"  # exit code 0
+    FAILED = "failed"  # non-zero exit code, or ended by a signal we did not send
+    KILLED = "killed"  # ended because torchd stopped it (stop, overlap: replace, shutdown)
+    TIMEOUT = "timeout"  # ran longer than the task's timeout and was stopped
+    SKIPPED = "skipped"  # a fire not run because max_running was reached
+    MISSED = "missed"  # a fire whose time passed while it could not run
+    START_ERROR = "start-error"  # the command could not be started
+    DROPPED = "dropped"  # a fire that waited in a full queue, or was dropped from one
+    LOST = "lost"  # in flight when the daemon died (kill -9, power): its end is unknown
+
+
+class Trigger(StrEnum):
+    """Why a run started."""
+
+    SCHEDULE = "schedule"  # its scheduled time came
+    CATCHUP = "catchup"  # a missed fire run late by the task's catchup policy
+    MANUAL = "manual"  # `torchd trigger`
+    SUBMIT = "submit"  # a one-off task from `torchd submit`
+    KEEP_ALIVE = "keep-alive"  # a daemon-type instance
+
+
+class Catchup(StrEnum):
+    """What happens to fires missed while the daemon was down, the host asleep, or after
+    the clock stepped forward."""
+
+    NONE = "none"  # none of them run; they are logged as missed
+    LAST = "last"  # the most recent one runs, once
+    ALL = "all"  # each runs, oldest first (at most CATCHUP_LIMIT)
+
+
+class Overlap(StrEnum):
+    """What a fire does when its task already has max_running runs."""
+
+    SKIP = "skip"  # the fire is not run (logged)
+    QUEUE = "queue"  # it waits for a free slot (at most queue_limit wait; more are dropped)
+    REPLACE = "replace"  # the oldest run is stopped (TERM, kill_grace, KILL), then it starts
+
+
+CATCHUP_LIMIT = 100  # like Kubernetes: more missed fires than this are not all run
+
+
+class KeeperState(StrEnum):
+    """Lifecycle of one keep-alive (daemon-type) instance slot."""
+
+    STARTING = "starting"  # spawned, has not yet stayed up long enough to count as healthy
+    RUNNING = "running"  # up for at least the reset period
+    BACKOFF = "backoff"  # exited; waiting before the next start
+    STOPPED = "stopped"  # stopped by torchd (reload, shutdown)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Attempts after a run fails (non-zero exit, signal) or times out."""
+
+    max: int  # retries after the first attempt
+    delay: float = 10.0  # seconds before the first retry
+    backoff: float = 2.0  # each later delay is the previous times this
+    max_delay: float = 600.0
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt number `attempt` (2 = the first retry)."""
+        try:
+            return min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
+        except OverflowError:  # a growth that passes any float long before max_delay
+            return self.max_delay
+
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogPolicy:
+    """How a task's output is kept: `logs/TASK.log` (and `TASK.err.log` when split)."""
+
+    max_bytes: int = 10 * MIB  # rotate the file before it grows past this
+    keep: int = 5  # rotated files kept: TASK.log.1 (newest) .. TASK.log.KEEP
+    split: bool = False  # stderr to its own file
+    max_run_bytes: int | None = None  # output kept per run; None: max_bytes for cron
+    #                                   runs, no cap for keep-alive instances
+
+    def run_cap(self, kind: TaskKind) -> int | None:
+        if self.max_run_bytes is not None:
+            return self.max_run_bytes
+        return self.max_bytes if kind is TaskKind.CRON else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookAction:
+    """What one hook does: a command, a webhook, or both."""
+
+    command: tuple[str, ...] | None = None
+    webhook: Webhook | None = None
+    timeout: float = 60.0  # for the command
+
+
+class HookEvent(StrEnum):
+    ON_START = "on_start"
+    ON_SUCCESS = "on_success"
+    ON_FAILURE = "on_failure"  # failed, timeout, start-error
+    ON_MISSED = "on_missed"
+
+
+class RunOn(StrEnum):
+    """Where a task runs among the hosts it matches (cluster mode)."""
+
+    ALL = "all"  # every matching host runs it
+    ONE = "one"  # one host per fire (cron) or one holder of a lease (daemon)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to "may this host run this fire?" in cluster mode."""
+
+    won: bool
+    holder: str | None  # the winning host, when known
+    error: str | None = None  # set when the cluster could not be asked: the fire is missed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSettings:
+    redis: str  # redis://host:6379/0
+    name: str = "default"  # keys are prefixed torchd:NAME:, so clusters can share a Redis
+    host_id: str | None = None  # default: $TORCHD_HOST_ID, else the host name
+    max_load: float = 0.9  # above this a host lets others claim first
+    lease_ttl: float = 15.0  # seconds a daemon task's lease lasts without renewal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPolicy:
+    enabled: bool = True
+    keep_days: float = 30.0
+    keep_runs_per_task: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    name: str
+    kind: TaskKind
+    schedule: Schedule | None  # None only for kind=daemon
+    command: tuple[str, ...]  # argv; a string command becomes ("/bin/sh", "-c", text)
+    hosts: tuple[str, ...] = ()
+    max_running: int = 1  # 0 = unlimited
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    enabled: bool = True
+    timezone: str = "UTC"
+    catchup: Catchup = Catchup.NONE
+    starting_deadline: float | None = None  # seconds; missed fires older than this are dropped
+    overlap: Overlap = Overlap.SKIP
+    queue_limit: int = 10
+    kill_grace: float = 10.0  # seconds between TERM and KILL when torchd stops a run
+    timeout: float | None = None  # seconds a run may take before it is stopped
+    jitter: float = 0.0  # each fire starts up to this many seconds after its time (random)
+    user: str | None = None  # run as this account (torchd must run as root)
+    group: str | None = None
+    umask: int | None = None
+    nice: int | None = None
+    limits: tuple[tuple[str, int | None], ...] = ()  # (name, value; None = unlimited)
+    retries: RetryPolicy | None = None
+    log: LogPolicy = LogPolicy()  # the daemon's defaults with the task's own keys over them
+    hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # the task's own (daemon's apart)
+    run_on: RunOn = RunOn.ALL
+    for_this_host: bool = True
+    line: int = field(default=0, compare=False)  # where the task starts in its file
+
+    @property
+    def schedule_text(self) -> str | None:
+        return None if self.schedule is None else self.schedule.text
+
+    @property
+    def active(self) -> bool:
+        """True when this host should fire or keep alive this task."""
+        return self.enabled and self.for_this_host
+
+
+new_task_spec = fast_constructor(TaskSpec)  # what the parser builds each task with
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonSettings:
+    state_dir: str | None = None
+    timezone: str = "UTC"
+    watch: bool = True
+    max_running: int = 0  # cron runs across all tasks; 0 = unlimited
+    overlap: Overlap = Overlap.SKIP  # skip or queue, when max_running is reached
+    queue_limit: int = 100  # fires waiting for the daemon-wide limit
+    log: LogPolicy = LogPolicy()
+    history: HistoryPolicy = HistoryPolicy()
+    hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # for every task
+    socket_group: str | None = None  # this group may use the control socket too
+    cluster: ClusterSettings | None = None
+    cgroups: bool = True  # a cgroup per run where cgroup v2 is writable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    path: str
+    digest: str  # sha256 of the file bytes, first 12 hex digits
+    daemon: DaemonSettings
+    tasks: tuple[TaskSpec, ...]
+
+    def by_name(self) -> dict[str, TaskSpec]:
+        return {task.name: task for task in self.tasks}

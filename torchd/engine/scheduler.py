@@ -1,0 +1,1296 @@
+"""The engine: a timetable of next fires, keep-alive supervision, reload application.
+
+The timetable is a heap of (fire time, seq, task, token). The loop sleeps until the
+earliest entry (or a wake-up), re-reads the wall clock, and pops what is due; it never
+scans every task. A task's next fire is always computed from its previous scheduled fire,
+never from "now", so a fire cannot run twice and a clock that steps back only makes the
+loop wait longer. A changed task gets a new token; entries with an old token are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import heapq
+import logging
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from torchd.core.catchup import decide
+from torchd.core.clock import Clock, iso_utc
+from torchd.core.errors import SchedulerError
+from torchd.core.events import (
+    Event,
+    FireMissed,
+    FireSettled,
+    FireSkipped,
+    RunEnded,
+    RunNotStarted,
+    RunStarted,
+)
+from torchd.core.health import Health
+from torchd.core.model import (
+    Claim,
+    Config,
+    DaemonSettings,
+    KeeperState,
+    Overlap,
+    RunOn,
+    RunOutcome,
+    RunState,
+    TaskKind,
+    TaskSpec,
+    Trigger,
+)
+from torchd.core.reloadplan import ReloadPlan
+from torchd.core.runid import new_run_id
+from torchd.core.schedule.cronexpr import RebootSchedule
+from torchd.core.schedule.zones import load_zone
+from torchd.process.cgroups import RunCgroupParent
+from torchd.process.runas import wrap_command
+from torchd.process.runner import (
+    LaunchRequest,
+    Run,
+    RunHandle,
+    RunProcesses,
+    Spawned,
+    StartError,
+    spawn,
+    supervise,
+)
+from torchd.store.statedir import FileModes
+from torchd.store.tasklog import LogFiles
+from torchd.system.accounts import account_env
+
+log = logging.getLogger("torchd.scheduler")
+
+MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock steps
+# The loop wakes this early before a fire and sleeps the rest precisely (the selector's
+# timeout is whole milliseconds).
+PRECISE_WINDOW = 0.002
+# When at least PREPARE_FROM fires are due at the coming instant, the loop wakes
+# PREPARE_WINDOW early instead (a wake-up after a long sleep can take 1-3 ms on a shared
+# VM), or PREPARE_PER_FIRE for each fire when that is longer (up to PREPARE_WINDOW_MAX),
+# settles the coming fires and builds their launch requests, then sleeps the rest, so
+# that at the instant only processes are started. It stops preparing PREPARE_MARGIN before
+# the instant; the rest is prepared as it starts. With fewer fires it saves little (about
+# 0.1 ms each), and the longer sleep costs the loop a colder start afterwards
+# (docs/benchmarks.md sections 20-21).
+PREPARE_FROM = 4
+PREPARE_WINDOW = 0.005
+PREPARE_PER_FIRE = 0.00005  # settling a fire and building its request: 40-50 us here
+PREPARE_WINDOW_MAX = 0.1
+PREPARE_COUNT_MAX = round(PREPARE_WINDOW_MAX / PREPARE_PER_FIRE)  # more wakes no earlier
+PREPARE_MARGIN = 0.0002
+# After starting several processes at once, the loop sleeps this long before its own
+# bookkeeping for them (log headers, exit watches, events), so that the new processes
+# get the CPUs first: on 2 cores that work otherwise delays the last of 20 starts from
+# about 5 to about 8 ms (docs/benchmarks.md section 14).
+HANDOFF = 0.001
+MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup decides
+HOLD_MIN = 0.05  # a late fire waits for a run in its way only if it would wait longer
+DESCRIPTORS_CLEAR = 10.0  # seconds without running out before status stops saying so
+# Fires this much short of MISSED_AFTER late are counted with the missed ones too: the next
+# fire is planned after them, and must not be found missed itself a moment later, in the
+# loop's next pass (one clock step would report two missed spans).
+MISSED_MARGIN = 0.5
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
+LEASE_MARGIN = 1.0  # a leased instance's guard ends it this long before the lease expires
+
+
+class FireClaims(Protocol):
+    """Cluster mode's say over `run_on: one` tasks (without it every fire runs here)."""
+
+    async def claim(self, task: str, scheduled: float) -> Claim: ...
+
+    def holds(self, task: str) -> bool: ...
+
+    def lease_expiry(self, task: str) -> float | None:
+        """When the lease held expires (CLOCK_BOOTTIME), unless renewed."""
+
+    def fencing_token(self, task: str) -> int | None: ...
+
+    @property
+    def lease_ttl(self) -> float: ...
+
+
+HeapEntry = tuple[float, int, str, int]  # due time, sequence, task, token
+
+
+def due_together(heap: list[HeapEntry], limit: int) -> int:
+    """How many entries of the timetable share its earliest due time, counted up to
+    `limit`.
+
+    In a heap every ancestor of an entry is due no later than it, so the entries due at the
+    earliest time form a subtree at the root: a walk from the root that stops at later
+    entries finds them, and looks at no more than 2 * limit + 1 entries.
+    """
+    if not heap:
+        return 0
+    first = heap[0][0]
+    found = 0
+    pending = [0]
+    while pending and found < limit:
+        index = pending.pop()
+        if index < len(heap) and heap[index][0] == first:
+            found += 1
+            pending += (2 * index + 1, 2 * index + 2)
+    return found
+
+
+def _due_start(request: LaunchRequest, started: float) -> float:
+    """When a run was due to start: its fire's time for a first attempt on schedule; its
+    start for a retry, a catch-up or a manual run (they start when they are meant to)."""
+    if request.trigger is Trigger.SCHEDULE and request.attempt == 1:
+        return request.scheduled
+    return started
+
+
+def wake_window(due_at_once: int) -> float:
+    """How long before an instant the loop wakes, for the number of fires due at it."""
+    if due_at_once < PREPARE_FROM:
+        return PRECISE_WINDOW
+    return min(PREPARE_WINDOW_MAX, max(PREPARE_WINDOW, due_at_once * PREPARE_PER_FIRE))
+
+
+class Fire(NamedTuple):
+    scheduled: float
+    trigger: Trigger = Trigger.SCHEDULE
+    run_id: str | None = None  # chosen in advance: a manual trigger reports it at once
+
+
+def fire_id(task: str, scheduled: float) -> str:
+    stamp = iso_utc(scheduled)
+    if stamp.endswith(".000Z"):
+        stamp = stamp[:-5] + "Z"
+    return f"{task}@{stamp}"
+
+
+@dataclass(eq=False)
+class Keeper:
+    """One keep-alive slot of a daemon-type task."""
+
+    task: str
+    slot: int
+    state: KeeperState = KeeperState.STARTING
+    backoff: float = BACKOFF_FIRST
+    restarts: int = 0
+    last_error: str | None = None
+    handle: RunHandle | None = None
+    runner: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False, slots=True)
+class TaskState:
+    spec: TaskSpec
+    token: int
+    next_fire: float | None = None
+    last_scheduled: float | None = None
+    last_run: Run | None = None
+    last_start_error: str | None = None
+    keepers: list[Keeper] = field(default_factory=list)
+    waiting: deque[Fire] | None = None  # fires waiting for a free slot (made when needed:
+    #                                      100,000 empty deques would cost 60 MB)
+    missed: tuple[float, float] | None = None  # at start: fires missed while torchd was down
+    retry_timers: dict[object, asyncio.TimerHandle] | None = None
+    # The environment every run starts from; built at the first fire, since a copy of the
+    # daemon's environment per task would cost megabytes across 100,000 rare tasks.
+    env: dict[str, str] | None = None
+    argv: tuple[str, ...] = ()  # the command with its nice/limits/account wrappers
+    last_claim: tuple[float, str | None] | None = None  # cluster: (fire, winning host)
+
+    def queue(self) -> deque[Fire]:
+        if self.waiting is None:
+            self.waiting = deque()
+        return self.waiting
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Fires settled to start, beside the launch request built for each in advance (None:
+    built as it starts)."""
+
+    batch: list[tuple[TaskState, Fire]] = field(default_factory=list)
+    requests: list[LaunchRequest | None] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, *, clock: Clock, log_dir: Path, base_env: Mapping[str, str],
+                 kill_grace: float = 10.0, file_modes: FileModes | None = None,
+                 on_event: Callable[[Event], None] | None = None,
+                 claims: FireClaims | None = None, health: Health | None = None,
+                 cgroups: RunCgroupParent | None = None) -> None:
+        self._clock = clock
+        self._log_dir = log_dir
+        self._base_env = dict(base_env)
+        self._kill_grace = kill_grace
+        self._cgroups = cgroups
+        self._on_event = on_event or (lambda _event: None)
+        self._health = health or Health(clock.time)
+        self._no_descriptors_at = 0.0  # monotonic: the last fire that found none
+        self._logs = LogFiles(log_dir, file_modes, self._health)
+        self._paused: set[str] = set()
+        self._paused_all = False
+        self._submitted: set[str] = set()  # one-off tasks from `torchd submit`
+        self._claims = claims
+        self._claiming: set[asyncio.Task[None]] = set()
+        # Called with the daemon-type `run_on: one` tasks this host may hold a lease for,
+        # whenever that set may have changed (load, reload, pause, resume).
+        self.on_lease_tasks: Callable[[set[str]], None] = lambda _names: None
+        self._tasks: dict[str, TaskState] = {}
+        self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
+        # What is left of runs whose leader exited, their KILL still pending.
+        self._lingering: set[RunProcesses] = set()
+        self._heap: list[HeapEntry] = []
+        self._seq = 0
+        self._tokens = 0
+        self._ended: asyncio.Future[None] | None = None  # the loop's end, once running
+        self._next_turn: asyncio.Handle | None = None
+        self._turning = False
+        self._last_seen = 0.0
+        self._stopping = False
+        self._started = False
+        self._config_digest = ""
+        self._limits = DaemonSettings()
+        self._cron_runs: set[str] = set()  # run ids of cron-type runs (the daemon-wide limit)
+        self._global_waiting: deque[tuple[TaskState, Fire]] = deque()
+
+    # ----- configuration -------------------------------------------------------------
+    def apply(self, config: Config, plan: ReloadPlan,
+              last_fires: Mapping[str, float] | None = None, *,
+              launched: float | None = None) -> None:
+        """Apply a reload plan (the first load is a plan from nothing). Never waits.
+
+        At start only:
+        - `last_fires`: each task's last fire as recorded by an earlier daemon; the fires
+          since then are due now, and late or missed as the loop finds.
+        - `launched`: when the daemon was launched. A task without a recorded fire is
+          planned from then, so a fire that fell due while the file loaded runs as soon
+          as the loop starts (late by the load), instead of being skipped unrecorded.
+        """
+        self._config_digest = config.digest
+        self._limits = config.daemon
+        specs = config.by_name()
+        now = self._clock.time()
+        since = now if launched is None or self._started else min(now, launched)
+        for name in plan.removed:
+            self._retire(name)
+        for name in plan.changed:
+            previous = self._retire(name)
+            self._admit(specs[name], now, previous)
+        for name in plan.added:
+            self._admit(specs[name], now, None, (last_fires or {}).get(name), since=since)
+        self._wake()
+        self.on_lease_tasks(self.lease_tasks())
+
+    def _retire(self, name: str) -> TaskState | None:
+        """Take a task off the timetable. Cron runs continue; keep-alive instances stop."""
+        state = self._tasks.pop(name, None)
+        if state is None:
+            return None
+        self._drop_queued(state, "the task was changed or removed")
+        self._cancel_retries(state, "the task was changed or removed")
+        for keeper in state.keepers:
+            self._stop_keeper(keeper)
+        return state
+
+    def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None,
+               recorded_last: float | None = None, *, since: float | None = None) -> None:
+        self._tokens += 1
+        state = TaskState(spec=spec, token=self._tokens)
+        if previous is not None:
+            state.last_scheduled = previous.last_scheduled
+            state.last_run = previous.last_run
+        self._tasks[spec.name] = state
+        if not spec.active:
+            return
+        if spec.kind is TaskKind.DAEMON:
+            waiting_for = [k.handle.run.done for k in (previous.keepers if previous else [])
+                           if k.handle is not None]
+            for slot in range(max(spec.max_running, 1)):
+                keeper = Keeper(task=spec.name, slot=slot)
+                state.keepers.append(keeper)
+                if self._started and self._may_keep(spec):
+                    self._start_keeper(state, keeper, waiting_for)
+            return
+        if recorded_last is not None:
+            state.last_scheduled = recorded_last
+            first = spec.schedule.next_after(recorded_last) if spec.schedule else None
+            if first is not None and first <= now and not self._started:
+                state.missed = (first, now)  # run() applies the catchup policy at start
+        if state.last_scheduled is None:
+            after = now if since is None else since
+        else:
+            after = max(now, state.last_scheduled)
+        self._plan_next(state, after)
+        if (state.next_fire is None and state.missed is None and spec.active
+                and not isinstance(spec.schedule, RebootSchedule)):
+            log.info("task %s: no fire to come (%s)", spec.name,
+                     "it ran already" if recorded_last is not None else "its time has passed")
+
+    def _plan_next(self, state: TaskState, after: float) -> None:
+        assert state.spec.schedule is not None  # noqa: S101 - cron tasks always have one
+        state.next_fire = state.spec.schedule.next_after(after)
+        if state.next_fire is not None:
+            self._seq += 1
+            due = state.next_fire
+            if state.spec.jitter:
+                due += random.uniform(0.0, state.spec.jitter)  # noqa: S311 - spreading load
+            heapq.heappush(self._heap, (due, self._seq, state.spec.name, state.token))
+
+    # ----- the loop --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Fire tasks until request_stop(); then return (runs are left to shutdown())."""
+        self._started = True
+        at_boot: list[tuple[TaskState, Fire]] = []
+        for state in list(self._tasks.values()):
+            if not state.spec.active:
+                continue
+            if state.spec.kind is TaskKind.DAEMON:
+                if self._may_keep(state.spec):
+                    for keeper in state.keepers:
+                        self._start_keeper(state, keeper, [])
+            elif isinstance(state.spec.schedule, RebootSchedule):
+                if not self.is_paused(state.spec.name):
+                    at_boot.append((state, Fire(self._clock.time())))
+            elif state.missed is not None:
+                # Everything since the last recorded fire was missed, however recent; what
+                # is due after `until` is on the timetable already.
+                first, until = state.missed
+                self._handle_missed(state, first, self._clock.time(), end=until)
+                state.missed = None
+        self._fire_batch(at_boot)
+        self._ended = asyncio.get_running_loop().create_future()
+        self._last_seen = self._clock.time()
+        self._turn()
+        try:
+            await self._ended
+        finally:
+            self._cancel_turn()
+
+    def _wake(self) -> None:
+        """Recompute the sleep now: the timetable changed."""
+        if self._ended is None or self._ended.done() or self._turning:
+            return  # not running, or a turn is on; it plans its own sleep at its end
+        if self._next_turn is None or isinstance(self._next_turn, asyncio.TimerHandle):
+            self._cancel_turn()
+            self._next_turn = self._ended.get_loop().call_soon(self._turn)
+
+    def _cancel_turn(self) -> None:
+        if self._next_turn is not None:
+            self._next_turn.cancel()
+            self._next_turn = None
+
+    def _turn(self) -> None:
+        """One turn of the loop: start what is due, then plan the next turn. A timer calls
+        it directly, not through a task waiting on an event: that costs one pass of the
+        event loop and a task step on every fire."""
+        ended = self._ended
+        assert ended is not None  # noqa: S101 - set before the first turn
+        self._next_turn = None
+        self._turning = True
+        try:
+            self._turn_until_asleep(ended.get_loop())  # get_running_loop() costs a getpid()
+        except Exception as exc:  # noqa: BLE001 - the loop is over; run() raises it
+            self._cancel_turn()
+            if not ended.done():
+                ended.set_exception(exc)
+        finally:
+            self._turning = False
+        if self._stopping:
+            self._end()
+
+    def _end(self) -> None:
+        self._cancel_turn()
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _turn_until_asleep(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._stopping:
+            now = self._clock.time()
+            if now < self._last_seen - 1.0:
+                log.warning("the wall clock stepped back %.1fs; fires already run are not "
+                            "run again, the next ones wait for their time",
+                            self._last_seen - now)
+            self._last_seen = now
+            self._fire_due(now)
+            delay = MAX_SLEEP
+            if self._heap:
+                delay = min(delay, self._heap[0][0] - self._clock.time())
+            if delay <= 0:  # let exits and control requests in between bursts
+                self._next_turn = loop.call_soon(self._turn)
+                return
+            window = wake_window(due_together(self._heap, PREPARE_COUNT_MAX))
+            if delay <= window:
+                # The selector rounds its timeout up to whole milliseconds; the last stretch
+                # before a fire is slept precisely instead. It blocks the loop for at most
+                # about `window`, so nothing comes between preparing and starting.
+                instant = self._heap[0][0]
+                coming = self._take_due(instant)
+                prepared = None
+                if len(coming) >= PREPARE_FROM:
+                    prepared = self._settle(coming, self._clock.time(),
+                                            prepare_until=instant - PREPARE_MARGIN)
+                self._sleep_until(instant, window)
+                self._fire_due(max(instant, self._clock.time()), prepared, coming)
+                continue
+            self._next_turn = loop.call_later(delay - window, self._turn)
+            return
+
+    def _sleep_until(self, instant: float, window: float) -> None:
+        """Block until the wall clock reaches `instant`, at most twice the `window` the loop
+        woke early by (and 10 ms in any case): fires taken from the timetable for it start
+        no sooner, and a clock stepped back meanwhile does not hold them (their instant was
+        reached on the clock that was in force)."""
+        give_up = time.monotonic() + 2 * max(window, PREPARE_WINDOW)
+        while (left := instant - self._clock.time()) > 0 and time.monotonic() < give_up:
+            with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
+                time.sleep(left)
+
+    def next_due(self) -> float | None:
+        """The earliest instant on the timetable (maybe of an entry a reload made stale,
+        which only makes it early), or None when nothing is due."""
+        return self._heap[0][0] if self._heap else None
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        if not self._turning:  # a turn ends the loop itself when it is over
+            self._end()
+
+    def _fire_due(self, now: float, prepared: Prepared | None = None,
+                  coming: deque[HeapEntry] | None = None) -> None:
+        """Start every fire due by `now`: those `prepared` ahead of their instant first,
+        then the timetable entries already taken (`coming`), then the rest due."""
+        entries = self._take_due(now)
+        if coming:
+            coming.extend(entries)
+            entries = coming
+        taken = self._settle(entries, now, into=prepared)
+        if taken.batch:
+            # start processes first; schedule arithmetic can wait
+            self._fire_batch(taken.batch, taken.requests)
+            for state, fire in taken.batch:
+                if self._tasks.get(state.spec.name) is state:
+                    self._plan_next(state, fire.scheduled)
+                    if self._submitted:
+                        self._forget_if_submitted(state)
+
+    def _take_due(self, until: float) -> deque[HeapEntry]:
+        """The timetable's entries due by `until`, earliest first, off the timetable."""
+        heap = self._heap
+        taken: deque[HeapEntry] = deque()
+        while heap and heap[0][0] <= until:
+            taken.append(heapq.heappop(heap))
+        return taken
+
+    def _settle(self, entries: deque[HeapEntry], now: float, *, into: Prepared | None = None,
+                prepare_until: float | None = None) -> Prepared:
+        """Settle the fire of each entry, consumed in order: missed, paused, left to a
+        cluster claim, or to start (returned). Until the clock reaches `prepare_until`, the
+        launch request of each fire to start is built as well; then it stops, and the
+        entries left are settled at the instant."""
+        taken = into if into is not None else Prepared()
+        batch, requests = taken.batch, taken.requests
+        while entries:
+            if prepare_until is not None and self._clock.time() >= prepare_until:
+                break
+            due, _seq, name, token = entries.popleft()
+            state = self._tasks.get(name)
+            if state is None or state.token != token or self._stopping:
+                continue
+            scheduled = state.next_fire  # `due` is later by the task's jitter, if any
+            assert scheduled is not None  # noqa: S101 - an entry is pushed only with one
+            if now - due > MISSED_AFTER:
+                self._handle_missed(state, scheduled, now)
+                continue
+            state.last_scheduled = scheduled
+            self._on_event(FireSettled(task=name, scheduled=scheduled))
+            if self.is_paused(name):
+                self._not_run(state.spec, Fire(scheduled), "the task is paused", quiet=True)
+                self._plan_next(state, scheduled)
+                self._forget_if_submitted(state)
+                continue
+            fire = Fire(scheduled, Trigger.SUBMIT if name in self._submitted
+                        else Trigger.SCHEDULE)
+            if self._claims is not None and state.spec.run_on is RunOn.ONE:
+                self._claim_then_fire(state, fire)
+                self._plan_next(state, scheduled)
+                continue
+            batch.append((state, fire))
+            requests.append(None if prepare_until is None else self._prepare(state, fire))
+        return taken
+
+    def _prepare(self, state: TaskState, fire: Fire) -> LaunchRequest | None:
+        """The fire's launch request, built ahead; None if that fails (an account deleted
+        since the load, say): it is then built again as it starts, where a failure is that
+        fire's alone and is reported as such, instead of ending the loop."""
+        try:
+            return self._request(state, fire)
+        except Exception:  # noqa: BLE001 - reported when the fire starts
+            return None
+
+    def _handle_missed(self, state: TaskState, first: float, now: float,
+                       end: float | None = None) -> None:
+        """Fires from `first` to `end` (default: MISSED_AFTER - MISSED_MARGIN ago) could not
+        run in time: the task's catchup policy picks which run now; the rest are logged as
+        missed."""
+        spec = state.spec
+        assert spec.schedule is not None  # noqa: S101 - only cron tasks are timetabled
+        at_runtime = end is None
+        end = now - (MISSED_AFTER - MISSED_MARGIN) if end is None else end
+        decision = decide(spec.schedule, first, end, now=now, policy=spec.catchup,
+                          deadline=spec.starting_deadline)
+        state.last_scheduled = decision.last
+        if decision.missed:
+            more = "" if decision.counted_all else "+"
+            log.warning("task %s: missed %d%s fire(s) from %s to %s (daemon down or busy, "
+                        "host asleep, or clock stepped forward); not run: %s", spec.name,
+                        decision.missed, more, iso_utc(decision.first),
+                        iso_utc(decision.last_missed), decision.note)
+            self._on_event(FireMissed(task=spec.name, first=decision.first,
+                                      last=decision.last_missed, count=decision.missed))
+        self._on_event(FireSettled(task=spec.name, scheduled=decision.last))
+        if decision.run:
+            log.info("task %s: catching up %d missed fire(s), %s to %s", spec.name,
+                     len(decision.run), iso_utc(decision.run[0]), iso_utc(decision.run[-1]))
+            fires = [Fire(t, Trigger.CATCHUP) for t in decision.run]
+            if self._claims is not None and spec.run_on is RunOn.ONE:
+                for fire in fires:  # another host may have run them meanwhile
+                    self._claim_then_fire(state, fire)
+            else:
+                state.queue().extend(fires)  # they wait for free slots, in order
+                self._start_waiting(state)
+        if at_runtime:
+            self._plan_next(state, end)  # later fires are only late: they run as usual
+
+    def _start_waiting(self, state: TaskState) -> None:
+        """Start queued fires, oldest first, while the task has free slots."""
+        spec = state.spec
+        queue = state.queue()
+        while queue and not self._stopping and self._tasks.get(spec.name) is state:
+            if spec.max_running and self._reap_exited(spec.name) >= spec.max_running:
+                return
+            self._fire_batch([(state, queue.popleft())])
+
+    def _drop_queued(self, state: TaskState, why: str) -> None:
+        if state.waiting:
+            log.warning("task %s: %d queued fire(s) dropped: %s", state.spec.name,
+                        len(state.waiting), why)
+            for fire in state.waiting:
+                self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
+                                           reason=why, dropped=True, run_id=fire.run_id))
+        state.waiting = None
+
+    @staticmethod
+    def _cancel_retries(state: TaskState, why: str) -> None:
+        if not state.retry_timers:
+            return
+        log.warning("task %s: %d pending retry(ies) cancelled: %s", state.spec.name,
+                    len(state.retry_timers), why)
+        for timer in state.retry_timers.values():
+            timer.cancel()
+        state.retry_timers = None
+
+    def _enqueue(self, state: TaskState, fire: Fire, running: int) -> str:
+        spec = state.spec
+        if len(state.queue()) >= spec.queue_limit:
+            return self._not_run(spec, fire, f"queue full ({spec.queue_limit} fire(s) "
+                                 "waiting)", dropped=True)
+        state.queue().append(fire)
+        log.info("task %s: fire %s queued: %d run(s) still running (max_running=%d)",
+                 spec.name, fire_id(spec.name, fire.scheduled), running, spec.max_running)
+        return "queued"
+
+    def _replace_oldest(self, state: TaskState) -> None:
+        runs = [h for h in self._runs.get(state.spec.name, {}).values()
+                if h.run.state is RunState.RUNNING]
+        if runs:
+            oldest = min(runs, key=lambda h: h.run.started_mono)
+            log.info("task %s: stopping run %s to make room (overlap: replace)",
+                     state.spec.name, oldest.run.run_id)
+            oldest.stop(state.spec.kill_grace)
+
+    def _fire_batch(self, batch: list[tuple[TaskState, Fire]],
+                    requests: list[LaunchRequest | None] | None = None) -> list[str]:
+        """Spawn every due fire first, then set up supervision for all of them. Returns what
+        became of each fire: started, queued, skipped: ..., start-error: ...
+        `requests`, beside `batch`, holds launch requests built in advance (or None)."""
+        spawned: list[tuple[TaskState, Spawned]] = []
+        in_batch: dict[str, list[Spawned]] = {}  # task -> its runs started in this batch
+        results: list[str] = []
+        for index, (state, fire) in enumerate(batch):
+            spec = state.spec
+            mates = in_batch.get(spec.name, ())
+            running = len(self._runs.get(spec.name, {})) + len(mates)
+            if spec.max_running and running >= spec.max_running:
+                running = self._reap_exited(spec.name) + len(mates)
+                if running >= spec.max_running:
+                    hold = self._late_hold(state, fire, mates)
+                    results.append(self._hold(state, fire, hold) if hold > HOLD_MIN
+                                   else self._when_full(state, fire, running))
+                    continue
+            if self._daemon_full(len(spawned)):
+                results.append(self._when_daemon_full(state, fire))
+                continue
+            try:
+                spawned.append((state, self._spawn(state, fire,
+                                                   request=requests[index] if requests else None)))
+            except StartError as exc:
+                results.append(f"start-error: {exc}")  # logged and recorded by _spawn
+                continue
+            except Exception as exc:  # one run's failure must never stop the scheduler
+                log.exception("task %s: fire %s failed unexpectedly", spec.name,
+                              fire_id(spec.name, fire.scheduled))
+                results.append(f"start-error: internal error: {exc}")
+                continue
+            in_batch.setdefault(spec.name, []).append(spawned[-1][1])
+            results.append("started")
+        if len(spawned) > 1:
+            with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
+                time.sleep(HANDOFF)  # off the CPUs, the loop included: that is the point
+        for state, started in spawned:
+            self._supervise(state, started)
+        return results
+
+    def _daemon_full(self, about_to_start: int) -> bool:
+        limit = self._limits.max_running
+        if not limit or len(self._cron_runs) + about_to_start < limit:
+            return False
+        for handle in [h for runs in self._runs.values() for h in runs.values()
+                       if h.run.run_id in self._cron_runs]:
+            handle.reap_if_exited()  # count processes, not exits the loop has not seen
+        return len(self._cron_runs) + about_to_start >= limit
+
+    def _when_daemon_full(self, state: TaskState, fire: Fire) -> str:
+        limits, spec = self._limits, state.spec
+        reason = f"daemon.max_running={limits.max_running} runs across all tasks"
+        # An operator's `torchd submit` waits for a slot whatever the policy: it must not
+        # vanish after the command said it was submitted.
+        if fire.trigger is Trigger.SUBMIT or (
+                limits.overlap is Overlap.QUEUE
+                and len(self._global_waiting) < limits.queue_limit):
+            self._global_waiting.append((state, fire))
+            log.info("task %s: fire %s queued: %s", spec.name,
+                     fire_id(spec.name, fire.scheduled), reason)
+            return "queued"
+        if limits.overlap is Overlap.QUEUE:
+            reason = f"daemon queue full ({limits.queue_limit} fire(s) waiting)"
+        return self._not_run(spec, fire, reason)
+
+    def _start_daemon_waiting(self) -> None:
+        """Start fires held by the daemon-wide limit, oldest first, while it allows."""
+        while self._global_waiting and not self._stopping and not self._daemon_full(0):
+            state, fire = self._global_waiting.popleft()
+            if self._tasks.get(state.spec.name) is state:
+                self._fire_batch([(state, fire)])
+            else:
+                self._not_run(state.spec, fire, "the task was changed or removed while its "
+                              "fire waited for daemon.max_running", dropped=True)
+
+    def _late_hold(self, state: TaskState, fire: Fire, mates: Sequence[Spawned]) -> float:
+        """How long a fire that found its task full waits before its overlap policy
+        applies. The policy is meant to meet the runs as they would be at the fire's own
+        time: a run in its way that started late (a clock step forward, a busy loop), or a
+        fire that comes late itself, must not make a skip of what would not have
+        overlapped. So it waits until each run in its way has lasted as long as the time
+        from that run's due start to this fire's, or a run ends; never past MISSED_AFTER
+        after its own time. 0 when enough would be running at its time whatever happens,
+        and with `overlap: queue` (it waits in any case)."""
+        if state.spec.overlap is Overlap.QUEUE:
+            return 0.0
+        now = self._clock.monotonic()
+        ahead = [(_due_start(h.run.request, h.run.started), h.run.started_mono)
+                 for h in self._runs.get(state.spec.name, {}).values()]
+        ahead += [(_due_start(s.request, s.started), s.started_mono) for s in mates]
+        left = [(fire.scheduled - due) - (now - started) for due, started in ahead]
+        if not left or sum(1 for wait in left if wait <= HOLD_MIN) >= state.spec.max_running:
+            return 0.0
+        return min(max(left), fire.scheduled + MISSED_AFTER - self._clock.time())
+
+    def _hold(self, state: TaskState, fire: Fire, hold: float) -> str:
+        """Let a late fire wait `hold` seconds for a run in its way to end (see
+        _late_hold); then, if it has not started, its overlap policy applies."""
+        spec = state.spec
+        log.debug("task %s: fire %s waits up to %.3fs: a run started late is in its way",
+                  spec.name, fire_id(spec.name, fire.scheduled), hold)
+        state.queue().append(fire)
+        asyncio.get_running_loop().call_later(hold, self._held_over, state, fire)
+        return "queued"
+
+    def _held_over(self, state: TaskState, fire: Fire) -> None:
+        if self._tasks.get(state.spec.name) is not state or fire not in (state.waiting or ()):
+            return  # started meanwhile, or the task changed (recorded there)
+        assert state.waiting is not None  # noqa: S101 - it holds the fire
+        state.waiting.remove(fire)
+        self._fire_batch([(state, fire)])
+
+    def _when_full(self, state: TaskState, fire: Fire, running: int) -> str:
+        """A fire found its task at max_running: the task's overlap policy decides."""
+        overlap = state.spec.overlap
+        if overlap is Overlap.SKIP:
+            spec = state.spec
+            return self._not_run(spec, fire, f"{running} run(s) still running "
+                                              f"(max_running={spec.max_running})")
+        if overlap is Overlap.REPLACE:
+            self._replace_oldest(state)
+        return self._enqueue(state, fire, running)
+
+    def _reap_exited(self, task: str) -> int:
+        """Handle exits the busy loop has not processed yet; return how many still run."""
+        for handle in list(self._runs.get(task, {}).values()):
+            handle.reap_if_exited()
+        return len(self._runs.get(task, {}))
+
+    def _not_run(self, spec: TaskSpec, fire: Fire, reason: str, *, dropped: bool = False,
+                 quiet: bool = False) -> str:
+        """A fire that will not run: skipped by a limit or a pause, or dropped from a full
+        queue. Returns the result a trigger reports."""
+        level = logging.DEBUG if quiet else logging.WARNING if dropped else logging.INFO
+        verb = "dropped" if dropped else "skipped"
+        log.log(level, "task %s: fire %s %s: %s", spec.name,
+                fire_id(spec.name, fire.scheduled), verb, reason)
+        self._on_event(FireSkipped(task=spec.name, scheduled=fire.scheduled, reason=reason,
+                                   dropped=dropped, run_id=fire.run_id))
+        return f"{verb}: {reason}"
+
+    def _spawn(self, state: TaskState, fire: Fire, attempt: int = 1, *,
+               request: LaunchRequest | None = None) -> Spawned:
+        if request is None:
+            request = self._request(state, fire, attempt)
+        try:
+            started = spawn(request, clock_time=self._clock.time,
+                            clock_mono=self._clock.monotonic)
+        except StartError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._no_descriptors_at = self._clock.monotonic()
+                self._health.report("descriptors", f"no file descriptors left ({exc}): "
+                                    "fires fail to start; see README, Limits")
+            self._start_failed(state, request, str(exc))
+            raise
+        if self._no_descriptors_at and (self._clock.monotonic() - self._no_descriptors_at
+                                        > DESCRIPTORS_CLEAR):
+            self._no_descriptors_at = 0.0
+            self._health.clear("descriptors")
+        state.last_start_error = None
+        return started
+
+    def _request(self, state: TaskState, fire: Fire, attempt: int = 1) -> LaunchRequest:
+        """Everything one run of the fire needs to start, its ids and environment."""
+        spec = state.spec
+        run_id = fire.run_id or new_run_id()
+        scheduled = fire.scheduled
+        fid = fire_id(spec.name, scheduled)
+        if state.env is None:
+            account = account_env(spec.user) if spec.user else {}
+            state.env = {**self._base_env, **account, **dict(spec.env),
+                         "TORCHD_TASK": spec.name}
+            state.argv = wrap_command(
+                spec.command, user=spec.user, group=spec.group, nice=spec.nice,
+                limits=spec.limits)
+        env = dict(state.env)
+        env["TORCHD_RUN_ID"] = run_id
+        env["TORCHD_FIRE_ID"] = fid
+        env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
+            scheduled, load_zone(spec.timezone)).isoformat()
+        env["TORCHD_ATTEMPT"] = str(attempt)
+        guard = None
+        if self._claims is not None and spec.kind is TaskKind.DAEMON and spec.run_on is RunOn.ONE:
+            # a leased instance must not outlive the lease, even with its daemon frozen
+            guard = (min(spec.kill_grace, self._claims.lease_ttl / 3), LEASE_MARGIN)
+            token = self._claims.fencing_token(spec.name)
+            if token is not None:
+                env["TORCHD_FENCING_TOKEN"] = str(token)
+        return LaunchRequest(
+            task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
+            command=state.argv, env=env, cwd=spec.cwd, umask=spec.umask,
+            config_digest=self._config_digest, trigger=fire.trigger,
+            attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
+            split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
+            cgroups=self._cgroups, lease_guard=guard,
+        )
+
+    def _start_failed(self, state: TaskState, request: LaunchRequest, error: str) -> None:
+        spec = state.spec
+        state.last_start_error = error
+        log.error("task %s: fire %s could not start: %s", spec.name, request.fire_id, error)
+        now = self._clock.time()
+        task_log = self._logs.acquire(spec.name, spec.log)
+        task_log.write(f"--- torchd {iso_utc(now)} start-error run={request.run_id} "
+                       f"fire={request.fire_id} error={error}\n".encode())
+        task_log.release()
+        self._on_event(RunNotStarted(task=spec.name, run_id=request.run_id,
+                                     scheduled=request.scheduled, fire_id=request.fire_id,
+                                     attempt=request.attempt, trigger=str(request.trigger),
+                                     error=error, time=now))
+        self._forget_if_submitted(state)
+
+    def _supervise(self, state: TaskState, started: Spawned) -> RunHandle:
+        spec = state.spec
+        out_log = self._logs.acquire(spec.name, spec.log)
+        err_log = self._logs.acquire(spec.name, spec.log, err=True) if spec.log.split else None
+        handle = supervise(started, out_log=out_log, err_log=err_log,
+                           kill_grace=self._kill_grace, clock_time=self._clock.time,
+                           clock_mono=self._clock.monotonic, on_exit=self._run_exited)
+        run = handle.run
+        request = run.request
+        self._runs.setdefault(run.task, {})[run.run_id] = handle
+        if spec.kind is TaskKind.CRON:
+            self._cron_runs.add(run.run_id)
+        attempt = request.attempt
+        log.info("task %s run %s started pid=%d fire=%s%s", run.task, run.run_id, run.pid,
+                 request.fire_id, f" attempt={attempt}" if attempt > 1 else "")
+        self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
+                                  started=run.started, scheduled=request.scheduled,
+                                  fire_id=request.fire_id, attempt=attempt,
+                                  trigger=str(request.trigger), log_file=run.log_file,
+                                  log_start=run.log_start))
+        return handle
+
+    def _launch(self, state: TaskState, fire: Fire) -> RunHandle:
+        return self._supervise(state, self._spawn(state, fire))
+
+    def _run_exited(self, run: Run) -> None:
+        runs = self._runs.get(run.task, {})
+        runs.pop(run.run_id, None)
+        was_cron = run.run_id in self._cron_runs
+        self._cron_runs.discard(run.run_id)
+        if not runs:
+            self._runs.pop(run.task, None)
+        state = self._tasks.get(run.task)
+        if state is not None:
+            state.last_run = run
+        if run.group_lingers:
+            self._lingering.add(run.processes)
+            asyncio.get_running_loop().call_later(self._kill_grace + 1.0,
+                                                  self._lingering.discard, run.processes)
+        level = logging.INFO if run.outcome is RunOutcome.OK else logging.WARNING
+        log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
+                run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
+        request = run.request
+        self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
+                                outcome=str(run.outcome), exit_code=run.exit_code,
+                                signal=run.signal, started=run.started,
+                                ended=run.ended or run.started, duration=run.duration or 0.0,
+                                scheduled=request.scheduled, fire_id=request.fire_id,
+                                attempt=request.attempt, log_file=run.log_file,
+                                log_end=run.log_end, err_start=run.err_start,
+                                err_end=run.err_end, cpu_seconds=run.cpu_seconds,
+                                memory_peak=run.memory_peak))
+        if state is not None:
+            self._maybe_retry(state, run)
+            if state.waiting:
+                self._start_waiting(state)
+            self._forget_if_submitted(state)
+        if was_cron and self._global_waiting:
+            self._start_daemon_waiting()
+
+    # ----- operator requests -------------------------------------------------------------
+    def _task(self, name: str) -> TaskState:
+        state = self._tasks.get(name)
+        if state is None:
+            raise SchedulerError(f"no task named '{name}'")
+        return state
+
+    def is_paused(self, name: str) -> bool:
+        return self._paused_all or name in self._paused
+
+    def paused(self) -> tuple[bool, frozenset[str]]:
+        """(everything paused, tasks paused by name): what the app keeps across restarts."""
+        return self._paused_all, frozenset(self._paused)
+
+    def pause(self, name: str | None) -> list[str]:
+        """Pause one task (None: every task, present and future). Running cron runs go on;
+        daemon-type instances are stopped. Returns the tasks newly paused."""
+        if name is not None:
+            self._task(name)
+        affected = [n for n in ([name] if name else sorted(self._tasks))
+                    if not self.is_paused(n)]
+        if name is None:
+            self._paused_all = True
+        else:
+            self._paused.add(name)
+        for task in affected:
+            state = self._tasks[task]
+            self._drop_queued(state, "the task was paused")
+            self._cancel_retries(state, "the task was paused")
+            for keeper in state.keepers:
+                self._stop_keeper(keeper)
+            log.info("task %s paused", task)
+        self.on_lease_tasks(self.lease_tasks())
+        return affected
+
+    def resume(self, name: str | None) -> list[str]:
+        """Undo pause(name) (None: resume everything). Returns the tasks that now run."""
+        if name is not None:
+            self._task(name)
+            if name not in self._paused and self._paused_all:
+                raise SchedulerError(f"task '{name}' is paused by 'pause --all'; "
+                                     "use 'resume --all'")
+        was_paused = [n for n in sorted(self._tasks) if self.is_paused(n)]
+        if name is None:
+            self._paused_all = False
+            self._paused.clear()
+        else:
+            self._paused.discard(name)
+        resumed = [n for n in was_paused if not self.is_paused(n)]
+        for task in resumed:
+            self._restart_keepers(self._tasks[task])
+            log.info("task %s resumed", task)
+        self.on_lease_tasks(self.lease_tasks())
+        return resumed
+
+    def _restart_keepers(self, state: TaskState) -> None:
+        """Fresh keep-alive slots, started once the old instances have gone."""
+        if state.spec.kind is not TaskKind.DAEMON or not self._started:
+            return
+        if not self._may_keep(state.spec):
+            return
+        previous = state.keepers
+        waiting_for = [k.handle.run.done for k in previous if k.handle is not None]
+        state.keepers = [Keeper(task=state.spec.name, slot=k.slot) for k in previous]
+        for keeper in state.keepers:
+            self._start_keeper(state, keeper, waiting_for)
+
+    # ----- cluster -----------------------------------------------------------------------
+    def _may_keep(self, spec: TaskSpec) -> bool:
+        """Whether this host keeps a daemon-type task's instances running now."""
+        if not spec.active or self.is_paused(spec.name):
+            return False
+        if self._claims is None or spec.run_on is RunOn.ALL:
+            return True
+        return self._claims.holds(spec.name)
+
+    def lease_tasks(self) -> set[str]:
+        """Daemon-type `run_on: one` tasks this host would run if it held their lease."""
+        if self._claims is None:
+            return set()
+        return {name for name, state in self._tasks.items()
+                if state.spec.kind is TaskKind.DAEMON and state.spec.run_on is RunOn.ONE
+                and state.spec.active and not self.is_paused(name)}
+
+    def lease_changed(self, name: str, held: bool, stop_within: float) -> None:
+        """The cluster gave or took this host's lease of a task: start or stop it. A lost
+        lease stops the instances within `stop_within` seconds (before another host may
+        take the lease)."""
+        state = self._tasks.get(name)
+        if state is None or state.spec.kind is not TaskKind.DAEMON:
+            return
+        if held:
+            self._restart_keepers(state)
+            return
+        grace = min(state.spec.kill_grace, stop_within)
+        for keeper in state.keepers:
+            self._stop_keeper(keeper, grace)
+
+    def lease_renewed(self, name: str, expiry: float) -> None:
+        """The cluster renewed this host's lease of a task: tell its instances' guards."""
+        state = self._tasks.get(name)
+        for keeper in state.keepers if state is not None else ():
+            if keeper.handle is not None:
+                keeper.handle.lease_renewed(expiry)
+
+    def _claim_then_fire(self, state: TaskState, fire: Fire) -> None:
+        task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire))
+        self._claiming.add(task)
+        task.add_done_callback(self._claiming.discard)
+
+    async def _claim_and_run(self, state: TaskState, fire: Fire) -> None:
+        assert self._claims is not None  # noqa: S101 - only called in cluster mode
+        name = state.spec.name
+        claim = await self._claims.claim(name, fire.scheduled)
+        if self._stopping or self._tasks.get(name) is not state:
+            return
+        if claim.error is not None:
+            log.warning("task %s: fire %s missed: %s", name, fire_id(name, fire.scheduled),
+                        claim.error)
+            self._on_event(FireMissed(task=name, first=fire.scheduled, last=fire.scheduled,
+                                      count=1, reason=f"cluster: {claim.error}"))
+            return
+        state.last_claim = (fire.scheduled, claim.holder)
+        if claim.won:
+            self._fire_batch([(state, fire)])
+        else:
+            log.debug("task %s: fire %s %s", name, fire_id(name, fire.scheduled),
+                      f"runs on {claim.holder}" if claim.holder else
+                      "not run: the cluster ran a later fire of the task already")
+
+    def trigger(self, name: str, *, force: bool) -> tuple[str, str]:
+        """Run a task now. Without `force`, its overlap policy and the daemon-wide limit
+        apply as to any fire. Returns (run id, what happened: started, queued, ...)."""
+        state = self._task(name)
+        spec = state.spec
+        if spec.kind is TaskKind.DAEMON:
+            raise SchedulerError(f"task '{name}' is a daemon-type task, kept running; "
+                                 "'torchd kill' restarts its instance")
+        if self.is_paused(name) and not force:
+            raise SchedulerError(f"task '{name}' is paused; resume it, or use --force")
+        if not spec.active and not force:
+            why = "is disabled" if not spec.enabled else "is not for this host (hosts)"
+            raise SchedulerError(f"task '{name}' {why}; use --force to run it anyway")
+        fire = Fire(self._clock.time(), Trigger.MANUAL, new_run_id())
+        log.info("task %s: run %s triggered by hand%s", name, fire.run_id,
+                 " (forced)" if force else "")
+        assert fire.run_id is not None  # noqa: S101 - set just above
+        if not force:
+            return fire.run_id, self._fire_batch([(state, fire)])[0]
+        try:
+            self._supervise(state, self._spawn(state, fire))
+        except StartError as exc:
+            return fire.run_id, f"start-error: {exc}"
+        return fire.run_id, "started"
+
+    def kill(self, name: str, run_id: str | None) -> list[RunHandle]:
+        """Stop a task's runs (or one of them): TERM to the group, kill_grace, KILL. They
+        end with outcome killed. A daemon-type instance is restarted like after any exit."""
+        state = self._task(name)
+        handles = [h for h in self._runs.get(name, {}).values()
+                   if run_id is None or h.run.run_id == run_id]
+        if not handles:
+            raise SchedulerError(f"task '{name}': run {run_id} is not running" if run_id
+                                 else f"task '{name}' has no run going")
+        for handle in handles:
+            log.info("task %s run %s: kill requested", name, handle.run.run_id)
+            handle.stop(state.spec.kill_grace)
+        return handles
+
+    async def kill_and_wait(self, name: str, run_id: str | None, *,
+                            longer: float) -> list[dict[str, Any]]:
+        """kill(), then wait up to the task's kill_grace plus `longer` for the runs to end.
+        What each run came to, as `kill` replies it."""
+        handles = self.kill(name, run_id)
+        grace = max(h.run.request.kill_grace for h in handles)
+        await asyncio.wait([h.run.done for h in handles], timeout=grace + longer)
+        return [{"run_id": h.run.run_id, "pid": h.run.pid, "ended": h.run.ended is not None,
+                 "outcome": None if h.run.outcome is None else str(h.run.outcome),
+                 "result": h.run.result_text() if h.run.ended is not None else None}
+                for h in handles]
+
+    def submit(self, spec: TaskSpec) -> None:
+        """Add a one-off task (a schedule that fires once). It leaves the table after its
+        run; a reload of the task file does not touch it."""
+        if spec.name in self._tasks:
+            raise SchedulerError(f"a task named '{spec.name}' exists already")
+        assert spec.schedule is not None  # noqa: S101 - a submitted task has its instant
+        self._submitted.add(spec.name)
+        self._tokens += 1
+        state = TaskState(spec=spec, token=self._tokens)
+        self._tasks[spec.name] = state
+        self._plan_next(state, float("-inf"))
+        self._wake()
+
+    def _forget_if_submitted(self, state: TaskState) -> None:
+        name = state.spec.name
+        if (name in self._submitted and state.next_fire is None and not self._runs.get(name)
+                and not state.waiting and not state.retry_timers
+                and all(held is not state for held, _fire in self._global_waiting)):
+            self._submitted.discard(name)
+            if self._tasks.get(name) is state:
+                del self._tasks[name]
+
+    # ----- retries -----------------------------------------------------------------------
+    def _maybe_retry(self, state: TaskState, run: Run) -> None:
+        policy = state.spec.retries
+        attempt = run.request.attempt
+        if (policy is None or self._stopping or state.spec.kind is not TaskKind.CRON
+                or run.outcome not in (RunOutcome.FAILED, RunOutcome.TIMEOUT)):
+            return
+        if attempt > policy.max:
+            log.warning("task %s: fire %s failed after %d attempt(s); no retries left",
+                        run.task, run.request.fire_id, attempt)
+            return
+        delay = policy.delay_before(attempt + 1)
+        log.info("task %s: fire %s attempt %d/%d %s; retrying in %.1fs", run.task,
+                 run.request.fire_id, attempt, policy.max + 1, run.outcome, delay)
+        key = object()
+        if state.retry_timers is None:
+            state.retry_timers = {}
+        state.retry_timers[key] = asyncio.get_running_loop().call_later(
+            delay, self._retry, state, Fire(run.request.scheduled, run.request.trigger),
+            attempt + 1, key)
+
+    def _retry(self, state: TaskState, fire: Fire, attempt: int, key: object) -> None:
+        """A retry belongs to its fire: it is not a new fire, so overlap does not apply."""
+        if state.retry_timers:
+            state.retry_timers.pop(key, None)
+        if self._stopping or self._tasks.get(state.spec.name) is not state:
+            return
+        with contextlib.suppress(StartError):  # logged and recorded by _spawn
+            self._supervise(state, self._spawn(state, fire, attempt))
+
+    # ----- keep-alive --------------------------------------------------------------------
+    def _start_keeper(self, state: TaskState, keeper: Keeper,
+                      waiting_for: list[asyncio.Future[None]]) -> None:
+        keeper.runner = asyncio.get_running_loop().create_task(
+            self._keep_alive(state, keeper, waiting_for), name=f"keep-alive {keeper.task}")
+
+    async def _keep_alive(self, state: TaskState, keeper: Keeper,
+                          waiting_for: list[asyncio.Future[None]]) -> None:
+        if waiting_for:  # a changed daemon task: the old instances go first
+            await asyncio.wait(waiting_for)
+        while not self._stopping:
+            if not self._may_keep(state.spec):  # its lease lapsed meanwhile, say
+                keeper.state = KeeperState.STOPPED  # backoff -> stopped
+                return
+            keeper.state = KeeperState.STARTING  # backoff|stopped -> starting
+            try:
+                keeper.handle = self._launch(state, Fire(self._clock.time(),
+                                                         Trigger.KEEP_ALIVE))
+                expiry = (None if self._claims is None
+                          else self._claims.lease_expiry(state.spec.name))
+                if expiry is not None:
+                    keeper.handle.lease_renewed(expiry)
+            except StartError as exc:
+                keeper.last_error = str(exc)
+            except Exception as exc:  # one instance's failure must never end its supervision
+                log.exception("task %s: instance %d failed unexpectedly", keeper.task,
+                              keeper.slot)
+                keeper.last_error = f"internal error: {exc}"
+            else:
+                keeper.last_error = None
+                run = keeper.handle.run
+                await asyncio.shield(run.done)
+                if (run.duration or 0.0) >= BACKOFF_RESET_AFTER:
+                    keeper.backoff = BACKOFF_FIRST
+                keeper.last_error = f"exited with {run.result_text()}"
+            keeper.state = KeeperState.BACKOFF  # starting|running -> backoff
+            keeper.restarts += 1
+            log.warning("task %s: instance %d %s; restarting in %.0fs", keeper.task,
+                        keeper.slot, keeper.last_error, keeper.backoff)
+            await asyncio.sleep(keeper.backoff)
+            keeper.backoff = min(keeper.backoff * 2, BACKOFF_MAX)
+
+    def _stop_keeper(self, keeper: Keeper, grace: float | None = None) -> None:
+        keeper.state = KeeperState.STOPPED  # * -> stopped
+        if keeper.runner is not None:
+            keeper.runner.cancel()
+        if keeper.handle is not None:
+            keeper.handle.stop(self._kill_grace if grace is None else grace)
+
+    # ----- shutdown ------------------------------------------------------------------------
+    def all_runs(self) -> list[RunHandle]:
+        return [handle for runs in self._runs.values() for handle in runs.values()]
+
+    async def shutdown(self, grace: float) -> int:
+        """Stop everything started: TERM groups, wait `grace`, KILL, reap. Returns # killed."""
+        self.request_stop()
+        for claiming in self._claiming:
+            claiming.cancel()
+        for state in self._tasks.values():
+            self._drop_queued(state, "shutdown")
+            self._cancel_retries(state, "shutdown")
+            for keeper in state.keepers:
+                keeper.state = KeeperState.STOPPED
+                if keeper.runner is not None:
+                    keeper.runner.cancel()
+        if self._global_waiting:
+            log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
+                        len(self._global_waiting))
+            for state, fire in self._global_waiting:
+                self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
+                                           reason="held by daemon.max_running at shutdown",
+                                           dropped=True, run_id=fire.run_id))
+            self._global_waiting.clear()
+        handles = self.all_runs()
+        for handle in handles:
+            handle.stop(grace)
+        everything = [h.run.processes for h in handles] + list(self._lingering)
+        for processes in self._lingering:
+            processes.signal(signal.SIGTERM)
+        deadline = self._clock.monotonic() + grace
+        # A process group has no exit event to wait on, so poll it until the deadline.
+        while self._clock.monotonic() < deadline:
+            if not any(processes.alive() for processes in everything):
+                break
+            await asyncio.sleep(0.05)
+        for processes in everything:
+            processes.signal(signal.SIGKILL)  # "already gone" is the normal answer
+        pending = [h.run.done for h in handles]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        self._logs.close_all()
+        return len(handles)
+
+    def force_kill(self) -> None:
+        for handle in self.all_runs():
+            handle.kill_now()
+        for processes in self._lingering:
+            processes.signal(signal.SIGKILL)
+
+    # ----- views ---------------------------------------------------------------------------
+    def running_count(self) -> int:
+        return sum(len(runs) for runs in self._runs.values())
+
+    def run_pids(self) -> set[int]:
+        """The pids of every run going (the children torchd watches itself)."""
+        return {handle.run.pid for runs in self._runs.values() for handle in runs.values()}
+
+    def is_running(self, run_id: str) -> bool:
+        return any(run_id in runs for runs in self._runs.values())
+
+    def snapshot(self) -> list[dict[str, object]]:
+        now_mono = self._clock.monotonic()
+        tasks = []
+        for name, state in sorted(self._tasks.items()):
+            spec = state.spec
+            runs = self._runs.get(name, {})
+            last = state.last_run
+            entry: dict[str, object] = {
+                "name": name,
+                "type": str(spec.kind),
+                "schedule": spec.schedule_text,
+                "enabled": spec.enabled,
+                "for_this_host": spec.for_this_host,
+                "paused": self.is_paused(name),
+                "submitted": name in self._submitted,
+                "run_on": str(spec.run_on),
+                "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
+                else None,
+                "running": sorted(h.run.pid for h in runs.values()),
+                "waiting": len(state.waiting or ()),
+                "retries_pending": len(state.retry_timers or ()),
+                "last_run": None if last is None else {
+                    "run_id": last.run_id,
+                    "outcome": str(last.outcome),
+                    "exit_code": last.exit_code,
+                    "signal": last.signal,
+                    "started": iso_utc(last.started),
+                    "ended": iso_utc(last.ended) if last.ended else None,
+                },
+                "last_start_error": state.last_start_error,
+            }
+            if spec.kind is TaskKind.DAEMON:
+                entry["instances"] = [self._keeper_view(k, now_mono) for k in state.keepers]
+            if self._claims is not None and spec.run_on is RunOn.ONE:
+                if spec.kind is TaskKind.DAEMON:
+                    entry["lease_held"] = self._claims.holds(name)
+                elif state.last_claim is not None:
+                    entry["last_claim"] = {"fire": fire_id(name, state.last_claim[0]),
+                                           "host": state.last_claim[1]}
+            tasks.append(entry)
+        return tasks
+
+    @staticmethod
+    def _keeper_view(keeper: Keeper, now_mono: float) -> dict[str, object]:
+        state = keeper.state
+        handle = keeper.handle
+        if (state is KeeperState.STARTING and handle is not None and handle.run.ended is None
+                and now_mono - handle.run.started_mono >= BACKOFF_RESET_AFTER):
+            state = KeeperState.RUNNING  # starting -> running once it has stayed up
+        return {
+            "slot": keeper.slot,
+            "state": str(state),
+            "pid": handle.run.pid if handle is not None and handle.run.ended is None else None,
+            "restarts": keeper.restarts,
+            "backoff": keeper.backoff,
+            "last_error": keeper.last_error,
+        }

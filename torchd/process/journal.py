@@ -1,0 +1,196 @@
+"""A journal of the children this daemon started, so a successor can end what a crash left.
+
+The first line names the boot (`# boot BOOT_ID`), then come append-only lines
+`+ PID START_TICKS SESSION` and `- PID`, one write() each (no fsync: the journal only has
+to outlive the daemon process, not the machine; after a reboot there are no children).
+
+A successor believes an entry only as far as the process itself confirms it: the entry is
+from this boot, and the process with that pid still has the recorded start time and
+session, leads its own session and process group (as every run does), and is neither
+pid 1 nor the successor's own group. So a journal that lies (a reused pid, a line someone
+planted) cannot make torchd signal a process group it did not create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from torchd.core.health import Health
+from torchd.process.runner import group_alive, signal_group
+from torchd.store.statedir import REOPEN_EVERY, FileModes, fresh_file, open_file
+from torchd.system.procstat import boot_id, proc_stat
+
+log = logging.getLogger("torchd.children")
+COMPACT_AFTER = 20000  # lines; then the journal is rewritten with only the live children
+
+
+class ChildJournal:
+    def __init__(self, path: Path, modes: FileModes | None = None,
+                 health: Health | None = None) -> None:
+        self._path = path
+        self._health = health or Health(time.time)
+        self._modes = modes or FileModes()
+        self._boot = boot_id()
+        self._live: dict[int, tuple[int, int]] = {}  # pid -> (start ticks, session)
+        self._lines = 0
+        self._fd = -1
+        self._reopen_at = 0.0  # monotonic: when to try again after the journal failed
+
+    def open(self) -> None:
+        """Start a fresh journal; failing that, tried again as children come and go."""
+        self._reopen_at = time.monotonic() + REOPEN_EVERY
+        try:
+            self._fd = self._replace_with_fresh()
+        except OSError as exc:
+            self._unwritable(exc)
+            return
+        self._health.clear("child-journal")
+
+    def _unwritable(self, exc: OSError) -> None:
+        self._health.report("child-journal", f"cannot write the child journal {self._path}: "
+                            f"{exc.strerror}; after a crash, the runs since would not be "
+                            "ended by the next start")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+    def started(self, pid: int) -> None:
+        stat = proc_stat(pid)
+        if stat is None:
+            return  # already gone: nothing to end later
+        self._live[pid] = (stat.start_ticks, stat.session)
+        self._append(f"+ {pid} {stat.start_ticks} {stat.session}\n")
+
+    def ended(self, pid: int) -> None:
+        if self._live.pop(pid, None) is not None:
+            self._append(f"- {pid}\n")
+
+    def _append(self, line: str) -> None:
+        if self._fd < 0:  # a fresh journal holds this line's news as well
+            if time.monotonic() >= self._reopen_at:
+                self.open()
+            return
+        try:
+            os.write(self._fd, line.encode())
+        except OSError as exc:
+            self._unwritable(exc)
+            return
+        self._health.clear("child-journal")
+        self._lines += 1
+        if self._lines >= COMPACT_AFTER:
+            self._compact()
+
+    def _replace_with_fresh(self) -> int:
+        """A new journal with the boot line and the live children, put in place of
+        whatever is at the path (renamed over it: a planted FIFO or link is not opened)."""
+        tmp = self._path.with_suffix(".tmp")
+        fd = fresh_file(tmp, self._modes)
+        try:
+            text = f"# boot {self._boot}\n" + "".join(
+                f"+ {pid} {ticks} {session}\n" for pid, (ticks, session) in self._live.items())
+            os.write(fd, text.encode())
+            os.replace(tmp, self._path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lines = len(self._live)
+        return fd
+
+    def _compact(self) -> None:
+        try:
+            fd = self._replace_with_fresh()
+        except OSError as exc:
+            log.error("cannot compact child journal %s: %s", self._path, exc)
+            self._lines = 0  # try again after as many lines
+            return
+        os.close(self._fd)
+        self._fd = fd
+
+
+def read_leftovers(path: Path, modes: FileModes | None = None) -> dict[int, tuple[int, int]]:
+    """Children a previous daemon of this boot recorded as started and not ended: pid ->
+    (start ticks, session)."""
+    live: dict[int, tuple[int, int]] = {}
+    try:
+        fd = open_file(path, os.O_RDONLY, modes or FileModes())
+    except FileNotFoundError:
+        return live
+    except OSError as exc:
+        log.error("child journal %s not read: %s", path, exc.strerror)
+        return live
+    with os.fdopen(fd, "rb") as handle:
+        text = handle.read().decode("ascii", errors="replace")
+    lines = text.splitlines()
+    if not lines or lines[0] != f"# boot {boot_id()}":
+        return live  # another boot's (or no boot line): none of its pids are ours
+    for line in lines[1:]:
+        parts = line.split()
+        try:
+            if parts[0] == "+" and len(parts) == 4:
+                live[int(parts[1])] = (int(parts[2]), int(parts[3]))
+            elif parts[0] == "-" and len(parts) == 2:
+                live.pop(int(parts[1]), None)
+        except (ValueError, IndexError):
+            continue  # a torn last line after a crash
+    return live
+
+
+def ours(pid: int, ticks: int, session: int) -> bool:
+    """Whether `pid` is still the run a journal entry recorded (see the module's doc)."""
+    if pid <= 1 or pid in (os.getpid(), os.getpgrp()):
+        return False
+    stat = proc_stat(pid)
+    return (stat is not None and stat.start_ticks == ticks and stat.session == session
+            and session == pid and stat.pgrp == pid)
+
+
+def _members(pgids: list[int]) -> dict[int, tuple[int, int]]:
+    """The processes of these process groups now: pid -> (start ticks, group); a scan of
+    /proc."""
+    found: dict[int, tuple[int, int]] = {}
+    wanted = set(pgids)
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = proc_stat(int(name))
+            if stat is not None and stat.pgrp in wanted:
+                found[int(name)] = (stat.start_ticks, stat.pgrp)
+    return found
+
+
+def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> list[int]:
+    """End the process groups of children a crashed daemon left running. Returns their
+    pids. After the grace, SIGKILL goes to each group that still holds one of the
+    processes it held at the SIGTERM (while a member is left, its number cannot be
+    another group's), and to each of those processes that has left its group since."""
+    groups = [pid for pid, entry in read_leftovers(path, modes).items() if ours(pid, *entry)]
+    members = _members(groups)
+    for pgid in groups:
+        log.warning("ending process group %d left behind by a previous torchd", pgid)
+        signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while groups and time.monotonic() < deadline:
+        if not any(group_alive(pgid) for pgid in groups):
+            break
+        time.sleep(0.05)
+    left: dict[int, int] = {}  # the members still alive -> their group now
+    for pid, (ticks, _) in members.items():
+        stat = proc_stat(pid)
+        if stat is not None and stat.start_ticks == ticks:
+            left[pid] = stat.pgrp
+    for pgid in groups:
+        if pgid in left.values():
+            signal_group(pgid, signal.SIGKILL)
+    for pid, pgrp in left.items():
+        if pgrp not in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return groups
