@@ -9,13 +9,13 @@ from typing import Any
 
 from torchd.core.clock import SystemClock
 from torchd.core.events import FireMissed, RunEnded
-from torchd.core.model import HookAction, HookEvent, LogPolicy
+from torchd.core.model import HookAction, HookEvent, LogPolicy, RunOutcome
 from torchd.daemon.hooks import HookRunner
 
 
 def _ended(outcome: str) -> RunEnded:
     now = time.time()
-    return RunEnded(task="job", run_id="r1", pid=1, outcome=outcome, exit_code=None,
+    return RunEnded(task="job", run_id="r1", pid=1, outcome=RunOutcome(outcome), exit_code=None,
                     signal=15, started=now, ended=now, duration=0.5, scheduled=now,
                     fire_id="job@x", attempt=1, log_file="job.log", log_end=0, err_start=None,
                     err_end=None)

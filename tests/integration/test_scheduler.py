@@ -35,11 +35,13 @@ from torchd.core.model import (
     RetryPolicy,
     TaskKind,
     TaskSpec,
+    fire_id,
 )
 from torchd.core.reloadplan import plan
 from torchd.core.schedule.bounded import AtSchedule
 from torchd.core.schedule.cronexpr import parse_schedule
-from torchd.engine.scheduler import PREPARE_FROM, PREPARE_WINDOW, Scheduler, fire_id, wake_window
+from torchd.engine.scheduler import Scheduler
+from torchd.engine.timetable import PREPARE_FROM, PREPARE_WINDOW, wake_window
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,15 @@
-"""Task-file parsing: every problem reported as FILE:LINE: task 'NAME': FIELD: message."""
+"""Task-file parsing: every problem reported as FILE:LINE: task 'NAME': FIELD: message.
+(The owner and mode checks on a real file are in tests/integration/test_config_files.py.)"""
 
 from __future__ import annotations
 
 import os
 import textwrap
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_root
-from torchd.config.loader import ParseCache, load_config, parse_config
+from torchd.config.loader import ParseCache, parse_config
 from torchd.core.errors import ConfigError
 from torchd.core.hostmatch import HostIdentity
 from torchd.core.model import RetryPolicy, TaskKind, TaskSpec
@@ -497,28 +496,6 @@ def test_account_problems(body: str, as_root: bool, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text.encode(), "t.yaml", identity=None, as_root=as_root)
     assert [str(p) for p in caught.value.problems] == [expected]
-
-
-@pytest.mark.parametrize(("mode", "owner", "message"), [
-    (0o664, 0, "writable by group or others (mode 0664); refusing it: chmod go-w"),
-    (0o646, 0, "writable by group or others (mode 0646); refusing it: chmod go-w"),
-    (0o644, 65534, "owned by uid 65534, not root; refusing it: chown root"),
-])
-def test_a_root_daemon_refuses_a_file_others_can_change(
-        tmp_path: Path, mode: int, owner: int, message: str) -> None:
-    require_root()
-    path = tmp_path / "tasks.yaml"
-    path.write_text('tasks:\n  - {name: a, schedule: "@hourly", command: "true"}\n')
-    path.chmod(mode)
-    os.chown(path, owner, -1)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, identity=None)
-    (problem,) = caught.value.problems
-    assert message in str(problem)
-    assert str(problem).startswith(f"{path}: torchd runs as root and the file is ")
-    path.chmod(0o644)
-    os.chown(path, 0, -1)
-    assert len(load_config(path, identity=None).tasks) == 1
 
 
 def test_logs_hooks_and_history() -> None:

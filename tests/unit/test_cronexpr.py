@@ -1,16 +1,14 @@
-"""Schedules: seconds-first cron, checked against a brute-force reference and croniter."""
+"""Schedules: seconds-first cron, checked against a brute-force reference (the comparison
+with croniter over random expressions is in tests/integration/test_cronexpr_sweeps.py)."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from croniter import croniter
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from tests.oracle import field_sets
 from torchd.core.errors import ScheduleError
 from torchd.core.schedule.cronexpr import (
     EverySchedule,
@@ -21,75 +19,7 @@ from torchd.core.schedule.cronexpr import (
 from torchd.core.schedule.cronfields import read_cron
 
 UTC_ZONE = ZoneInfo("UTC")
-CRONITER_SAME_BOUNDS = re.compile(r"(?<![0-9])([0-9]+)-\1(?:/[0-9]+)?(?![0-9])")
 START = datetime(2026, 11, 22, 0, 0, 0, tzinfo=UTC).timestamp()
-_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-_NAMES = {"JAN": 1, "FEB": 2, "MAR": 3, "APR": 4, "MAY": 5, "JUN": 6, "JUL": 7, "AUG": 8,
-          "SEP": 9, "OCT": 10, "NOV": 11, "DEC": 12, "SUN": 0, "MON": 1, "TUE": 2, "WED": 3,
-          "THU": 4, "FRI": 5, "SAT": 6}
-
-
-def _expand(field: str, low: int, high: int) -> set[int]:
-    values: set[int] = set()
-    for part in field.split(","):
-        span, _, step = part.partition("/")
-        if span == "*":
-            first, last = low, high
-        elif "-" in span:
-            a, b = span.split("-")
-            first, last = _NAMES.get(a) or int(a), _NAMES.get(b) or int(b)
-        else:
-            first = _NAMES[span] if span in _NAMES else int(span)
-            last = high if step else first
-        values.update(range(first, last + 1, int(step) if step else 1))
-    return values
-
-
-def field_sets(expression: str) -> list[set[int]]:
-    """The values each of a 6-field expression's fields allows, by the plain reading."""
-    return [_expand(f, lo, hi) for f, (lo, hi) in zip(expression.split(), _RANGES, strict=True)]
-
-
-def _field_text(low: int, high: int, *, star: bool) -> st.SearchStrategy[str]:
-    value = st.integers(low, high)
-    step = st.integers(1, max(1, (high - low) // 2))
-    bounded_range = st.tuples(value, value).map(lambda ab: (min(ab), max(ab)))
-    parts = [
-        value.map(str),
-        bounded_range.map(lambda ab: f"{ab[0]}-{ab[1]}"),
-        st.tuples(bounded_range, step).map(lambda r: f"{r[0][0]}-{r[0][1]}/{r[1]}"),
-    ]
-    if star:
-        parts.append(step.map(lambda k: f"*/{k}"))
-    single = st.one_of(*parts)
-    listed = st.lists(single, min_size=1, max_size=3).map(",".join)
-    return st.one_of(st.just("*"), listed)
-
-
-@st.composite
-def cron_expressions(draw: st.DrawFn, *, dense: bool = False, day_star_steps: bool = True
-                     ) -> str:
-    """Random valid 6-field expressions. Dense ones fire often enough for short windows:
-    time fields lean to '*' and steps, day fields to '*'."""
-    def pick(low: int, high: int, star_weight: float, *, star: bool = True) -> str:
-        if draw(st.floats(0, 1)) < star_weight:
-            return "*"
-        return draw(_field_text(low, high, star=star))
-
-    lean = 0.5 if dense else 0.2
-    day_lean = 0.85 if dense else 0.5
-    while True:
-        fields = [
-            pick(0, 59, lean), pick(0, 59, lean), pick(0, 23, lean),
-            pick(1, 31, day_lean, star=day_star_steps), pick(1, 12, day_lean),
-            pick(0, 7, day_lean, star=day_star_steps),
-        ]
-        expression = " ".join(fields)
-        try:
-            parse_schedule(expression, UTC_ZONE)
-        except ScheduleError:
-            continue  # e.g. only February 30th; the validator's own tests cover those
-        return expression
 
 
 def reference_fires(expression: str, start: datetime, days: int,
@@ -140,22 +70,6 @@ def test_matches_reference_evaluator(expression: str) -> None:
     got = upcoming(schedule, start.timestamp(), len(expected) + 1)
     assert [datetime.fromtimestamp(t, UTC) for t in got[: len(expected)]] == expected
     assert expected, "the window should hold at least one fire"
-
-
-@settings(max_examples=300, deadline=None)
-@given(expression=cron_expressions(day_star_steps=False),
-       start=st.integers(0, 60 * 366 * 86400))
-def test_matches_croniter_in_utc(expression: str, start: int) -> None:
-    """croniter, written independently, agrees on the next 50 fires from anywhere in
-    1970-2030. Two croniter quirks are kept out of its way: it reads a day field such as
-    '*/2' as restricted where Vixie cron does not (so none are drawn here; the enumeration
-    test covers them), and it reads a one-value range such as '5-5' or '5-5/2' as '*'
-    (so those are handed to it as '5')."""
-    oracle = croniter(CRONITER_SAME_BOUNDS.sub(r"\1", expression),
-                      datetime.fromtimestamp(start, UTC), ret_type=float,
-                      second_at_beginning=True)
-    expected = [oracle.get_next(float) for _ in range(50)]
-    assert upcoming(parse_schedule(expression, UTC_ZONE), start, 50) == expected
 
 
 def test_five_fields_fire_at_second_zero() -> None:

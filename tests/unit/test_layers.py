@@ -1,11 +1,10 @@
 """Keep docs/architecture.md's layers true: a module imports (at module level) only from
-its own folder and the folders its folder may build on."""
+its own folder and the folders its folder may build on. (What a fresh interpreter loads
+for the CLI is checked in tests/integration/test_layers_subprocess.py.)"""
 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -57,20 +56,3 @@ def test_imports_respect_layers(path: Path) -> None:
     folder = _folder(path)
     outside = _top_level_imports(path) - MAY_IMPORT[folder]
     assert outside == set(), f"{path.relative_to(PACKAGE)} ({folder}/) imports from {outside}"
-
-
-def _modules_loaded_by(code: str) -> set[str]:
-    probe = (f"import sys; {code}; "
-             "print(' '.join(sorted(m for m in sys.modules if m.startswith('torchd.') "
-             "or m == 'asyncio')))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            check=True)
-    return set(result.stdout.split())
-
-
-def test_the_cli_module_does_not_load_the_engine() -> None:
-    """`torchd check` stays instant: the CLI module does not pull in the engine, the
-    process code or asyncio."""
-    loaded = _modules_loaded_by("import torchd.cli.main")
-    assert {m for m in loaded if m == "asyncio" or m.split(".")[1] in
-            ("engine", "process", "daemon", "cluster")} == set()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
-import random
 
 import pytest
 
@@ -15,13 +13,11 @@ from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
 from torchd.core.hostmatch import HostIdentity, check_pattern, hosts_match
 from torchd.core.reloadplan import AFTER_FIRE, ReloadPlan, apply_delay, plan
-from torchd.engine.scheduler import (
+from torchd.engine.timetable import (
     PRECISE_WINDOW,
     PREPARE_FROM,
     PREPARE_WINDOW,
     PREPARE_WINDOW_MAX,
-    HeapEntry,
-    due_together,
     wake_window,
 )
 
@@ -175,23 +171,6 @@ def test_fast_constructor_refuses_what_its_twin_cannot_stand_for() -> None:
     for cls in (Checked, Positional):
         with pytest.raises(TypeError, match="needs slots"):
             fast_constructor(cls)
-
-
-def test_due_together_counts_the_entries_sharing_the_earliest_instant() -> None:
-    """Checked against a plain count over every entry, on heaps built by pushes and pops
-    with many ties (the case the walk relies on heap order for)."""
-    rng = random.Random(7)  # noqa: S311 - test data, not secrets
-    assert due_together([], 1) == 0
-    for _ in range(2000):
-        heap: list[HeapEntry] = []
-        for seq in range(rng.randint(1, 60)):
-            heapq.heappush(heap, (float(rng.randint(0, 4)), seq, f"t{seq}", 0))
-        for _ in range(rng.randint(0, 5)):
-            if len(heap) > 1:
-                heapq.heappop(heap)
-        sharing = sum(1 for entry in heap if entry[0] == heap[0][0])
-        for limit in range(1, 30):
-            assert due_together(heap, limit) == min(sharing, limit), (heap, limit)
 
 
 def test_the_loop_wakes_earlier_for_bigger_batches_within_bounds() -> None:

@@ -1,8 +1,13 @@
-"""What the engine tells its subscribers (children journal, fire ledger, history, hooks)."""
+"""What the engine tells its subscribers (child journal, fire ledger, history, hooks,
+the control API), and the bus they subscribe on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from torchd.core.model import RunOutcome, Trigger, fire_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -14,7 +19,7 @@ class RunStarted:
     scheduled: float
     fire_id: str
     attempt: int
-    trigger: str
+    trigger: Trigger
     log_file: str
     log_start: int | None
 
@@ -24,7 +29,7 @@ class RunEnded:
     task: str
     run_id: str
     pid: int
-    outcome: str
+    outcome: RunOutcome
     exit_code: int | None
     signal: int | None
     started: float
@@ -50,7 +55,7 @@ class RunNotStarted:
     scheduled: float
     fire_id: str
     attempt: int
-    trigger: str
+    trigger: Trigger
     error: str
     time: float
 
@@ -74,6 +79,10 @@ class FireSkipped:
     dropped: bool = False
     run_id: str | None = None  # the id a manual trigger announced for it
 
+    @property
+    def fire_id(self) -> str:
+        return fire_id(self.task, self.scheduled)
+
 
 @dataclass(frozen=True, slots=True)
 class FireMissed:
@@ -83,5 +92,34 @@ class FireMissed:
     count: int
     reason: str = ""  # why, when not the usual lateness (e.g. the cluster was unavailable)
 
+    @property
+    def fire_id(self) -> str:
+        """The last fire that did not run names the row."""
+        return fire_id(self.task, self.last)
+
 
 Event = RunStarted | RunEnded | RunNotStarted | FireSettled | FireSkipped | FireMissed
+
+E = TypeVar("E", RunStarted, RunEnded, RunNotStarted, FireSettled, FireSkipped, FireMissed)
+EVENT_TYPES: tuple[type[Event], ...] = (RunStarted, RunEnded, RunNotStarted, FireSettled,
+                                        FireSkipped, FireMissed)
+
+
+class EventBus:
+    """Subscribers by event type, called in the order they subscribed. Publishing looks
+    up the event's type once: every fire passes here several times."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[type, list[Callable[[Event], None]]] = {
+            kind: [] for kind in EVENT_TYPES}
+
+    def subscribe(self, kind: type[E], callback: Callable[[E], None]) -> None:
+        self._subscribers[kind].append(callback)  # type: ignore[arg-type]
+
+    def subscribe_all(self, callback: Callable[[Event], None]) -> None:
+        for subscribers in self._subscribers.values():
+            subscribers.append(callback)
+
+    def publish(self, event: Event) -> None:
+        for callback in self._subscribers[type(event)]:
+            callback(event)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from torchd.core.clock import iso_utc
 from torchd.core.fastinit import fast_constructor
 from torchd.core.schedule.cronexpr import Schedule
 
@@ -243,3 +244,11 @@ class Config:
 
     def by_name(self) -> dict[str, TaskSpec]:
         return {task.name: task for task in self.tasks}
+
+
+def fire_id(task: str, scheduled: float) -> str:
+    """A fire's name, the same on every host: `TASK@TIME` (UTC, milliseconds if any)."""
+    stamp = iso_utc(scheduled)
+    if stamp.endswith(".000Z"):
+        stamp = stamp[:-5] + "Z"
+    return f"{task}@{stamp}"

@@ -26,10 +26,6 @@ class ReloadPlan:
     unchanged: tuple[str, ...]
     changed_fields: dict[str, tuple[str, ...]]  # task -> the keys that differ
 
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.changed or self.removed)
-
     def as_dict(self) -> dict[str, object]:
         return {
             "added": list(self.added),

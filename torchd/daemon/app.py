@@ -25,7 +25,7 @@ from torchd.core.catchup import ahead_of_the_clock
 from torchd.core.clock import Clock, SystemClock, iso_utc
 from torchd.core.errors import ConfigError, ConfigProblem, TorchdError
 from torchd.core.events import (
-    Event,
+    EventBus,
     FireMissed,
     FireSettled,
     FireSkipped,
@@ -40,7 +40,7 @@ from torchd.core.schedule.cronexpr import upcoming
 from torchd.daemon.hooks import HookRunner
 from torchd.daemon.sdnotify import notify
 from torchd.daemon.watcher import FileWatcher
-from torchd.engine.scheduler import Scheduler, fire_id
+from torchd.engine.scheduler import Scheduler
 from torchd.process.cgroups import (
     CgroupMode,
     RunCgroupParent,
@@ -131,6 +131,7 @@ class App:
         # Made once the file says the state dir's modes (daemon.socket_group): see _run.
         self._modes = FileModes()
         self._health = Health(self._clock.time)
+        self._events = EventBus()
         self._pidfile: PidFile
         self._journal: ChildJournal
         self._ledger: FireLedger
@@ -233,8 +234,7 @@ class App:
                             "lost (%s)", run["task"], run["run_id"],
                             "its process is ended with its group" if run["was_running"]
                             else "its process had ended")
-        ended = await asyncio.to_thread(end_leftovers, self._paths.children, DEFAULT_STOP_GRACE,
-                                        self._modes)
+        ended = await end_leftovers(self._paths.children, DEFAULT_STOP_GRACE, self._modes)
         if ended:
             log.warning("ended %d process group(s) left by a previous daemon: %s", len(ended),
                         ended)
@@ -249,7 +249,8 @@ class App:
         cluster = self._make_cluster(config)
         scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs, file_modes=self._modes,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
-                              on_event=self._on_event, claims=cluster, health=self._health,
+                              on_event=self._events.publish, claims=cluster,
+                              health=self._health,
                               cgroups=runs)
         self._scheduler = scheduler
         if cluster is not None:
@@ -265,11 +266,13 @@ class App:
         self._reaper.start()  # before the first run: its strays must come to us
         log.info("process containment: %s; child subreaper: %s", self._cgroups.description,
                  "yes" if self._reaper.subreaper else "no (refused)")
+        self._subscribe(self._events, self._reaper, self._hooks)
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires, launched=self._launched)
         self._api = ControlApi(daemon=self, engine=scheduler, paths=self._paths,
                                modes=self._modes, history=self._history,
                                config=self._current_config, clock=self._clock)
+        self._events.subscribe_all(self._api.on_event)
         self._api.restore()
         _settle_heap()
         self._record_reload("start", config, everything, None)
@@ -385,32 +388,25 @@ class App:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _on_event(self, event: Event) -> None:
+    def _subscribe(self, events: EventBus, reaper: Reaper, hooks: HookRunner) -> None:
+        """Who hears what the engine tells, in this order: the child journal, the reaper,
+        the history, the fire ledger, the hooks (and the control API, once made)."""
+        events.subscribe(RunStarted, lambda e: self._journal.started(e.pid))
+        events.subscribe(RunEnded, lambda e: self._journal.ended(e.pid))
+        events.subscribe(RunEnded, lambda e: reaper.run_ended(e.run_id))
         history = self._history
-        if isinstance(event, RunStarted):
-            self._journal.started(event.pid)
-            if history is not None:
-                history.run_started(event)
-        elif isinstance(event, RunEnded):
-            self._journal.ended(event.pid)
-            if self._reaper is not None:
-                self._reaper.run_ended(event.run_id)
-            if history is not None:
-                history.run_ended(event)
-        elif isinstance(event, FireSettled):
-            if not event.task.startswith(SUBMIT_PREFIX):
-                self._ledger.record(event.task, event.scheduled)
-        elif history is not None and isinstance(event, RunNotStarted):
-            history.not_started(event)
-        elif history is not None and isinstance(event, FireSkipped):
-            history.fire_skipped(event, fire_id(event.task, event.scheduled),
-                                 self._clock.time())
-        elif history is not None and isinstance(event, FireMissed):
-            history.fire_missed(event, fire_id(event.task, event.last), self._clock.time())
-        if self._hooks is not None:
-            self._hooks.on_event(event)
-        if self._api is not None:
-            self._api.on_event(event)
+        if history is not None:
+            events.subscribe(RunStarted, history.run_started)
+            events.subscribe(RunEnded, history.run_ended)
+            events.subscribe(RunNotStarted, history.not_started)
+            events.subscribe(FireSkipped, lambda e: history.fire_skipped(e, self._clock.time()))
+            events.subscribe(FireMissed, lambda e: history.fire_missed(e, self._clock.time()))
+        events.subscribe(FireSettled, self._settled)
+        events.subscribe_all(hooks.on_event)
+
+    def _settled(self, event: FireSettled) -> None:
+        if not event.task.startswith(SUBMIT_PREFIX):  # a one-off task is not in the file
+            self._ledger.record(event.task, event.scheduled)
 
     def _record_hook(self, **call: Any) -> None:
         if self._history is not None:

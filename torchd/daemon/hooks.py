@@ -41,7 +41,7 @@ def _hook_event(event: Event) -> HookEvent | None:
     if isinstance(event, RunStarted):
         return HookEvent.ON_START
     if isinstance(event, RunEnded):
-        if event.outcome == RunOutcome.OK:
+        if event.outcome is RunOutcome.OK:
             return HookEvent.ON_SUCCESS
         return HookEvent.ON_FAILURE if event.outcome in FAILURE_OUTCOMES else None
     if isinstance(event, RunNotStarted):

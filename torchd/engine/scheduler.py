@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import heapq
 import logging
 import random
 import signal
@@ -22,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from torchd.core.catchup import decide
 from torchd.core.clock import Clock, iso_utc
@@ -38,22 +37,29 @@ from torchd.core.events import (
 )
 from torchd.core.health import Health
 from torchd.core.model import (
-    Claim,
     Config,
     DaemonSettings,
-    KeeperState,
     Overlap,
-    RunOn,
     RunOutcome,
     RunState,
     TaskKind,
     TaskSpec,
     Trigger,
+    fire_id,
 )
 from torchd.core.reloadplan import ReloadPlan
 from torchd.core.runid import new_run_id
 from torchd.core.schedule.cronexpr import RebootSchedule
 from torchd.core.schedule.zones import load_zone
+from torchd.engine.keepalive import KeepAlive, Keeper
+from torchd.engine.participation import FireClaims, Participation
+from torchd.engine.timetable import (
+    PREPARE_FROM,
+    PREPARE_MARGIN,
+    HeapEntry,
+    Timetable,
+    sleep_until,
+)
 from torchd.process.cgroups import RunCgroupParent
 from torchd.process.runas import wrap_command
 from torchd.process.runner import (
@@ -65,6 +71,7 @@ from torchd.process.runner import (
     StartError,
     spawn,
     supervise,
+    until_gone,
 )
 from torchd.store.statedir import FileModes
 from torchd.store.tasklog import LogFiles
@@ -73,27 +80,10 @@ from torchd.system.accounts import account_env
 log = logging.getLogger("torchd.scheduler")
 
 MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock steps
-# The loop wakes this early before a fire and sleeps the rest precisely (the selector's
-# timeout is whole milliseconds).
-PRECISE_WINDOW = 0.002
-# When at least PREPARE_FROM fires are due at the coming instant, the loop wakes
-# PREPARE_WINDOW early instead (a wake-up after a long sleep can take 1-3 ms on a shared
-# VM), or PREPARE_PER_FIRE for each fire when that is longer (up to PREPARE_WINDOW_MAX),
-# settles the coming fires and builds their launch requests, then sleeps the rest, so
-# that at the instant only processes are started. It stops preparing PREPARE_MARGIN before
-# the instant; the rest is prepared as it starts. With fewer fires it saves little (about
-# 0.1 ms each), and the longer sleep costs the loop a colder start afterwards
-# (docs/benchmarks.md sections 20-21).
-PREPARE_FROM = 4
-PREPARE_WINDOW = 0.005
-PREPARE_PER_FIRE = 0.00005  # settling a fire and building its request: 40-50 us here
-PREPARE_WINDOW_MAX = 0.1
-PREPARE_COUNT_MAX = round(PREPARE_WINDOW_MAX / PREPARE_PER_FIRE)  # more wakes no earlier
-PREPARE_MARGIN = 0.0002
 # After starting several processes at once, the loop sleeps this long before its own
 # bookkeeping for them (log headers, exit watches, events), so that the new processes
 # get the CPUs first: on 2 cores that work otherwise delays the last of 20 starts from
-# about 5 to about 8 ms (docs/benchmarks.md section 14).
+# about 5 to about 8 ms (`python -m bench handoff`; docs/benchmarks.md).
 HANDOFF = 0.001
 MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup decides
 HOLD_MIN = 0.05  # a late fire waits for a run in its way only if it would wait longer
@@ -102,52 +92,6 @@ DESCRIPTORS_CLEAR = 10.0  # seconds without running out before status stops sayi
 # fire is planned after them, and must not be found missed itself a moment later, in the
 # loop's next pass (one clock step would report two missed spans).
 MISSED_MARGIN = 0.5
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 60.0
-BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
-LEASE_MARGIN = 1.0  # a leased instance's guard ends it this long before the lease expires
-
-
-class FireClaims(Protocol):
-    """Cluster mode's say over `run_on: one` tasks (without it every fire runs here)."""
-
-    async def claim(self, task: str, scheduled: float) -> Claim: ...
-
-    def holds(self, task: str) -> bool: ...
-
-    def lease_expiry(self, task: str) -> float | None:
-        """When the lease held expires (CLOCK_BOOTTIME), unless renewed."""
-
-    def fencing_token(self, task: str) -> int | None: ...
-
-    @property
-    def lease_ttl(self) -> float: ...
-
-
-HeapEntry = tuple[float, int, str, int]  # due time, sequence, task, token
-
-
-def due_together(heap: list[HeapEntry], limit: int) -> int:
-    """How many entries of the timetable share its earliest due time, counted up to
-    `limit`.
-
-    In a heap every ancestor of an entry is due no later than it, so the entries due at the
-    earliest time form a subtree at the root: a walk from the root that stops at later
-    entries finds them, and looks at no more than 2 * limit + 1 entries.
-    """
-    if not heap:
-        return 0
-    first = heap[0][0]
-    found = 0
-    pending = [0]
-    while pending and found < limit:
-        index = pending.pop()
-        if index < len(heap) and heap[index][0] == first:
-            found += 1
-            pending += (2 * index + 1, 2 * index + 2)
-    return found
-
-
 def _due_start(request: LaunchRequest, started: float) -> float:
     """When a run was due to start: its fire's time for a first attempt on schedule; its
     start for a retry, a catch-up or a manual run (they start when they are meant to)."""
@@ -156,38 +100,10 @@ def _due_start(request: LaunchRequest, started: float) -> float:
     return started
 
 
-def wake_window(due_at_once: int) -> float:
-    """How long before an instant the loop wakes, for the number of fires due at it."""
-    if due_at_once < PREPARE_FROM:
-        return PRECISE_WINDOW
-    return min(PREPARE_WINDOW_MAX, max(PREPARE_WINDOW, due_at_once * PREPARE_PER_FIRE))
-
-
 class Fire(NamedTuple):
     scheduled: float
     trigger: Trigger = Trigger.SCHEDULE
     run_id: str | None = None  # chosen in advance: a manual trigger reports it at once
-
-
-def fire_id(task: str, scheduled: float) -> str:
-    stamp = iso_utc(scheduled)
-    if stamp.endswith(".000Z"):
-        stamp = stamp[:-5] + "Z"
-    return f"{task}@{stamp}"
-
-
-@dataclass(eq=False)
-class Keeper:
-    """One keep-alive slot of a daemon-type task."""
-
-    task: str
-    slot: int
-    state: KeeperState = KeeperState.STARTING
-    backoff: float = BACKOFF_FIRST
-    restarts: int = 0
-    last_error: str | None = None
-    handle: RunHandle | None = None
-    runner: asyncio.Task[None] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -242,7 +158,7 @@ class Scheduler:
         self._paused: set[str] = set()
         self._paused_all = False
         self._submitted: set[str] = set()  # one-off tasks from `torchd submit`
-        self._claims = claims
+        self._cluster = Participation(claims)
         self._claiming: set[asyncio.Task[None]] = set()
         # Called with the daemon-type `run_on: one` tasks this host may hold a lease for,
         # whenever that set may have changed (load, reload, pause, resume).
@@ -251,8 +167,7 @@ class Scheduler:
         self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
         # What is left of runs whose leader exited, their KILL still pending.
         self._lingering: set[RunProcesses] = set()
-        self._heap: list[HeapEntry] = []
-        self._seq = 0
+        self._timetable = Timetable()
         self._tokens = 0
         self._ended: asyncio.Future[None] | None = None  # the loop's end, once running
         self._next_turn: asyncio.Handle | None = None
@@ -264,6 +179,9 @@ class Scheduler:
         self._limits = DaemonSettings()
         self._cron_runs: set[str] = set()  # run ids of cron-type runs (the daemon-wide limit)
         self._global_waiting: deque[tuple[TaskState, Fire]] = deque()
+        self._keep_alive = KeepAlive(launch=self._launch_instance, may_keep=self._keeps,
+                                     lease_expiry=self._lease_expiry,
+                                     stopping=lambda: self._stopping)
 
     # ----- configuration -------------------------------------------------------------
     def apply(self, config: Config, plan: ReloadPlan,
@@ -298,10 +216,7 @@ class Scheduler:
         state = self._tasks.pop(name, None)
         if state is None:
             return None
-        self._drop_queued(state, "the task was changed or removed")
-        self._cancel_retries(state, "the task was changed or removed")
-        for keeper in state.keepers:
-            self._stop_keeper(keeper)
+        self._stand_down(state, "the task was changed or removed", self._kill_grace)
         return state
 
     def _admit(self, spec: TaskSpec, now: float, previous: TaskState | None,
@@ -321,7 +236,7 @@ class Scheduler:
                 keeper = Keeper(task=spec.name, slot=slot)
                 state.keepers.append(keeper)
                 if self._started and self._may_keep(spec):
-                    self._start_keeper(state, keeper, waiting_for)
+                    self._keep_alive.start(keeper, waiting_for)
             return
         if recorded_last is not None:
             state.last_scheduled = recorded_last
@@ -342,11 +257,10 @@ class Scheduler:
         assert state.spec.schedule is not None  # noqa: S101 - cron tasks always have one
         state.next_fire = state.spec.schedule.next_after(after)
         if state.next_fire is not None:
-            self._seq += 1
             due = state.next_fire
             if state.spec.jitter:
                 due += random.uniform(0.0, state.spec.jitter)  # noqa: S311 - spreading load
-            heapq.heappush(self._heap, (due, self._seq, state.spec.name, state.token))
+            self._timetable.push(due, state.spec.name, state.token)
 
     # ----- the loop --------------------------------------------------------------------
     async def run(self) -> None:
@@ -359,7 +273,7 @@ class Scheduler:
             if state.spec.kind is TaskKind.DAEMON:
                 if self._may_keep(state.spec):
                     for keeper in state.keepers:
-                        self._start_keeper(state, keeper, [])
+                        self._keep_alive.start(keeper, [])
             elif isinstance(state.spec.schedule, RebootSchedule):
                 if not self.is_paused(state.spec.name):
                     at_boot.append((state, Fire(self._clock.time())))
@@ -424,43 +338,35 @@ class Scheduler:
                             self._last_seen - now)
             self._last_seen = now
             self._fire_due(now)
+            earliest = self._timetable.earliest()
             delay = MAX_SLEEP
-            if self._heap:
-                delay = min(delay, self._heap[0][0] - self._clock.time())
+            if earliest is not None:
+                delay = min(delay, earliest - self._clock.time())
             if delay <= 0:  # let exits and control requests in between bursts
                 self._next_turn = loop.call_soon(self._turn)
                 return
-            window = wake_window(due_together(self._heap, PREPARE_COUNT_MAX))
+            window = self._timetable.wake_window()
             if delay <= window:
                 # The selector rounds its timeout up to whole milliseconds; the last stretch
                 # before a fire is slept precisely instead. It blocks the loop for at most
                 # about `window`, so nothing comes between preparing and starting.
-                instant = self._heap[0][0]
-                coming = self._take_due(instant)
+                assert earliest is not None  # noqa: S101 - delay came from it
+                instant = earliest
+                coming = self._timetable.take_due(instant)
                 prepared = None
                 if len(coming) >= PREPARE_FROM:
                     prepared = self._settle(coming, self._clock.time(),
                                             prepare_until=instant - PREPARE_MARGIN)
-                self._sleep_until(instant, window)
+                sleep_until(self._clock, instant, window)
                 self._fire_due(max(instant, self._clock.time()), prepared, coming)
                 continue
             self._next_turn = loop.call_later(delay - window, self._turn)
             return
 
-    def _sleep_until(self, instant: float, window: float) -> None:
-        """Block until the wall clock reaches `instant`, at most twice the `window` the loop
-        woke early by (and 10 ms in any case): fires taken from the timetable for it start
-        no sooner, and a clock stepped back meanwhile does not hold them (their instant was
-        reached on the clock that was in force)."""
-        give_up = time.monotonic() + 2 * max(window, PREPARE_WINDOW)
-        while (left := instant - self._clock.time()) > 0 and time.monotonic() < give_up:
-            with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
-                time.sleep(left)
-
     def next_due(self) -> float | None:
         """The earliest instant on the timetable (maybe of an entry a reload made stale,
         which only makes it early), or None when nothing is due."""
-        return self._heap[0][0] if self._heap else None
+        return self._timetable.earliest()
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -471,7 +377,7 @@ class Scheduler:
                   coming: deque[HeapEntry] | None = None) -> None:
         """Start every fire due by `now`: those `prepared` ahead of their instant first,
         then the timetable entries already taken (`coming`), then the rest due."""
-        entries = self._take_due(now)
+        entries = self._timetable.take_due(now)
         if coming:
             coming.extend(entries)
             entries = coming
@@ -484,14 +390,6 @@ class Scheduler:
                     self._plan_next(state, fire.scheduled)
                     if self._submitted:
                         self._forget_if_submitted(state)
-
-    def _take_due(self, until: float) -> deque[HeapEntry]:
-        """The timetable's entries due by `until`, earliest first, off the timetable."""
-        heap = self._heap
-        taken: deque[HeapEntry] = deque()
-        while heap and heap[0][0] <= until:
-            taken.append(heapq.heappop(heap))
-        return taken
 
     def _settle(self, entries: deque[HeapEntry], now: float, *, into: Prepared | None = None,
                 prepare_until: float | None = None) -> Prepared:
@@ -522,7 +420,7 @@ class Scheduler:
                 continue
             fire = Fire(scheduled, Trigger.SUBMIT if name in self._submitted
                         else Trigger.SCHEDULE)
-            if self._claims is not None and state.spec.run_on is RunOn.ONE:
+            if self._cluster.claims_fires(state.spec):
                 self._claim_then_fire(state, fire)
                 self._plan_next(state, scheduled)
                 continue
@@ -564,7 +462,7 @@ class Scheduler:
             log.info("task %s: catching up %d missed fire(s), %s to %s", spec.name,
                      len(decision.run), iso_utc(decision.run[0]), iso_utc(decision.run[-1]))
             fires = [Fire(t, Trigger.CATCHUP) for t in decision.run]
-            if self._claims is not None and spec.run_on is RunOn.ONE:
+            if self._cluster.claims_fires(spec):
                 for fire in fires:  # another host may have run them meanwhile
                     self._claim_then_fire(state, fire)
             else:
@@ -804,10 +702,8 @@ class Scheduler:
             scheduled, load_zone(spec.timezone)).isoformat()
         env["TORCHD_ATTEMPT"] = str(attempt)
         guard = None
-        if self._claims is not None and spec.kind is TaskKind.DAEMON and spec.run_on is RunOn.ONE:
-            # a leased instance must not outlive the lease, even with its daemon frozen
-            guard = (min(spec.kill_grace, self._claims.lease_ttl / 3), LEASE_MARGIN)
-            token = self._claims.fencing_token(spec.name)
+        if (leased := self._cluster.guard(spec)) is not None:
+            guard, token = leased
             if token is not None:
                 env["TORCHD_FENCING_TOKEN"] = str(token)
         return LaunchRequest(
@@ -830,7 +726,7 @@ class Scheduler:
         task_log.release()
         self._on_event(RunNotStarted(task=spec.name, run_id=request.run_id,
                                      scheduled=request.scheduled, fire_id=request.fire_id,
-                                     attempt=request.attempt, trigger=str(request.trigger),
+                                     attempt=request.attempt, trigger=request.trigger,
                                      error=error, time=now))
         self._forget_if_submitted(state)
 
@@ -852,7 +748,7 @@ class Scheduler:
         self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
                                   started=run.started, scheduled=request.scheduled,
                                   fire_id=request.fire_id, attempt=attempt,
-                                  trigger=str(request.trigger), log_file=run.log_file,
+                                  trigger=request.trigger, log_file=run.log_file,
                                   log_start=run.log_start))
         return handle
 
@@ -877,8 +773,9 @@ class Scheduler:
         log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
                 run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
         request = run.request
+        assert run.outcome is not None  # noqa: S101 - set when it exited
         self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
-                                outcome=str(run.outcome), exit_code=run.exit_code,
+                                outcome=run.outcome, exit_code=run.exit_code,
                                 signal=run.signal, started=run.started,
                                 ended=run.ended or run.started, duration=run.duration or 0.0,
                                 scheduled=request.scheduled, fire_id=request.fire_id,
@@ -920,11 +817,7 @@ class Scheduler:
         else:
             self._paused.add(name)
         for task in affected:
-            state = self._tasks[task]
-            self._drop_queued(state, "the task was paused")
-            self._cancel_retries(state, "the task was paused")
-            for keeper in state.keepers:
-                self._stop_keeper(keeper)
+            self._stand_down(self._tasks[task], "the task was paused", self._kill_grace)
             log.info("task %s paused", task)
         self.on_lease_tasks(self.lease_tasks())
         return affected
@@ -959,24 +852,20 @@ class Scheduler:
         waiting_for = [k.handle.run.done for k in previous if k.handle is not None]
         state.keepers = [Keeper(task=state.spec.name, slot=k.slot) for k in previous]
         for keeper in state.keepers:
-            self._start_keeper(state, keeper, waiting_for)
+            self._keep_alive.start(keeper, waiting_for)
 
     # ----- cluster -----------------------------------------------------------------------
     def _may_keep(self, spec: TaskSpec) -> bool:
         """Whether this host keeps a daemon-type task's instances running now."""
         if not spec.active or self.is_paused(spec.name):
             return False
-        if self._claims is None or spec.run_on is RunOn.ALL:
-            return True
-        return self._claims.holds(spec.name)
+        return self._cluster.holds(spec)
 
     def lease_tasks(self) -> set[str]:
         """Daemon-type `run_on: one` tasks this host would run if it held their lease."""
-        if self._claims is None:
-            return set()
         return {name for name, state in self._tasks.items()
-                if state.spec.kind is TaskKind.DAEMON and state.spec.run_on is RunOn.ONE
-                and state.spec.active and not self.is_paused(name)}
+                if self._cluster.leased(state.spec) and state.spec.active
+                and not self.is_paused(name)}
 
     def lease_changed(self, name: str, held: bool, stop_within: float) -> None:
         """The cluster gave or took this host's lease of a task: start or stop it. A lost
@@ -990,7 +879,7 @@ class Scheduler:
             return
         grace = min(state.spec.kill_grace, stop_within)
         for keeper in state.keepers:
-            self._stop_keeper(keeper, grace)
+            self._keep_alive.stop(keeper, grace)
 
     def lease_renewed(self, name: str, expiry: float) -> None:
         """The cluster renewed this host's lease of a task: tell its instances' guards."""
@@ -1005,9 +894,10 @@ class Scheduler:
         task.add_done_callback(self._claiming.discard)
 
     async def _claim_and_run(self, state: TaskState, fire: Fire) -> None:
-        assert self._claims is not None  # noqa: S101 - only called in cluster mode
+        claims = self._cluster.claims
+        assert claims is not None  # noqa: S101 - only called in cluster mode
         name = state.spec.name
-        claim = await self._claims.claim(name, fire.scheduled)
+        claim = await claims.claim(name, fire.scheduled)
         if self._stopping or self._tasks.get(name) is not state:
             return
         if claim.error is not None:
@@ -1128,53 +1018,28 @@ class Scheduler:
             self._supervise(state, self._spawn(state, fire, attempt))
 
     # ----- keep-alive --------------------------------------------------------------------
-    def _start_keeper(self, state: TaskState, keeper: Keeper,
-                      waiting_for: list[asyncio.Future[None]]) -> None:
-        keeper.runner = asyncio.get_running_loop().create_task(
-            self._keep_alive(state, keeper, waiting_for), name=f"keep-alive {keeper.task}")
-
-    async def _keep_alive(self, state: TaskState, keeper: Keeper,
-                          waiting_for: list[asyncio.Future[None]]) -> None:
-        if waiting_for:  # a changed daemon task: the old instances go first
-            await asyncio.wait(waiting_for)
-        while not self._stopping:
-            if not self._may_keep(state.spec):  # its lease lapsed meanwhile, say
-                keeper.state = KeeperState.STOPPED  # backoff -> stopped
-                return
-            keeper.state = KeeperState.STARTING  # backoff|stopped -> starting
-            try:
-                keeper.handle = self._launch(state, Fire(self._clock.time(),
-                                                         Trigger.KEEP_ALIVE))
-                expiry = (None if self._claims is None
-                          else self._claims.lease_expiry(state.spec.name))
-                if expiry is not None:
-                    keeper.handle.lease_renewed(expiry)
-            except StartError as exc:
-                keeper.last_error = str(exc)
-            except Exception as exc:  # one instance's failure must never end its supervision
-                log.exception("task %s: instance %d failed unexpectedly", keeper.task,
-                              keeper.slot)
-                keeper.last_error = f"internal error: {exc}"
+    def _stand_down(self, state: TaskState, why: str, grace: float | None) -> None:
+        """A task stops working for now (changed, removed, paused, shutdown): its queued
+        fires are dropped and its retries cancelled, recorded with `why`; its keep-alive
+        instances are stopped with `grace` (None: left to the caller, as at shutdown).
+        Cron runs going on are left alone."""
+        self._drop_queued(state, why)
+        self._cancel_retries(state, why)
+        for keeper in state.keepers:
+            if grace is None:
+                keeper.halt()
             else:
-                keeper.last_error = None
-                run = keeper.handle.run
-                await asyncio.shield(run.done)
-                if (run.duration or 0.0) >= BACKOFF_RESET_AFTER:
-                    keeper.backoff = BACKOFF_FIRST
-                keeper.last_error = f"exited with {run.result_text()}"
-            keeper.state = KeeperState.BACKOFF  # starting|running -> backoff
-            keeper.restarts += 1
-            log.warning("task %s: instance %d %s; restarting in %.0fs", keeper.task,
-                        keeper.slot, keeper.last_error, keeper.backoff)
-            await asyncio.sleep(keeper.backoff)
-            keeper.backoff = min(keeper.backoff * 2, BACKOFF_MAX)
+                self._keep_alive.stop(keeper, grace)
 
-    def _stop_keeper(self, keeper: Keeper, grace: float | None = None) -> None:
-        keeper.state = KeeperState.STOPPED  # * -> stopped
-        if keeper.runner is not None:
-            keeper.runner.cancel()
-        if keeper.handle is not None:
-            keeper.handle.stop(self._kill_grace if grace is None else grace)
+    def _launch_instance(self, name: str) -> RunHandle:
+        return self._launch(self._tasks[name], Fire(self._clock.time(), Trigger.KEEP_ALIVE))
+
+    def _keeps(self, name: str) -> bool:
+        state = self._tasks.get(name)
+        return state is not None and self._may_keep(state.spec)
+
+    def _lease_expiry(self, name: str) -> float | None:
+        return self._cluster.lease_expiry(name)
 
     # ----- shutdown ------------------------------------------------------------------------
     def all_runs(self) -> list[RunHandle]:
@@ -1186,12 +1051,7 @@ class Scheduler:
         for claiming in self._claiming:
             claiming.cancel()
         for state in self._tasks.values():
-            self._drop_queued(state, "shutdown")
-            self._cancel_retries(state, "shutdown")
-            for keeper in state.keepers:
-                keeper.state = KeeperState.STOPPED
-                if keeper.runner is not None:
-                    keeper.runner.cancel()
+            self._stand_down(state, "shutdown", None)
         if self._global_waiting:
             log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
                         len(self._global_waiting))
@@ -1206,12 +1066,8 @@ class Scheduler:
         everything = [h.run.processes for h in handles] + list(self._lingering)
         for processes in self._lingering:
             processes.signal(signal.SIGTERM)
-        deadline = self._clock.monotonic() + grace
-        # A process group has no exit event to wait on, so poll it until the deadline.
-        while self._clock.monotonic() < deadline:
-            if not any(processes.alive() for processes in everything):
-                break
-            await asyncio.sleep(0.05)
+        await until_gone(lambda: any(processes.alive() for processes in everything), grace,
+                         monotonic=self._clock.monotonic)
         for processes in everything:
             processes.signal(signal.SIGKILL)  # "already gone" is the normal answer
         pending = [h.run.done for h in handles]
@@ -1238,7 +1094,6 @@ class Scheduler:
         return any(run_id in runs for runs in self._runs.values())
 
     def snapshot(self) -> list[dict[str, object]]:
-        now_mono = self._clock.monotonic()
         tasks = []
         for name, state in sorted(self._tasks.items()):
             spec = state.spec
@@ -1269,28 +1124,7 @@ class Scheduler:
                 "last_start_error": state.last_start_error,
             }
             if spec.kind is TaskKind.DAEMON:
-                entry["instances"] = [self._keeper_view(k, now_mono) for k in state.keepers]
-            if self._claims is not None and spec.run_on is RunOn.ONE:
-                if spec.kind is TaskKind.DAEMON:
-                    entry["lease_held"] = self._claims.holds(name)
-                elif state.last_claim is not None:
-                    entry["last_claim"] = {"fire": fire_id(name, state.last_claim[0]),
-                                           "host": state.last_claim[1]}
+                entry["instances"] = [k.view() for k in state.keepers]
+            entry.update(self._cluster.view(spec, state.last_claim))
             tasks.append(entry)
         return tasks
-
-    @staticmethod
-    def _keeper_view(keeper: Keeper, now_mono: float) -> dict[str, object]:
-        state = keeper.state
-        handle = keeper.handle
-        if (state is KeeperState.STARTING and handle is not None and handle.run.ended is None
-                and now_mono - handle.run.started_mono >= BACKOFF_RESET_AFTER):
-            state = KeeperState.RUNNING  # starting -> running once it has stayed up
-        return {
-            "slot": keeper.slot,
-            "state": str(state),
-            "pid": handle.run.pid if handle is not None and handle.run.ended is None else None,
-            "restarts": keeper.restarts,
-            "backoff": keeper.backoff,
-            "last_error": keeper.last_error,
-        }

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from torchd.core.health import Health
-from torchd.process.runner import group_alive, signal_group
-from torchd.store.statedir import REOPEN_EVERY, FileModes, fresh_file, open_file
+from torchd.process.runner import group_alive, signal_group, until_gone
+from torchd.store.statedir import REOPEN_EVERY, FileModes, open_file, rewrite
 from torchd.system.procstat import boot_id, proc_stat
 
 log = logging.getLogger("torchd.children")
@@ -92,16 +92,9 @@ class ChildJournal:
     def _replace_with_fresh(self) -> int:
         """A new journal with the boot line and the live children, put in place of
         whatever is at the path (renamed over it: a planted FIFO or link is not opened)."""
-        tmp = self._path.with_suffix(".tmp")
-        fd = fresh_file(tmp, self._modes)
-        try:
-            text = f"# boot {self._boot}\n" + "".join(
-                f"+ {pid} {ticks} {session}\n" for pid, (ticks, session) in self._live.items())
-            os.write(fd, text.encode())
-            os.replace(tmp, self._path)
-        except BaseException:
-            os.close(fd)
-            raise
+        text = f"# boot {self._boot}\n" + "".join(
+            f"+ {pid} {ticks} {session}\n" for pid, (ticks, session) in self._live.items())
+        fd = rewrite(self._path, text.encode(), self._modes, durable=False)
         self._lines = len(self._live)
         return fd
 
@@ -166,7 +159,8 @@ def _members(pgids: list[int]) -> dict[int, tuple[int, int]]:
     return found
 
 
-def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> list[int]:
+async def end_leftovers(path: Path, grace: float,
+                        modes: FileModes | None = None) -> list[int]:
     """End the process groups of children a crashed daemon left running. Returns their
     pids. After the grace, SIGKILL goes to each group that still holds one of the
     processes it held at the SIGTERM (while a member is left, its number cannot be
@@ -176,11 +170,7 @@ def end_leftovers(path: Path, grace: float, modes: FileModes | None = None) -> l
     for pgid in groups:
         log.warning("ending process group %d left behind by a previous torchd", pgid)
         signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while groups and time.monotonic() < deadline:
-        if not any(group_alive(pgid) for pgid in groups):
-            break
-        time.sleep(0.05)
+    await until_gone(lambda: any(group_alive(pgid) for pgid in groups), grace)
     left: dict[int, int] = {}  # the members still alive -> their group now
     for pid, (ticks, _) in members.items():
         stat = proc_stat(pid)

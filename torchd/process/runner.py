@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,13 @@ class LaunchRequest:
     lease_guard: tuple[float, float] | None = None  # (grace, margin): see leaseguard.py
 
 
+RUN_MOVES: dict[RunState, frozenset[RunState]] = {
+    RunState.RUNNING: frozenset({RunState.STOPPING, RunState.EXITED}),
+    RunState.STOPPING: frozenset({RunState.EXITED}),
+    RunState.EXITED: frozenset(),
+}
+
+
 @dataclass(eq=False, slots=True, kw_only=True)
 class Run:
     request: LaunchRequest
@@ -96,6 +104,12 @@ class Run:
     def run_id(self) -> str:
         return self.request.run_id
 
+    def change(self, to: RunState) -> None:
+        """The one way a run's state changes, along RUN_MOVES."""
+        if to not in RUN_MOVES[self.state]:
+            raise RuntimeError(f"run {self.run_id}: no move from {self.state} to {to}")
+        self.state = to
+
     @property
     def task(self) -> str:
         return self.request.task
@@ -120,6 +134,19 @@ def signal_group(pgid: int, signum: int) -> bool:
 
 def group_alive(pgid: int) -> bool:
     return signal_group(pgid, 0)
+
+
+GONE_POLL = 0.05  # seconds between looks at processes that were sent SIGTERM
+
+
+async def until_gone(alive: Callable[[], bool], grace: float, *,
+                     monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Wait until `alive()` is false or `grace` seconds have passed: the wait between the
+    SIGTERM and the SIGKILL. A process group has no exit event to wait on, so it is
+    polled."""
+    deadline = monotonic() + grace
+    while alive() and monotonic() < deadline:  # noqa: ASYNC110 - no event to wait on
+        await asyncio.sleep(GONE_POLL)
 
 
 class RunProcesses:
@@ -333,7 +360,7 @@ class RunHandle:
             run.outcome = RunOutcome.OK
         else:
             run.outcome = RunOutcome.FAILED
-        run.state = RunState.EXITED  # running|stopping -> exited
+        run.change(RunState.EXITED)  # running|stopping -> exited
         footer = (f"--- torchd {iso_utc(run.ended)} end run={run.run_id} {run.result_text()} "
                   f"duration={run.duration:.3f}s outcome={run.outcome}\n").encode()
         for index, stream in enumerate(self._streams):
@@ -373,7 +400,7 @@ class RunHandle:
         if run.state is not RunState.RUNNING:
             return
         run.stop_requested = True
-        run.state = RunState.STOPPING  # running -> stopping
+        run.change(RunState.STOPPING)  # running -> stopping
         run.processes.signal(signal.SIGTERM)
         self._loop.call_later(grace, self._kill_if_running)
 

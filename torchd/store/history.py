@@ -7,8 +7,8 @@ accumulated in one transaction. A run's row is written when it starts and comple
 it ends, so a row still open when the daemon starts again belongs to a run that was in
 flight when the daemon died: it is closed as `lost`.
 
-Waking the writer costs more CPU than what it writes (docs/benchmarks.md section 17), so
-both sides save wake-ups. The loop holds a run's start for up to HOLD_START: a run that
+Waking the writer costs more CPU than what it writes (`python -m bench history`), so both
+sides save wake-ups. The loop holds a run's start for up to HOLD_START: a run that
 ends meanwhile, as most do, goes over as one finished row, one wake-up instead of two. The
 writer commits at once when it has been idle, and gathers for BATCH_WINDOW when records
 keep coming, so that a burst is one transaction. A kill -9 can lose the records of the
@@ -279,15 +279,15 @@ class HistoryWriter:
             (event.run_id, event.task, event.fire_id, event.scheduled, event.time, self._host,
              event.attempt, event.trigger, str(RunOutcome.START_ERROR), event.error)))
 
-    def fire_skipped(self, event: FireSkipped, fire_id: str, now: float) -> None:
+    def fire_skipped(self, event: FireSkipped, now: float) -> None:
         outcome = RunOutcome.DROPPED if event.dropped else RunOutcome.SKIPPED
         self._queue.put((
             "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, "
             "reason) VALUES (?,?,?,?,?,?,?,?)",
-            (event.run_id or new_run_id(), event.task, fire_id, event.scheduled, now,
+            (event.run_id or new_run_id(), event.task, event.fire_id, event.scheduled, now,
              self._host, str(outcome), event.reason)))
 
-    def fire_missed(self, event: FireMissed, fire_id: str, now: float) -> None:
+    def fire_missed(self, event: FireMissed, now: float) -> None:
         reason = (f"{event.count} fire(s) missed from {iso_utc(event.first)} to "
                   f"{iso_utc(event.last)}")
         if event.reason:
@@ -295,7 +295,7 @@ class HistoryWriter:
         self._queue.put((
             "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason) "
             "VALUES (?,?,?,?,?,?,?,?)",
-            (new_run_id(), event.task, fire_id, event.last, now, self._host,
+            (new_run_id(), event.task, event.fire_id, event.last, now, self._host,
              str(RunOutcome.MISSED), reason)))
 
     def hook_call(self, *, task: str, run_id: str | None, event: str, action: str,

@@ -8,7 +8,6 @@ last line after a crash is ignored.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchd.core.health import Health
-from torchd.store.statedir import REOPEN_EVERY, FileModes, fresh_file, open_file
+from torchd.store.statedir import REOPEN_EVERY, FileModes, open_file, rewrite
 
 log = logging.getLogger("torchd.ledger")
 
@@ -104,32 +103,23 @@ class FireLedger:
             self._fd = -1
 
     def _compact(self) -> None:
-        tmp = self._path.with_suffix(".tmp")
+        """Rewrite the ledger with each task's last fire (fsynced), appending to the new
+        file from then on; if that fails, appending to the old file goes on, or (with none
+        open) the rewrite is tried again at a record after REOPEN_EVERY."""
         text = "".join(f"{task} {ts!r}\n" for task, ts in self._last.items())
         try:
-            fd = fresh_file(tmp, self._modes)
-            try:
-                os.write(fd, text.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._path)
+            fd = rewrite(self._path, text.encode(), self._modes, durable=True)
         except OSError as exc:
             log.error("cannot rewrite the fire ledger %s: %s", self._path, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             if self._fd >= 0:  # appending goes on; compacting is tried again later
                 self._lines = 0
-                return
+            else:
+                self._reopen_at = time.monotonic() + REOPEN_EVERY
+                self._unwritable("rewrite", exc)
+            return
         self.close()
-        self._reopen_at = time.monotonic() + REOPEN_EVERY
-        try:
-            self._fd = open_file(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                                 self._modes)
-        except OSError as exc:
-            self._unwritable("open", exc)
-        else:
-            self._health.clear("fire-ledger")
+        self._fd = fd
+        self._health.clear("fire-ledger")
         self._lines = len(self._last)
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torchd.store.statedir import FileModes, fresh_file, open_file
+from torchd.store.statedir import FileModes, open_file, rewrite
 
 log = logging.getLogger("torchd.opstate")
 
@@ -43,13 +43,8 @@ class JsonFile:
             return self._empty
 
     def save(self, value: Any) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        text = json.dumps(value, indent=1, sort_keys=True).encode()
         try:
-            fd = fresh_file(tmp, self._modes)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(value, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            os.close(rewrite(self.path, text, self._modes, durable=True))
         except OSError as exc:
             log.error("cannot save %s: %s", self.path, exc)

@@ -204,6 +204,26 @@ def fresh_file(path: Path, modes: FileModes) -> int:
     return open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, modes)
 
 
+def rewrite(path: Path, text: bytes, modes: FileModes, *, durable: bool) -> int:
+    """Put a new file holding `text` in place of `path`: written as PATH.tmp (fsynced
+    first if `durable`), then renamed over whatever is at the path, which is never opened
+    (a planted FIFO or link included). Returns the new file's descriptor, open for
+    writing at its end; on an error nothing is left open and the temporary is removed."""
+    tmp = path.with_suffix(".tmp")
+    fd = fresh_file(tmp, modes)
+    try:
+        os.write(fd, text)
+        if durable:
+            os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return fd
+
+
 def _refusal(info: os.stat_result) -> str | None:
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file; refusing it in the state dir"

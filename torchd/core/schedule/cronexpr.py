@@ -35,7 +35,6 @@ SEARCH_YEARS = 30  # past this a schedule counts as ended (the calendar check ru
 _MONTH_LENGTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # _WEEKDAY_DAYS[k]: the days of a month (bits 1-31) that fall k weekdays after the 1st.
 _WEEKDAY_DAYS = tuple(sum(1 << d for d in range(k + 1, 32, 7)) for k in range(7))
-_ALL_DAYS = sum(1 << d for d in range(1, 32))
 
 
 class Schedule(Protocol):
