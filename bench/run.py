@@ -29,7 +29,7 @@ from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, start_redis
 from torchd.cluster.coordinator import Cluster, host_load
 from torchd.core.events import RunEnded, RunStarted
 from torchd.core.model import ClusterSettings, HistoryPolicy
-from torchd.engine.scheduler import HANDOFF
+from torchd.engine.admission import HANDOFF
 from torchd.store.history import HistoryWriter
 
 HERE = Path(__file__).resolve().parent

@@ -1,27 +1,22 @@
-"""The engine: a timetable of next fires, keep-alive supervision, reload application.
+"""The engine's front: it applies configs, runs the loop, settles each due fire (missed,
+paused, left to a cluster claim, or to start), and answers operators. Its parts: the
+timetable, admission (overlap and limits), runs, retries, keep-alive supervision and
+cluster participation, each in a module of its own (docs/architecture.md).
 
-The timetable is a heap of (fire time, seq, task, token). The loop sleeps until the
-earliest entry (or a wake-up), re-reads the wall clock, and pops what is due; it never
-scans every task. A task's next fire is always computed from its previous scheduled fire,
-never from "now", so a fire cannot run twice and a clock that steps back only makes the
-loop wait longer. A changed task gets a new token; entries with an old token are ignored.
+A task's next fire is always computed from its previous scheduled fire, never from
+"now", so a fire cannot run twice and a clock that steps back only makes the loop wait
+longer. A changed task gets a new token; timetable entries with an old token are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
 import random
-import signal
-import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from torchd.core.catchup import decide
 from torchd.core.clock import Clock, iso_utc
@@ -30,18 +25,10 @@ from torchd.core.events import (
     Event,
     FireMissed,
     FireSettled,
-    FireSkipped,
-    RunEnded,
-    RunNotStarted,
-    RunStarted,
 )
 from torchd.core.health import Health
 from torchd.core.model import (
     Config,
-    DaemonSettings,
-    Overlap,
-    RunOutcome,
-    RunState,
     TaskKind,
     TaskSpec,
     Trigger,
@@ -50,9 +37,12 @@ from torchd.core.model import (
 from torchd.core.reloadplan import ReloadPlan
 from torchd.core.runid import new_run_id
 from torchd.core.schedule.cronexpr import RebootSchedule
-from torchd.core.schedule.zones import load_zone
+from torchd.engine.admission import Admission
 from torchd.engine.keepalive import KeepAlive, Keeper
 from torchd.engine.participation import FireClaims, Participation
+from torchd.engine.retries import Retries
+from torchd.engine.runs import Runs
+from torchd.engine.tasks import MISSED_AFTER, Fire, Prepared, TaskState
 from torchd.engine.timetable import (
     PREPARE_FROM,
     PREPARE_MARGIN,
@@ -61,85 +51,21 @@ from torchd.engine.timetable import (
     sleep_until,
 )
 from torchd.process.cgroups import RunCgroupParent
-from torchd.process.runas import wrap_command
 from torchd.process.runner import (
     LaunchRequest,
     Run,
     RunHandle,
-    RunProcesses,
-    Spawned,
     StartError,
-    spawn,
-    supervise,
-    until_gone,
 )
 from torchd.store.statedir import FileModes
-from torchd.store.tasklog import LogFiles
-from torchd.system.accounts import account_env
 
 log = logging.getLogger("torchd.scheduler")
 
 MAX_SLEEP = 5.0  # re-read the wall clock at least this often, to notice clock steps
-# After starting several processes at once, the loop sleeps this long before its own
-# bookkeeping for them (log headers, exit watches, events), so that the new processes
-# get the CPUs first: on 2 cores that work otherwise delays the last of 20 starts from
-# about 5 to about 8 ms (`python -m bench handoff`; docs/benchmarks.md).
-HANDOFF = 0.001
-MISSED_AFTER = 5.0  # a fire more than this late is missed: its task's catchup decides
-HOLD_MIN = 0.05  # a late fire waits for a run in its way only if it would wait longer
-DESCRIPTORS_CLEAR = 10.0  # seconds without running out before status stops saying so
 # Fires this much short of MISSED_AFTER late are counted with the missed ones too: the next
 # fire is planned after them, and must not be found missed itself a moment later, in the
 # loop's next pass (one clock step would report two missed spans).
 MISSED_MARGIN = 0.5
-def _due_start(request: LaunchRequest, started: float) -> float:
-    """When a run was due to start: its fire's time for a first attempt on schedule; its
-    start for a retry, a catch-up or a manual run (they start when they are meant to)."""
-    if request.trigger is Trigger.SCHEDULE and request.attempt == 1:
-        return request.scheduled
-    return started
-
-
-class Fire(NamedTuple):
-    scheduled: float
-    trigger: Trigger = Trigger.SCHEDULE
-    run_id: str | None = None  # chosen in advance: a manual trigger reports it at once
-
-
-@dataclass(eq=False, slots=True)
-class TaskState:
-    spec: TaskSpec
-    token: int
-    next_fire: float | None = None
-    last_scheduled: float | None = None
-    last_run: Run | None = None
-    last_start_error: str | None = None
-    keepers: list[Keeper] = field(default_factory=list)
-    waiting: deque[Fire] | None = None  # fires waiting for a free slot (made when needed:
-    #                                      100,000 empty deques would cost 60 MB)
-    missed: tuple[float, float] | None = None  # at start: fires missed while torchd was down
-    retry_timers: dict[object, asyncio.TimerHandle] | None = None
-    # The environment every run starts from; built at the first fire, since a copy of the
-    # daemon's environment per task would cost megabytes across 100,000 rare tasks.
-    env: dict[str, str] | None = None
-    argv: tuple[str, ...] = ()  # the command with its nice/limits/account wrappers
-    last_claim: tuple[float, str | None] | None = None  # cluster: (fire, winning host)
-
-    def queue(self) -> deque[Fire]:
-        if self.waiting is None:
-            self.waiting = deque()
-        return self.waiting
-
-
-@dataclass(slots=True)
-class Prepared:
-    """Fires settled to start, beside the launch request built for each in advance (None:
-    built as it starts)."""
-
-    batch: list[tuple[TaskState, Fire]] = field(default_factory=list)
-    requests: list[LaunchRequest | None] = field(default_factory=list)
-
-
 class Scheduler:
     def __init__(self, *, clock: Clock, log_dir: Path, base_env: Mapping[str, str],
                  kill_grace: float = 10.0, file_modes: FileModes | None = None,
@@ -147,26 +73,22 @@ class Scheduler:
                  claims: FireClaims | None = None, health: Health | None = None,
                  cgroups: RunCgroupParent | None = None) -> None:
         self._clock = clock
-        self._log_dir = log_dir
-        self._base_env = dict(base_env)
         self._kill_grace = kill_grace
-        self._cgroups = cgroups
         self._on_event = on_event or (lambda _event: None)
-        self._health = health or Health(clock.time)
-        self._no_descriptors_at = 0.0  # monotonic: the last fire that found none
-        self._logs = LogFiles(log_dir, file_modes, self._health)
         self._paused: set[str] = set()
         self._paused_all = False
         self._submitted: set[str] = set()  # one-off tasks from `torchd submit`
         self._cluster = Participation(claims)
+        self._runs = Runs(clock=clock, log_dir=log_dir, base_env=base_env,
+                          kill_grace=kill_grace, file_modes=file_modes,
+                          health=health or Health(clock.time), cgroups=cgroups,
+                          cluster=self._cluster, on_event=self._on_event,
+                          after_exit=self._after_exit, start_failed=self._forget_if_submitted)
         self._claiming: set[asyncio.Task[None]] = set()
         # Called with the daemon-type `run_on: one` tasks this host may hold a lease for,
         # whenever that set may have changed (load, reload, pause, resume).
         self.on_lease_tasks: Callable[[set[str]], None] = lambda _names: None
         self._tasks: dict[str, TaskState] = {}
-        self._runs: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
-        # What is left of runs whose leader exited, their KILL still pending.
-        self._lingering: set[RunProcesses] = set()
         self._timetable = Timetable()
         self._tokens = 0
         self._ended: asyncio.Future[None] | None = None  # the loop's end, once running
@@ -175,10 +97,10 @@ class Scheduler:
         self._last_seen = 0.0
         self._stopping = False
         self._started = False
-        self._config_digest = ""
-        self._limits = DaemonSettings()
-        self._cron_runs: set[str] = set()  # run ids of cron-type runs (the daemon-wide limit)
-        self._global_waiting: deque[tuple[TaskState, Fire]] = deque()
+        self._retries = Retries(runs=self._runs, current=self._current,
+                                stopping=lambda: self._stopping)
+        self._admission = Admission(runs=self._runs, clock=clock, on_event=self._on_event,
+                                    current=self._current, stopping=lambda: self._stopping)
         self._keep_alive = KeepAlive(launch=self._launch_instance, may_keep=self._keeps,
                                      lease_expiry=self._lease_expiry,
                                      stopping=lambda: self._stopping)
@@ -196,8 +118,8 @@ class Scheduler:
           planned from then, so a fire that fell due while the file loaded runs as soon
           as the loop starts (late by the load), instead of being skipped unrecorded.
         """
-        self._config_digest = config.digest
-        self._limits = config.daemon
+        self._runs.config_digest = config.digest
+        self._admission.limits = config.daemon
         specs = config.by_name()
         now = self._clock.time()
         since = now if launched is None or self._started else min(now, launched)
@@ -283,7 +205,7 @@ class Scheduler:
                 first, until = state.missed
                 self._handle_missed(state, first, self._clock.time(), end=until)
                 state.missed = None
-        self._fire_batch(at_boot)
+        self._admission.fire_batch(at_boot)
         self._ended = asyncio.get_running_loop().create_future()
         self._last_seen = self._clock.time()
         self._turn()
@@ -384,7 +306,7 @@ class Scheduler:
         taken = self._settle(entries, now, into=prepared)
         if taken.batch:
             # start processes first; schedule arithmetic can wait
-            self._fire_batch(taken.batch, taken.requests)
+            self._admission.fire_batch(taken.batch, taken.requests)
             for state, fire in taken.batch:
                 if self._tasks.get(state.spec.name) is state:
                     self._plan_next(state, fire.scheduled)
@@ -414,7 +336,8 @@ class Scheduler:
             state.last_scheduled = scheduled
             self._on_event(FireSettled(task=name, scheduled=scheduled))
             if self.is_paused(name):
-                self._not_run(state.spec, Fire(scheduled), "the task is paused", quiet=True)
+                self._admission.not_run(state.spec, Fire(scheduled), "the task is paused",
+                                        quiet=True)
                 self._plan_next(state, scheduled)
                 self._forget_if_submitted(state)
                 continue
@@ -433,7 +356,7 @@ class Scheduler:
         since the load, say): it is then built again as it starts, where a failure is that
         fire's alone and is reported as such, instead of ending the loop."""
         try:
-            return self._request(state, fire)
+            return self._runs.request(state, fire)
         except Exception:  # noqa: BLE001 - reported when the fire starts
             return None
 
@@ -466,330 +389,25 @@ class Scheduler:
                 for fire in fires:  # another host may have run them meanwhile
                     self._claim_then_fire(state, fire)
             else:
-                state.queue().extend(fires)  # they wait for free slots, in order
-                self._start_waiting(state)
+                self._admission.catch_up(state, fires)
         if at_runtime:
             self._plan_next(state, end)  # later fires are only late: they run as usual
 
-    def _start_waiting(self, state: TaskState) -> None:
-        """Start queued fires, oldest first, while the task has free slots."""
-        spec = state.spec
-        queue = state.queue()
-        while queue and not self._stopping and self._tasks.get(spec.name) is state:
-            if spec.max_running and self._reap_exited(spec.name) >= spec.max_running:
-                return
-            self._fire_batch([(state, queue.popleft())])
+    def _current(self, state: TaskState) -> bool:
+        """Whether `state` is still its task's (not replaced or removed by a reload)."""
+        return self._tasks.get(state.spec.name) is state
 
-    def _drop_queued(self, state: TaskState, why: str) -> None:
-        if state.waiting:
-            log.warning("task %s: %d queued fire(s) dropped: %s", state.spec.name,
-                        len(state.waiting), why)
-            for fire in state.waiting:
-                self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
-                                           reason=why, dropped=True, run_id=fire.run_id))
-        state.waiting = None
-
-    @staticmethod
-    def _cancel_retries(state: TaskState, why: str) -> None:
-        if not state.retry_timers:
-            return
-        log.warning("task %s: %d pending retry(ies) cancelled: %s", state.spec.name,
-                    len(state.retry_timers), why)
-        for timer in state.retry_timers.values():
-            timer.cancel()
-        state.retry_timers = None
-
-    def _enqueue(self, state: TaskState, fire: Fire, running: int) -> str:
-        spec = state.spec
-        if len(state.queue()) >= spec.queue_limit:
-            return self._not_run(spec, fire, f"queue full ({spec.queue_limit} fire(s) "
-                                 "waiting)", dropped=True)
-        state.queue().append(fire)
-        log.info("task %s: fire %s queued: %d run(s) still running (max_running=%d)",
-                 spec.name, fire_id(spec.name, fire.scheduled), running, spec.max_running)
-        return "queued"
-
-    def _replace_oldest(self, state: TaskState) -> None:
-        runs = [h for h in self._runs.get(state.spec.name, {}).values()
-                if h.run.state is RunState.RUNNING]
-        if runs:
-            oldest = min(runs, key=lambda h: h.run.started_mono)
-            log.info("task %s: stopping run %s to make room (overlap: replace)",
-                     state.spec.name, oldest.run.run_id)
-            oldest.stop(state.spec.kill_grace)
-
-    def _fire_batch(self, batch: list[tuple[TaskState, Fire]],
-                    requests: list[LaunchRequest | None] | None = None) -> list[str]:
-        """Spawn every due fire first, then set up supervision for all of them. Returns what
-        became of each fire: started, queued, skipped: ..., start-error: ...
-        `requests`, beside `batch`, holds launch requests built in advance (or None)."""
-        spawned: list[tuple[TaskState, Spawned]] = []
-        in_batch: dict[str, list[Spawned]] = {}  # task -> its runs started in this batch
-        results: list[str] = []
-        for index, (state, fire) in enumerate(batch):
-            spec = state.spec
-            mates = in_batch.get(spec.name, ())
-            running = len(self._runs.get(spec.name, {})) + len(mates)
-            if spec.max_running and running >= spec.max_running:
-                running = self._reap_exited(spec.name) + len(mates)
-                if running >= spec.max_running:
-                    hold = self._late_hold(state, fire, mates)
-                    results.append(self._hold(state, fire, hold) if hold > HOLD_MIN
-                                   else self._when_full(state, fire, running))
-                    continue
-            if self._daemon_full(len(spawned)):
-                results.append(self._when_daemon_full(state, fire))
-                continue
-            try:
-                spawned.append((state, self._spawn(state, fire,
-                                                   request=requests[index] if requests else None)))
-            except StartError as exc:
-                results.append(f"start-error: {exc}")  # logged and recorded by _spawn
-                continue
-            except Exception as exc:  # one run's failure must never stop the scheduler
-                log.exception("task %s: fire %s failed unexpectedly", spec.name,
-                              fire_id(spec.name, fire.scheduled))
-                results.append(f"start-error: internal error: {exc}")
-                continue
-            in_batch.setdefault(spec.name, []).append(spawned[-1][1])
-            results.append("started")
-        if len(spawned) > 1:
-            with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
-                time.sleep(HANDOFF)  # off the CPUs, the loop included: that is the point
-        for state, started in spawned:
-            self._supervise(state, started)
-        return results
-
-    def _daemon_full(self, about_to_start: int) -> bool:
-        limit = self._limits.max_running
-        if not limit or len(self._cron_runs) + about_to_start < limit:
-            return False
-        for handle in [h for runs in self._runs.values() for h in runs.values()
-                       if h.run.run_id in self._cron_runs]:
-            handle.reap_if_exited()  # count processes, not exits the loop has not seen
-        return len(self._cron_runs) + about_to_start >= limit
-
-    def _when_daemon_full(self, state: TaskState, fire: Fire) -> str:
-        limits, spec = self._limits, state.spec
-        reason = f"daemon.max_running={limits.max_running} runs across all tasks"
-        # An operator's `torchd submit` waits for a slot whatever the policy: it must not
-        # vanish after the command said it was submitted.
-        if fire.trigger is Trigger.SUBMIT or (
-                limits.overlap is Overlap.QUEUE
-                and len(self._global_waiting) < limits.queue_limit):
-            self._global_waiting.append((state, fire))
-            log.info("task %s: fire %s queued: %s", spec.name,
-                     fire_id(spec.name, fire.scheduled), reason)
-            return "queued"
-        if limits.overlap is Overlap.QUEUE:
-            reason = f"daemon queue full ({limits.queue_limit} fire(s) waiting)"
-        return self._not_run(spec, fire, reason)
-
-    def _start_daemon_waiting(self) -> None:
-        """Start fires held by the daemon-wide limit, oldest first, while it allows."""
-        while self._global_waiting and not self._stopping and not self._daemon_full(0):
-            state, fire = self._global_waiting.popleft()
-            if self._tasks.get(state.spec.name) is state:
-                self._fire_batch([(state, fire)])
-            else:
-                self._not_run(state.spec, fire, "the task was changed or removed while its "
-                              "fire waited for daemon.max_running", dropped=True)
-
-    def _late_hold(self, state: TaskState, fire: Fire, mates: Sequence[Spawned]) -> float:
-        """How long a fire that found its task full waits before its overlap policy
-        applies. The policy is meant to meet the runs as they would be at the fire's own
-        time: a run in its way that started late (a clock step forward, a busy loop), or a
-        fire that comes late itself, must not make a skip of what would not have
-        overlapped. So it waits until each run in its way has lasted as long as the time
-        from that run's due start to this fire's, or a run ends; never past MISSED_AFTER
-        after its own time. 0 when enough would be running at its time whatever happens,
-        and with `overlap: queue` (it waits in any case)."""
-        if state.spec.overlap is Overlap.QUEUE:
-            return 0.0
-        now = self._clock.monotonic()
-        ahead = [(_due_start(h.run.request, h.run.started), h.run.started_mono)
-                 for h in self._runs.get(state.spec.name, {}).values()]
-        ahead += [(_due_start(s.request, s.started), s.started_mono) for s in mates]
-        left = [(fire.scheduled - due) - (now - started) for due, started in ahead]
-        if not left or sum(1 for wait in left if wait <= HOLD_MIN) >= state.spec.max_running:
-            return 0.0
-        return min(max(left), fire.scheduled + MISSED_AFTER - self._clock.time())
-
-    def _hold(self, state: TaskState, fire: Fire, hold: float) -> str:
-        """Let a late fire wait `hold` seconds for a run in its way to end (see
-        _late_hold); then, if it has not started, its overlap policy applies."""
-        spec = state.spec
-        log.debug("task %s: fire %s waits up to %.3fs: a run started late is in its way",
-                  spec.name, fire_id(spec.name, fire.scheduled), hold)
-        state.queue().append(fire)
-        asyncio.get_running_loop().call_later(hold, self._held_over, state, fire)
-        return "queued"
-
-    def _held_over(self, state: TaskState, fire: Fire) -> None:
-        if self._tasks.get(state.spec.name) is not state or fire not in (state.waiting or ()):
-            return  # started meanwhile, or the task changed (recorded there)
-        assert state.waiting is not None  # noqa: S101 - it holds the fire
-        state.waiting.remove(fire)
-        self._fire_batch([(state, fire)])
-
-    def _when_full(self, state: TaskState, fire: Fire, running: int) -> str:
-        """A fire found its task at max_running: the task's overlap policy decides."""
-        overlap = state.spec.overlap
-        if overlap is Overlap.SKIP:
-            spec = state.spec
-            return self._not_run(spec, fire, f"{running} run(s) still running "
-                                              f"(max_running={spec.max_running})")
-        if overlap is Overlap.REPLACE:
-            self._replace_oldest(state)
-        return self._enqueue(state, fire, running)
-
-    def _reap_exited(self, task: str) -> int:
-        """Handle exits the busy loop has not processed yet; return how many still run."""
-        for handle in list(self._runs.get(task, {}).values()):
-            handle.reap_if_exited()
-        return len(self._runs.get(task, {}))
-
-    def _not_run(self, spec: TaskSpec, fire: Fire, reason: str, *, dropped: bool = False,
-                 quiet: bool = False) -> str:
-        """A fire that will not run: skipped by a limit or a pause, or dropped from a full
-        queue. Returns the result a trigger reports."""
-        level = logging.DEBUG if quiet else logging.WARNING if dropped else logging.INFO
-        verb = "dropped" if dropped else "skipped"
-        log.log(level, "task %s: fire %s %s: %s", spec.name,
-                fire_id(spec.name, fire.scheduled), verb, reason)
-        self._on_event(FireSkipped(task=spec.name, scheduled=fire.scheduled, reason=reason,
-                                   dropped=dropped, run_id=fire.run_id))
-        return f"{verb}: {reason}"
-
-    def _spawn(self, state: TaskState, fire: Fire, attempt: int = 1, *,
-               request: LaunchRequest | None = None) -> Spawned:
-        if request is None:
-            request = self._request(state, fire, attempt)
-        try:
-            started = spawn(request, clock_time=self._clock.time,
-                            clock_mono=self._clock.monotonic)
-        except StartError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                self._no_descriptors_at = self._clock.monotonic()
-                self._health.report("descriptors", f"no file descriptors left ({exc}): "
-                                    "fires fail to start; see README, Limits")
-            self._start_failed(state, request, str(exc))
-            raise
-        if self._no_descriptors_at and (self._clock.monotonic() - self._no_descriptors_at
-                                        > DESCRIPTORS_CLEAR):
-            self._no_descriptors_at = 0.0
-            self._health.clear("descriptors")
-        state.last_start_error = None
-        return started
-
-    def _request(self, state: TaskState, fire: Fire, attempt: int = 1) -> LaunchRequest:
-        """Everything one run of the fire needs to start, its ids and environment."""
-        spec = state.spec
-        run_id = fire.run_id or new_run_id()
-        scheduled = fire.scheduled
-        fid = fire_id(spec.name, scheduled)
-        if state.env is None:
-            account = account_env(spec.user) if spec.user else {}
-            state.env = {**self._base_env, **account, **dict(spec.env),
-                         "TORCHD_TASK": spec.name}
-            state.argv = wrap_command(
-                spec.command, user=spec.user, group=spec.group, nice=spec.nice,
-                limits=spec.limits)
-        env = dict(state.env)
-        env["TORCHD_RUN_ID"] = run_id
-        env["TORCHD_FIRE_ID"] = fid
-        env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
-            scheduled, load_zone(spec.timezone)).isoformat()
-        env["TORCHD_ATTEMPT"] = str(attempt)
-        guard = None
-        if (leased := self._cluster.guard(spec)) is not None:
-            guard, token = leased
-            if token is not None:
-                env["TORCHD_FENCING_TOKEN"] = str(token)
-        return LaunchRequest(
-            task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
-            command=state.argv, env=env, cwd=spec.cwd, umask=spec.umask,
-            config_digest=self._config_digest, trigger=fire.trigger,
-            attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
-            split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
-            cgroups=self._cgroups, lease_guard=guard,
-        )
-
-    def _start_failed(self, state: TaskState, request: LaunchRequest, error: str) -> None:
-        spec = state.spec
-        state.last_start_error = error
-        log.error("task %s: fire %s could not start: %s", spec.name, request.fire_id, error)
-        now = self._clock.time()
-        task_log = self._logs.acquire(spec.name, spec.log)
-        task_log.write(f"--- torchd {iso_utc(now)} start-error run={request.run_id} "
-                       f"fire={request.fire_id} error={error}\n".encode())
-        task_log.release()
-        self._on_event(RunNotStarted(task=spec.name, run_id=request.run_id,
-                                     scheduled=request.scheduled, fire_id=request.fire_id,
-                                     attempt=request.attempt, trigger=request.trigger,
-                                     error=error, time=now))
-        self._forget_if_submitted(state)
-
-    def _supervise(self, state: TaskState, started: Spawned) -> RunHandle:
-        spec = state.spec
-        out_log = self._logs.acquire(spec.name, spec.log)
-        err_log = self._logs.acquire(spec.name, spec.log, err=True) if spec.log.split else None
-        handle = supervise(started, out_log=out_log, err_log=err_log,
-                           kill_grace=self._kill_grace, clock_time=self._clock.time,
-                           clock_mono=self._clock.monotonic, on_exit=self._run_exited)
-        run = handle.run
-        request = run.request
-        self._runs.setdefault(run.task, {})[run.run_id] = handle
-        if spec.kind is TaskKind.CRON:
-            self._cron_runs.add(run.run_id)
-        attempt = request.attempt
-        log.info("task %s run %s started pid=%d fire=%s%s", run.task, run.run_id, run.pid,
-                 request.fire_id, f" attempt={attempt}" if attempt > 1 else "")
-        self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
-                                  started=run.started, scheduled=request.scheduled,
-                                  fire_id=request.fire_id, attempt=attempt,
-                                  trigger=request.trigger, log_file=run.log_file,
-                                  log_start=run.log_start))
-        return handle
-
-    def _launch(self, state: TaskState, fire: Fire) -> RunHandle:
-        return self._supervise(state, self._spawn(state, fire))
-
-    def _run_exited(self, run: Run) -> None:
-        runs = self._runs.get(run.task, {})
-        runs.pop(run.run_id, None)
-        was_cron = run.run_id in self._cron_runs
-        self._cron_runs.discard(run.run_id)
-        if not runs:
-            self._runs.pop(run.task, None)
+    def _after_exit(self, run: Run, was_cron: bool) -> None:
+        """What follows a run's end: a retry, the task's queued fires, those held by the
+        daemon-wide limit."""
         state = self._tasks.get(run.task)
         if state is not None:
             state.last_run = run
-        if run.group_lingers:
-            self._lingering.add(run.processes)
-            asyncio.get_running_loop().call_later(self._kill_grace + 1.0,
-                                                  self._lingering.discard, run.processes)
-        level = logging.INFO if run.outcome is RunOutcome.OK else logging.WARNING
-        log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
-                run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
-        request = run.request
-        assert run.outcome is not None  # noqa: S101 - set when it exited
-        self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
-                                outcome=run.outcome, exit_code=run.exit_code,
-                                signal=run.signal, started=run.started,
-                                ended=run.ended or run.started, duration=run.duration or 0.0,
-                                scheduled=request.scheduled, fire_id=request.fire_id,
-                                attempt=request.attempt, log_file=run.log_file,
-                                log_end=run.log_end, err_start=run.err_start,
-                                err_end=run.err_end, cpu_seconds=run.cpu_seconds,
-                                memory_peak=run.memory_peak))
-        if state is not None:
-            self._maybe_retry(state, run)
-            if state.waiting:
-                self._start_waiting(state)
+            self._retries.after(state, run)
+            self._admission.start_waiting(state)
             self._forget_if_submitted(state)
-        if was_cron and self._global_waiting:
-            self._start_daemon_waiting()
+        if was_cron and self._admission.waits_for_the_daemon():
+            self._admission.start_daemon_waiting()
 
     # ----- operator requests -------------------------------------------------------------
     def _task(self, name: str) -> TaskState:
@@ -908,7 +526,7 @@ class Scheduler:
             return
         state.last_claim = (fire.scheduled, claim.holder)
         if claim.won:
-            self._fire_batch([(state, fire)])
+            self._admission.fire_batch([(state, fire)])
         else:
             log.debug("task %s: fire %s %s", name, fire_id(name, fire.scheduled),
                       f"runs on {claim.holder}" if claim.holder else
@@ -932,9 +550,9 @@ class Scheduler:
                  " (forced)" if force else "")
         assert fire.run_id is not None  # noqa: S101 - set just above
         if not force:
-            return fire.run_id, self._fire_batch([(state, fire)])[0]
+            return fire.run_id, self._admission.fire_batch([(state, fire)])[0]
         try:
-            self._supervise(state, self._spawn(state, fire))
+            self._runs.launch(state, fire)
         except StartError as exc:
             return fire.run_id, f"start-error: {exc}"
         return fire.run_id, "started"
@@ -943,8 +561,7 @@ class Scheduler:
         """Stop a task's runs (or one of them): TERM to the group, kill_grace, KILL. They
         end with outcome killed. A daemon-type instance is restarted like after any exit."""
         state = self._task(name)
-        handles = [h for h in self._runs.get(name, {}).values()
-                   if run_id is None or h.run.run_id == run_id]
+        handles = [h for h in self._runs.of(name) if run_id is None or h.run.run_id == run_id]
         if not handles:
             raise SchedulerError(f"task '{name}': run {run_id} is not running" if run_id
                                  else f"task '{name}' has no run going")
@@ -980,42 +597,11 @@ class Scheduler:
 
     def _forget_if_submitted(self, state: TaskState) -> None:
         name = state.spec.name
-        if (name in self._submitted and state.next_fire is None and not self._runs.get(name)
-                and not state.waiting and not state.retry_timers
-                and all(held is not state for held, _fire in self._global_waiting)):
+        if (name in self._submitted and state.next_fire is None and not self._runs.count(name)
+                and not self._retries.pending(state) and not self._admission.holds(state)):
             self._submitted.discard(name)
             if self._tasks.get(name) is state:
                 del self._tasks[name]
-
-    # ----- retries -----------------------------------------------------------------------
-    def _maybe_retry(self, state: TaskState, run: Run) -> None:
-        policy = state.spec.retries
-        attempt = run.request.attempt
-        if (policy is None or self._stopping or state.spec.kind is not TaskKind.CRON
-                or run.outcome not in (RunOutcome.FAILED, RunOutcome.TIMEOUT)):
-            return
-        if attempt > policy.max:
-            log.warning("task %s: fire %s failed after %d attempt(s); no retries left",
-                        run.task, run.request.fire_id, attempt)
-            return
-        delay = policy.delay_before(attempt + 1)
-        log.info("task %s: fire %s attempt %d/%d %s; retrying in %.1fs", run.task,
-                 run.request.fire_id, attempt, policy.max + 1, run.outcome, delay)
-        key = object()
-        if state.retry_timers is None:
-            state.retry_timers = {}
-        state.retry_timers[key] = asyncio.get_running_loop().call_later(
-            delay, self._retry, state, Fire(run.request.scheduled, run.request.trigger),
-            attempt + 1, key)
-
-    def _retry(self, state: TaskState, fire: Fire, attempt: int, key: object) -> None:
-        """A retry belongs to its fire: it is not a new fire, so overlap does not apply."""
-        if state.retry_timers:
-            state.retry_timers.pop(key, None)
-        if self._stopping or self._tasks.get(state.spec.name) is not state:
-            return
-        with contextlib.suppress(StartError):  # logged and recorded by _spawn
-            self._supervise(state, self._spawn(state, fire, attempt))
 
     # ----- keep-alive --------------------------------------------------------------------
     def _stand_down(self, state: TaskState, why: str, grace: float | None) -> None:
@@ -1023,8 +609,8 @@ class Scheduler:
         fires are dropped and its retries cancelled, recorded with `why`; its keep-alive
         instances are stopped with `grace` (None: left to the caller, as at shutdown).
         Cron runs going on are left alone."""
-        self._drop_queued(state, why)
-        self._cancel_retries(state, why)
+        self._admission.drop_queued(state, why)
+        self._retries.cancel(state, why)
         for keeper in state.keepers:
             if grace is None:
                 keeper.halt()
@@ -1032,7 +618,7 @@ class Scheduler:
                 self._keep_alive.stop(keeper, grace)
 
     def _launch_instance(self, name: str) -> RunHandle:
-        return self._launch(self._tasks[name], Fire(self._clock.time(), Trigger.KEEP_ALIVE))
+        return self._runs.launch(self._tasks[name], Fire(self._clock.time(), Trigger.KEEP_ALIVE))
 
     def _keeps(self, name: str) -> bool:
         state = self._tasks.get(name)
@@ -1042,9 +628,6 @@ class Scheduler:
         return self._cluster.lease_expiry(name)
 
     # ----- shutdown ------------------------------------------------------------------------
-    def all_runs(self) -> list[RunHandle]:
-        return [handle for runs in self._runs.values() for handle in runs.values()]
-
     async def shutdown(self, grace: float) -> int:
         """Stop everything started: TERM groups, wait `grace`, KILL, reap. Returns # killed."""
         self.request_stop()
@@ -1052,52 +635,28 @@ class Scheduler:
             claiming.cancel()
         for state in self._tasks.values():
             self._stand_down(state, "shutdown", None)
-        if self._global_waiting:
-            log.warning("%d fire(s) held by daemon.max_running dropped at shutdown",
-                        len(self._global_waiting))
-            for state, fire in self._global_waiting:
-                self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
-                                           reason="held by daemon.max_running at shutdown",
-                                           dropped=True, run_id=fire.run_id))
-            self._global_waiting.clear()
-        handles = self.all_runs()
-        for handle in handles:
-            handle.stop(grace)
-        everything = [h.run.processes for h in handles] + list(self._lingering)
-        for processes in self._lingering:
-            processes.signal(signal.SIGTERM)
-        await until_gone(lambda: any(processes.alive() for processes in everything), grace,
-                         monotonic=self._clock.monotonic)
-        for processes in everything:
-            processes.signal(signal.SIGKILL)  # "already gone" is the normal answer
-        pending = [h.run.done for h in handles]
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
-        self._logs.close_all()
-        return len(handles)
+        self._admission.drop_daemon_waiting("shutdown")
+        return await self._runs.stop_all(grace)
 
     def force_kill(self) -> None:
-        for handle in self.all_runs():
-            handle.kill_now()
-        for processes in self._lingering:
-            processes.signal(signal.SIGKILL)
+        self._runs.kill_all_now()
 
     # ----- views ---------------------------------------------------------------------------
     def running_count(self) -> int:
-        return sum(len(runs) for runs in self._runs.values())
+        return self._runs.total()
 
     def run_pids(self) -> set[int]:
         """The pids of every run going (the children torchd watches itself)."""
-        return {handle.run.pid for runs in self._runs.values() for handle in runs.values()}
+        return self._runs.pids()
 
     def is_running(self, run_id: str) -> bool:
-        return any(run_id in runs for runs in self._runs.values())
+        return self._runs.is_running(run_id)
 
     def snapshot(self) -> list[dict[str, object]]:
         tasks = []
         for name, state in sorted(self._tasks.items()):
             spec = state.spec
-            runs = self._runs.get(name, {})
+            runs = self._runs.of(name)
             last = state.last_run
             entry: dict[str, object] = {
                 "name": name,
@@ -1110,9 +669,9 @@ class Scheduler:
                 "run_on": str(spec.run_on),
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
-                "running": sorted(h.run.pid for h in runs.values()),
-                "waiting": len(state.waiting or ()),
-                "retries_pending": len(state.retry_timers or ()),
+                "running": sorted(h.run.pid for h in runs),
+                "waiting": self._admission.waiting(state),
+                "retries_pending": self._retries.pending(state),
                 "last_run": None if last is None else {
                     "run_id": last.run_id,
                     "outcome": str(last.outcome),
