@@ -34,12 +34,13 @@ from torchd.core.events import (
     RunStarted,
 )
 from torchd.core.health import Health
-from torchd.core.model import Config, RunOn, TaskKind
+from torchd.core.model import Config, TaskKind
 from torchd.core.reloadplan import ReloadPlan, apply_delay, plan
 from torchd.core.schedule.cronexpr import upcoming
 from torchd.daemon.hooks import HookRunner
 from torchd.daemon.sdnotify import notify
 from torchd.daemon.watcher import FileWatcher
+from torchd.engine.participation import claimed_fires
 from torchd.engine.scheduler import Scheduler
 from torchd.process.cgroups import (
     CgroupMode,
@@ -481,7 +482,7 @@ class App:
                     log.error("reload (%s) rejected, keeping the running config: %s", source,
                               problem)
                 return self._record_reload(source, None, None, exc)
-            except Exception as exc:
+            except Exception as exc:  # a parser bug: a rejected reload, not a dead daemon
                 log.exception("reload (%s) failed on an internal error, keeping the running "
                               "config", source)
                 failure = ConfigError([ConfigProblem(str(self._config_path), None, None, None,
@@ -613,8 +614,7 @@ class App:
                     "running": self._scheduler.running_count() if self._scheduler else 0}
 
         def settled() -> dict[str, float]:  # see Cluster: written back into an empty Redis
-            one = {t.name for t in self._current_config().tasks
-                   if t.kind is TaskKind.CRON and t.run_on is RunOn.ONE}
+            one = {t.name for t in self._current_config().tasks if claimed_fires(t)}
             return {name: at for name, at in self._ledger.last().items() if name in one}
 
         self._cluster = Cluster(settings, host_id=host_id, describe=describe, settled=settled,

@@ -27,6 +27,16 @@ class FireClaims(Protocol):
     def lease_ttl(self) -> float: ...
 
 
+def claimed_fires(spec: TaskSpec) -> bool:
+    """A cron task whose every fire is claimed: runs once across the cluster."""
+    return spec.kind is TaskKind.CRON and spec.run_on is RunOn.ONE
+
+
+def leased(spec: TaskSpec) -> bool:
+    """A daemon-type task that runs on the one host holding its lease."""
+    return spec.kind is TaskKind.DAEMON and spec.run_on is RunOn.ONE
+
+
 class Participation:
     __slots__ = ("claims",)
 
@@ -39,7 +49,7 @@ class Participation:
 
     def leased(self, spec: TaskSpec) -> bool:
         """This daemon-type task runs here only while this host holds its lease."""
-        return self.claims_fires(spec) and spec.kind is TaskKind.DAEMON
+        return self.claims is not None and leased(spec)
 
     def holds(self, spec: TaskSpec) -> bool:
         """Whether this host may run the task's instances now, as far as the cluster goes."""
