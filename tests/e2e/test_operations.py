@@ -181,7 +181,8 @@ def test_pause_survives_restart_and_resume_fires_again(tmp_path: Path,
     keeper_pid = wait_for(lambda: [p.pid for p in daemon.descendants() if p.name() == "sleep"],
                           message="the keep-alive instance")[0]
     ok(daemon.cli("pause", "tick"))
-    ok(daemon.cli("pause", "keeper"))
+    assert ok(daemon.cli("pause", "keeper")).splitlines() == [
+        "paused: keeper", "paused tasks: keeper, tick"]  # what it changed, then all paused
     wait_for(lambda: process_gone(keeper_pid), message="the paused instance stopped")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0

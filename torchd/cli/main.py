@@ -513,7 +513,7 @@ def _pause_or_resume(args: argparse.Namespace, cmd: str) -> int:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     done = "paused" if cmd == "pause" else "resumed"
-    changed = result[done]
+    changed = result["changed"]
     print(f"{done}: {', '.join(changed) if changed else 'nothing changed'}")
     if result["paused_all"]:
         print("every task is paused (pause --all)")

@@ -9,25 +9,38 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.verbs import (
     ClusterView,
     History,
+    HistoryReply,
     Kill,
+    KilledRun,
+    KillReply,
     LastReload,
     Logs,
+    LogsReply,
     Pause,
+    PauseReply,
     Ping,
+    PingReply,
     Plan,
+    PlanReply,
     Reload,
+    ReloadRecord,
     Request,
     Resume,
+    ResumeReply,
     Status,
+    StatusReply,
     Stop,
+    StopReply,
     Submit,
+    SubmitReply,
     Trigger,
+    TriggerReply,
 )
 from torchd.core.clock import Clock, iso_utc
 from torchd.core.durations import parse_duration
@@ -51,12 +64,12 @@ WAIT_KILLED = 5.0  # seconds past kill_grace that `kill` waits for its runs to e
 class DaemonPort(Protocol):
     """What the daemon (the app) answers for: its own state, reloads, stopping."""
 
-    def ping(self) -> dict[str, Any]: ...
-    def status(self) -> dict[str, Any]: ...
-    def last_reload(self) -> dict[str, Any]: ...
-    async def reload(self, source: str) -> dict[str, Any] | None:
+    def ping(self) -> PingReply: ...
+    def status(self) -> StatusReply: ...
+    def last_reload(self) -> ReloadRecord | None: ...
+    async def reload(self, source: str) -> ReloadRecord | None:
         """The reload's record; None if the daemon is stopping."""
-    async def plan(self) -> dict[str, Any]:
+    async def plan(self) -> PlanReply:
         """What a reload would change; raises ConfigError for a file with errors."""
     def stop(self, grace: float | None) -> bool:
         """Begin a stop; False if one had begun (then it changes nothing)."""
@@ -142,28 +155,28 @@ class ControlApi:
                 waiter.set_result(_ending(event))
 
     # ----- the daemon --------------------------------------------------------------------
-    async def ping(self, _request: Ping) -> dict[str, Any]:
+    async def ping(self, _request: Ping) -> PingReply:
         return self._daemon.ping()
 
-    async def last_reload(self, _request: LastReload) -> dict[str, Any]:
-        return self._daemon.last_reload()
+    async def last_reload(self, _request: LastReload) -> ReloadRecord | dict[str, Any]:
+        return self._daemon.last_reload() or {}
 
-    async def status(self, _request: Status) -> dict[str, Any]:
+    async def status(self, _request: Status) -> StatusReply:
         return self._daemon.status()
 
-    async def plan(self, _request: Plan) -> dict[str, Any]:
+    async def plan(self, _request: Plan) -> PlanReply:
         try:
             return await self._daemon.plan()
         except ConfigError as exc:
             raise ProtocolError(ErrorCode.CONFIG, str(exc)) from None
 
-    async def reload(self, _request: Reload) -> dict[str, Any]:
+    async def reload(self, _request: Reload) -> ReloadRecord:
         record = await self._daemon.reload("request")
         if record is None:
             raise ProtocolError(ErrorCode.STOPPING, "the daemon is stopping; nothing reloaded")
         return record
 
-    async def stop(self, request: Stop) -> dict[str, Any]:
+    async def stop(self, request: Stop) -> StopReply:
         begun = self._daemon.stop(request.grace)
         return {"pid": self._daemon.ping()["pid"], "stopping": True, "already": not begun}
 
@@ -175,34 +188,40 @@ class ControlApi:
         return view
 
     # ----- runs --------------------------------------------------------------------------
-    async def trigger(self, request: Trigger) -> dict[str, Any]:
+    async def trigger(self, request: Trigger) -> TriggerReply:
         try:
             run_id, status = self._engine.trigger(request.task, force=request.force)
         except SchedulerError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
-        result: dict[str, Any] = {"task": request.task, "run_id": run_id, "status": status}
+        result: TriggerReply = {"task": request.task, "run_id": run_id, "status": status}
         if request.wait and status in ("started", "queued"):
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[run_id] = waiter
-            result.update(await waiter)
+            result.update(cast(TriggerReply, await waiter))
         return result
 
-    async def kill(self, request: Kill) -> dict[str, Any]:
+    async def kill(self, request: Kill) -> KillReply:
         try:
             runs = await self._engine.kill_and_wait(request.task, request.run,
                                                     longer=WAIT_KILLED)
         except SchedulerError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
-        return {"task": request.task, "runs": runs}
+        return {"task": request.task, "runs": cast(list[KilledRun], runs)}
 
-    async def pause(self, request: Pause) -> dict[str, Any]:
-        return self._pause_or_resume(request, self._engine.pause, "paused")
+    async def pause(self, request: Pause) -> PauseReply:
+        changed = self._pause_or_resume(request, self._engine.pause)
+        paused_all, names = self._engine.paused()
+        return {"changed": changed, "paused": sorted(names), "paused_all": paused_all}
 
-    async def resume(self, request: Resume) -> dict[str, Any]:
-        return self._pause_or_resume(request, self._engine.resume, "resumed")
+    async def resume(self, request: Resume) -> ResumeReply:
+        resumed = self._pause_or_resume(request, self._engine.resume)
+        paused_all, names = self._engine.paused()
+        return {"changed": resumed, "resumed": resumed, "paused_all": paused_all,
+                "paused": sorted(names)}
 
     def _pause_or_resume(self, request: Pause | Resume,
-                         action: Callable[[str | None], list[str]], verb: str) -> dict[str, Any]:
+                         action: Callable[[str | None], list[str]]) -> list[str]:
+        """The names `action` changed; the pauses are saved for the next start."""
         if (request.task is None) == (not request.all):
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, "give a task name or all=true")
         try:
@@ -210,18 +229,17 @@ class ControlApi:
         except SchedulerError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
         self._save_paused()
-        paused_all, names = self._engine.paused()
-        return {verb: changed, "paused_all": paused_all, "paused": sorted(names)}
+        return changed
 
     # ----- records -----------------------------------------------------------------------
-    async def history(self, request: History) -> dict[str, Any]:
+    async def history(self, request: History) -> HistoryReply:
         await self._flush()
         runs = await asyncio.to_thread(query_runs, self._paths.history, task=request.task,
                                        limit=request.limit or 20, failed=request.failed,
                                        since=request.since)
         return {"enabled": self._history is not None, "runs": runs}
 
-    async def logs(self, request: Logs) -> dict[str, Any]:
+    async def logs(self, request: Logs) -> LogsReply:
         if request.follow_offset is not None:
             data, next_offset = await asyncio.to_thread(
                 follow_chunk, self._paths.logs, request.task, request.follow_offset,
@@ -229,8 +247,9 @@ class ControlApi:
             return {"text": data.decode(errors="replace"), "offset": next_offset}
         await self._flush()
         try:
-            return await asyncio.to_thread(read_logs, self._paths, request.task, request.run,
-                                           request.lines, request.stderr)
+            return cast(LogsReply, await asyncio.to_thread(
+                read_logs, self._paths, request.task, request.run, request.lines,
+                request.stderr))
         except NoSuchRunError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
 
@@ -240,7 +259,7 @@ class ControlApi:
             await asyncio.to_thread(self._history.flush)
 
     # ----- one-off tasks -----------------------------------------------------------------
-    async def submit(self, request: Submit) -> dict[str, Any]:
+    async def submit(self, request: Submit) -> SubmitReply:
         command = request.command
         if not command or not all(command):
             raise ProtocolError(ErrorCode.BAD_ARGUMENT,

@@ -9,35 +9,136 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NotRequired, TypedDict
 
 from torchd.control.protocol import ErrorCode, ProtocolError
 
+# ----- replies ---------------------------------------------------------------------------
+class ReloadRecord(TypedDict):
+    """A reload attempt: `reload`'s reply, `last_reload`, and `status`'s last_reload."""
+
+    seq: int  # the number of reload attempts since start, this one included
+    source: str  # request | signal | file change | start
+    time: str  # ISO 8601, UTC
+    ok: bool
+    config_hash: str | None  # of the config applied; None if rejected
+    changes: dict[str, Any] | None  # added, changed (with keys), removed, unchanged
+    errors: list[str]  # each "FILE:LINE: task 'NAME': FIELD: message"
+
+
+class PingReply(TypedDict):
+    pid: int
+    version: str
+    config_file: str
+    config_hash: str
+    generation: int
+    last_reload: dict[str, Any] | None  # a ReloadRecord, its changes as counts
+
+
+class StatusReply(TypedDict):
+    pid: int
+    version: str
+    started: str
+    uptime: float
+    state_dir: str
+    config_file: str
+    config_hash: str
+    generation: int
+    last_reload: ReloadRecord | None
+    runs_running: int
+    problems: list[dict[str, Any]]
+    containment: dict[str, Any]
+    tasks: list[dict[str, object]]  # one snapshot per task: see the README
+
+
+class PlanReply(TypedDict):
+    config_hash: str
+    changes: dict[str, Any]
+    next_fires: dict[str, list[str]]
+
+
+class StopReply(TypedDict):
+    pid: int
+    stopping: bool
+    already: bool  # a stop had begun; this request changed nothing
+
+
+class TriggerReply(TypedDict):
+    task: str
+    run_id: str
+    status: str  # started | queued | skipped: WHY | dropped: WHY | start-error: WHY
+    outcome: NotRequired[str]  # with wait: how the run ended
+    exit_code: NotRequired[int | None]
+    signal: NotRequired[int | None]
+    duration: NotRequired[float]
+    error: NotRequired[str]
+
+
+class KilledRun(TypedDict):
+    run_id: str
+    pid: int
+    ended: bool
+    outcome: str | None
+    result: str | None  # exit=N or signal=NAME
+
+
+class KillReply(TypedDict):
+    task: str
+    runs: list[KilledRun]
+
+
+class PauseReply(TypedDict):
+    changed: list[str]  # the tasks this request paused
+    paused: list[str]  # every task paused now, by name
+    paused_all: bool
+
+
+class ResumeReply(TypedDict):
+    changed: list[str]  # the tasks this request resumed
+    resumed: list[str]  # the same (the name the reply has always had)
+    paused_all: bool
+    paused: list[str]
+
+
+class LogsReply(TypedDict):
+    text: str
+    offset: int  # where to ask from with follow_offset
+    run_id: NotRequired[str]  # not with follow_offset
+    outcome: NotRequired[str | None]
+
+
+class HistoryReply(TypedDict):
+    enabled: bool
+    runs: list[dict[str, Any]]  # rows as `history --json`
+
+
+class SubmitReply(TypedDict):
+    task: str  # submit:NAME
+    at: str  # ISO 8601, UTC
+
+
+# ----- requests ------------------------------------------------------------------------
 _REQUIRED: dict[str, bool] = {"required": True}
 _NOT_NEGATIVE: dict[str, bool] = {"not_negative": True}
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """Small and cheap whatever the number of tasks. Reply: pid, version, config_file,
-    config_hash, generation (the number of reload attempts) and last_reload with its
-    changes as counts."""
+    """Small and cheap whatever the number of tasks. Reply: PingReply."""
 
     verb: ClassVar[str] = "ping"
 
 
 @dataclass(frozen=True, slots=True)
 class LastReload:
-    """Reply: the last reload attempt as `reload` returned it (see Reload)."""
+    """Reply: the last ReloadRecord (an empty object before any)."""
 
     verb: ClassVar[str] = "last_reload"
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """Reply: the daemon (pid, version, started, uptime, state_dir, config_file,
-    config_hash, generation, last_reload, runs_running, problems, containment) and
-    `tasks`, one snapshot per task. Documented in the README as `status --json`."""
+    """Reply: StatusReply, documented in the README as `status --json`."""
 
     verb: ClassVar[str] = "status"
 
@@ -45,8 +146,8 @@ class Status:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """Parse the task file and diff it against the running config without applying it.
-    Reply: config_hash, changes {added, changed, removed, unchanged} and next_fires of
-    the added and changed cron tasks. A file with errors: a `config` error."""
+    Reply: PlanReply (next_fires of the added and changed cron tasks). A file with
+    errors: a `config` error."""
 
     verb: ClassVar[str] = "plan"
 
@@ -54,8 +155,8 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class Reload:
     """Parse the task file and apply it, through the same path as SIGHUP and the file
-    watcher. Reply: seq, source ("request"), time, ok, config_hash, changes (the names)
-    and errors (each with file and line; ok is false and the running config is kept)."""
+    watcher. Reply: this reload's ReloadRecord (source "request"); with errors, ok is
+    false and the running config is kept. A stopping daemon answers `stopping`."""
 
     verb: ClassVar[str] = "reload"
 
@@ -64,8 +165,7 @@ class Reload:
 class Stop:
     """Stop the daemon: runs get `grace` seconds after SIGTERM, then SIGKILL. A second
     request while a stop is going on changes nothing (a second SIGTERM to the daemon is
-    what kills every run at once). Reply: pid, stopping, and already (true if a stop had
-    begun)."""
+    what kills every run at once). Reply: StopReply."""
 
     verb: ClassVar[str] = "stop"
     grace: float | None = field(default=None, metadata=_NOT_NEGATIVE)
@@ -74,8 +174,7 @@ class Stop:
 @dataclass(frozen=True, slots=True)
 class Trigger:
     """Run a task now (`force` even past max_running; `wait` for the run to end).
-    Reply: task, run_id, status (started, queued or skipped) and, with wait, outcome,
-    exit_code, signal, duration or error."""
+    Reply: TriggerReply."""
 
     verb: ClassVar[str] = "trigger"
     task: str = field(default="", metadata=_REQUIRED)
@@ -86,7 +185,7 @@ class Trigger:
 @dataclass(frozen=True, slots=True)
 class Kill:
     """End a task's runs (or the one `run`) with TERM, kill_grace, KILL, and wait for them.
-    Reply: task and runs [{run_id, pid, ended, outcome, result}]."""
+    Reply: KillReply."""
 
     verb: ClassVar[str] = "kill"
     task: str = field(default="", metadata=_REQUIRED)
@@ -96,7 +195,7 @@ class Kill:
 @dataclass(frozen=True, slots=True)
 class Pause:
     """Hold a task's fires (or every task's with `all`), kept across restarts.
-    Reply: paused (the names it changed), paused_all and the paused names."""
+    Reply: PauseReply."""
 
     verb: ClassVar[str] = "pause"
     task: str | None = None
@@ -105,7 +204,7 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Undo a pause. Reply: resumed (the names it changed), paused_all and paused."""
+    """Undo a pause. Reply: ResumeReply."""
 
     verb: ClassVar[str] = "resume"
     task: str | None = None
@@ -115,8 +214,7 @@ class Resume:
 @dataclass(frozen=True, slots=True)
 class Logs:
     """A run's output (default the latest run of `task`), its last `lines`; or with
-    `follow_offset`, what the task's log has gained since that offset. Reply: run_id,
-    outcome, text, offset (follow: text and offset)."""
+    `follow_offset`, what the task's log has gained since that offset. Reply: LogsReply."""
 
     verb: ClassVar[str] = "logs"
     task: str = field(default="", metadata=_REQUIRED)
@@ -128,7 +226,7 @@ class Logs:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """Recorded runs, newest first. Reply: enabled and runs (rows as `history --json`)."""
+    """Recorded runs, newest first. Reply: HistoryReply."""
 
     verb: ClassVar[str] = "history"
     task: str | None = None
@@ -140,7 +238,7 @@ class History:
 @dataclass(frozen=True, slots=True)
 class Submit:
     """A one-off task: `command` (argv) at `at` (ISO 8601, or a duration from now; default
-    now) on this host if it matches `hosts`. Reply: task (named "submit:NAME") and at."""
+    now) on this host if it matches `hosts`. Reply: SubmitReply."""
 
     verb: ClassVar[str] = "submit"
     command: list[str] = field(default_factory=list, metadata=_REQUIRED)

@@ -20,6 +20,7 @@ import psutil
 from torchd import __version__
 from torchd.config.loader import ParseCache, digest_of, load_config, read_task_file
 from torchd.control.api import SUBMIT_PREFIX, ControlApi
+from torchd.control.verbs import PingReply, PlanReply, ReloadRecord, StatusReply
 from torchd.control.server import ControlServer
 from torchd.core.catchup import ahead_of_the_clock
 from torchd.core.clock import Clock, SystemClock, iso_utc
@@ -81,11 +82,13 @@ def file_modes(config: Config) -> FileModes:
     return FileModes.for_group(None if group is None else grp.getgrnam(group).gr_gid)
 
 
-def _counted(reload: dict[str, Any] | None) -> dict[str, Any] | None:
+def _counted(reload: ReloadRecord | None) -> dict[str, Any] | None:
     """A reload record with its lists of task names replaced by their lengths."""
-    if reload is None or not reload.get("changes"):
-        return reload
+    if reload is None:
+        return None
     changes = reload["changes"]
+    if not changes:
+        return dict(reload)
     return {**reload, "changes": {key: value if isinstance(value, int) else len(value)
                                   for key, value in changes.items()}}
 
@@ -154,7 +157,7 @@ class App:
         self._stop_event: asyncio.Event | None = None
         self._stop_grace = DEFAULT_STOP_GRACE
         self._reload_seq = 0
-        self._last_reload: dict[str, Any] | None = None
+        self._last_reload: ReloadRecord | None = None
         self._started_wall = 0.0
         self._started_mono = 0.0
 
@@ -467,7 +470,7 @@ class App:
 
         return await asyncio.to_thread(parse_and_plan)
 
-    async def reload(self, source: str) -> dict[str, Any] | None:
+    async def reload(self, source: str) -> ReloadRecord | None:
         """The one reload path (request, signal, file change): parse all, keep the old
         config on any error, else apply. Its record; None if the daemon is stopping."""
         assert self._reload_lock is not None  # noqa: S101 - set in run()
@@ -521,7 +524,7 @@ class App:
             await asyncio.sleep(min(delay, left))
 
     def _record_reload(self, source: str, config: Config | None, diff: ReloadPlan | None,
-                       failure: ConfigError | None) -> dict[str, Any]:
+                       failure: ConfigError | None) -> ReloadRecord:
         self._reload_seq += 1
         self._last_reload = {
             "seq": self._reload_seq,
@@ -535,7 +538,7 @@ class App:
         return self._last_reload
 
     # ----- what the control API asks of the daemon (control.api.DaemonPort) -----------
-    def ping(self) -> dict[str, Any]:
+    def ping(self) -> PingReply:
         """Small and cheap whatever the number of tasks. The last reload's changes come as
         counts (`last_reload` has the names)."""
         config = self._current_config()
@@ -544,10 +547,10 @@ class App:
                 "generation": self._reload_seq,
                 "last_reload": _counted(self._last_reload)}
 
-    def last_reload(self) -> dict[str, Any]:
-        return self._last_reload or {}
+    def last_reload(self) -> ReloadRecord | None:
+        return self._last_reload
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusReply:
         config = self._current_config()
         assert self._scheduler is not None  # noqa: S101 - made before serving
         return {
@@ -567,7 +570,7 @@ class App:
             "tasks": self._scheduler.snapshot(),
         }
 
-    async def plan(self) -> dict[str, Any]:
+    async def plan(self) -> PlanReply:
         new, diff = await self._parse(for_apply=False)
         cron_names = [n for n in (*diff.added, *diff.changed)
                       if new.by_name()[n].kind is TaskKind.CRON]
