@@ -336,6 +336,7 @@ def test_a_second_stop_request_does_not_kill_the_runs(
     second = daemon.cli("stop", "--timeout", "1")  # replied to at once, then waits 1 + 5 s
     assert second.returncode == 1
     assert "is still running after 6s" in second.stderr
+    assert "a stop is under way already; this one changes nothing" in second.stderr
     assert "stop requested again (control request): the stop goes on" in daemon.stderr()
     assert psutil.pid_exists(stubborn)
     assert "killing every run now" not in daemon.stderr()

@@ -1,4 +1,5 @@
-"""Commands that need no daemon load neither the engine, the process code nor asyncio."""
+"""Commands that need no daemon load neither the engine nor asyncio (`check` loads the
+cgroup probe of process/ to say which containment a daemon would get)."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "process": _BASE | {"store", "process"},
     "engine": _BASE | {"store", "process", "engine"},
     "cluster": _BASE | {"cluster"},
-    "control": _BASE | {"config", "store", "engine", "control"},
+    "control": _BASE | {"store", "control"},  # the engine only through control.api's ports
     "daemon": _BASE | {"config", "store", "process", "engine", "cluster", "control", "daemon"},
-    "cli": _BASE | {"config", "store", "process", "control", "daemon", "cli"},
+    "cli": _BASE | {"config", "store", "control", "cli"},  # the rest lazily, by command
     "__main__": {"cli"},
 }
 

@@ -73,11 +73,14 @@ def _socket(state_dir: Path) -> Path:
 
 
 def _print_errors(exc: ConfigError) -> None:
-    for problem in exc.problems:
+    _print_problems([str(problem) for problem in exc.problems])
+
+
+def _print_problems(problems: list[str], outcome: str = "nothing was changed") -> None:
+    for problem in problems:
         print(problem, file=sys.stderr)
-    count = len(exc.problems)
-    print(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed",
-          file=sys.stderr)
+    count = len(problems)
+    print(f"{count} problem{'s' if count != 1 else ''} found; {outcome}", file=sys.stderr)
 
 
 def _load(path: str, cache: ParseCache | None = None) -> Config:
@@ -268,7 +271,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FAIL
     try:
-        client.call(_socket(state_dir), "stop", grace=args.timeout, timeout=STOP_MARGIN)
+        reply = client.call(_socket(state_dir), "stop", grace=args.timeout,
+                            timeout=STOP_MARGIN)
+        if reply.get("already"):
+            print("torchd: a stop is under way already; this one changes nothing (a "
+                  "SIGTERM to the daemon would kill every run now)", file=sys.stderr)
     except ControlError as exc:
         if pid <= 0:  # its pid is unknown: signalling -1 would hit every process we own
             print(f"torchd: {exc}", file=sys.stderr)
@@ -315,8 +322,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     try:
         reply = _call(state_dir, verb, timeout=args.timeout)
     except ControlError as exc:
-        print(f"torchd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG if args.dry_run and exc.code == "config" else EXIT_FAIL
+        if exc.code != "config":
+            print(f"torchd: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        problems = str(exc).splitlines()[1:]  # under the count the daemon put first
+        _print_problems(problems)
+        return EXIT_CONFIG
     if reply is None:
         print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
         return EXIT_FAIL
@@ -324,7 +335,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(reply, indent=2))
         else:
-            print(f"dry run: the task file (hash {reply['config_hash']}) would give:")
+            print(f"dry run: {reply['config_file']} (hash {reply['config_hash']}) would give:")
             _print_changes(reply["changes"], reply["next_fires"])
         return EXIT_OK
     if args.json:
@@ -333,11 +344,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print(f"reloaded: config {reply['config_hash']}")
         _print_changes(reply["changes"], None)
     else:
-        for line in reply["errors"]:
-            print(line, file=sys.stderr)
-        count = len(reply["errors"])
-        print(f"{count} problem{'s' if count != 1 else ''} found; the daemon keeps its "
-              "previous config", file=sys.stderr)
+        _print_problems(reply["errors"], "the daemon keeps its previous config")
     return EXIT_OK if reply["ok"] else EXIT_CONFIG
 
 
@@ -684,8 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
                  json_flag=True)
     reload.add_argument("--dry-run", action="store_true",
                         help="print what would change and the next fires; send nothing")
-    reload.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for the daemon to confirm (default 30)")
+    reload.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for the daemon's answer (default 60)")
     reload.set_defaults(func=cmd_reload)
     status = add("status", "show the daemon and its tasks", config="optional", json_flag=True)
     status.add_argument("--cluster", action="store_true",

@@ -278,16 +278,16 @@ class ControlApi:
         at = now if request.at is None else self._instant(request.at)
         if at < now - 1.0:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"at: {request.at} is in the past")
-        entry = {"name": SUBMIT_PREFIX + name, "command": command, "at": at, "hosts": hosts,
-                 "submitted": iso_utc(now)}
+        task = SUBMIT_PREFIX + name
+        entry: dict[str, Any] = {"name": task, "command": command, "at": at, "hosts": hosts,
+                                 "submitted": iso_utc(now)}
         try:
             self._admit_submitted(entry)
         except SchedulerError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
         self._save_submitted()
-        log.info("task %s submitted: runs at %s: %s", entry["name"], iso_utc(at),
-                 " ".join(command))
-        return {"task": entry["name"], "at": iso_utc(at)}
+        log.info("task %s submitted: runs at %s: %s", task, iso_utc(at), " ".join(command))
+        return {"task": task, "at": iso_utc(at)}
 
     def _admit_submitted(self, entry: dict[str, Any]) -> None:
         config = self._config()

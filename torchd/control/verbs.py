@@ -13,6 +13,7 @@ from typing import Any, ClassVar, NotRequired, TypedDict
 
 from torchd.control.protocol import ErrorCode, ProtocolError
 
+
 # ----- replies ---------------------------------------------------------------------------
 class ReloadRecord(TypedDict):
     """A reload attempt: `reload`'s reply, `last_reload`, and `status`'s last_reload."""
@@ -52,6 +53,7 @@ class StatusReply(TypedDict):
 
 
 class PlanReply(TypedDict):
+    config_file: str
     config_hash: str
     changes: dict[str, Any]
     next_fires: dict[str, list[str]]

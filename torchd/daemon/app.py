@@ -20,8 +20,8 @@ import psutil
 from torchd import __version__
 from torchd.config.loader import ParseCache, digest_of, load_config, read_task_file
 from torchd.control.api import SUBMIT_PREFIX, ControlApi
-from torchd.control.verbs import PingReply, PlanReply, ReloadRecord, StatusReply
 from torchd.control.server import ControlServer
+from torchd.control.verbs import PingReply, PlanReply, ReloadRecord, StatusReply
 from torchd.core.catchup import ahead_of_the_clock
 from torchd.core.clock import Clock, SystemClock, iso_utc
 from torchd.core.errors import ConfigError, ConfigProblem, TorchdError
@@ -575,6 +575,7 @@ class App:
         cron_names = [n for n in (*diff.added, *diff.changed)
                       if new.by_name()[n].kind is TaskKind.CRON]
         return {
+            "config_file": str(self._config_path),
             "config_hash": new.digest,
             "changes": diff.as_dict(),
             "next_fires": preview_fires(new, cron_names, PREVIEW_FIRES, time.time()),

@@ -48,6 +48,7 @@ class Runs:
                  kill_grace: float, file_modes: FileModes | None, health: Health,
                  cgroups: RunCgroupParent | None, cluster: Participation,
                  on_event: Callable[[Event], None],
+                 ended: Callable[[Run], None],
                  after_exit: Callable[[Run, bool], None],
                  start_failed: Callable[[TaskState], None]) -> None:
         self._clock = clock
@@ -57,6 +58,7 @@ class Runs:
         self._cgroups = cgroups
         self._cluster = cluster
         self._on_event = on_event
+        self._ended = ended  # told of a run's end before its event
         self._after_exit = after_exit  # (the run, whether it was a cron-type run)
         self._start_failed = start_failed
         self._logs = LogFiles(log_dir, file_modes, health)
@@ -181,6 +183,7 @@ class Runs:
                 run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
         request = run.request
         assert run.outcome is not None  # noqa: S101 - set when it exited
+        self._ended(run)
         self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
                                 outcome=run.outcome, exit_code=run.exit_code,
                                 signal=run.signal, started=run.started,

@@ -83,7 +83,8 @@ class Scheduler:
                           kill_grace=kill_grace, file_modes=file_modes,
                           health=health or Health(clock.time), cgroups=cgroups,
                           cluster=self._cluster, on_event=self._on_event,
-                          after_exit=self._after_exit, start_failed=self._forget_if_submitted)
+                          ended=self._note_end, after_exit=self._after_exit,
+                          start_failed=self._forget_if_submitted)
         self._claiming: set[asyncio.Task[None]] = set()
         # Called with the daemon-type `run_on: one` tasks this host may hold a lease for,
         # whenever that set may have changed (load, reload, pause, resume).
@@ -397,12 +398,16 @@ class Scheduler:
         """Whether `state` is still its task's (not replaced or removed by a reload)."""
         return self._tasks.get(state.spec.name) is state
 
+    def _note_end(self, run: Run) -> None:
+        state = self._tasks.get(run.task)
+        if state is not None:
+            state.last_run = run
+
     def _after_exit(self, run: Run, was_cron: bool) -> None:
         """What follows a run's end: a retry, the task's queued fires, those held by the
         daemon-wide limit."""
         state = self._tasks.get(run.task)
         if state is not None:
-            state.last_run = run
             self._retries.after(state, run)
             self._admission.start_waiting(state)
             self._forget_if_submitted(state)

@@ -71,6 +71,16 @@ class FireLedger:
             self._compact_pending = True
             self._defer(self._deferred_compact)
 
+    def _open_for_append(self) -> None:
+        self._reopen_at = time.monotonic() + REOPEN_EVERY
+        try:
+            self._fd = open_file(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                 self._modes)
+        except OSError as exc:
+            self._unwritable("open", exc)
+        else:
+            self._health.clear("fire-ledger")
+
     def _deferred_compact(self) -> None:
         self._compact_pending = False
         if self._fd >= 0:  # closed meanwhile: the next open() compacts anyway
@@ -111,11 +121,9 @@ class FireLedger:
             fd = rewrite(self._path, text.encode(), self._modes, durable=True)
         except OSError as exc:
             log.error("cannot rewrite the fire ledger %s: %s", self._path, exc)
-            if self._fd >= 0:  # appending goes on; compacting is tried again later
-                self._lines = 0
-            else:
-                self._reopen_at = time.monotonic() + REOPEN_EVERY
-                self._unwritable("rewrite", exc)
+            if self._fd < 0:  # append to the file there is, if it can be opened
+                self._open_for_append()
+            self._lines = 0  # compacting is tried again later
             return
         self.close()
         self._fd = fd

@@ -212,7 +212,9 @@ def rewrite(path: Path, text: bytes, modes: FileModes, *, durable: bool) -> int:
     tmp = path.with_suffix(".tmp")
     fd = fresh_file(tmp, modes)
     try:
-        os.write(fd, text)
+        view = memoryview(text)
+        while view:  # a short write (a disk filling up) must not pass for the whole
+            view = view[os.write(fd, view):]
         if durable:
             os.fsync(fd)
         os.replace(tmp, path)

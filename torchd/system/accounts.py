@@ -1,5 +1,6 @@
 """Accounts, groups and tools of this host that a task file may name: looked up by the
-config check (`torchd check` loads no process code) and by the run-as wrappers."""
+config check and by the run-as wrappers (process/runas.py), so that loading a task file
+needs no process code."""
 
 from __future__ import annotations
 
