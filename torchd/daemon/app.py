@@ -227,6 +227,42 @@ class App:
     async def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
         raise_fd_limit()
         seal_descriptors()
+        await self._close_what_a_crash_left(config)
+        last_fires = self._resume_after_clock_correction(config, self._ledger.open())
+        self._ledger.forget_except({task.name for task in config.tasks})
+        scheduler = self._build_engine(config)
+        everything = plan(None, config)
+        scheduler.apply(config, everything, last_fires, launched=self._launched)
+        api = ControlApi(daemon=self, engine=scheduler, paths=self._paths, modes=self._modes,
+                         history=self._history, config=self._current_config, clock=self._clock)
+        self._api = api
+        self._events.subscribe_all(api.on_event)
+        api.restore()
+        _settle_heap()
+        self._record_reload("start", config, everything, None)
+        if not await self._open_to_requests(config, scheduler, ready):
+            return 1
+        log.info("torchd %s started pid=%d config=%s (%s) tasks=%d state_dir=%s", __version__,
+                 os.getpid(), self._config_path, config.digest, len(config.tasks),
+                 self._paths.root)
+        ready(None)
+        notify("READY=1")
+        engine = asyncio.create_task(scheduler.run(), name="scheduler")
+        stop_event = self._stop_event
+        assert stop_event is not None  # noqa: S101 - set in run()
+        stop_waiter = asyncio.create_task(stop_event.wait(), name="stop-waiter")
+        await asyncio.wait({engine, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        notify("STOPPING=1")
+        crashed = engine.done() and not engine.cancelled() and engine.exception() is not None
+        if crashed:
+            log.critical("the scheduler stopped on an internal error; shutting down",
+                         exc_info=engine.exception())
+        await self._shutdown(engine, stop_waiter)
+        return 1 if crashed else 0
+
+    async def _close_what_a_crash_left(self, config: Config) -> None:
+        """Runs a killed daemon left: recorded as lost in the history (before they are
+        ended), their process groups and cgroups ended; then the child journal opens."""
         if config.daemon.history.enabled:
             self._history = HistoryWriter(self._paths.history, config.daemon.history,
                                           host=self._host_id(config),
@@ -248,42 +284,40 @@ class App:
         if runs is not None:
             await asyncio.to_thread(end_leftover_cgroups, runs, DEFAULT_STOP_GRACE)
         self._journal.open()
-        last_fires = self._resume_after_clock_correction(config, self._ledger.open())
-        self._ledger.forget_except({task.name for task in config.tasks})
+
+    def _build_engine(self, config: Config) -> Scheduler:
+        """The scheduler, the cluster, the hooks and the reaper, and who hears the events."""
         cluster = self._make_cluster(config)
+        runs = self._run_cgroups
         scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs, file_modes=self._modes,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
                               on_event=self._events.publish, claims=cluster,
-                              health=self._health,
-                              cgroups=runs)
+                              health=self._health, cgroups=runs)
         self._scheduler = scheduler
         if cluster is not None:
             scheduler.on_lease_tasks = cluster.set_lease_tasks
-        self._hooks = HookRunner(log_dir=self._paths.logs, file_modes=self._modes,
-                                 base_env=os.environ, cgroups=runs,
-                                 clock=self._clock, record=self._record_hook,
-                                 host=self._host_id(config))
+        hooks = HookRunner(log_dir=self._paths.logs, file_modes=self._modes,
+                           base_env=os.environ, cgroups=runs, clock=self._clock,
+                           record=self._record_hook, host=self._host_id(config))
+        self._hooks = hooks
         self._configure_hooks(config)
-        hooks = self._hooks
         self._reaper = Reaper(known=lambda: scheduler.run_pids() | hooks.pids(),
                               running=scheduler.is_running, grace=DEFAULT_STOP_GRACE)
         self._reaper.start()  # before the first run: its strays must come to us
         log.info("process containment: %s; child subreaper: %s", self._cgroups.description,
                  "yes" if self._reaper.subreaper else "no (refused)")
-        self._subscribe(self._events, self._reaper, self._hooks)
-        everything = plan(None, config)
-        scheduler.apply(config, everything, last_fires, launched=self._launched)
-        self._api = ControlApi(daemon=self, engine=scheduler, paths=self._paths,
-                               modes=self._modes, history=self._history,
-                               config=self._current_config, clock=self._clock)
-        self._events.subscribe_all(self._api.on_event)
-        self._api.restore()
-        _settle_heap()
-        self._record_reload("start", config, everything, None)
+        self._subscribe(self._events, self._reaper, hooks)
+        return scheduler
+
+    async def _open_to_requests(self, config: Config, scheduler: Scheduler,
+                                ready: Callable[[str | None], None]) -> bool:
+        """The cluster, the signals, the watcher and the control socket. False (and
+        everything opened closed, `ready` told why) if the socket cannot be opened."""
+        assert self._api is not None  # noqa: S101 - made before
         self._control = ControlServer(self._paths.socket, self._api.handle,
                                       group=config.daemon.socket_group)
-        if cluster is not None:
-            await cluster.start(scheduler.lease_changed, scheduler.lease_renewed)
+        if self._cluster is not None:
+            await self._cluster.start(scheduler.lease_changed, scheduler.lease_renewed)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
@@ -300,24 +334,8 @@ class App:
             self._ledger.close()
             if self._history is not None:
                 self._history.stop()
-            return 1
-        log.info("torchd %s started pid=%d config=%s (%s) tasks=%d state_dir=%s", __version__,
-                 os.getpid(), self._config_path, config.digest, len(config.tasks),
-                 self._paths.root)
-        ready(None)
-        notify("READY=1")
-        engine = asyncio.create_task(scheduler.run(), name="scheduler")
-        stop_event = self._stop_event
-        assert stop_event is not None  # noqa: S101 - set in run()
-        stop_waiter = asyncio.create_task(stop_event.wait(), name="stop-waiter")
-        await asyncio.wait({engine, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-        notify("STOPPING=1")
-        crashed = engine.done() and not engine.cancelled() and engine.exception() is not None
-        if crashed:
-            log.critical("the scheduler stopped on an internal error; shutting down",
-                         exc_info=engine.exception())
-        await self._shutdown(engine, stop_waiter)
-        return 1 if crashed else 0
+            return False
+        return True
 
     async def _shutdown(self, engine: asyncio.Task[None], stop_waiter: asyncio.Task[Any]) -> None:
         assert self._scheduler is not None  # noqa: S101 - set before serving

@@ -1,0 +1,123 @@
+"""What the commands share: exit codes, the state dir, loading the task file, asking the
+daemon, printing problems and tables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from torchd.config.loader import ParseCache, load_config
+from torchd.control import client
+from torchd.core.errors import ConfigError
+from torchd.core.model import Config
+from torchd.store.pidfile import running_pid
+from torchd.store.statedir import StatePaths
+from torchd.system.hostinfo import local_identity
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("TORCHD_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/torchd")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "torchd"
+
+
+def resolve_state_dir(args: argparse.Namespace, config: Config | None = None) -> Path:
+    """--state-dir, else daemon.state_dir from the file, else $TORCHD_STATE_DIR or a default."""
+    if args.state_dir:
+        return Path(args.state_dir).absolute()
+    if config is None and getattr(args, "config", None):
+        try:
+            config = load_config(args.config, identity=None)
+        except ConfigError:
+            config = None
+    if config is not None and config.daemon.state_dir:
+        return Path(config.daemon.state_dir).absolute()
+    return default_state_dir().absolute()
+
+
+def socket_path(state_dir: Path) -> Path:
+    return StatePaths(state_dir).socket
+
+
+def print_errors(exc: ConfigError) -> None:
+    print_problems([str(problem) for problem in exc.problems])
+
+
+def print_problems(problems: list[str], outcome: str = "nothing was changed") -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    count = len(problems)
+    print(f"{count} problem{'s' if count != 1 else ''} found; {outcome}", file=sys.stderr)
+
+
+def load(path: str, cache: ParseCache | None = None) -> Config:
+    return load_config(path, identity=local_identity(), cache=cache)
+
+
+def load_or_report(path: str, cache: ParseCache | None = None) -> Config | None:
+    """The parsed file, or None after printing every problem to stderr. `cache`, when
+    given, keeps what the parse built for the daemon's reloads."""
+    try:
+        return load(path, cache)
+    except ConfigError as exc:
+        print_errors(exc)
+        return None
+
+
+def call(state_dir: Path, cmd: str, *, timeout: float | None = 30.0,
+          **request: Any) -> dict[str, Any] | None:
+    """The daemon's answer to `cmd`, or None when no daemon runs in state_dir ("ping" is
+    small and cheap whatever the number of tasks; "status" is not)."""
+    if running_pid(StatePaths(state_dir).pidfile) is None:
+        return None
+    result: dict[str, Any] = client.call(socket_path(state_dir), cmd, timeout=timeout, **request)
+    return result
+
+
+def not_running(state_dir: Path) -> int:
+    print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print(("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths,
+                                                                       strict=False))
+               + "  " + str(row[-1])).rstrip())
+
+
+def stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | None) -> None:
+    """The names of what changed, or only how many where the daemon sent counts."""
+    def listed(key: str) -> Any:
+        return changes[key] if not isinstance(changes[key], int) else {}
+
+    def count(key: str) -> int:
+        return changes[key] if isinstance(changes[key], int) else len(changes[key])
+
+    added, changed, removed = listed("added"), listed("changed"), listed("removed")
+    print(f"{count('added')} added, {count('changed')} changed, {count('removed')} removed, "
+          f"{changes['unchanged']} unchanged")
+    for name in added:
+        print(f"  + {name}")
+    for name, keys in changed.items():
+        print(f"  ~ {name} ({', '.join(keys)})")
+    for name in removed:
+        print(f"  - {name}")
+    for name, times in (next_fires or {}).items():
+        print(f"  next fires of {name}: {', '.join(times) or 'none'}")

@@ -1,0 +1,300 @@
+"""The daemon's life: `run`, `start`, `stop`, `reload`, `status`."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from torchd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAIL,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    call,
+    load_or_report,
+    not_running,
+    print_changes,
+    print_problems,
+    print_table,
+    resolve_state_dir,
+    socket_path,
+)
+from torchd.config.loader import ParseCache
+from torchd.control import client
+from torchd.core.errors import (
+    AlreadyRunningError,
+    ControlError,
+    TorchdError,
+)
+from torchd.core.model import Config
+from torchd.store.pidfile import running_pid
+from torchd.store.statedir import StatePaths
+from torchd.system.procstat import launch_instant
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+STOP_MARGIN = 5.0  # seconds `stop` waits past the grace: the daemon's own last steps
+
+
+def _configure_stderr_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
+                        stream=sys.stderr)
+
+
+def _load_for_daemon(path: str) -> tuple[Config, ParseCache] | None:
+    """The file as the daemon will start on it, with what the parse leaves for its reloads;
+    None after printing every problem. The cycle collector goes off here and back on once
+    the daemon's task table is built (App.run)."""
+    gc.disable()
+    parse_cache = ParseCache()
+    config = load_or_report(path, parse_cache)
+    return None if config is None else (config, parse_cache)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - only the foreground daemon needs the engine
+
+    from torchd.daemon.app import App  # noqa: PLC0415
+
+    launched = launch_instant()
+    loaded = _load_for_daemon(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    config, parse_cache = loaded
+    _configure_stderr_logging(args.verbose)
+    state_dir = resolve_state_dir(args, config)
+    failure: list[str] = []
+
+    def ready(error: str | None) -> None:
+        if error is not None:
+            failure.append(error)
+
+    app = App(Path(args.config).absolute(), StatePaths(state_dir), config=config,
+              parse_cache=parse_cache, launched=launched)
+    code = asyncio.run(app.run(ready))
+    if failure:
+        print(f"torchd: {failure[0]}", file=sys.stderr)
+    return code
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from torchd.daemon.daemonize import start_detached  # noqa: PLC0415
+
+    launched = launch_instant()
+    loaded = _load_for_daemon(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    config, parse_cache = loaded
+    state_dir = resolve_state_dir(args, config)
+    pid = running_pid(StatePaths(state_dir).pidfile)
+    if pid is not None:
+        print(f"torchd: {AlreadyRunningError(pid)}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        pid = start_detached(Path(args.config), state_dir, config, parse_cache,
+                             level=logging.DEBUG if args.verbose else logging.INFO,
+                             timeout=args.timeout, launched=launched)
+    except TorchdError as exc:
+        print(f"torchd: could not start: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"torchd started (pid {pid}), {len(config.tasks)} task(s), state dir {state_dir}")
+    return EXIT_OK
+
+
+def _stopped(pid: int) -> bool:
+    """Stopped by SIGSTOP or a debugger: it acts on nothing until continued."""
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED,
+                                                psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
+
+
+def _wait_unlocked(pidfile: Path, deadline: float) -> bool:
+    """Wait until no daemon holds the pidfile (it releases it as its last act)."""
+    while time.monotonic() < deadline:
+        if running_pid(pidfile) is None:
+            return True
+        time.sleep(0.05)
+    return running_pid(pidfile) is None
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Ask the daemon to stop (runs get --timeout to end, then KILL), by its socket or,
+    where that does not answer, SIGTERM; wait at most --timeout plus STOP_MARGIN."""
+    state_dir = resolve_state_dir(args)
+    pidfile = StatePaths(state_dir).pidfile
+    pid = running_pid(pidfile)
+    if pid is None:
+        print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
+        return EXIT_FAIL
+    deadline = time.monotonic() + args.timeout + STOP_MARGIN
+    if pid > 0 and _stopped(pid):
+        os.kill(pid, signal.SIGTERM)
+        print(f"torchd (pid {pid}) is stopped (SIGSTOP or a debugger) and cannot act until "
+              f"it is continued: sent SIGTERM, which it acts on then (kill -CONT {pid})",
+              file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        reply = client.call(socket_path(state_dir), "stop", grace=args.timeout,
+                            timeout=STOP_MARGIN)
+        if reply.get("already"):
+            print("torchd: a stop is under way already; this one changes nothing (a "
+                  "SIGTERM to the daemon would kill every run now)", file=sys.stderr)
+    except ControlError as exc:
+        if pid <= 0:  # its pid is unknown: signalling -1 would hit every process we own
+            print(f"torchd: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        os.kill(pid, signal.SIGTERM)  # the signal path has the default grace
+        print(f"torchd: the control socket did not answer ({exc}); sent SIGTERM to pid "
+              f"{pid}", file=sys.stderr)
+    if _wait_unlocked(pidfile, deadline):
+        print(f"torchd stopped (pid {pid})" if pid > 0 else "torchd stopped")
+        return EXIT_OK
+    waited = args.timeout + STOP_MARGIN
+    state = " (it is stopped: SIGSTOP or a debugger)" if pid > 0 and _stopped(pid) else ""
+    print(f"torchd (pid {pid}) is still running after {waited:.0f}s{state}; its runs were "
+          f"given {args.timeout:g}s to end", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the daemon to reload its task file (or, with --dry-run, what it would change)
+    and print its reply: what it applied, or every problem with file and line."""
+    state_dir = resolve_state_dir(args)
+    verb = "plan" if args.dry_run else "reload"
+    try:
+        reply = call(state_dir, verb, timeout=args.timeout)
+    except ControlError as exc:
+        if exc.code != "config":
+            print(f"torchd: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        problems = str(exc).splitlines()[1:]  # under the count the daemon put first
+        print_problems(problems)
+        return EXIT_CONFIG
+    if reply is None:
+        print(f"torchd is not running (state dir {state_dir})", file=sys.stderr)
+        return EXIT_FAIL
+    if args.dry_run:
+        if args.json:
+            print(json.dumps(reply, indent=2))
+        else:
+            print(f"dry run: {reply['config_file']} (hash {reply['config_hash']}) would give:")
+            print_changes(reply["changes"], reply["next_fires"])
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    elif reply["ok"]:
+        print(f"reloaded: config {reply['config_hash']}")
+        print_changes(reply["changes"], None)
+    else:
+        print_problems(reply["errors"], "the daemon keeps its previous config")
+    return EXIT_OK if reply["ok"] else EXIT_CONFIG
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{days}d{hours}h{minutes}m" if days else f"{hours}h{minutes}m{secs}s"
+    return text if hours or days else f"{minutes}m{secs}s"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return _cluster_status(args)
+    state_dir = resolve_state_dir(args)
+    try:
+        status = call(state_dir, "status", timeout=10)
+    except ControlError as exc:
+        print(f"torchd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if status is None:
+        if args.json:
+            print(json.dumps({"running": False, "state_dir": str(state_dir)}))
+        else:
+            print(f"torchd is not running (state dir {state_dir})")
+        return EXIT_NOT_RUNNING
+    if args.json:
+        print(json.dumps({"running": True, **status}, indent=2))
+        return EXIT_OK
+    last = status["last_reload"]
+    print(f"torchd {status['version']} running, pid {status['pid']}, "
+          f"up {_age(status['uptime'])}")
+    print(f"config {status['config_file']} (hash {status['config_hash']}, "
+          f"generation {status['generation']})")
+    print(f"last reload: {'ok' if last['ok'] else 'REJECTED'} ({last['source']}) at "
+          f"{last['time']}")
+    for error in last["errors"]:
+        print(f"  {error}")
+    if "containment" in status:
+        containment = status["containment"]
+        subreaper = "child subreaper" if containment["subreaper"] else "no child subreaper"
+        print(f"process containment: {containment['cgroups']}; {subreaper}")
+    for problem in status.get("problems", ()):
+        print(f"PROBLEM ({problem['key']}, since {problem['since']}): {problem['message']}")
+    rows = [("TASK", "TYPE", "SCHEDULE", "HERE", "NEXT FIRE", "RUNNING", "LAST")]
+    for task in status["tasks"]:
+        here = "yes" if task["for_this_host"] else "no"
+        if not task["enabled"]:
+            here = "off"
+        if task.get("paused"):
+            here = "paused"
+        last_run = task["last_run"]
+        last_text = "-"
+        if last_run:
+            code = last_run["exit_code"] if last_run["signal"] is None else \
+                f"sig{last_run['signal']}"
+            last_text = f"{last_run['outcome']}({code}) {last_run['ended'] or ''}".strip()
+        if task["last_start_error"]:
+            last_text = f"start-error: {task['last_start_error']}"
+        rows.append((task["name"], task["type"], task["schedule"] or "-", here,
+                     task["next_fire"] or "-",
+                     ",".join(str(p) for p in task["running"]) or "-", last_text))
+    print_table(rows)
+    return EXIT_OK
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    try:
+        view = call(state_dir, "cluster")
+    except ControlError as exc:
+        print(f"torchd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if view is None:
+        return not_running(state_dir)
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return EXIT_OK if "error" not in view else EXIT_FAIL
+    if "error" in view:
+        print(f"cluster {view['name']}: {view['error']}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"cluster {view['name']}, seen from host {view['host_id']}: "
+          f"{len(view['hosts'])} live host(s)")
+    rows = [("HOST", "VERSION", "LOAD", "RUNNING", "CONFIG", "LEASES", "ADDRESSES")]
+    for host in view["hosts"]:
+        rows.append((host["host_id"], host.get("version", "?"), f"{host['load']:.2f}",
+                     str(host.get("running", "?")), str(host.get("config_hash")),
+                     ",".join(host.get("leases") or []) or "-",
+                     ",".join(host.get("addresses") or [])))
+    print_table(rows)
+    for task, holder in sorted(view["leases"].items()):
+        print(f"lease {task}: held by {holder}")
+    if view["config_drift"]:
+        print("WARNING: the hosts run different task files (config hashes differ)",
+              file=sys.stderr)
+    for host, skew in sorted(view.get("clock_skew", {}).items()):
+        print(f"WARNING: host {host}'s clock is {skew:+.1f}s off Redis's (over 1 s): fires "
+              "are claimed that far apart; keep the hosts' clocks in step (NTP)",
+              file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,205 @@
+"""Operators' requests: `trigger`, `kill`, `pause`, `resume`, `history`, `logs`, `submit`;
+`history` and `logs` read the state dir themselves when no daemon answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from torchd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAIL,
+    EXIT_OK,
+    call,
+    not_running,
+    print_table,
+    resolve_state_dir,
+    socket_path,
+    stamp,
+)
+from torchd.control import client
+from torchd.core.durations import parse_duration
+from torchd.core.errors import DurationError
+from torchd.store.statedir import StatePaths
+
+
+def _exit_code_of(outcome: dict[str, Any]) -> int:
+    """`trigger --wait` exits like the run did: its code, 128+signal, else 1."""
+    if outcome.get("exit_code") is not None:
+        return int(outcome["exit_code"])
+    if outcome.get("signal") is not None:
+        return 128 + int(outcome["signal"])
+    return EXIT_FAIL
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    result = call(state_dir, "trigger", timeout=None if args.wait else 30.0, task=args.task,
+                   force=args.force, wait=args.wait)
+    if result is None:
+        return not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"task {result['task']}: run {result['run_id']} {result['status']}")
+        if "outcome" in result:
+            detail = result.get("error") or (
+                f"exit={result['exit_code']}" if result["signal"] is None
+                else f"signal={result['signal']}")
+            print(f"run {result['run_id']} ended: {result['outcome']} ({detail})")
+    if args.wait and "outcome" in result:
+        return _exit_code_of(result)
+    return EXIT_OK if result["status"] in ("started", "queued") else EXIT_FAIL
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    result = call(state_dir, "kill", timeout=None, task=args.task, run=args.run)
+    if result is None:
+        return not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    for run in result["runs"]:
+        state = f"{run['outcome']} ({run['result']})" if run["ended"] else "still stopping"
+        print(f"task {result['task']}: run {run['run_id']} pid {run['pid']}: {state}")
+    return EXIT_OK
+
+
+def _pause_or_resume(args: argparse.Namespace, cmd: str) -> int:
+    if (args.task is None) == (not args.all):
+        print(f"torchd {cmd}: give a task name or --all (not both)", file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = resolve_state_dir(args)
+    request = {"all": True} if args.all else {"task": args.task}
+    result = call(state_dir, cmd, **request)
+    if result is None:
+        return not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    done = "paused" if cmd == "pause" else "resumed"
+    changed = result["changed"]
+    print(f"{done}: {', '.join(changed) if changed else 'nothing changed'}")
+    if result["paused_all"]:
+        print("every task is paused (pause --all)")
+    elif result["paused"]:
+        print(f"paused tasks: {', '.join(result['paused'])}")
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, "pause")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, "resume")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    since = None
+    if args.since is not None:
+        try:
+            since = time.time() - parse_duration(args.since)
+        except DurationError as exc:
+            print(f"--since: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    state_dir = resolve_state_dir(args)
+    request = {"task": args.task, "limit": args.count, "failed": args.failed, "since": since}
+    result = call(state_dir, "history", **request)
+    if result is None:  # no daemon: read the database directly
+        from torchd.store.history import query_runs  # noqa: PLC0415
+
+        result = {"runs": query_runs(StatePaths(state_dir).history, task=args.task,
+                                     limit=args.count, failed=args.failed, since=since)}
+    runs = result["runs"]
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    if not runs:
+        print("no runs recorded" + (f" for task {args.task}" if args.task else ""))
+        return EXIT_OK
+    rows = [("RUN", "TASK", "TIME", "DURATION", "OUTCOME", "EXIT", "TRIGGER", "DETAIL")]
+    for run in runs:
+        code = "-" if run["exit_code"] is None else str(run["exit_code"])
+        if run["signal"] is not None:
+            code = f"sig{run['signal']}"
+        duration = "-" if run["duration"] is None else f"{run['duration']:.3f}s"
+        rows.append((run["run_id"], run["task"], stamp(run["at"]), duration,
+                     run["outcome"] or "running", code, run["trigger"] or "-",
+                     run["reason"] or ""))
+    print_table(rows)
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    request = {"task": args.task, "run": args.run, "lines": args.lines, "stderr": args.stderr}
+    result = call(state_dir, "logs", **request)
+    daemon = result is not None
+    if result is None:  # no daemon: read the state dir directly
+        from torchd.store.logview import NoSuchRunError, read_logs  # noqa: PLC0415
+
+        try:
+            result = read_logs(StatePaths(state_dir), args.task, args.run, args.lines,
+                               args.stderr)
+        except NoSuchRunError as exc:
+            print(f"torchd: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+    if args.json and not args.follow:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    _emit_log(result, as_json=args.json)
+    if args.follow:
+        return _follow(state_dir, args, result["offset"], daemon)
+    return EXIT_OK
+
+
+def _emit_log(chunk: dict[str, Any], *, as_json: bool) -> None:
+    """Output text as is, or (`-f --json`) one JSON object per line for each reply."""
+    if as_json:
+        print(json.dumps(chunk), flush=True)
+    elif chunk["text"]:
+        sys.stdout.write(chunk["text"])
+        sys.stdout.flush()
+
+
+def _follow(state_dir: Path, args: argparse.Namespace, offset: int, daemon: bool) -> int:
+    from torchd.store.logview import follow_chunk  # noqa: PLC0415
+
+    while True:
+        time.sleep(0.25)
+        if daemon:
+            chunk = client.call(socket_path(state_dir), "logs", task=args.task,
+                                stderr=args.stderr, follow_offset=offset)
+        else:
+            data, next_offset = follow_chunk(StatePaths(state_dir).logs, args.task, offset,
+                                             err=args.stderr)
+            chunk = {"text": data.decode(errors="replace"), "offset": next_offset}
+        offset = chunk["offset"]
+        if chunk["text"]:
+            _emit_log(chunk, as_json=args.json)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("torchd submit: give the command after --, e.g. torchd submit -- /bin/echo hi",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = resolve_state_dir(args)
+    result = call(state_dir, "submit", command=command, at=args.at, name=args.name,
+                   hosts=args.hosts or [])
+    if result is None:
+        return not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"submitted {result['task']}: runs at {result['at']}")
+    return EXIT_OK

@@ -1,0 +1,84 @@
+"""Commands on the task file alone, with no daemon: `check` and `next`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+
+from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, load_or_report
+from torchd.core.model import TaskKind
+from torchd.core.schedule.cronexpr import RebootSchedule, upcoming
+from torchd.core.schedule.zones import load_zone, parse_instant
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from torchd.process.cgroups import describe_cgroup_mode  # noqa: PLC0415
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    here = sum(1 for t in config.tasks if t.active)
+    print(f"{args.config}: OK, {len(config.tasks)} task(s), {here} active on this host, "
+          f"hash {config.digest}")
+    print("process containment for a daemon started from this shell: "
+          f"{describe_cgroup_mode(enabled=config.daemon.cgroups)}; child subreaper (as a "
+          "systemd service its cgroup is the unit's: `torchd status` tells)")
+    return EXIT_OK
+
+
+def _local_iso(ts: float, zone: str) -> str:
+    return datetime.fromtimestamp(ts, load_zone(zone)).isoformat()
+
+
+def _instant(text: str, zone: str) -> float | None:
+    try:
+        return parse_instant(text, zone)
+    except ValueError:
+        return None
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    tasks = config.tasks
+    if args.task:
+        tasks = tuple(t for t in tasks if t.name == args.task)
+        if not tasks:
+            print(f"no task named '{args.task}' in {args.config}", file=sys.stderr)
+            return EXIT_FAIL
+    now = time.time()
+    if args.after is not None:
+        after = _instant(args.after, config.daemon.timezone)
+        if after is None:
+            print(f"--after: '{args.after}' is not an ISO 8601 time such as "
+                  "2026-11-01T00:00:00-04:00 or 2026-11-01T04:00:00Z", file=sys.stderr)
+            return EXIT_FAIL
+        now = after
+    result: dict[str, list[str]] = {}
+    notes: dict[str, str] = {}
+    for spec in tasks:
+        if spec.kind is TaskKind.DAEMON:
+            notes[spec.name] = "daemon task: kept running, no schedule"
+            result[spec.name] = []
+        elif isinstance(spec.schedule, RebootSchedule):
+            notes[spec.name] = "runs once when the daemon starts"
+            result[spec.name] = []
+        else:
+            assert spec.schedule is not None  # noqa: S101 - cron tasks have one
+            result[spec.name] = [_local_iso(t, spec.timezone)
+                                 for t in upcoming(spec.schedule, now, args.count)]
+        if not spec.active:
+            notes[spec.name] = "disabled" if not spec.enabled else "not for this host"
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    for name, times in result.items():
+        note = f"  ({notes[name]})" if name in notes else ""
+        print(f"{name}{note}")
+        for stamp in times:
+            print(f"  {stamp}")
+    return EXIT_OK
