@@ -168,3 +168,18 @@ def test_ledger_forgets_removed_tasks(tmp_path: Path) -> None:
 def test_every_policy_settles_on_the_newest_missed_fire(policy: Catchup) -> None:
     decision = decide(MINUTELY, T0, T0 + 120, now=T0 + 150, policy=policy, deadline=None)
     assert decision.last == T0 + 120
+
+
+def test_a_ledger_that_cannot_be_rewritten_is_appended_to(tmp_path: Path) -> None:
+    """A temporary file that cannot be replaced (here a directory with something in it):
+    the rewrite fails, and the fires are appended to the ledger there is, not lost."""
+    path = tmp_path / "fires.ledger"
+    path.write_text("a 10.0\n")
+    (tmp_path / "fires.tmp" / "in-the-way").mkdir(parents=True)
+    ledger = FireLedger(path)
+    assert ledger.open() == {"a": 10.0}
+    ledger.record("a", 20.0)
+    ledger.record("b", 5.0)
+    ledger.close()
+    assert read_ledger(path) == {"a": 20.0, "b": 5.0}
+
