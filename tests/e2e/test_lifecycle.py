@@ -425,7 +425,7 @@ def test_next_previews_a_dst_day_from_any_instant(write_tasks: Callable[..., Pat
                    "2026-03-08T06:00:00")  # no offset: daemon.timezone (UTC)
     assert naive.stdout.splitlines() == ["nightly", "  2026-03-08T01:30:00-05:00"]
     wrong = torchd("next", "-c", str(config), "--after", "tomorrow")
-    assert wrong.returncode == 1
+    assert wrong.returncode == 2  # a usage error
     assert "--after: 'tomorrow' is not an ISO 8601 time" in wrong.stderr
 
 

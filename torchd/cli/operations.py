@@ -22,6 +22,7 @@ from torchd.cli.common import (
     stamp,
 )
 from torchd.control import client
+from torchd.control.verbs import at_problem
 from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
 from torchd.store.statedir import StatePaths
@@ -192,6 +193,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not command:
         print("torchd submit: give the command after --, e.g. torchd submit -- /bin/echo hi",
               file=sys.stderr)
+        return EXIT_CONFIG
+    if args.at is not None and (problem := at_problem(args.at)):
+        print(f"torchd submit: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     state_dir = resolve_state_dir(args)
     result = call(state_dir, "submit", command=command, at=args.at, name=args.name,

@@ -56,7 +56,7 @@ def cmd_next(args: argparse.Namespace) -> int:
         if after is None:
             print(f"--after: '{args.after}' is not an ISO 8601 time such as "
                   "2026-11-01T00:00:00-04:00 or 2026-11-01T04:00:00Z", file=sys.stderr)
-            return EXIT_FAIL
+            return EXIT_CONFIG
         now = after
     result: dict[str, list[str]] = {}
     notes: dict[str, str] = {}

@@ -101,6 +101,10 @@ def as_integer(node: yaml.Node, *, minimum: int = 0) -> int:
         if value < minimum:
             raise Invalid(node, f"must be at least {minimum}, got {value}")
         return value
+    if (isinstance(node, yaml.ScalarNode) and node.tag == INT
+            and re.fullmatch(r"-[0-9]+", node.value)):
+        least = "0 or more" if minimum == 0 else f"at least {minimum}"
+        raise Invalid(node, f"must be {least}, got {node.value}")
     raise Invalid(node, f"expected a whole number written in decimal, got {kind_of(node)}")
 
 

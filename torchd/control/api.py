@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
@@ -41,10 +42,11 @@ from torchd.control.verbs import (
     SubmitReply,
     Trigger,
     TriggerReply,
+    at_problem,
 )
 from torchd.core.clock import Clock, iso_utc
 from torchd.core.durations import parse_duration
-from torchd.core.errors import ConfigError, DurationError, SchedulerError
+from torchd.core.errors import ConfigError, SchedulerError
 from torchd.core.events import Event, FireSettled, FireSkipped, RunEnded, RunNotStarted
 from torchd.core.hostmatch import check_pattern, hosts_match
 from torchd.core.model import Catchup, Config, TaskKind, TaskSpec, name_problem
@@ -234,9 +236,13 @@ class ControlApi:
     # ----- records -----------------------------------------------------------------------
     async def history(self, request: History) -> HistoryReply:
         await self._flush()
-        runs = await asyncio.to_thread(query_runs, self._paths.history, task=request.task,
-                                       limit=request.limit or 20, failed=request.failed,
-                                       since=request.since)
+        try:
+            runs = await asyncio.to_thread(query_runs, self._paths.history, task=request.task,
+                                           limit=request.limit or 20, failed=request.failed,
+                                           since=request.since)
+        except (sqlite3.Error, OSError) as exc:  # out of descriptors, say: not a bug
+            raise ProtocolError(ErrorCode.UNAVAILABLE,
+                                f"the run history cannot be read now: {exc}") from None
         return {"enabled": self._history is not None, "runs": runs}
 
     async def logs(self, request: Logs) -> LogsReply:
@@ -252,6 +258,9 @@ class ControlApi:
                 request.stderr))
         except NoSuchRunError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
+        except (sqlite3.Error, OSError) as exc:  # out of descriptors, say: not a bug
+            raise ProtocolError(ErrorCode.UNAVAILABLE,
+                                f"the run history cannot be read now: {exc}") from None
 
     async def _flush(self) -> None:
         if self._history is not None:
@@ -306,16 +315,12 @@ class ControlApi:
     def _instant(self, text: str) -> float:
         """An `at` value: an ISO 8601 time (in the daemon's zone if it names none), or a
         duration from now."""
+        if problem := at_problem(text):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, problem)
         try:
             return parse_instant(text, self._config().daemon.timezone)
         except ValueError:
-            try:
-                return self._clock.time() + parse_duration(text)
-            except DurationError:
-                raise ProtocolError(ErrorCode.BAD_ARGUMENT,
-                                    f"at: '{text}' is not an ISO 8601 time such as "
-                                    "2026-12-01T10:00:00+01:00, nor a duration such as 10m"
-                                    ) from None
+            return self._clock.time() + parse_duration(text)
 
 
 def _ending(event: RunEnded | RunNotStarted | FireSkipped) -> dict[str, Any]:

@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"  # the peer is not root, the daemon's user, or in socket_group
     INTERNAL = "internal"  # a bug: logged by the daemon with its traceback
     STOPPING = "stopping"  # the daemon is stopping and does not take this request
+    UNAVAILABLE = "unavailable"  # cannot be done now (no file descriptors, a disk error)
 
 
 class ProtocolError(Exception):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, NotRequired, TypedDict
 
 from torchd.control.protocol import ErrorCode, ProtocolError
+from torchd.core.durations import parse_duration
+from torchd.core.errors import DurationError
 
 
 # ----- replies ---------------------------------------------------------------------------
@@ -120,6 +123,20 @@ class SubmitReply(TypedDict):
 
 
 # ----- requests ------------------------------------------------------------------------
+def at_problem(text: str) -> str | None:
+    """Why `text` cannot be a submission's `at` (an ISO 8601 time, or a duration from
+    now), or None: checked by the CLI before it asks, and by the daemon."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            parse_duration(text)
+        except DurationError:
+            return (f"at: '{text}' is not an ISO 8601 time such as "
+                    "2026-12-01T10:00:00+01:00, nor a duration such as 10m")
+    return None
+
+
 _REQUIRED: dict[str, bool] = {"required": True}
 _NOT_NEGATIVE: dict[str, bool] = {"not_negative": True}
 

@@ -1,0 +1,44 @@
+"""The operator's first hour (issue 23), through the real CLI: messages that say what to
+write, and usage errors that exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import torchd_cmd
+
+pytestmark = pytest.mark.e2e
+
+
+def torchd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(torchd_cmd(*args), capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def test_a_negative_count_says_what_it_must_be(write_tasks: Callable[..., Path]) -> None:
+    config = write_tasks("""
+        tasks:
+          - {name: a, schedule: "@hourly", command: "true", max_running: -1}
+        """)
+    result = torchd("check", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (
+        f"{config}:3: task 'a': max_running: must be 0 or more, got -1")
+
+
+def test_a_bad_time_is_a_usage_error_that_exits_2(write_tasks: Callable[..., Path],
+                                                   tmp_path: Path) -> None:
+    config = write_tasks('tasks: [{name: a, schedule: "@hourly", command: "true"}]\n')
+    after = torchd("next", "-c", str(config), "--after", "tomorrow")
+    assert (after.returncode, after.stderr.splitlines()[0]) == (
+        2, "--after: 'tomorrow' is not an ISO 8601 time such as 2026-11-01T00:00:00-04:00 "
+           "or 2026-11-01T04:00:00Z")
+    submit = torchd("submit", "--state-dir", str(tmp_path / "no-daemon"), "--at",
+                    "tomorrow", "--", "true")  # refused before any daemon is asked
+    assert (submit.returncode, submit.stderr.strip()) == (
+        2, "torchd submit: at: 'tomorrow' is not an ISO 8601 time such as "
+           "2026-12-01T10:00:00+01:00, nor a duration such as 10m")
