@@ -42,3 +42,24 @@ def test_a_bad_time_is_a_usage_error_that_exits_2(write_tasks: Callable[..., Pat
     assert (submit.returncode, submit.stderr.strip()) == (
         2, "torchd submit: at: 'tomorrow' is not an ISO 8601 time such as "
            "2026-12-01T10:00:00+01:00, nor a duration such as 10m")
+
+
+def test_a_state_dir_that_is_a_file_is_a_usage_error(write_tasks: Callable[..., Path],
+                                                    tmp_path: Path) -> None:
+    """Not "already running" nor a traceback: one line, exit 2."""
+    config = write_tasks('tasks: [{name: a, schedule: "@hourly", command: "true"}]\n')
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("")
+    for args in (("start", "-c", str(config)), ("status",), ("stop",)):
+        result = torchd(*args, "--state-dir", str(not_a_dir))
+        assert (result.returncode, result.stderr) == (
+            2, f"torchd: the state dir {not_a_dir} is not a directory\n"), args
+
+
+def test_history_of_a_state_dir_without_one_says_so(tmp_path: Path) -> None:
+    """A mistyped --state-dir is not "no runs recorded" with exit 0."""
+    typo = tmp_path / "sttae"
+    result = torchd("history", "--state-dir", str(typo))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"torchd: no run history in {typo} (no history.db: no daemon "
+                             "has run with this state dir, or daemon.history is off)\n")

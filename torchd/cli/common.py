@@ -13,7 +13,7 @@ from typing import Any
 
 from torchd.config.loader import ParseCache, load_config
 from torchd.control import client
-from torchd.core.errors import ConfigError
+from torchd.core.errors import ConfigError, UsageError
 from torchd.core.model import Config
 from torchd.store.pidfile import running_pid
 from torchd.store.statedir import StatePaths
@@ -33,7 +33,15 @@ def default_state_dir() -> Path:
 
 
 def resolve_state_dir(args: argparse.Namespace, config: Config | None = None) -> Path:
-    """--state-dir, else daemon.state_dir from the file, else $TORCHD_STATE_DIR or a default."""
+    """--state-dir, else daemon.state_dir from the file, else $TORCHD_STATE_DIR or a default.
+    UsageError if something other than a directory is at that path."""
+    state_dir = _state_dir(args, config)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise UsageError(f"the state dir {state_dir} is not a directory")
+    return state_dir
+
+
+def _state_dir(args: argparse.Namespace, config: Config | None) -> Path:
     if args.state_dir:
         return Path(args.state_dir).absolute()
     if config is None and getattr(args, "config", None):

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from torchd import __version__
-from torchd.cli.common import EXIT_FAIL, EXIT_OK
+from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from torchd.cli.lifecycle import cmd_reload, cmd_run, cmd_start, cmd_status, cmd_stop
 from torchd.cli.operations import (
     cmd_history,
@@ -27,7 +27,7 @@ from torchd.cli.operations import (
     cmd_trigger,
 )
 from torchd.cli.taskfile import cmd_check, cmd_next
-from torchd.core.errors import TorchdError
+from torchd.core.errors import TorchdError, UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     run = add("run", "run in the foreground, logging to stderr", config="required")
-    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="log debug lines too (each fire's decisions, control requests)")
     run.set_defaults(func=cmd_run)
     start = add("start", "start a detached daemon", config="required")
-    start.add_argument("-v", "--verbose", action="store_true")
+    start.add_argument("-v", "--verbose", action="store_true",
+                       help="log debug lines too, to STATE_DIR/torchd.log")
     start.add_argument("--timeout", type=float, default=30.0,
                        help="seconds to wait for the daemon to be ready (default 30)")
     start.set_defaults(func=cmd_start)
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `torchd status | head`: the reader left; that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except UsageError as exc:
+        print(f"torchd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except TorchdError as exc:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL

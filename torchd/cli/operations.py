@@ -115,7 +115,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     if result is None:  # no daemon: read the database directly
         from torchd.store.history import query_runs  # noqa: PLC0415
 
-        result = {"runs": query_runs(StatePaths(state_dir).history, task=args.task,
+        database = StatePaths(state_dir).history
+        if not database.exists():
+            print(f"torchd: no run history in {state_dir} (no {database.name}: no daemon has "
+                  "run with this state dir, or daemon.history is off)", file=sys.stderr)
+            return EXIT_FAIL
+        result = {"runs": query_runs(database, task=args.task,
                                      limit=args.count, failed=args.failed, since=since)}
     runs = result["runs"]
     if args.json:

@@ -69,5 +69,9 @@ class ControlError(TorchdError):
         self.code = code
 
 
+class UsageError(TorchdError):
+    """A command given something it cannot use (exit code 2, like a bad argument)."""
+
+
 class SchedulerError(TorchdError):
     """An operator's request that the engine cannot do (unknown task, nothing to kill, ...)."""
