@@ -3,13 +3,16 @@ write, and usage errors that exit 2."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import torchd_cmd
+from tests.helpers import Daemon, torchd_cmd
+
+Factory = Callable[..., Daemon]
 
 pytestmark = pytest.mark.e2e
 
@@ -63,3 +66,46 @@ def test_history_of_a_state_dir_without_one_says_so(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (f"torchd: no run history in {typo} (no history.db: no daemon "
                              "has run with this state dir, or daemon.history is off)\n")
+
+
+def test_a_broken_file_still_leads_to_its_daemon(tmp_path: Path,
+                                                 write_tasks: Callable[..., Path],
+                                                 daemon_factory: Factory) -> None:
+    """After a broken edit, `-c FILE` still finds the daemon by the file's state_dir:
+    `status` shows it, `reload` prints the file's errors and exits 2; `reload -c` with
+    another file is refused, since the daemon's file is fixed at start."""
+    state = tmp_path / "state"
+    config = write_tasks(f"""
+        daemon: {{state_dir: {state}, watch: false}}
+        tasks:
+          - {{name: a, schedule: "@hourly", command: "true"}}
+        """)
+    daemon = daemon_factory(config).start()
+    config.write_text(config.read_text().replace('"@hourly"', '"61 * * * * *"'))
+    status = torchd("status", "-c", str(config))
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"torchd 0.1.0 running, pid {daemon.pid}")
+    reload = torchd("reload", "-c", str(config))
+    assert reload.returncode == 2
+    assert reload.stderr.splitlines() == [
+        f"{config}:4: task 'a': schedule: second field '61' is out of range 0-59",
+        "1 problem found; the daemon keeps its previous config"]
+    other = write_tasks('tasks: [{name: b, schedule: "@hourly", command: "true"}]\n',
+                        "other.yaml")
+    refused = torchd("reload", "-c", str(other), "--state-dir", str(state))
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"torchd: the daemon (pid {daemon.pid}) runs {config} and reloads only that file; "
+        f"to run {other}, stop it and start it with -c {other}\n")
+
+
+def test_a_broken_file_without_a_state_dir_says_which_one_is_used(
+        write_tasks: Callable[..., Path], tmp_path: Path) -> None:
+    config = write_tasks("tasks: [{name: a, schedule: '61 * * * * *', command: 'true'}]\n")
+    result = subprocess.run(torchd_cmd("status", "-c", str(config)), capture_output=True,
+                            text=True, timeout=60, check=False,
+                            env={**os.environ, "TORCHD_STATE_DIR": str(tmp_path / "x")})
+    assert result.stderr.splitlines()[0] == (
+        f"torchd: {config} does not load and names no daemon.state_dir that can be read; "
+        f"using {tmp_path / 'x'}")
+    assert result.returncode == 3

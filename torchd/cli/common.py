@@ -48,10 +48,30 @@ def _state_dir(args: argparse.Namespace, config: Config | None) -> Path:
         try:
             config = load_config(args.config, identity=None)
         except ConfigError:
-            config = None
+            return _state_dir_of_a_broken_file(args.config)
     if config is not None and config.daemon.state_dir:
         return Path(config.daemon.state_dir).absolute()
     return default_state_dir().absolute()
+
+
+def _state_dir_of_a_broken_file(path: str) -> Path:
+    """daemon.state_dir read from a task file that does not load (a broken edit while the
+    daemon runs on the last good one), where the YAML still gives it; else the default,
+    saying so."""
+    import yaml  # noqa: PLC0415 - only for this rare case
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+        state_dir = document["daemon"]["state_dir"]
+    except (OSError, UnicodeError, yaml.YAMLError, TypeError, KeyError):
+        state_dir = None
+    if isinstance(state_dir, str) and state_dir:
+        return Path(state_dir).absolute()
+    fallback = default_state_dir().absolute()
+    print(f"torchd: {path} does not load and names no daemon.state_dir that can be read; "
+          f"using {fallback}", file=sys.stderr)
+    return fallback
 
 
 def socket_path(state_dir: Path) -> Path:

@@ -166,12 +166,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
+def _not_the_daemons_file(state_dir: Path, config: str) -> str | None:
+    """Why `reload -c FILE` cannot be done, if FILE is not the file the daemon runs (its
+    file is fixed at start), or None."""
+    ping = call(state_dir, "ping", timeout=10)
+    if ping is None or Path(config).resolve() == Path(ping["config_file"]).resolve():
+        return None
+    return (f"the daemon (pid {ping['pid']}) runs {ping['config_file']} and reloads only "
+            f"that file; to run {config}, stop it and start it with -c {config}")
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the daemon to reload its task file (or, with --dry-run, what it would change)
     and print its reply: what it applied, or every problem with file and line."""
     state_dir = resolve_state_dir(args)
     verb = "plan" if args.dry_run else "reload"
     try:
+        if args.config and (refusal := _not_the_daemons_file(state_dir, args.config)):
+            print(f"torchd: {refusal}", file=sys.stderr)
+            return EXIT_CONFIG
         reply = call(state_dir, verb, timeout=args.timeout)
     except ControlError as exc:
         if exc.code != "config":
