@@ -73,6 +73,8 @@ def test_reload_keeps_running_cron_run_and_applies_new_schedule(
     full = call(daemon.state_dir / "torchd.sock", "last_reload")
     assert full["changes"]["changed"] == {"long": ["schedule", "command"], "tick": ["schedule"]}
     assert full["source"] == "request", "the CLI asks over the socket; it does not signal"
+    assert (f"reload (request) applied config {full['config_hash']}: 0 added, 2 changed "
+            "(long: schedule, command; tick: schedule), 0 removed") in daemon.stderr()
     again = call(daemon.state_dir / "torchd.sock", "reload")
     assert (again["source"], again["ok"], again["seq"]) == ("request", True, full["seq"] + 1)
     assert again["changes"] == {"added": [], "changed": {}, "removed": [], "unchanged": 2}

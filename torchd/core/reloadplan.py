@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
@@ -33,6 +34,27 @@ class ReloadPlan:
             "removed": list(self.removed),
             "unchanged": len(self.unchanged),
         }
+
+
+NAMES_IN_A_LINE = 10  # a log line names this many tasks of each kind, then counts the rest
+
+
+def describe(plan: ReloadPlan) -> str:
+    """A log line's account of a plan: `1 added (a), 1 changed (b: schedule), 0 removed`,
+    naming at most NAMES_IN_A_LINE tasks of each kind."""
+    changed = [f"{name}: {', '.join(plan.changed_fields[name])}"
+               for name in plan.changed[:NAMES_IN_A_LINE]]  # 10,000 would cost the loop
+    return ", ".join(f"{count} {verb}{_named(shown, count)}" for verb, shown, count in (
+        ("added", plan.added[:NAMES_IN_A_LINE], len(plan.added)),
+        ("changed", changed, len(plan.changed)),
+        ("removed", plan.removed[:NAMES_IN_A_LINE], len(plan.removed))))
+
+
+def _named(shown: Sequence[str], count: int) -> str:
+    if not count:
+        return ""
+    more = count - len(shown)
+    return f" ({'; '.join(shown)}{f' and {more} more' if more > 0 else ''})"
 
 
 def changed_fields(old: TaskSpec, new: TaskSpec) -> tuple[str, ...]:

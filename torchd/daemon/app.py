@@ -36,7 +36,7 @@ from torchd.core.events import (
 )
 from torchd.core.health import Health
 from torchd.core.model import Config, TaskKind
-from torchd.core.reloadplan import ReloadPlan, apply_delay, plan
+from torchd.core.reloadplan import ReloadPlan, apply_delay, describe, plan
 from torchd.core.schedule.cronexpr import upcoming
 from torchd.daemon.hooks import HookRunner
 from torchd.daemon.sdnotify import notify
@@ -525,8 +525,7 @@ class App:
                             "restart")
             self._ledger.forget_except({task.name for task in new.tasks})
             self._sync_watcher(new)
-            log.info("reload (%s) applied config %s: %d added, %d changed, %d removed",
-                     source, new.digest, len(diff.added), len(diff.changed), len(diff.removed))
+            log.info("reload (%s) applied config %s: %s", source, new.digest, describe(diff))
             return self._record_reload(source, new, diff, None)
 
     async def _wait_for_a_gap(self, diff: ReloadPlan) -> None:
