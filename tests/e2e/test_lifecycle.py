@@ -295,14 +295,7 @@ def test_second_sigterm_forces_the_stop(tmp_path: Path, write_tasks: Callable[..
                                         daemon_factory: Callable[..., Daemon]) -> None:
     """A run that ignores TERM holds shutdown for the grace period, unless TERM comes twice."""
     pids = tmp_path / "pids"
-    daemon = daemon_factory(write_tasks(f"""
-        tasks:
-          - name: stubborn
-            type: daemon
-            command: "trap '' TERM; echo $$ > {pids}; while true; do sleep 1; done"
-        """)).start()
-    wait_for(lambda: lines(pids), timeout=10, message="the stubborn run")
-    stubborn = int(lines(pids)[0])
+    daemon, stubborn = _with_a_run_deaf_to_term(pids, write_tasks, daemon_factory)
     daemon.signal(signal.SIGTERM)
     wait_for(lambda: "stopping: ending 1 run(s)" in daemon.stderr(), timeout=5,
              message="the shutdown to begin")
@@ -321,14 +314,7 @@ def test_a_second_stop_request_does_not_kill_the_runs(
     """`torchd stop` twice: the second changes nothing (the runs keep their grace); a stop
     signal during the stop is what kills every run at once."""
     pids = tmp_path / "pids"
-    daemon = daemon_factory(write_tasks(f"""
-        tasks:
-          - name: stubborn
-            type: daemon
-            command: "trap '' TERM; echo $$ > {pids}; while true; do sleep 1; done"
-        """)).start()
-    wait_for(lambda: lines(pids), timeout=10, message="the stubborn run")
-    stubborn = int(lines(pids)[0])
+    daemon, stubborn = _with_a_run_deaf_to_term(pids, write_tasks, daemon_factory)
     sock = daemon.state_dir / "torchd.sock"
     assert call(sock, "stop", grace=30)["already"] is False
     wait_for(lambda: "stopping: ending 1 run(s), grace 30.0s" in daemon.stderr(), timeout=5,
@@ -438,3 +424,17 @@ def _start_then_kill_the_daemon(config: Path, state_dir: Path, pids: Path) -> in
     os.kill(daemon_pid, signal.SIGKILL)
     wait_for(lambda: process_gone(daemon_pid), timeout=5, message="the daemon to die")
     return int(lines(pids)[0])
+
+
+def _with_a_run_deaf_to_term(pids: Path, write_tasks: Callable[..., Path],
+                             daemon_factory: Callable[..., Daemon]) -> tuple[Daemon, int]:
+    """A started daemon whose keep-alive task ignores SIGTERM, and that task's pid (also
+    written to `pids`)."""
+    daemon = daemon_factory(write_tasks(f"""
+        tasks:
+          - name: stubborn
+            type: daemon
+            command: "trap '' TERM; echo $$ > {pids}; while true; do sleep 1; done"
+        """)).start()
+    wait_for(lambda: lines(pids), timeout=10, message="the stubborn run")
+    return daemon, int(lines(pids)[0])

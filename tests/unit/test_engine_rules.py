@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from torchd.core.events import EventBus, FireSettled, FireSkipped
-from torchd.core.model import KeeperState
-from torchd.engine.keepalive import MOVES, Keeper, KeeperMoveError
+from torchd.core.model import KEEPER_MOVES, RUN_MOVES, KeeperState, RunState, StateMoveError
+from torchd.engine.keepalive import Keeper
 
 S = KeeperState
 
@@ -27,13 +27,14 @@ def test_a_keeper_moves_along_the_table(path: list[KeeperState]) -> None:
     (S.RUNNING, S.STARTING)])
 def test_a_keeper_refuses_a_move_off_the_table(start: KeeperState, to: KeeperState) -> None:
     keeper = Keeper(task="t", slot=1, state=start)
-    with pytest.raises(KeeperMoveError, match=f"task t instance 1: no move from {start} to {to}"):
+    with pytest.raises(StateMoveError, match=f"task t instance 1: no move from {start} to {to}"):
         keeper.change(to)
     assert keeper.state is start
 
 
 def test_every_state_has_its_moves() -> None:
-    assert set(MOVES) == set(KeeperState)
+    assert set(KEEPER_MOVES) == set(KeeperState)
+    assert set(RUN_MOVES) == set(RunState)
 
 
 def test_the_bus_calls_by_type_in_the_order_of_subscription() -> None:

@@ -10,7 +10,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.verbs import (
@@ -60,6 +60,7 @@ from torchd.system.hostinfo import local_identity
 
 log = logging.getLogger("torchd.ops")
 SUBMIT_PREFIX = "submit:"
+_T = TypeVar("_T")
 WAIT_KILLED = 5.0  # seconds past kill_grace that `kill` waits for its runs to end
 
 
@@ -236,13 +237,9 @@ class ControlApi:
     # ----- records -----------------------------------------------------------------------
     async def history(self, request: History) -> HistoryReply:
         await self._flush()
-        try:
-            runs = await asyncio.to_thread(query_runs, self._paths.history, task=request.task,
-                                           limit=request.limit or 20, failed=request.failed,
-                                           since=request.since)
-        except (sqlite3.Error, OSError) as exc:  # out of descriptors, say: not a bug
-            raise ProtocolError(ErrorCode.UNAVAILABLE,
-                                f"the run history cannot be read now: {exc}") from None
+        runs = await _reading_history(query_runs, self._paths.history, task=request.task,
+                                      limit=request.limit or 20, failed=request.failed,
+                                      since=request.since)
         return {"enabled": self._history is not None, "runs": runs}
 
     async def logs(self, request: Logs) -> LogsReply:
@@ -253,14 +250,11 @@ class ControlApi:
             return {"text": data.decode(errors="replace"), "offset": next_offset}
         await self._flush()
         try:
-            return cast(LogsReply, await asyncio.to_thread(
+            return cast(LogsReply, await _reading_history(
                 read_logs, self._paths, request.task, request.run, request.lines,
                 request.stderr))
         except NoSuchRunError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
-        except (sqlite3.Error, OSError) as exc:  # out of descriptors, say: not a bug
-            raise ProtocolError(ErrorCode.UNAVAILABLE,
-                                f"the run history cannot be read now: {exc}") from None
 
     async def _flush(self) -> None:
         if self._history is not None:
@@ -321,6 +315,16 @@ class ControlApi:
             return parse_instant(text, self._config().daemon.timezone)
         except ValueError:
             return self._clock.time() + parse_duration(text)
+
+
+async def _reading_history(read: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """`read` (of the history database) in a thread; a failure to read it (no descriptors
+    left, a disk error) is `unavailable` with the reason, not a bug."""
+    try:
+        return await asyncio.to_thread(read, *args, **kwargs)
+    except (sqlite3.Error, OSError) as exc:
+        raise ProtocolError(ErrorCode.UNAVAILABLE,
+                            f"the run history cannot be read now: {exc}") from None
 
 
 def _ending(event: RunEnded | RunNotStarted | FireSkipped) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from torchd.core.clock import iso_utc
 from torchd.core.fastinit import fast_constructor
@@ -82,6 +83,37 @@ class KeeperState(StrEnum):
     RUNNING = "running"  # up for at least the reset period
     BACKOFF = "backoff"  # exited; waiting before the next start
     STOPPED = "stopped"  # stopped by torchd (reload, shutdown)
+
+
+RUN_MOVES: dict[RunState, frozenset[RunState]] = {
+    RunState.RUNNING: frozenset({RunState.STOPPING, RunState.EXITED}),
+    RunState.STOPPING: frozenset({RunState.EXITED}),
+    RunState.EXITED: frozenset(),
+}
+KEEPER_MOVES: dict[KeeperState, frozenset[KeeperState]] = {
+    KeeperState.STARTING: frozenset({KeeperState.RUNNING, KeeperState.BACKOFF,
+                                     KeeperState.STOPPED}),
+    KeeperState.RUNNING: frozenset({KeeperState.BACKOFF, KeeperState.STOPPED}),
+    KeeperState.BACKOFF: frozenset({KeeperState.STARTING, KeeperState.STOPPED}),
+    KeeperState.STOPPED: frozenset({KeeperState.STARTING}),
+}
+
+
+class StateMoveError(RuntimeError):
+    """A state change the table of moves does not allow: a bug, never an input error."""
+
+    def __init__(self, owner: str, current: StrEnum, to: StrEnum) -> None:
+        super().__init__(f"{owner}: no move from {current} to {to}")
+
+
+_State = TypeVar("_State", RunState, KeeperState)
+
+
+def check_move(moves: dict[_State, frozenset[_State]], current: _State, to: _State,
+               owner: str) -> None:
+    """Raise StateMoveError unless `moves` allows current -> to."""
+    if to not in moves[current]:
+        raise StateMoveError(owner, current, to)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

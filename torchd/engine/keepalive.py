@@ -2,7 +2,8 @@
 is a Keeper that starts its process, counts it healthy once it has stayed up
 BACKOFF_RESET_AFTER, and after an exit waits a growing delay before the next start.
 
-A keeper's state changes only through `Keeper.change`, checked against MOVES."""
+A keeper's state changes only through `Keeper.change`, checked against
+core.model.KEEPER_MOVES."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torchd.core.model import KeeperState
+from torchd.core.model import KEEPER_MOVES, KeeperState, check_move
 from torchd.process.runner import RunHandle, StartError
 
 log = logging.getLogger("torchd.scheduler")
@@ -19,21 +20,6 @@ log = logging.getLogger("torchd.scheduler")
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 30.0  # a keep-alive instance up this long counts as healthy
-
-S = KeeperState
-MOVES: dict[KeeperState, frozenset[KeeperState]] = {
-    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.STOPPED}),
-    S.RUNNING: frozenset({S.BACKOFF, S.STOPPED}),
-    S.BACKOFF: frozenset({S.STARTING, S.STOPPED}),
-    S.STOPPED: frozenset({S.STARTING}),
-}
-
-
-class KeeperMoveError(RuntimeError):
-    def __init__(self, keeper: Keeper, to: KeeperState) -> None:
-        super().__init__(f"task {keeper.task} instance {keeper.slot}: no move from "
-                         f"{keeper.state} to {to}")
-
 
 @dataclass(eq=False)
 class Keeper:
@@ -52,8 +38,7 @@ class Keeper:
         """The one way a keeper's state changes; a move to the state it is in is none."""
         if to is self.state:
             return
-        if to not in MOVES[self.state]:
-            raise KeeperMoveError(self, to)
+        check_move(KEEPER_MOVES, self.state, to, f"task {self.task} instance {self.slot}")
         self.state = to
 
     def halt(self) -> None:

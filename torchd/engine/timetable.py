@@ -68,9 +68,6 @@ class Timetable:
         self._heap: list[HeapEntry] = []
         self._seq = 0
 
-    def __len__(self) -> int:
-        return len(self._heap)
-
     def push(self, due: float, task: str, token: int) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, task, token))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from torchd.core.health import Health
 from torchd.process.runner import group_alive, signal_group, until_gone
-from torchd.store.statedir import REOPEN_EVERY, FileModes, open_file, rewrite
+from torchd.store.statedir import REOPEN_EVERY, FileModes, read_lines, rewrite
 from torchd.system.procstat import boot_id, proc_stat
 
 log = logging.getLogger("torchd.children")
@@ -113,16 +113,7 @@ def read_leftovers(path: Path, modes: FileModes | None = None) -> dict[int, tupl
     """Children a previous daemon of this boot recorded as started and not ended: pid ->
     (start ticks, session)."""
     live: dict[int, tuple[int, int]] = {}
-    try:
-        fd = open_file(path, os.O_RDONLY, modes or FileModes())
-    except FileNotFoundError:
-        return live
-    except OSError as exc:
-        log.error("child journal %s not read: %s", path, exc.strerror)
-        return live
-    with os.fdopen(fd, "rb") as handle:
-        text = handle.read().decode("ascii", errors="replace")
-    lines = text.splitlines()
+    lines = read_lines(path, modes or FileModes(), "child journal", log)
     if not lines or lines[0] != f"# boot {boot_id()}":
         return live  # another boot's (or no boot line): none of its pids are ours
     for line in lines[1:]:

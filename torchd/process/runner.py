@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchd.core.clock import iso_utc
-from torchd.core.model import RunOutcome, RunState, Trigger
+from torchd.core.model import RUN_MOVES, RunOutcome, RunState, Trigger, check_move
 from torchd.process.cgroups import RunCgroup, RunCgroupParent
 from torchd.store.tasklog import TaskLog
 
@@ -66,13 +66,6 @@ class LaunchRequest:
     lease_guard: tuple[float, float] | None = None  # (grace, margin): see leaseguard.py
 
 
-RUN_MOVES: dict[RunState, frozenset[RunState]] = {
-    RunState.RUNNING: frozenset({RunState.STOPPING, RunState.EXITED}),
-    RunState.STOPPING: frozenset({RunState.EXITED}),
-    RunState.EXITED: frozenset(),
-}
-
-
 @dataclass(eq=False, slots=True, kw_only=True)
 class Run:
     request: LaunchRequest
@@ -106,8 +99,7 @@ class Run:
 
     def change(self, to: RunState) -> None:
         """The one way a run's state changes, along RUN_MOVES."""
-        if to not in RUN_MOVES[self.state]:
-            raise RuntimeError(f"run {self.run_id}: no move from {self.state} to {to}")
+        check_move(RUN_MOVES, self.state, to, f"run {self.run_id}")
         self.state = to
 
     @property

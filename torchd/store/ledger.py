@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchd.core.health import Health
-from torchd.store.statedir import REOPEN_EVERY, FileModes, open_file, rewrite
+from torchd.store.statedir import REOPEN_EVERY, FileModes, open_file, read_lines, rewrite
 
 log = logging.getLogger("torchd.ledger")
 
@@ -133,16 +133,7 @@ class FireLedger:
 
 def read_ledger(path: Path, modes: FileModes | None = None) -> dict[str, float]:
     last: dict[str, float] = {}
-    try:
-        fd = open_file(path, os.O_RDONLY, modes or FileModes())
-    except FileNotFoundError:
-        return last
-    except OSError as exc:
-        log.error("fire ledger %s not read: %s", path, exc.strerror)
-        return last
-    with os.fdopen(fd, "rb") as handle:
-        text = handle.read().decode("utf-8", errors="replace")
-    for line in text.splitlines():
+    for line in read_lines(path, modes or FileModes(), "fire ledger", log):
         task, _, stamp = line.partition(" ")
         try:
             value = float(stamp)

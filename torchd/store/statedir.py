@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -193,6 +194,21 @@ def open_file(path: Path, flags: int, modes: FileModes) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def read_lines(path: Path, modes: FileModes, what: str, log: logging.Logger) -> list[str]:
+    """The lines of a state-dir file read back at start (opened as open_file checks it):
+    none if it is not there; one that cannot be read is logged to `log`, naming `what`,
+    and read as none. Bytes that are not UTF-8 (a torn write) are replaced, not fatal."""
+    try:
+        fd = open_file(path, os.O_RDONLY, modes)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.error("%s %s not read: %s", what, path, exc.strerror)
+        return []
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read().decode("utf-8", errors="replace").splitlines()
 
 
 def fresh_file(path: Path, modes: FileModes) -> int:
