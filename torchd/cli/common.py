@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from torchd.config.loader import ParseCache, load_config
+from torchd.config.relpaths import against, file_dir
 from torchd.control import client
 from torchd.core.errors import ConfigError, UsageError
 from torchd.core.model import Config
@@ -67,7 +68,7 @@ def _state_dir_of_a_broken_file(path: str) -> Path:
     except (OSError, UnicodeError, yaml.YAMLError, TypeError, KeyError):
         state_dir = None
     if isinstance(state_dir, str) and state_dir:
-        return Path(state_dir).absolute()
+        return Path(against(file_dir(path), state_dir))
     fallback = default_state_dir().absolute()
     print(f"torchd: {path} does not load and names no daemon.state_dir that can be read; "
           f"using {fallback}", file=sys.stderr)

@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 
 from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, load_or_report
+from torchd.config.onthishost import missing_here
 from torchd.core.model import TaskKind
 from torchd.core.schedule.cronexpr import RebootSchedule, upcoming
 from torchd.core.schedule.zones import load_zone, parse_instant
@@ -26,6 +27,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print("process containment for a daemon started from this shell: "
           f"{describe_cgroup_mode(enabled=config.daemon.cgroups)}; child subreaper (as a "
           "systemd service its cgroup is the unit's: `torchd status` tells)")
+    for warning in missing_here(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

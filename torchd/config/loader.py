@@ -24,6 +24,7 @@ from typing import Any, TypeVar, cast
 import yaml
 
 from torchd.config import yamlvalues as v
+from torchd.config.relpaths import against, file_dir
 from torchd.core.errors import ConfigError, ConfigProblem, ScheduleError
 from torchd.core.hostmatch import HostIdentity, hosts_match
 from torchd.core.model import (
@@ -113,6 +114,10 @@ class _Walker:
 
     file: str
     problems: list[ConfigProblem] = field(default_factory=list)
+    base: Path = field(init=False)  # where relative paths in the file lead
+
+    def __post_init__(self) -> None:
+        self.base = file_dir(self.file)
 
     def problem(self, node: yaml.Node, task: str | None, field_name: str | None,
                 message: str) -> None:
@@ -225,7 +230,8 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None,
         for key, _key_node, value in walker.mapping(node, None, "daemon", DAEMON_KEYS):
             where = f"daemon.{key}"
             if key == "state_dir":
-                settings[key] = walker.value(v.as_text, value, None, where)
+                state_dir = walker.value(v.as_text, value, None, where)
+                settings[key] = state_dir and against(walker.base, state_dir)
             elif key == "timezone":
                 settings[key] = walker.value(v.as_zone_name, value, None, where)
             elif key in ("watch", "cgroups"):
@@ -385,6 +391,8 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
     for key, _key_node, value in walker.mapping(node, label, None, TASK_KEYS):
         nodes[key] = value
         values[key] = walker.value(_TASK_CONVERTERS[key], value, label, key)
+    if isinstance(cwd := values.get("cwd"), str):
+        values["cwd"] = against(walker.base, cwd)
     if not isinstance(node, yaml.MappingNode):
         return None
     name = values.get("name")
@@ -525,7 +533,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     if isinstance(root, yaml.MappingNode) and "tasks" not in sections:
         walker.problem(root, None, "tasks", "is required (a list of tasks)")
     daemon = _daemon_settings(walker, sections.get("daemon"), root)
-    context = (daemon, identity, as_root)
+    context = (daemon, identity, as_root, walker.base)
     known: dict[str, TaskSpec] = {}
     if (cache is not None and cache.context == context
             and not _may_refer_outside(text)):

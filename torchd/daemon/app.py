@@ -179,6 +179,7 @@ class App:
         self._stop_event = asyncio.Event()
         try:
             config = self._config or self._first_load()
+            self._work_in_file_dir()
         except ConfigError as exc:
             ready(str(exc))
             return 2
@@ -223,6 +224,16 @@ class App:
                              cache=self._parse_cache)
         self._config = config
         return config
+
+    def _work_in_file_dir(self) -> None:
+        """Tasks without a cwd run where the task file is, as its relative paths mean.
+        Again at each reload: a directory swapped under the file's path (a deploy that
+        switches a `current` symlink) is then the one used."""
+        try:
+            os.chdir(self._config_path.parent)
+        except OSError as exc:
+            log.warning("cannot work in the task file's directory %s (%s); tasks without a "
+                        "cwd run where they ran before", self._config_path.parent, exc.strerror)
 
     async def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
         raise_fd_limit()
@@ -517,6 +528,7 @@ class App:
             await self._wait_for_a_gap(diff)
             self._scheduler.apply(new, diff)
             self._config = new
+            self._work_in_file_dir()
             self._configure_hooks(new)
             if self._history is not None:
                 self._history.policy = new.daemon.history

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -443,6 +444,27 @@ def _spawn(request: LaunchRequest, command: tuple[str, ...], out_fd: int, err_fd
     return popen.pid, popen
 
 
+def _start_problem(exc: OSError, request: LaunchRequest) -> str:
+    """Why the command did not start, saying where it was looked for: a relative path
+    is taken from the working directory, a bare name from PATH."""
+    if request.cwd is not None and not os.path.isdir(request.cwd):
+        return f"the working directory {request.cwd} does not exist or is not a directory"
+    name = str(exc.filename or request.command[0])
+    if exc.errno == errno.ENOENT and "/" not in name:
+        return f"{name}: not found on PATH={request.env.get('PATH', os.defpath)}"
+    if "/" in name and not os.path.isabs(name):
+        where = request.cwd or _working_dir()
+        return f"{exc.strerror}: {name} (looked in {where})"
+    return f"{exc.strerror}: {name}"
+
+
+def _working_dir() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "the daemon's working directory, which no longer exists"
+
+
 @dataclass(slots=True, kw_only=True)
 class Spawned:
     """A started process whose supervision (log, exit watch) is not yet set up."""
@@ -491,7 +513,7 @@ def spawn(request: LaunchRequest, *, clock_time: Callable[[], float],
         if cgroup is not None:
             cgroup.remove()
         if isinstance(exc, OSError):
-            raise StartError(f"{exc.strerror}: {exc.filename}", exc.errno) from None
+            raise StartError(_start_problem(exc, request), exc.errno) from None
         raise StartError(str(exc)) from None
     finally:
         os.close(out_write)
