@@ -172,6 +172,34 @@ def test_dry_run_shows_the_diff_and_changes_nothing(
     assert status(daemon)["generation"] == 1
 
 
+def test_dry_run_under_watch_shows_what_the_watcher_applied(
+        write_tasks: Callable[..., Path], daemon_factory: Callable[..., Daemon]) -> None:
+    """With watch: true the edit is applied before a dry run could see it: the dry run says
+    so, and shows what that reload changed."""
+    config = write_tasks("""
+        daemon: {watch: true, timezone: UTC}
+        tasks:
+          - {name: a, schedule: "@hourly", command: "true"}
+          - {name: b, schedule: "@hourly", command: "true"}
+        """)
+    daemon = daemon_factory(config).start()
+    replace_file(config, """
+        daemon: {watch: true, timezone: UTC}
+        tasks:
+          - {name: a, schedule: "0 0 12 * * *", command: "true"}
+          - {name: c, schedule: "@hourly", command: "true"}
+        """)
+    wait_for(lambda: status(daemon)["generation"] == 2, timeout=10, message="the watcher's reload")
+    result = daemon.cli("reload", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0].startswith(f"dry run: nothing to reload: {config} (hash ")
+    assert ("is unchanged; the daemon watches it and has already applied it (generation 2, "
+            "file change at ") in out[0]
+    assert out[1:5] == ["1 added, 1 changed, 1 removed, 0 unchanged", "  + c",
+                        "  ~ a (schedule)", "  - b"]
+
+
 def test_daemon_tasks_across_reload(tmp_path: Path, write_tasks: Callable[..., Path],
                                     daemon_factory: Callable[..., Daemon]) -> None:
     """Unchanged keepers keep their pid; changed ones restart; removed ones stop."""

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -200,8 +201,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(reply, indent=2))
         else:
-            print(f"dry run: {reply['config_file']} (hash {reply['config_hash']}) would give:")
-            print_changes(reply["changes"], reply["next_fires"])
+            _print_plan(reply)
         return EXIT_OK
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -211,6 +211,24 @@ def cmd_reload(args: argparse.Namespace) -> int:
     else:
         print_problems(reply["errors"], "the daemon keeps its previous config")
     return EXIT_OK if reply["ok"] else EXIT_CONFIG
+
+
+def _print_plan(reply: dict[str, Any]) -> None:
+    """What a reload would change; when the daemon runs the file as it is, say so, and
+    what the reload that applied it changed (with `watch: true` the daemon applied an edit
+    before any dry run could see it)."""
+    last = reply["last_reload"]
+    if reply["config_hash"] != reply["running_hash"] or last is None:
+        print(f"dry run: {reply['config_file']} (hash {reply['config_hash']}) would give:")
+        print_changes(reply["changes"], reply["next_fires"])
+        return
+    how = ("the daemon watches it and has already applied it" if reply["watching"]
+           else "the daemon already runs it")
+    print(f"dry run: nothing to reload: {reply['config_file']} (hash {reply['config_hash']}) "
+          f"is unchanged; {how} (generation {reply['generation']}, {last['source']} at "
+          f"{last['time']}), which gave:")
+    if last["changes"] is not None:
+        print_changes(last["changes"], None)
 
 
 def _age(seconds: float) -> str:

@@ -57,9 +57,13 @@ class StatusReply(TypedDict):
 
 class PlanReply(TypedDict):
     config_file: str
-    config_hash: str
-    changes: dict[str, Any]
+    config_hash: str  # of the file as it is now
+    changes: dict[str, Any]  # from the running config to the file
     next_fires: dict[str, list[str]]
+    running_hash: str  # of the config the daemon runs
+    generation: int  # reload attempts since start
+    watching: bool  # the daemon applies edits of the file itself
+    last_reload: ReloadRecord | None  # what applied the running config, with its changes
 
 
 class StopReply(TypedDict):

@@ -608,6 +608,10 @@ class App:
             "config_hash": new.digest,
             "changes": diff.as_dict(),
             "next_fires": preview_fires(new, cron_names, PREVIEW_FIRES, time.time()),
+            "running_hash": self._current_config().digest,
+            "generation": self._reload_seq,
+            "watching": self._watcher is not None,
+            "last_reload": self._last_reload,
         }
 
     async def cluster_view(self) -> dict[str, Any] | None:
