@@ -540,7 +540,7 @@ def test_logs_hooks_and_history() -> None:
                  "or 1048576, got text", id="size"),
     pytest.param("daemon: {log: {rotate: daily}}\ntasks: []\n",
                  "t.yaml:1: daemon.log: unknown key 'rotate'; known: max_bytes, keep, split, "
-                 "max_run_bytes", id="log-key"),
+                 "max_run_bytes, stdout, stdout_rate, timestamps", id="log-key"),
     pytest.param("daemon: {history: {keep_days: 0}}\ntasks: []\n",
                  "t.yaml:1: daemon.history: keep_days: expected a number of days above 0, got "
                  "a number (0)", id="keep-days"),

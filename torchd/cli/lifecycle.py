@@ -39,15 +39,16 @@ from torchd.core.errors import (
 from torchd.core.model import Config
 from torchd.store.pidfile import running_pid
 from torchd.store.statedir import StatePaths
+from torchd.system.logformat import formatter_for
 from torchd.system.procstat import launch_instant
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STOP_MARGIN = 5.0  # seconds `stop` waits past the grace: the daemon's own last steps
 
 
 def _configure_stderr_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter_for(sys.stderr.fileno()))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def _load_for_daemon(path: str) -> tuple[Config, ParseCache] | None:
@@ -79,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             failure.append(error)
 
     app = App(Path(args.config).absolute(), StatePaths(state_dir), config=config,
-              parse_cache=parse_cache, launched=launched)
+              parse_cache=parse_cache, launched=launched, echo_to_stdout=True)
     code = asyncio.run(app.run(ready))
     if failure:
         print(f"torchd: {failure[0]}", file=sys.stderr)

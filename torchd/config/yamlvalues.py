@@ -389,7 +389,7 @@ def as_growth(node: yaml.Node) -> float:
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
                "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-LOG_KEYS = ("max_bytes", "keep", "split", "max_run_bytes")
+LOG_KEYS = ("max_bytes", "keep", "split", "max_run_bytes", "stdout", "stdout_rate", "timestamps")
 HISTORY_KEYS = ("enabled", "keep_days", "keep_runs_per_task")
 HOOK_KEYS = ("command", "webhook", "timeout")
 WEBHOOK_KEYS = ("url", "headers", "timeout")
@@ -430,7 +430,8 @@ def as_log_overrides(node: yaml.Node) -> dict[str, object]:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a mapping of {', '.join(LOG_KEYS)}, got {kind_of(node)}")
     converters: dict[str, Callable[[yaml.Node], object]] = {
-        "max_bytes": as_size, "keep": as_integer, "split": as_boolean, "max_run_bytes": as_size}
+        "max_bytes": as_size, "keep": as_integer, "split": as_boolean, "max_run_bytes": as_size,
+        "stdout": as_boolean, "stdout_rate": as_count, "timestamps": as_boolean}
     fields = _keyed(node, LOG_KEYS, "key")
     return {key: _field(fields, key, converters[key]) for key in fields}
 

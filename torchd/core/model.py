@@ -145,6 +145,10 @@ class LogPolicy:
     split: bool = False  # stderr to its own file
     max_run_bytes: int | None = None  # output kept per run; None: max_bytes for cron
     #                                   runs, no cap for keep-alive instances
+    stdout: bool | None = None  # output lines also on the daemon's stdout; None: under
+    #                             `torchd run` yes (a detached daemon has no stdout)
+    stdout_rate: int = 100  # lines a second per task on stdout, bursts of ten seconds' worth
+    timestamps: bool = False  # each line in the log file starts with its arrival time
 
     def run_cap(self, kind: TaskKind) -> int | None:
         if self.max_run_bytes is not None:

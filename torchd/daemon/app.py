@@ -50,6 +50,7 @@ from torchd.process.cgroups import (
     set_up_run_cgroups,
 )
 from torchd.process.journal import ChildJournal, end_leftovers
+from torchd.process.output import OutputEcho, stdout_writer
 from torchd.process.reaper import Reaper
 from torchd.process.runner import pidfd_refused, seal_descriptors
 from torchd.store.history import HistoryWriter
@@ -57,6 +58,7 @@ from torchd.store.ledger import FireLedger
 from torchd.store.pidfile import PidFile
 from torchd.store.statedir import FileModes, StatePaths, prepare
 from torchd.system.hostinfo import host_id, local_identity
+from torchd.system.logformat import is_journal
 
 if TYPE_CHECKING:
     from torchd.cluster.coordinator import Cluster
@@ -124,7 +126,7 @@ def preview_fires(config: Config, names: list[str], count: int,
 class App:
     def __init__(self, config_path: Path, paths: StatePaths, *, clock: Clock | None = None,
                  config: Config | None = None, parse_cache: ParseCache | None = None,
-                 launched: float | None = None) -> None:
+                 launched: float | None = None, echo_to_stdout: bool = False) -> None:
         """`config`, when given, is the file as the caller just validated it (not re-read),
         and `parse_cache` what that parse left for the next (see config.ParseCache).
         `launched`: when the daemon was launched (procstat.launch_instant); fires that fall
@@ -142,6 +144,10 @@ class App:
         self._config: Config | None = config
         self._parse_cache = parse_cache or ParseCache()
         self._launched = launched
+        # Task output copied to stdout: under `torchd run` (a detached daemon has none).
+        self._echo = (OutputEcho(stdout_writer(), journal=is_journal(1),
+                                 clock_time=self._clock.time, clock_mono=self._clock.monotonic)
+                      if echo_to_stdout else None)
         self._scheduler: Scheduler | None = None
         self._history: HistoryWriter | None = None
         self._hooks: HookRunner | None = None
@@ -303,7 +309,7 @@ class App:
         scheduler = Scheduler(clock=self._clock, log_dir=self._paths.logs, file_modes=self._modes,
                               base_env=os.environ, kill_grace=DEFAULT_STOP_GRACE,
                               on_event=self._events.publish, claims=cluster,
-                              health=self._health, cgroups=runs)
+                              health=self._health, cgroups=runs, echo=self._echo)
         self._scheduler = scheduler
         if cluster is not None:
             scheduler.on_lease_tasks = cluster.set_lease_tasks

@@ -22,6 +22,7 @@ from torchd.config.loader import ParseCache
 from torchd.core.errors import TorchdError
 from torchd.core.model import Config, LogPolicy
 from torchd.store.statedir import FileModes, StatePaths, open_file, prepare
+from torchd.system.logformat import LOG_FORMAT
 
 READY_TIMEOUT = 30.0
 
@@ -49,7 +50,7 @@ def _configure_file_logging(path: Path, level: int, policy: LogPolicy,
                             modes: FileModes) -> None:
     """torchd.log rotates like the task logs, by daemon.log's max_bytes and keep."""
     handler = StateDirLogHandler(path, policy, modes)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

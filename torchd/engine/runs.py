@@ -11,6 +11,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from torchd.core.clock import Clock, iso_utc
@@ -22,6 +23,7 @@ from torchd.core.schedule.zones import load_zone
 from torchd.engine.participation import Participation
 from torchd.engine.tasks import Fire, TaskState
 from torchd.process.cgroups import RunCgroupParent
+from torchd.process.output import OutputEcho
 from torchd.process.runas import wrap_command
 from torchd.process.runner import (
     LaunchRequest,
@@ -50,8 +52,10 @@ class Runs:
                  on_event: Callable[[Event], None],
                  ended: Callable[[Run], None],
                  after_exit: Callable[[Run, bool], None],
-                 start_failed: Callable[[TaskState], None]) -> None:
+                 start_failed: Callable[[TaskState], None],
+                 echo: OutputEcho | None = None) -> None:
         self._clock = clock
+        self._echo = echo  # copies output to the daemon's stdout (torchd run)
         self._base_env = dict(base_env)
         self._kill_grace = kill_grace
         self._health = health
@@ -146,9 +150,14 @@ class Runs:
         spec = state.spec
         out_log = self._logs.acquire(spec.name, spec.log)
         err_log = self._logs.acquire(spec.name, spec.log, err=True) if spec.log.split else None
+        echo = None
+        if self._echo is not None and spec.log.stdout is not False:
+            echo = partial(self._echo.stream, spec.name, started.request.run_id,
+                           spec.log.stdout_rate)
         handle = supervise(started, out_log=out_log, err_log=err_log,
                            kill_grace=self._kill_grace, clock_time=self._clock.time,
-                           clock_mono=self._clock.monotonic, on_exit=self._exited)
+                           clock_mono=self._clock.monotonic, on_exit=self._exited,
+                           echo=echo, stamped=spec.log.timestamps)
         run = handle.run
         request = run.request
         self._by_task.setdefault(run.task, {})[run.run_id] = handle

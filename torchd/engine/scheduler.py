@@ -51,6 +51,7 @@ from torchd.engine.timetable import (
     sleep_until,
 )
 from torchd.process.cgroups import RunCgroupParent
+from torchd.process.output import OutputEcho
 from torchd.process.runner import (
     LaunchRequest,
     Run,
@@ -71,7 +72,7 @@ class Scheduler:
                  kill_grace: float = 10.0, file_modes: FileModes | None = None,
                  on_event: Callable[[Event], None] | None = None,
                  claims: FireClaims | None = None, health: Health | None = None,
-                 cgroups: RunCgroupParent | None = None) -> None:
+                 cgroups: RunCgroupParent | None = None, echo: OutputEcho | None = None) -> None:
         self._clock = clock
         self._kill_grace = kill_grace
         self._on_event = on_event or (lambda _event: None)
@@ -84,7 +85,7 @@ class Scheduler:
                           health=health or Health(clock.time), cgroups=cgroups,
                           cluster=self._cluster, on_event=self._on_event,
                           ended=self._note_end, after_exit=self._after_exit,
-                          start_failed=self._forget_if_submitted)
+                          start_failed=self._forget_if_submitted, echo=echo)
         self._claiming: set[asyncio.Task[None]] = set()
         # Called with the daemon-type `run_on: one` tasks this host may hold a lease for,
         # whenever that set may have changed (load, reload, pause, resume).

@@ -24,6 +24,7 @@ from pathlib import Path
 from torchd.core.clock import iso_utc
 from torchd.core.model import RUN_MOVES, RunOutcome, RunState, Trigger, check_move
 from torchd.process.cgroups import RunCgroup, RunCgroupParent
+from torchd.process.output import EchoStream, stamp_lines
 from torchd.store.tasklog import TaskLog
 
 log = logging.getLogger("torchd.runner")
@@ -222,14 +223,18 @@ def seal_descriptors() -> int:
 
 
 class _Stream:
-    """One output pipe of a run and the log it is copied to."""
+    """One output pipe of a run, the log it is copied to, and where else its lines go."""
 
-    __slots__ = ("fd", "log", "open")
+    __slots__ = ("echo", "fd", "line_start", "log", "open", "stamped")
 
-    def __init__(self, fd: int, task_log: TaskLog) -> None:
+    def __init__(self, fd: int, task_log: TaskLog, echo: EchoStream | None,
+                 stamped: bool) -> None:
         self.fd = fd
         self.log = task_log
         self.open = True
+        self.echo = echo
+        self.stamped = stamped  # each line in the log starts with its arrival time
+        self.line_start = True
 
 
 class RunHandle:
@@ -283,6 +288,11 @@ class RunHandle:
 
     def _keep(self, stream: _Stream, data: bytes) -> None:
         """Write output to the log, up to the run's cap; past it, drop it (marked once)."""
+        if stream.echo is not None:
+            stream.echo.feed(data)
+        if stream.stamped:
+            stamp = f"{iso_utc(self._time())} ".encode()
+            data, stream.line_start = stamp_lines(data, stamp, stream.line_start)
         run, cap = self.run, self._cap
         if cap is not None and run.captured + len(data) > cap:
             room = cap - run.captured
@@ -303,6 +313,8 @@ class RunHandle:
             stream.open = False
             self._loop.remove_reader(stream.fd)
             os.close(stream.fd)
+            if stream.echo is not None:
+                stream.echo.close()
 
     def _exited(self) -> None:
         if self._deadline is not None:
@@ -556,9 +568,13 @@ def _abandon(pid: int, popen: subprocess.Popen[bytes] | None,
 
 def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
               kill_grace: float, clock_time: Callable[[], float],
-              clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> RunHandle:
+              clock_mono: Callable[[], float], on_exit: Callable[[Run], None],
+              echo: Callable[[bool], EchoStream] | None = None,
+              stamped: bool = False) -> RunHandle:
     """Write the log header and watch the process's output and exit. The run releases the
-    logs (acquired by the caller) when it has been reaped."""
+    logs (acquired by the caller) when it has been reaped. `echo(err)` gives where a
+    stream's lines are copied (see process.output); `stamped` starts each line in the log
+    with its arrival time."""
     request = spawned.request
     attempt = f" attempt={request.attempt}" if request.attempt > 1 else ""
     header = (f"--- torchd {iso_utc(spawned.started)} start run={request.run_id} "
@@ -569,11 +585,11 @@ def supervise(spawned: Spawned, *, out_log: TaskLog, err_log: TaskLog | None,
               processes=RunProcesses(spawned.pid, spawned.cgroup))
     os.set_blocking(spawned.out_fd, False)
     run.log_start = out_log.write(header)
-    streams = [_Stream(spawned.out_fd, out_log)]
+    streams = [_Stream(spawned.out_fd, out_log, echo and echo(False), stamped)]
     if spawned.err_fd is not None and err_log is not None:
         os.set_blocking(spawned.err_fd, False)
         run.err_start = err_log.write(header)
-        streams.append(_Stream(spawned.err_fd, err_log))
+        streams.append(_Stream(spawned.err_fd, err_log, echo and echo(True), stamped))
     if spawned.guard_fd is not None:
         os.set_blocking(spawned.guard_fd, False)
     return RunHandle(run, spawned.popen, pidfd=spawned.pidfd, guard_fd=spawned.guard_fd,
