@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Daemon, require_root, torchd_cmd, user_owned_dir, wait_for
-from torchd.config.loader import load_config
+from torchd.config.source import load_config
 from torchd.core.errors import ConfigError
 
 Factory = Callable[..., Daemon]

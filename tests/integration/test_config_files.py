@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_root
-from torchd.config.loader import load_config
+from torchd.config.source import load_config
 from torchd.core.errors import ConfigError
 
 

@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from torchd.config.loader import ParseCache, load_config
+from torchd.config.loader import ParseCache
 from torchd.config.relpaths import against, file_dir
+from torchd.config.source import daemon_file, load_config
 from torchd.control import client
 from torchd.core.errors import ConfigError, UsageError
 from torchd.core.model import Config
@@ -61,14 +62,16 @@ def _state_dir_of_a_broken_file(path: str) -> Path:
     saying so."""
     import yaml  # noqa: PLC0415 - only for this rare case
 
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-        state_dir = document["daemon"]["state_dir"]
-    except (OSError, UnicodeError, yaml.YAMLError, TypeError, KeyError):
-        state_dir = None
+    state_dir = None
+    if (settings_file := daemon_file(Path(path))) is not None:
+        try:
+            with open(settings_file, encoding="utf-8") as handle:
+                document = yaml.safe_load(handle)
+            state_dir = document["daemon"]["state_dir"]
+        except (OSError, UnicodeError, yaml.YAMLError, TypeError, KeyError):
+            pass
     if isinstance(state_dir, str) and state_dir:
-        return Path(against(file_dir(path), state_dir))
+        return Path(against(file_dir(settings_file or path), state_dir))
     fallback = default_state_dir().absolute()
     print(f"torchd: {path} does not load and names no daemon.state_dir that can be read; "
           f"using {fallback}", file=sys.stderr)

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
             json_flag: bool = False) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         if config == "required":
-            command.add_argument("-c", "--config", required=True, help="task file (YAML)")
+            command.add_argument("-c", "--config", required=True,
+                                 help="task file (YAML), or a drop-in directory of them")
         elif config == "optional":
             command.add_argument("-c", "--config",
                                  help="task file, to find daemon.state_dir in it")

@@ -296,9 +296,11 @@ class ParseCache:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     context: tuple[object, ...] | None = None
+    files: dict[str, ParseCache] = field(default_factory=dict)  # a drop-in dir's, by file
 
     def copy(self) -> ParseCache:
-        return ParseCache(dict(self.schedules), dict(self.tasks), self.context)
+        return ParseCache(dict(self.schedules), dict(self.tasks), self.context,
+                          {name: cache.copy() for name, cache in self.files.items()})
 
 
 # A task's text means the same thing in another file unless an alias in it points at an
@@ -434,6 +436,7 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
              else daemon.log),
         for_this_host=identity is None or hosts_match(given.get("hosts", ()), identity),
         line=line,
+        file=walker.file,
         **given,
     )
 
@@ -504,11 +507,13 @@ def digest_of(data: bytes) -> str:
 
 
 def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
-                 cache: ParseCache | None = None, as_root: bool | None = None) -> Config:
+                 cache: ParseCache | None = None, as_root: bool | None = None,
+                 daemon: DaemonSettings | None = None) -> Config:
     """Parse task-file bytes; raise ConfigError listing every problem.
 
     `cache` lets a reload reuse what the previous parse built (see ParseCache); it is
-    updated only when the parse succeeds.
+    updated only when the parse succeeds. `daemon`: the settings another file gave (a
+    drop-in directory has one `daemon:`); then a `daemon:` section here is a problem.
     """
     try:
         text = data.decode("utf-8")
@@ -519,11 +524,13 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
             f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})")]) from None
     with _collector_paused():
         return _parse_text(text, data, file, identity=identity, cache=cache,
-                           as_root=running_as_root() if as_root is None else as_root)
+                           as_root=running_as_root() if as_root is None else as_root,
+                           given_daemon=daemon)
 
 
 def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | None,
-                cache: ParseCache | None, as_root: bool) -> Config:
+                cache: ParseCache | None, as_root: bool,
+                given_daemon: DaemonSettings | None) -> Config:
     root = _compose(text, file)
     if root is None:
         raise ConfigError([ConfigProblem(file, 1, None, None,
@@ -532,7 +539,14 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
     sections = {key: value for key, _k, value in walker.mapping(root, None, None, TOP_KEYS)}
     if isinstance(root, yaml.MappingNode) and "tasks" not in sections:
         walker.problem(root, None, "tasks", "is required (a list of tasks)")
-    daemon = _daemon_settings(walker, sections.get("daemon"), root)
+    if given_daemon is None:
+        daemon = _daemon_settings(walker, sections.get("daemon"), root)
+    else:
+        daemon = given_daemon
+        if "daemon" in sections:
+            walker.problem(sections["daemon"], None, "daemon", "only one file of a drop-in "
+                           "directory may have daemon settings (see README, Drop-in "
+                           "directory)")
     context = (daemon, identity, as_root, walker.base)
     known: dict[str, TaskSpec] = {}
     if (cache is not None and cache.context == context
@@ -639,15 +653,22 @@ def read_task_file(path: Path) -> tuple[bytes, Resolved]:
             return data, resolved
 
 
-def load_config(path: str | Path, *, identity: HostIdentity | None,
-                cache: ParseCache | None = None) -> Config:
-    """Read and parse a task file; raise ConfigError (never OSError) when it cannot be used."""
-    file = str(path)
+def read_or_report(path: Path) -> bytes:
+    """The task file's bytes (see read_task_file); ConfigError (never OSError) when it
+    cannot be read."""
     try:
-        data, _resolved = read_task_file(Path(path))
+        return read_task_file(path)[0]
     except UnsafePathError as exc:
-        raise ConfigError([ConfigProblem(file, None, None, None, str(exc))]) from None
+        raise ConfigError([ConfigProblem(str(path), None, None, None, str(exc))]) from None
     except OSError as exc:
-        raise ConfigError([ConfigProblem(file, None, None, None,
+        raise ConfigError([ConfigProblem(str(path), None, None, None,
                                          f"cannot read: {exc.strerror}")]) from None
-    return parse_config(data, file, identity=identity, cache=cache)
+
+
+def load_file(path: str | Path, *, identity: HostIdentity | None,
+              cache: ParseCache | None = None,
+              daemon: DaemonSettings | None = None) -> Config:
+    """Read and parse one task file; raise ConfigError (never OSError) when it cannot be
+    used. See config.source for a drop-in directory."""
+    return parse_config(read_or_report(Path(path)), str(path), identity=identity,
+                        cache=cache, daemon=daemon)

@@ -20,7 +20,8 @@ def missing_here(config: Config) -> list[str]:
     found: list[str] = []
     for spec in config.tasks:
         if spec.active and (problem := _missing(spec, base)):
-            found.append(f"{config.path}:{spec.line}: task '{spec.name}': {problem}")
+            found.append(f"{spec.file or config.path}:{spec.line}: task '{spec.name}': "
+                         f"{problem}")
     return found
 
 

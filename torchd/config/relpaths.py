@@ -12,6 +12,12 @@ def file_dir(file: str | Path) -> Path:
     return Path(os.path.abspath(file)).parent
 
 
+def source_dir(source: Path) -> Path:
+    """Where relative paths lead for a task source: a drop-in directory itself, or the
+    directory of a task file."""
+    return source if os.path.isdir(source) else file_dir(source)
+
+
 def against(base: Path, path: str) -> str:
     """`path` as written when absolute, else inside `base` (`.` parts dropped; `..` kept,
     since only the kernel knows where it leads past a symlink)."""

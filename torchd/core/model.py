@@ -241,6 +241,7 @@ class TaskSpec:
     run_on: RunOn = RunOn.ALL
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
+    file: str = field(default="", compare=False)  # its file, in a drop-in directory
 
     @property
     def schedule_text(self) -> str | None:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from torchd import __version__
-from torchd.config.loader import ParseCache, digest_of, load_config, read_task_file
+from torchd.config.loader import ParseCache
+from torchd.config.relpaths import source_dir
+from torchd.config.source import load_config, source_digest
 from torchd.control.api import SUBMIT_PREFIX, ControlApi
 from torchd.control.server import ControlServer
 from torchd.control.verbs import PingReply, PlanReply, ReloadRecord, StatusReply
@@ -235,11 +237,12 @@ class App:
         """Tasks without a cwd run where the task file is, as its relative paths mean.
         Again at each reload: a directory swapped under the file's path (a deploy that
         switches a `current` symlink) is then the one used."""
+        where = source_dir(self._config_path)
         try:
-            os.chdir(self._config_path.parent)
+            os.chdir(where)
         except OSError as exc:
             log.warning("cannot work in the task file's directory %s (%s); tasks without a "
-                        "cwd run where they ran before", self._config_path.parent, exc.strerror)
+                        "cwd run where they ran before", where, exc.strerror)
 
     async def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
         raise_fd_limit()
@@ -485,7 +488,7 @@ class App:
 
     def _file_digest(self) -> str | None:
         try:
-            return digest_of(read_task_file(self._config_path)[0])
+            return source_digest(self._config_path)
         except (OSError, TorchdError):
             return None
 

@@ -4,7 +4,8 @@ What is watched is every directory on the file's way: its own directory (so rena
 saves are seen), and the directory of each symlink it is reached through and of the real
 file (so an edit of a symlink's target, or a Kubernetes ConfigMap mount replacing its
 `..data` symlink, is seen). Only the events a change can make are subscribed to: reading
-a neighbouring file costs nothing.
+a neighbouring file costs nothing. For a drop-in directory, its task files are watched
+too (an edit where a symlinked one leads is not seen: reload then).
 
 A change is applied SETTLED seconds after the file was closed after writing or renamed
 into place (its content is then whole), and DEBOUNCE seconds after other changes (a
@@ -54,19 +55,30 @@ def watched_paths(path: Path) -> frozenset[str]:
     return frozenset({str(path), str(resolved.path), *(str(link) for link in resolved.links)})
 
 
+def _is_task_file(path: str, directories: frozenset[str]) -> bool:
+    """A task file of a drop-in directory (see config.source.task_files)."""
+    name = os.path.basename(path)
+    return (name.endswith(".yaml") and not name.startswith(".")
+            and os.path.dirname(path) in directories)
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, targets: Callable[[], frozenset[str]],
+    def __init__(self, targets: Callable[[], tuple[frozenset[str], frozenset[str]]],
                  poke: Callable[[bool], None]) -> None:
-        self._targets = targets
+        self._targets = targets  # (paths watched, directories whose task files are)
         self._poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type not in _WRITE_EVENTS:
             return
-        targets = self._targets()
+        targets, directories = self._targets()
         src, dest = os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", ""))
-        if src in targets or dest in targets:
-            self._poke(event.event_type in _COMPLETE_EVENTS and (dest or src) in targets)
+        final = dest or src
+        if (src in targets or dest in targets or _is_task_file(src, directories)
+                or (dest and _is_task_file(dest, directories))):
+            complete = event.event_type in _COMPLETE_EVENTS and (
+                final in targets or _is_task_file(final, directories))
+            self._poke(complete)
 
 
 class FileWatcher:
@@ -79,6 +91,7 @@ class FileWatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._targets: frozenset[str] = frozenset()
+        self._directories: frozenset[str] = frozenset()  # of a drop-in directory
         self._watches: dict[str, ObservedWatch] = {}
 
     def start(self) -> None:
@@ -94,12 +107,15 @@ class FileWatcher:
         if self._observer is None:
             return
         self._targets = watched_paths(self._path)
-        directories = {os.path.dirname(target) for target in self._targets}
+        self._directories = frozenset(target for target in self._targets
+                                      if os.path.isdir(target))
+        directories = {os.path.dirname(target) for target in self._targets} | self._directories
         for gone in set(self._watches) - directories:
             self._observer.unschedule(self._watches.pop(gone))
         for directory in directories - set(self._watches):
             self._watches[directory] = self._observer.schedule(
-                _Handler(lambda: self._targets, self._poke_threadsafe), directory,
+                _Handler(lambda: (self._targets, self._directories), self._poke_threadsafe),
+                directory,
                 recursive=False, event_filter=_SUBSCRIBED)
 
     def stop(self) -> None:
