@@ -345,7 +345,8 @@ def test_start_errors_are_reported_and_the_daemon_carries_on(
     status = json.loads(daemon.cli("status", "--json").stdout)
     errors = {t["name"]: t["last_start_error"] for t in status["tasks"]}
     assert errors == {"fine": None, "missing": "No such file or directory: /nonexistent/bin",
-                      "nowhere": "No such file or directory: /nonexistent"}
+                      "nowhere": "the working directory /nonexistent does not exist or is not "
+                                 "a directory"}
     assert "start-error" in (daemon.log_dir / "missing.log").read_text()
 
 
