@@ -10,6 +10,10 @@ _NAMES = {"JAN": 1, "FEB": 2, "MAR": 3, "APR": 4, "MAY": 5, "JUN": 6, "JUL": 7, 
           "THU": 4, "FRI": 5, "SAT": 6}
 
 
+def _value(text: str) -> int:
+    return _NAMES[text.upper()] if text.upper() in _NAMES else int(text)
+
+
 def _expand(field: str, low: int, high: int) -> set[int]:
     values: set[int] = set()
     for part in field.split(","):
@@ -17,12 +21,16 @@ def _expand(field: str, low: int, high: int) -> set[int]:
         if span == "*":
             first, last = low, high
         elif "-" in span:
-            a, b = span.split("-")
-            first, last = _NAMES.get(a) or int(a), _NAMES.get(b) or int(b)
+            first, last = (_value(bound) for bound in span.split("-"))
+            if high == 7 and last == 0 < first:  # day of week: MON-SUN is MON-7
+                last = 7
         else:
-            first = _NAMES[span] if span in _NAMES else int(span)
+            first = _value(span)
             last = high if step else first
-        values.update(range(first, last + 1, int(step) if step else 1))
+        if first > last:  # wraps around (no step): to the top, then from the bottom
+            values.update(range(first, high + 1), range(low, last + 1))
+        else:
+            values.update(range(first, last + 1, int(step) if step else 1))
     return values
 
 

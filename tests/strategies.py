@@ -21,6 +21,7 @@ def _field_text(low: int, high: int, *, star: bool) -> st.SearchStrategy[str]:
         value.map(str),
         bounded_range.map(lambda ab: f"{ab[0]}-{ab[1]}"),
         st.tuples(bounded_range, step).map(lambda r: f"{r[0][0]}-{r[0][1]}/{r[1]}"),
+        bounded_range.filter(lambda ab: ab[0] < ab[1]).map(lambda ab: f"{ab[1]}-{ab[0]}"),
     ]
     if star:
         parts.append(step.map(lambda k: f"*/{k}"))

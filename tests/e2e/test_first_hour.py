@@ -3,12 +3,15 @@ write, and usage errors that exit 2."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from croniter import croniter
 
 from tests.helpers import Daemon, torchd_cmd
 
@@ -109,3 +112,70 @@ def test_a_broken_file_without_a_state_dir_says_which_one_is_used(
         f"torchd: {config} does not load and names no daemon.state_dir that can be read; "
         f"using {tmp_path / 'x'}")
     assert result.returncode == 3
+
+
+def test_day_ranges_ending_on_sunday_and_wrapping_ranges_fire_as_croniter_has_them(
+        write_tasks: Callable[..., Path]) -> None:
+    """`check` accepts MON-SUN, Fri-Sun, Mon-Sun/2 (Sunday at the end is 7) and ranges
+    that wrap around (Nov-Mar, 22-2, Fri-Mon); `next` gives croniter's fire times."""
+    schedules = {"every-day": "30 8 * * MON-SUN", "weekend": "0 0 9 * * Fri-Sun",
+                 "every-other": "0 0 12 * * Mon-Sun/2", "winter": "0 0 0 1 Nov-Mar *",
+                 "night": "0 0 22-2 * * *", "long-weekend": "0 15 7 * * Fri-Mon"}
+    config = write_tasks("daemon: {timezone: UTC}\ntasks:\n" + "".join(
+        f'  - {{name: {name}, schedule: "{text}", command: "true"}}\n'
+        for name, text in schedules.items()))
+    check = torchd("check", "-c", str(config))
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith(f"{config}: OK, 6 task(s)")
+    preview = torchd("next", "-c", str(config), "-n", "12", "--json", "--after",
+                     "2026-01-01T00:00:00Z")
+    assert preview.returncode == 0, preview.stderr
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for name, text in schedules.items():
+        oracle = croniter(text, start, second_at_beginning=len(text.split()) == 6)
+        expected = [oracle.get_next(datetime).isoformat() for _ in range(12)]
+        assert json.loads(preview.stdout)[name] == expected, name
+
+
+def test_a_wrapping_range_with_a_step_says_what_to_write(
+        write_tasks: Callable[..., Path]) -> None:
+    """Implementations disagree on where the step goes after the wrap: refused, with the
+    values to list instead."""
+    config = write_tasks("""
+        tasks:
+          - {name: a, schedule: "0 0 9 * * Fri-Mon/2", command: "true"}
+          - {name: b, schedule: "0 22-4/3 * * *", command: "true"}
+        """)
+    result = torchd("check", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[:2] == [
+        f"{config}:3: task 'a': schedule: day-of-week field: range 'Fri-Mon/2' wraps around "
+        "and has a step, which cron implementations read differently; list the values "
+        "instead, e.g. 'Fri,Sun'",
+        f"{config}:4: task 'b': schedule: hour field: range '22-4/3' wraps around and has a "
+        "step, which cron implementations read differently; list the values instead, e.g. "
+        "'22,1,4'"]
+
+
+def test_next_after_reads_a_skipped_or_repeated_wall_time_as_the_readme_says(
+        write_tasks: Callable[..., Path]) -> None:
+    """Without an offset, a wall time that DST skips is read on the clock before the change
+    (02:15 on a New York spring-forward day is 03:15 EDT); one it repeats, as its first
+    showing (EDT). An offset picks the second showing."""
+    config = write_tasks("""
+        daemon: {timezone: America/New_York}
+        tasks:
+          - {name: hourly, schedule: "0 20 * * * *", command: "true"}
+        """)
+
+    def first_fires(after: str) -> list[str]:
+        result = torchd("next", "-c", str(config), "-n", "2", "--json", "--after", after)
+        assert result.returncode == 0, result.stderr
+        return list(json.loads(result.stdout)["hourly"])
+
+    assert first_fires("2026-03-08T02:15:00") == [
+        "2026-03-08T03:20:00-04:00", "2026-03-08T04:20:00-04:00"]
+    assert first_fires("2026-11-01T01:15:00") == [
+        "2026-11-01T01:20:00-04:00", "2026-11-01T01:20:00-05:00"]
+    assert first_fires("2026-11-01T01:15:00-05:00") == [
+        "2026-11-01T01:20:00-05:00", "2026-11-01T02:20:00-05:00"]

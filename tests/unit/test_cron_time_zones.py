@@ -59,3 +59,18 @@ def test_a_year_of_daily_fires_in_new_york_is_365_fires() -> None:
     in_2026 = [t for t in fires if datetime.fromtimestamp(t, NEW_YORK).year == 2026]
     assert len(in_2026) == 365
     assert len({datetime.fromtimestamp(t, NEW_YORK).date() for t in in_2026}) == 365
+
+
+
+@pytest.mark.parametrize(("hours", "elapsed"), [
+    ("*", True), ("*/1", True), ("0-23", True), ("0-23/1", True), ("0-11,12-23", True),
+    ("2-1", True), (",".join(str(h) for h in range(24)), True),
+    ("0-22", False), ("1,2", False), ("0-11,12-22", False),
+])
+def test_elapsed_time_is_decided_by_the_set_of_hours(hours: str, elapsed: bool) -> None:
+    """An hour field that allows all 24 hours, however written, fires in both showings of
+    the repeated hour; any other fires once."""
+    fires = upcoming(parse_schedule(f"0 0 {hours} * * *", NEW_YORK),
+                     _from("2026-11-01T00:30:00-04:00"), 2)
+    second = "2026-11-01T01:00:00-05:00" if elapsed else "2026-11-01T02:00:00-05:00"
+    assert _local(NEW_YORK, fires) == ["2026-11-01T01:00:00-04:00", second]

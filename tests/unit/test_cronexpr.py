@@ -61,6 +61,11 @@ def reference_fires(expression: str, start: datetime, days: int,
     "0 0 12 * * 7",  # 7 is Sunday too
     "0 0 0 30 2 MON",  # no February 30th, but the Mondays of February (OR rule)
     "0 0 6 31 * *",  # only the months that have a 31st
+    "0 0 0 * * MON-SUN",  # a range ending on Sunday ends at 7
+    "0 0 9 13 * Fri-Sun",
+    "0 0 0 * * Mon-Sun/2",
+    "0 30 22-2 * Nov-Feb Fri-Mon",  # ranges that wrap around
+    "0 50-5 * 28-3 * *",
 ])
 def test_matches_reference_evaluator(expression: str) -> None:
     """Our arithmetic agrees with a plain enumeration (120 days or 3,000 fires)."""
@@ -125,7 +130,16 @@ def test_leap_day_schedule_is_valid() -> None:
     ("* * * * 13 *", "month field '13' is out of range 1-12"),
     ("* * * * * 8", "day-of-week field '8' is out of range 0-7"),
     ("*/0 * * * * *", "second field: step in '*/0' must be at least 1"),
-    ("5-1 * * * * *", "second field: range '5-1' runs backwards"),
+    ("0 0 0 * * Fri-Mon/2", "day-of-week field: range 'Fri-Mon/2' wraps around and has a "
+     "step, which cron implementations read differently; list the values instead, e.g. "
+     "'Fri,Sun'"),
+    ("0 0 0 * nov-mar/2 *", "month field: range 'nov-mar/2' wraps around and has a step, "
+     "which cron implementations read differently; list the values instead, e.g. "
+     "'Nov,Jan,Mar'"),
+    ("0 0 22-3/2 * * *", "hour field: range '22-3/2' wraps around and has a step, which "
+     "cron implementations read differently; list the values instead, e.g. '22,0,2'"),
+    ("0 50-10/15 * * * *", "minute field: range '50-10/15' wraps around and has a step, "
+     "which cron implementations read differently; list the values instead, e.g. '50,5'"),
     ("* * * 31 4 *", "'* * * 31 4 *' can never fire (no matching date)"),
     ("0 0 0 30,31 2 *", "'0 0 0 30,31 2 *' can never fire (no matching date)"),
     ("0 0 0 31 4-6/2,9,11 *", "'0 0 0 31 4-6/2,9,11 *' can never fire (no matching date)"),
@@ -136,6 +150,44 @@ def test_schedule_errors(text: str, message: str) -> None:
     with pytest.raises(ScheduleError) as caught:
         parse_schedule(text, UTC_ZONE)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(("field", "weekdays"), [
+    ("MON-SUN", (0, 1, 2, 3, 4, 5, 6)),
+    ("Fri-Sun", (0, 5, 6)),
+    ("Mon-Sun/2", (0, 1, 3, 5)),  # 1, 3, 5, 7
+    ("1-0/2", (0, 1, 3, 5)),
+    ("Wed-7/2", (0, 3, 5)),
+    ("Tue-Sun/2", (2, 4, 6)),  # 7 is not on the step
+    ("SUN-SAT", (0, 1, 2, 3, 4, 5, 6)),  # at the start, Sunday is 0
+    ("SUN-SUN", (0,)),
+])
+def test_a_day_of_week_range_ending_on_sunday_ends_at_7(field: str,
+                                                        weekdays: tuple[int, ...]) -> None:
+    """0 and 7 are both Sunday: SUN (or 0) ending a range is 7, not a range backwards."""
+    assert read_cron(f"0 0 0 * * {field}").weekdays == weekdays
+
+
+def _bits(mask: int) -> tuple[int, ...]:
+    return tuple(n for n in range(32) if mask >> n & 1)
+
+
+@pytest.mark.parametrize(("expression", "field", "values"), [
+    ("58-1 * * * * *", 0, (0, 1, 58, 59)),
+    ("0 55-2 * * * *", 1, (0, 1, 2, 55, 56, 57, 58, 59)),
+    ("0 0 22-2 * * *", 2, (0, 1, 2, 22, 23)),
+    ("0 0 0 30-2 * *", 3, (1, 2, 30, 31)),
+    ("0 0 0 * Nov-Mar *", 4, (1, 2, 3, 11, 12)),
+    ("0 0 0 * * Fri-Mon", 5, (0, 1, 5, 6)),
+    ("0 0 0 * * 7-2", 5, (0, 1, 2)),  # from Sunday (7) to Tuesday
+])
+def test_a_range_without_a_step_may_wrap_around(expression: str, field: int,
+                                                values: tuple[int, ...]) -> None:
+    """From its start to the field's top, then from the bottom to its end, as croniter."""
+    read = read_cron(expression)
+    got = (read.seconds, read.minutes, read.hours, _bits(read.days_of_month),
+           _bits(read.months), read.weekdays)[field]
+    assert got == values
 
 
 def test_random_interval_stays_within_bounds_and_is_stable_per_query() -> None:

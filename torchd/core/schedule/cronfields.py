@@ -37,6 +37,7 @@ class _Field:
     high: int
     names: tuple[str, ...] = ()
     name_base: int = 0
+    high_is_low: bool = False  # day-of-week: 7 is Sunday, as 0 is
 
 
 _FIELDS = (
@@ -45,7 +46,7 @@ _FIELDS = (
     _Field("hour", 0, 23),
     _Field("day-of-month", 1, 31),
     _Field("month", 1, 12, _MONTHS, 1),
-    _Field("day-of-week", 0, 7, _DAYS, 0),
+    _Field("day-of-week", 0, 7, _DAYS, 0, high_is_low=True),
 )
 _TOKEN = re.compile(r"^(?P<range>\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(?P<step>[0-9]+))?$")
 
@@ -109,21 +110,42 @@ def _field_values(text: str, spec: _Field) -> set[int]:
             low, high = spec.low, spec.high
         else:
             bounds = [_check_value(v, spec) for v in span.split("-")]
-            if len(bounds) == 2 and bounds[0] > bounds[1]:
-                raise ScheduleError(f"{spec.name} field: range '{span}' runs backwards")
             low = bounds[0]
             high = bounds[-1] if len(bounds) == 2 or step_text is None else spec.high
+            if spec.high_is_low and high == spec.low < low:
+                high = spec.high  # MON-SUN, 5-0: a range that ends on Sunday ends at 7
+            if high < low:
+                values.update(_wrapped(part, low, high, step, spec))
+                continue
         values.update(range(low, high + 1, step))
     return values
+
+
+def _wrapped(part: str, low: int, high: int, step: int, spec: _Field) -> list[int]:
+    """A range that wraps around (Nov-Mar, 22-2): its start to the field's top, then the
+    field's bottom to its end, as croniter reads it. With a step, croniter is off by one
+    at the wrap for about half the ranges, so those are refused, naming the values."""
+    if step == 1:
+        return [*range(low, spec.high + 1), *range(spec.low, high + 1)]
+    cycle = spec.high - spec.low + (0 if spec.high_is_low else 1)
+    values = [spec.low + (low - spec.low + k) % cycle
+              for k in range(0, (high - low) % cycle + 1, step)]
+    named = part[0].isalpha()
+    listing = ",".join(spec.names[v - spec.name_base].title() if named else str(v)
+                       for v in values)
+    raise ScheduleError(f"{spec.name} field: range '{part}' wraps around and has a step, "
+                        "which cron implementations read differently; list the values "
+                        f"instead, e.g. '{listing}'")
 
 
 @lru_cache(maxsize=4096)
 def _read_field(text: str, index: int) -> tuple[tuple[int, ...], int]:
     """A field's allowed values, sorted and as a bit mask (day-of-week 7 read as 0).
     Remembered: big task files repeat the same field texts over and over."""
-    values = _field_values(text, _FIELDS[index])
-    if index == 5:
-        values = {v % 7 for v in values}
+    spec = _FIELDS[index]
+    values = _field_values(text, spec)
+    if spec.high_is_low and spec.high in values:
+        values = (values - {spec.high}) | {spec.low}
     mask = 0
     for value in values:
         mask |= 1 << value
