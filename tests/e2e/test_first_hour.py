@@ -179,3 +179,77 @@ def test_next_after_reads_a_skipped_or_repeated_wall_time_as_the_readme_says(
         "2026-11-01T01:20:00-04:00", "2026-11-01T01:20:00-05:00"]
     assert first_fires("2026-11-01T01:15:00-05:00") == [
         "2026-11-01T01:20:00-05:00", "2026-11-01T02:20:00-05:00"]
+
+
+def check(config: Path) -> list[str]:
+    """`torchd check` on a file that must not load: its stderr lines (exit 2, nothing out)."""
+    result = torchd("check", "-c", str(config))
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    return result.stderr.splitlines()
+
+
+def test_a_tab_is_a_tab_error_even_on_a_cron_line(write_tasks: Callable[..., Path]) -> None:
+    """Line and column, the line with a caret under the column, and the hint that fits: the
+    tab, not the quoting of a schedule that is quoted already."""
+    config = write_tasks('tasks:\n  - name: a\n\tschedule: "*/5 * * * *"\n    command: x\n')
+    assert check(config) == [
+        f"{config}:3:1: YAML syntax error: found a tab character that violates indentation "
+        "(YAML indents with spaces, not tabs)",
+        '    \tschedule: "*/5 * * * *"',
+        "    ^",
+        "1 problem found; nothing was changed"]
+
+
+def test_an_unquoted_cron_expression_says_to_quote_it(write_tasks: Callable[..., Path]) -> None:
+    config = write_tasks("tasks:\n  - name: a\n    schedule: */5 * * * *\n    command: x\n")
+    assert check(config) == [
+        f"{config}:3:15: YAML syntax error: did not find expected alphabetic or numeric "
+        "character (an unquoted '*' starts a YAML alias: quote cron expressions, as in "
+        'schedule: "*/5 * * * * *")',
+        "        schedule: */5 * * * *",
+        "                  ^",
+        "1 problem found; nothing was changed"]
+
+
+def test_a_misindented_key_says_to_check_the_indentation(
+        write_tasks: Callable[..., Path]) -> None:
+    """Not the cron hint, though the line holds a '*'."""
+    config = write_tasks('tasks:\n  - name: a\n    schedule: "@hourly"\n   command: ls *.txt\n')
+    assert check(config) == [
+        f"{config}:4:4: YAML syntax error: did not find expected '-' indicator (check this "
+        "line's indentation against the lines above: the keys of a mapping align, and so do "
+        "the items of a list)",
+        "       command: ls *.txt",
+        "       ^",
+        "1 problem found; nothing was changed"]
+
+
+def test_every_bad_host_and_variable_is_reported(write_tasks: Callable[..., Path]) -> None:
+    """Each bad item of a list or mapping, with its number or key; host patterns that are no
+    address, network, host name nor glob are refused."""
+    config = write_tasks("""
+        tasks:
+          - name: a
+            schedule: "@hourly"
+            command: "true"
+            hosts: ["10.0.0.0/33", "fe80::/129", "", "999.1.1.1", "web-[", "web-*"]
+            env: {DEBUG: yes, N: 3}
+        """)
+    assert check(config) == [
+        f"{config}:6: task 'a': hosts: item 1: '10.0.0.0/33' is not a valid CIDR network: '33' "
+        "is not a valid netmask",
+        f"{config}:6: task 'a': hosts: item 2: 'fe80::/129' is not a valid CIDR network: '129' "
+        "is not a valid netmask",
+        f"{config}:6: task 'a': hosts: item 3: empty host pattern; expected an IP address "
+        "(10.0.0.5), a CIDR network (10.0.0.0/24), a host name (web-1.example.com) or a glob "
+        "(web-*)",
+        f"{config}:6: task 'a': hosts: item 4: '999.1.1.1' is not a valid IPv4 address: Octet "
+        "999 (> 255) not permitted in '999.1.1.1'; digits and dots alone make an address, not "
+        "a host name",
+        f"{config}:6: task 'a': hosts: item 5: 'web-[' is not a valid glob: its '[' has no "
+        "closing ']'",
+        f"{config}:7: task 'a': env: DEBUG: expected text, got a boolean (yes); quote it if you "
+        "mean the text: 'yes'",
+        f"{config}:7: task 'a': env: N: expected text, got a number (3); quote it if you mean "
+        "the text: '3'",
+        "7 problems found; nothing was changed"]

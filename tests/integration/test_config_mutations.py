@@ -395,15 +395,16 @@ def test_numbers_elsewhere(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(("data", "expected"), [
-    pytest.param(b"tasks:\n  - {name: a, command: \x01}\n", "t.yaml:2: YAML error: "
+    pytest.param(b"tasks:\n  - {name: a, command: \x01}\n", "t.yaml:2:24: YAML error: "
                  "unacceptable character #x0001: control characters are not allowed",
                  id="control-character"),
-    pytest.param("tasks: []\n# é\r\n# \u2028\rx: \x7f\n".encode(), "t.yaml:5: YAML error: "
+    pytest.param("tasks: []\n# é\r\n# \u2028\rx: \x7f\n".encode(), "t.yaml:5:4: YAML error: "
                  "unacceptable character #x007f: control characters are not allowed",
                  id="counted-as-yaml-counts-lines"),
 ])
 def test_a_refused_character_gets_its_line(data: bytes, expected: str) -> None:
-    """YAML's reader gives no mark, only an offset: the problem still says the line."""
+    """YAML's reader gives no mark, only an offset: the problem still says the line and
+    column."""
     with pytest.raises(ConfigError) as caught:
         parse_config(data, "t.yaml", identity=None)
     assert [str(p) for p in caught.value.problems] == [expected]

@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from torchd.config.loader import ParseCache, parse_config
-from torchd.core.errors import ConfigError
+from torchd.core.errors import ConfigError, ConfigProblem
 from torchd.core.hostmatch import HostIdentity
 from torchd.core.model import RetryPolicy, TaskKind, TaskSpec
 
@@ -113,20 +113,27 @@ def task_file(body: str) -> str:
                  "t.yaml:5: task 'job': type: 'cronjob' is not a task type; use cron or daemon",
                  id="bad-type"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\nhosts: ["10.0.0.0/33"]\n',
-                 "t.yaml:5: task 'job': hosts: '10.0.0.0/33' is not a valid CIDR range",
-                 id="bad-cidr"),
+                 "t.yaml:5: task 'job': hosts: item 1: '10.0.0.0/33' is not a valid CIDR "
+                 "network: '33' is not a valid netmask", id="bad-cidr"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nhosts: ["999.1.1.1"]\n',
+                 "t.yaml:5: task 'job': hosts: item 1: '999.1.1.1' is not a valid IPv4 address: "
+                 "Octet 999 (> 255) not permitted in '999.1.1.1'; digits and dots alone make "
+                 "an address, not a host name", id="bad-octet"),
+    pytest.param('schedule: "@hourly"\ncommand: "true"\nhosts: ["web-["]\n',
+                 "t.yaml:5: task 'job': hosts: item 1: 'web-[' is not a valid glob: its '[' has "
+                 "no closing ']'", id="open-glob"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\nhosts: "web-1"\n',
                  "t.yaml:5: task 'job': hosts: expected a list, got text", id="hosts-not-list"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\nenv: {PORT: 8080}\n',
-                 "t.yaml:5: task 'job': env: expected text, got a number (8080); quote it if "
-                 "you mean the text: '8080'", id="env-number"),
+                 "t.yaml:5: task 'job': env: PORT: expected text, got a number (8080); quote it "
+                 "if you mean the text: '8080'", id="env-number"),
     pytest.param('schedule: "@hourly"\ncommand: []\n',
                  "t.yaml:4: task 'job': command: must not be an empty list", id="empty-argv"),
     pytest.param('schedule: "@hourly"\ncommand: ["echo", "a\\0b"]\n',
-                 "t.yaml:4: task 'job': command: must not contain a NUL character (\\0)",
-                 id="nul-in-argument"),
+                 "t.yaml:4: task 'job': command: item 2: must not contain a NUL character "
+                 "(\\0)", id="nul-in-argument"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\nenv: {A: "x\\0"}\n',
-                 "t.yaml:5: task 'job': env: must not contain a NUL character (\\0)",
+                 "t.yaml:5: task 'job': env: A: must not contain a NUL character (\\0)",
                  id="nul-in-env"),
     pytest.param('command: "true"\n',
                  "t.yaml:2: task 'job': schedule: is required for a cron task (or 'at' for a "
@@ -182,11 +189,7 @@ def test_every_problem_is_reported_at_once() -> None:
                  "list", id="comment-only"),
     pytest.param(b"tasks:\n  - name: caf\xe9\n", "t.yaml:2: not valid UTF-8 (byte 0xe9 at "
                  "offset 20)", id="latin-1"),
-    pytest.param(b"tasks:\n  - name: a\n    schedule: */3 * * * * *\n    command: x\n",
-                 "t.yaml:3: YAML syntax error: did not find expected alphabetic or numeric "
-                 'character (quote cron expressions: schedule: "*/5 * * * * *")',
-                 id="unquoted-cron"),
-    pytest.param(b"tasks: [\n", "t.yaml:2: YAML syntax error: did not find expected node "
+    pytest.param(b"tasks: [\n", "t.yaml:2:1: YAML syntax error: did not find expected node "
                  "content", id="syntax"),
     pytest.param(b"tasks: []\nextra: 1\n", "t.yaml:2: extra: unknown key; known keys: daemon, "
                  "tasks", id="unknown-top-key"),
@@ -201,6 +204,130 @@ def test_file_level_problem(data: bytes, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data, "t.yaml", identity=None)
     assert [str(p) for p in caught.value.problems] == [expected]
+
+
+INDENT_HINT = ("(check this line's indentation against the lines above: the keys of a mapping "
+               "align, and so do the items of a list)")
+ALIAS_HINT = ("(an unquoted '*' starts a YAML alias: quote cron expressions, as in "
+              'schedule: "*/5 * * * * *")')
+
+
+@pytest.mark.parametrize(("text", "expected", "excerpt"), [
+    pytest.param("tasks:\n  - name: a\n    schedule: */3 * * * * *\n    command: x\n",
+                 "t.yaml:3:15: YAML syntax error: did not find expected alphabetic or numeric "
+                 f"character {ALIAS_HINT}",
+                 ["        schedule: */3 * * * * *", "                  ^"], id="unquoted-cron"),
+    pytest.param("tasks:\n  - {name: a, schedule: */5 * * * *, command: x}\n",
+                 "t.yaml:2:25: YAML syntax error: did not find expected alphabetic or numeric "
+                 f"character {ALIAS_HINT}",
+                 ["      - {name: a, schedule: */5 * * * *, command: x}",
+                  "                            ^"], id="unquoted-cron-in-flow"),
+    pytest.param("tasks:\n  - name: a\n    schedule: *5 * * * *\n    command: x\n",
+                 f"t.yaml:3:15: YAML syntax error: found undefined alias {ALIAS_HINT}",
+                 ["        schedule: *5 * * * *", "                  ^"], id="star-digit"),
+    pytest.param('tasks:\n  - name: a\n\tschedule: "*/5 * * * *"\n    command: x\n',
+                 "t.yaml:3:1: YAML syntax error: found a tab character that violates "
+                 "indentation (YAML indents with spaces, not tabs)",
+                 ['    \tschedule: "*/5 * * * *"', "    ^"], id="tab-before-quoted-cron"),
+    pytest.param('tasks:\n  - name: a\n    schedule: "@hourly"\n   command: ls *.txt\n',
+                 "t.yaml:4:4: YAML syntax error: did not find expected '-' indicator "
+                 f"{INDENT_HINT}", ["       command: ls *.txt", "       ^"],
+                 id="key-indented-less"),
+    pytest.param("tasks:\n  - name: a\n    command: x\n - name: b\n    command: y\n",
+                 f"t.yaml:4:2: YAML syntax error: did not find expected key {INDENT_HINT}",
+                 ["     - name: b", "     ^"], id="items-not-aligned"),
+    pytest.param("tasks:\n  - name: a\n    schedule: daily\n      command: x\n",
+                 "t.yaml:4:14: YAML syntax error: mapping values are not allowed in this "
+                 f"context {INDENT_HINT}", ["          command: x", "                 ^"],
+                 id="key-indented-more"),
+    pytest.param("tasks:\n  - name: a\n    command: curl -H Accept: json\n",
+                 "t.yaml:3:28: YAML syntax error: mapping values are not allowed in this "
+                 "context (': ' inside an unquoted value starts a mapping: quote the value)",
+                 ["        command: curl -H Accept: json", "                               ^"],
+                 id="colon-in-value"),
+    pytest.param("tasks:\n  - name: a\n    schedule: @hourly\n",
+                 "t.yaml:3:15: YAML syntax error: found character that cannot start any token "
+                 """('@' cannot start an unquoted value: quote it, as in schedule: "@hourly")""",
+                 ["        schedule: @hourly", "                  ^"], id="unquoted-macro"),
+    pytest.param('tasks:\n  - name: a\n    schedule: "*/5 * * * *\n',
+                 "t.yaml:3:15: YAML syntax error: found unexpected end of stream (the quote "
+                 "that opens here is not closed)",
+                 ['        schedule: "*/5 * * * *', "                  ^"], id="unclosed-quote"),
+    pytest.param('tasks:\n  - name: "caf\u00e9\x01"\n',
+                 "t.yaml:2:16: YAML error: unacceptable character #x0001: control characters "
+                 "are not allowed", ['      - name: "caf\u00e9\ufffd"', "                   ^"],
+                 id="control-character"),
+])
+def test_syntax_error(text: str, expected: str, excerpt: list[str]) -> None:
+    """Line and column, the line with a caret under the column, and a hint that fits the
+    error: the cron hint only for a '*' YAML read as an alias."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.encode(), "t.yaml", identity=None)
+    problem, = caught.value.problems
+    assert (str(problem), list(problem.excerpt())) == (expected, excerpt)
+
+
+def test_excerpt_of_a_long_line_is_cut_around_the_column() -> None:
+    source = "x" * 150 + "!" + "y" * 150
+    problem = ConfigProblem("t.yaml", 1, None, None, "bad", column=151, source=source)
+    line, caret = problem.excerpt()
+    assert line == "    ..." + "x" * 50 + "!" + "y" * 49 + "..."
+    assert caret == "    " + " " * 53 + "^"
+
+
+def test_every_bad_item_of_a_list_or_mapping_is_reported() -> None:
+    """Not only the first: each bad item with its line, and its number or key."""
+    found = problems("""\
+        daemon:
+          hooks:
+            on_start: {webhook: {url: "ftp://x", headers: {A: 1}, timeout: 0}}
+            on_crash: x
+        tasks:
+          - name: job
+            schedule: "@hourly"
+            command: ["echo", 5, no]
+            hosts: ["10.0.0.0/33", "fe80::/129", "",
+                    "web-1"]
+            env: {DEBUG: yes, N: 3, OK: "x", 1X: a}
+            retries: {max: -1, delay: soon, every: 5s}
+            limits:
+              nofile: lots
+              cpu: 60
+              core: -1
+        """)
+    assert found == [
+        "t.yaml:3: daemon.hooks: on_start: webhook: url: 'ftp://x' is not an http:// or "
+        "https:// URL",
+        "t.yaml:3: daemon.hooks: on_start: webhook: headers: A: expected text, got a number "
+        "(1); quote it if you mean the text: '1'",
+        "t.yaml:3: daemon.hooks: on_start: webhook: timeout: must be more than 0",
+        "t.yaml:4: daemon.hooks: unknown hook 'on_crash'; known: on_start, on_success, "
+        "on_failure, on_missed",
+        "t.yaml:8: task 'job': command: item 2: expected text, got a number (5); quote it if "
+        "you mean the text: '5'",
+        "t.yaml:8: task 'job': command: item 3: expected text, got a boolean (no); quote it if "
+        "you mean the text: 'no'",
+        "t.yaml:9: task 'job': hosts: item 1: '10.0.0.0/33' is not a valid CIDR network: '33' "
+        "is not a valid netmask",
+        "t.yaml:9: task 'job': hosts: item 2: 'fe80::/129' is not a valid CIDR network: '129' "
+        "is not a valid netmask",
+        "t.yaml:9: task 'job': hosts: item 3: empty host pattern; expected an IP address "
+        "(10.0.0.5), a CIDR network (10.0.0.0/24), a host name (web-1.example.com) or a glob "
+        "(web-*)",
+        "t.yaml:11: task 'job': env: DEBUG: expected text, got a boolean (yes); quote it if "
+        "you mean the text: 'yes'",
+        "t.yaml:11: task 'job': env: N: expected text, got a number (3); quote it if you mean "
+        "the text: '3'",
+        "t.yaml:11: task 'job': env: '1X' is not a valid environment variable name",
+        "t.yaml:12: task 'job': retries: max: must be 0 or more, got -1",
+        "t.yaml:12: task 'job': retries: delay: 'soon' is not a duration: use seconds (30) or "
+        "units s, m, h, d (e.g. '1h30m')",
+        "t.yaml:12: task 'job': retries: unknown key 'every'; known: max, delay, backoff, "
+        "max_delay",
+        "t.yaml:14: task 'job': limits: nofile: expected a whole number or 'unlimited', got "
+        "text",
+        "t.yaml:16: task 'job': limits: core: must be 0 or more, got -1",
+    ]
 
 
 def test_valid_file_becomes_frozen_specs() -> None:
@@ -489,7 +616,7 @@ def test_accounts_and_process_attributes() -> None:
     ("limits: {files: 10}\n", True, "t.yaml:5: task 'job': limits: unknown limit 'files'; "
      "known: nofile, cpu, memory, nproc, core, fsize, stack"),
     ("limits: {nofile: lots}\n", True, "t.yaml:5: task 'job': limits: nofile: expected a "
-     "whole number written in decimal, got text or 'unlimited'"),
+     "whole number or 'unlimited', got text"),
 ])
 def test_account_problems(body: str, as_root: bool, expected: str) -> None:
     text = task_file('schedule: "@hourly"\ncommand: "true"\n' + body)

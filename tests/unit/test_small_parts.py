@@ -61,13 +61,45 @@ def test_hosts_match(patterns: tuple[str, ...], expected: bool) -> None:
 
 
 @pytest.mark.parametrize(("pattern", "problem"), [
-    ("10.0.0.0/33", "'10.0.0.0/33' is not a valid CIDR range"),
-    ("fe80::zz", "'fe80::zz' is not an IP address, CIDR range, hostname or hostname glob"),
-    ("web 1", "'web 1' is not an IP address, CIDR range, hostname or hostname glob"),
-    ("", "empty host pattern"),
+    pytest.param("10.0.0.0/33", "'10.0.0.0/33' is not a valid CIDR network: '33' is not a "
+                 "valid netmask", id="prefix-33"),
+    pytest.param("fe80::/129", "'fe80::/129' is not a valid CIDR network: '129' is not a valid "
+                 "netmask", id="prefix-129"),
+    pytest.param("fe80::zz", "'fe80::zz' is not a valid IPv6 address: Only hex digits "
+                 "permitted in 'zz' in 'fe80::zz'", id="ipv6"),
+    pytest.param("999.1.1.1", "'999.1.1.1' is not a valid IPv4 address: Octet 999 (> 255) not "
+                 "permitted in '999.1.1.1'; digits and dots alone make an address, not a host "
+                 "name", id="octet"),
+    pytest.param("10.1.2", "'10.1.2' is not a valid IPv4 address: Expected 4 octets in "
+                 "'10.1.2'; digits and dots alone make an address, not a host name",
+                 id="three-octets"),
+    pytest.param("web-[", "'web-[' is not a valid glob: its '[' has no closing ']'",
+                 id="open-bracket"),
+    pytest.param("web-*!", "'web-*!' is not a valid glob: expected letters, digits, '-', '_' "
+                 "and '.' with '*', '?' and sets such as [0-9] or [!a]", id="glob-character"),
+    pytest.param("web 1", "'web 1' is not a valid host name: ' ' is not allowed; expected "
+                 "letters, digits, '-', '_' and '.'", id="space"),
+    pytest.param("web-.example", "'web-.example' is not a valid host name: 'web-' starts or "
+                 "ends with '-'", id="hyphen-end"),
+    pytest.param("web..example", "'web..example' is not a valid host name: it has an empty "
+                 "label (a '.' at an end, or '..')", id="empty-label"),
+    pytest.param("a" * 64, f"'{'a' * 64}' is not a valid host name: a label has 64 "
+                 "characters; at most 63", id="long-label"),
+    pytest.param("a." * 127, f"'{'a.' * 10}...' is not a valid host name: it has 254 "
+                 "characters; at most 253", id="long-name"),
+    pytest.param("", "empty host pattern; expected an IP address (10.0.0.5), a CIDR network "
+                 "(10.0.0.0/24), a host name (web-1.example.com) or a glob (web-*)", id="empty"),
 ])
 def test_bad_host_patterns(pattern: str, problem: str) -> None:
     assert check_pattern(pattern) == problem
+
+
+@pytest.mark.parametrize("pattern", [
+    "10.0.0.5", "10.0.0.1/24", "::1", "fe80::/10", "web-1", "WEB-1.Example.com", "3com.example",
+    "localhost", "web_1", "*_web-?", "web-*", "web-?", "web-[0-9]", "web-[!a-c]*", "*", "a" * 63,
+])
+def test_good_host_patterns(pattern: str) -> None:
+    assert check_pattern(pattern) is None
 
 
 def _config(body: str) -> object:

@@ -83,7 +83,7 @@ def socket_path(state_dir: Path) -> Path:
 
 
 def print_errors(exc: ConfigError) -> None:
-    print_problems([str(problem) for problem in exc.problems])
+    print_problems([problem.shown() for problem in exc.problems])
 
 
 def print_problems(problems: list[str], outcome: str = "nothing was changed") -> None:

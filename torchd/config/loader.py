@@ -25,6 +25,7 @@ import yaml
 
 from torchd.config import yamlvalues as v
 from torchd.config.relpaths import against, file_dir
+from torchd.config.yamlsyntax import yaml_problem
 from torchd.core.errors import ConfigError, ConfigProblem, ScheduleError
 from torchd.core.hostmatch import HostIdentity, hosts_match
 from torchd.core.model import (
@@ -154,7 +155,8 @@ class _Walker:
         try:
             return convert(node)
         except v.Invalid as exc:
-            self.problem(exc.node, task, field_name, str(exc))
+            for node_at, message in exc.problems:
+                self.problem(node_at, task, field_name, message)
             return None
 
 
@@ -171,35 +173,16 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-# What YAML counts as a line break (a lone CR, NEL, LS and PS too), for lines it does not mark.
-_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 # A reader error's position counts UTF-8 bytes under libyaml, characters under PyYAML's reader.
 _POSITION_IN_BYTES = _BaseLoader is not yaml.SafeLoader
-
-
-def _line_at(text: str, position: int) -> int:
-    before = (text.encode()[:position].decode(errors="ignore") if _POSITION_IN_BYTES
-              else text[:position])
-    return len(_LINE_BREAK.findall(before)) + 1
 
 
 def _compose(text: str, file: str) -> yaml.Node | None:
     try:
         documents = list(yaml.compose_all(text, Loader=_Loader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = int(mark.line) + 1 if mark is not None else 1  # unmarked: say the first
-        message = f"YAML syntax error: {exc.problem or exc.context}"
-        source_line = text.splitlines()[line - 1] if line <= len(text.splitlines()) else ""
-        if "*" in source_line:
-            message += ' (quote cron expressions: schedule: "*/5 * * * * *")'
-        raise ConfigError([ConfigProblem(file, line, None, None, message)]) from None
-    except yaml.reader.ReaderError as exc:  # a character YAML refuses: no mark, a position
-        # Its text is "unacceptable character #x0001: ...", then where, which the line says.
-        raise ConfigError([ConfigProblem(file, _line_at(text, exc.position), None, None,
-                                         f"YAML error: {str(exc).splitlines()[0]}")]) from None
-    except yaml.YAMLError as exc:  # no mark and no position: the start is all we know
-        raise ConfigError([ConfigProblem(file, 1, None, None, f"YAML error: {exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([yaml_problem(exc, text, file,
+                                        position_in_bytes=_POSITION_IN_BYTES)]) from None
     if len(documents) > 1:
         raise ConfigError([ConfigProblem(file, v.line_of(documents[1]), None, None,
                                          "the file holds more than one YAML document")])

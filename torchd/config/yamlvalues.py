@@ -9,7 +9,8 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import yaml
 
@@ -44,11 +45,76 @@ SHOWN_CHARS = 40  # of a value quoted in a message
 
 
 class Invalid(Exception):
-    """One field's value is wrong; caught by the walker and turned into a ConfigProblem."""
+    """A value is wrong: its node and what is wrong, or (`every`) the problems of every bad
+    item of a list or mapping. The walker turns each into a ConfigProblem."""
 
     def __init__(self, node: yaml.Node, message: str) -> None:
         super().__init__(message)
+        self.problems: tuple[tuple[yaml.Node, str], ...] = ((node, message),)
+
+    @classmethod
+    def every(cls, problems: list[tuple[yaml.Node, str]]) -> Invalid:
+        exc = cls(*problems[0])
+        exc.problems = tuple(problems)
+        return exc
+
+
+class _Items:
+    """The problems of a list's or a mapping's items, kept while the other items are
+    converted, so that every bad item is reported, not only the first; `check` raises them
+    all."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[yaml.Node, str]] = []
+
+    def refuse(self, node: yaml.Node, message: str) -> None:
+        self.found.append((node, message))
+
+    def take(self, convert: Callable[[yaml.Node], T], node: yaml.Node, fallback: T,
+             label: str | None = None) -> T:
+        """convert(node); or, keeping its problems (each after "label: "), `fallback`."""
+        try:
+            return convert(node)
+        except Invalid as exc:
+            prefix = f"{label}: " if label else ""
+            self.found.extend((at, prefix + message) for at, message in exc.problems)
+            return fallback
+
+    def check(self) -> None:
+        if self.found:  # in the file's order
+            raise Invalid.every(sorted(self.found, key=lambda found: found[0].start_mark.index))
+
+
+class _Fields(_Items):
+    """A small mapping of known keys, read key by key: unknown and repeated keys, missing
+    required ones and bad values are all kept as problems."""
+
+    def __init__(self, node: yaml.MappingNode, known: tuple[str, ...], what: str) -> None:
+        super().__init__()
         self.node = node
+        self.nodes: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = self.take(as_text, key_node, "")
+            if not key:
+                continue
+            if key not in known:
+                self.refuse(key_node, f"unknown {what} '{key}'; known: {', '.join(known)}")
+            elif key in self.nodes:
+                self.refuse(key_node, f"duplicate {what} '{key}'")
+            else:
+                self.nodes[key] = value_node
+
+    def require(self, key: str, message: str) -> None:
+        if key not in self.nodes:
+            self.refuse(self.node, message)
+
+    def converted(self, converters: dict[str, Callable[[yaml.Node], object]]) -> dict[str, Any]:
+        """The given keys' values, converted by `converters` (a bad value's problems under its
+        key); Invalid with every problem found."""
+        values = {key: self.take(converters[key], value_node, None, key)
+                  for key, value_node in self.nodes.items()}
+        self.check()
+        return values
 
 
 def kind_of(node: yaml.Node) -> str:
@@ -117,10 +183,19 @@ def as_boolean(node: yaml.Node) -> bool:
     raise Invalid(node, f"expected true or false, got {kind_of(node)}")
 
 
-def as_text_list(node: yaml.Node) -> tuple[str, ...]:
+def _each_item(node: yaml.Node, convert: Callable[[yaml.Node], T], fallback: T) -> tuple[T, ...]:
+    """A list's items, converted; Invalid naming every bad item by its number."""
     if not isinstance(node, yaml.SequenceNode):
         raise Invalid(node, f"expected a list, got {kind_of(node)}")
-    return tuple(as_text(item) for item in node.value)
+    try:  # every item good, as nearly always: without the bookkeeping (10,000 tasks' lists)
+        return tuple([convert(item) for item in node.value])
+    except Invalid:
+        pass
+    items = _Items()
+    values = tuple(items.take(convert, item, fallback, f"item {number}")
+                   for number, item in enumerate(node.value, 1))
+    items.check()
+    return values
 
 
 def line_of(node: yaml.Node) -> int:
@@ -129,40 +204,61 @@ def line_of(node: yaml.Node) -> int:
 
 def as_command(node: yaml.Node) -> tuple[str, ...]:
     if isinstance(node, yaml.SequenceNode):
-        argv = as_text_list(node)
+        argv = _each_item(node, as_text, "")
         if not argv:
             raise Invalid(node, "must not be an empty list")
         return argv
     return ("/bin/sh", "-c", as_text(node))
 
 
-def as_env(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+def _texts_by_name(node: yaml.Node, name_of: Callable[[yaml.Node], str], noun: str,
+                   shape: str) -> dict[str, str]:
+    """A mapping of names (`name_of` checks each) to text, maybe empty; Invalid naming every
+    bad name, repeated name and bad value. `shape` shows the mapping in a message."""
     if not isinstance(node, yaml.MappingNode):
-        raise Invalid(node, f"expected a mapping of NAME: text, got {kind_of(node)}")
-    pairs: dict[str, str] = {}
+        raise Invalid(node, f"expected a mapping of {shape}, got {kind_of(node)}")
+    try:  # every name and text good, as nearly always: without the bookkeeping
+        texts = {name_of(key): as_text(value, allow_empty=True) for key, value in node.value}
+    except Invalid:
+        texts = {}
+    if len(texts) == len(node.value):  # and no name repeated
+        return texts
+    items = _Items()
+    texts = {}
     for key_node, value_node in node.value:
-        key = as_text(key_node)
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise Invalid(key_node, f"'{key}' is not a valid environment variable name")
-        if key in pairs:
-            raise Invalid(key_node, f"duplicate variable '{key}'")
-        pairs[key] = as_text(value_node, allow_empty=True)
-    return tuple(sorted(pairs.items()))
+        name = items.take(name_of, key_node, "")
+        text = items.take(partial(as_text, allow_empty=True), value_node, "", name)
+        if name in texts:
+            items.refuse(key_node, f"duplicate {noun} '{name}'")
+        elif name:
+            texts[name] = text
+    items.check()
+    return texts
+
+
+def _as_variable_name(node: yaml.Node) -> str:
+    name = as_text(node)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise Invalid(node, f"'{name}' is not a valid environment variable name")
+    return name
+
+
+def as_env(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(_texts_by_name(node, _as_variable_name, "variable",
+                                       "NAME: text").items()))
+
+
+def _as_host_pattern(node: yaml.Node) -> str:
+    pattern = as_text(node, allow_empty=True)  # check_pattern says what an empty one lacks
+    if problem := check_pattern(pattern):
+        raise Invalid(node, problem)
+    return pattern
 
 
 def as_hosts(node: yaml.Node) -> tuple[str, ...]:
     if isinstance(node, yaml.ScalarNode) and node.tag == NULL:
         return ()
-    if not isinstance(node, yaml.SequenceNode):
-        raise Invalid(node, f"expected a list, got {kind_of(node)}")
-    patterns = []
-    for item in node.value:
-        pattern = as_text(item)
-        problem = check_pattern(pattern)
-        if problem is not None:
-            raise Invalid(item, problem)
-        patterns.append(pattern)
-    return tuple(patterns)
+    return _each_item(node, _as_host_pattern, "")
 
 
 def as_zone_name(node: yaml.Node) -> str:
@@ -306,16 +402,10 @@ def as_retries(node: yaml.Node) -> RetryPolicy:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a number of retries or a mapping of "
                              f"{', '.join(RETRY_KEYS)}, got {kind_of(node)}")
-    fields = _keyed(node, RETRY_KEYS, "key")
-    if "max" not in fields:
-        raise Invalid(node, "'max' (how many retries) is required")
-
-    return RetryPolicy(
-        max=_field(fields, "max", as_integer),
-        delay=_field(fields, "delay", as_duration, 10.0),
-        backoff=_field(fields, "backoff", as_growth, 2.0),
-        max_delay=_field(fields, "max_delay", as_duration, 600.0),
-    )
+    fields = _Fields(node, RETRY_KEYS, "key")
+    fields.require("max", "'max' (how many retries) is required")
+    return RetryPolicy(**fields.converted({"max": as_integer, "delay": as_duration,
+                                           "backoff": as_growth, "max_delay": as_duration}))
 
 
 def as_time_text(node: yaml.Node) -> str:
@@ -355,29 +445,16 @@ def as_limits(node: yaml.Node) -> tuple[tuple[str, int | None], ...]:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a mapping such as {{nofile: 1024, cpu: 60}}, got "
                              f"{kind_of(node)}")
-    limits: dict[str, int | None] = {}
-    for name, value_node in _keyed(node, tuple(LIMITS), "limit").items():
-        if isinstance(value_node, yaml.ScalarNode) and value_node.value == "unlimited":
-            limits[name] = None
-            continue
-        try:
-            limits[name] = as_integer(value_node)
-        except Invalid as exc:
-            raise Invalid(value_node, f"{name}: {exc} or 'unlimited'") from None
-    return tuple(sorted(limits.items()))
+    fields = _Fields(node, tuple(LIMITS), "limit")
+    return tuple(sorted(fields.converted(dict.fromkeys(LIMITS, _as_limit)).items()))
 
 
-def _keyed(node: yaml.MappingNode, known: tuple[str, ...], what: str) -> dict[str, yaml.Node]:
-    """A small mapping's value nodes by key, refusing unknown and repeated keys."""
-    found: dict[str, yaml.Node] = {}
-    for key_node, value_node in node.value:
-        key = as_text(key_node)
-        if key not in known:
-            raise Invalid(key_node, f"unknown {what} '{key}'; known: {', '.join(known)}")
-        if key in found:
-            raise Invalid(key_node, f"duplicate {what} '{key}'")
-        found[key] = value_node
-    return found
+def _as_limit(node: yaml.Node) -> int | None:
+    if isinstance(node, yaml.ScalarNode) and node.value == "unlimited":
+        return None
+    if isinstance(node, yaml.ScalarNode) and node.tag == INT:
+        return as_integer(node)
+    raise Invalid(node, f"expected a whole number or 'unlimited', got {kind_of(node)}")
 
 
 def as_growth(node: yaml.Node) -> float:
@@ -412,28 +489,13 @@ def as_size(node: yaml.Node) -> int:
                          f"{kind_of(node)}")
 
 
-def _field(fields: dict[str, yaml.Node], key: str, convert: Callable[[yaml.Node], T],
-           default: T | None = None) -> T:
-    """A small mapping's value for `key`, converted (errors name the key), or `default`
-    when the key is absent (then a default must be given, or the key checked as required)."""
-    if key not in fields:
-        assert default is not None  # noqa: S101 - callers check required keys first
-        return default
-    try:
-        return convert(fields[key])
-    except Invalid as exc:
-        raise Invalid(exc.node, f"{key}: {exc}") from None
-
-
 def as_log_overrides(node: yaml.Node) -> dict[str, object]:
     """The keys a `log:` mapping gives (the rest come from the daemon's defaults)."""
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a mapping of {', '.join(LOG_KEYS)}, got {kind_of(node)}")
-    converters: dict[str, Callable[[yaml.Node], object]] = {
+    return _Fields(node, LOG_KEYS, "key").converted({
         "max_bytes": as_size, "keep": as_integer, "split": as_boolean, "max_run_bytes": as_size,
-        "stdout": as_boolean, "stdout_rate": as_count, "timestamps": as_boolean}
-    fields = _keyed(node, LOG_KEYS, "key")
-    return {key: _field(fields, key, converters[key]) for key in fields}
+        "stdout": as_boolean, "stdout_rate": as_count, "timestamps": as_boolean})
 
 
 def as_history(node: yaml.Node) -> HistoryPolicy:
@@ -442,14 +504,9 @@ def as_history(node: yaml.Node) -> HistoryPolicy:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected true, false or a mapping of {', '.join(HISTORY_KEYS)}, "
                              f"got {kind_of(node)}")
-    fields = _keyed(node, HISTORY_KEYS, "key")
-    defaults = HistoryPolicy()
-    return HistoryPolicy(
-        enabled=_field(fields, "enabled", as_boolean, True),
-        keep_days=_field(fields, "keep_days", as_positive_duration_days, defaults.keep_days),
-        keep_runs_per_task=_field(fields, "keep_runs_per_task", as_count,
-                                  defaults.keep_runs_per_task),
-    )
+    return HistoryPolicy(**_Fields(node, HISTORY_KEYS, "key").converted({
+        "enabled": as_boolean, "keep_days": as_positive_duration_days,
+        "keep_runs_per_task": as_count}))
 
 
 def as_positive_duration_days(node: yaml.Node) -> float:
@@ -465,14 +522,10 @@ def _as_webhook(node: yaml.Node) -> Webhook:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a URL or a mapping of {', '.join(WEBHOOK_KEYS)}, got "
                              f"{kind_of(node)}")
-    fields = _keyed(node, WEBHOOK_KEYS, "key")
-    if "url" not in fields:
-        raise Invalid(node, "'url' is required")
-    return Webhook(
-        url=_field(fields, "url", _as_url),
-        headers=_field(fields, "headers", as_env_like, ()),
-        timeout=_field(fields, "timeout", as_positive_duration, 10.0),
-    )
+    fields = _Fields(node, WEBHOOK_KEYS, "key")
+    fields.require("url", "'url' is required")
+    return Webhook(**fields.converted({"url": _as_url, "headers": as_headers,
+                                       "timeout": as_positive_duration}))
 
 
 def _as_url(node: yaml.Node) -> str:
@@ -482,33 +535,29 @@ def _as_url(node: yaml.Node) -> str:
     return url
 
 
-def as_env_like(node: yaml.Node) -> tuple[tuple[str, str], ...]:
-    """A mapping of text to text (HTTP headers)."""
-    if not isinstance(node, yaml.MappingNode):
-        raise Invalid(node, f"expected a mapping of Name: value, got {kind_of(node)}")
-    return tuple((as_text(k), as_text(v, allow_empty=True)) for k, v in node.value)
+def as_headers(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    """HTTP headers: a mapping of text to text, in the file's order."""
+    return tuple(_texts_by_name(node, as_text, "header", "Name: value").items())
 
 
 def _as_hook(node: yaml.Node) -> HookAction:
     """A command (text or list), or a mapping of command, webhook and timeout."""
     if not isinstance(node, yaml.MappingNode):
         return HookAction(command=as_command(node))
-    fields = _keyed(node, HOOK_KEYS, "key")
-    if "command" not in fields and "webhook" not in fields:
-        raise Invalid(node, "give a command, a webhook, or both")
-    return HookAction(
-        command=_field(fields, "command", as_command) if "command" in fields else None,
-        webhook=_field(fields, "webhook", _as_webhook) if "webhook" in fields else None,
-        timeout=_field(fields, "timeout", as_positive_duration, 60.0),
-    )
+    fields = _Fields(node, HOOK_KEYS, "key")
+    if "command" not in fields.nodes and "webhook" not in fields.nodes:
+        fields.refuse(node, "give a command, a webhook, or both")
+    return HookAction(**fields.converted({"command": as_command, "webhook": _as_webhook,
+                                          "timeout": as_positive_duration}))
 
 
 def as_hooks(node: yaml.Node) -> tuple[tuple[HookEvent, HookAction], ...]:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a mapping of {', '.join(e.value for e in HookEvent)}, "
                              f"got {kind_of(node)}")
-    fields = _keyed(node, tuple(e.value for e in HookEvent), "hook")
-    return tuple((HookEvent(key), _field(fields, key, _as_hook)) for key in fields)
+    events = tuple(e.value for e in HookEvent)
+    actions = _Fields(node, events, "hook").converted(dict.fromkeys(events, _as_hook))
+    return tuple((HookEvent(key), action) for key, action in actions.items())
 
 
 CLUSTER_KEYS = ("redis", "name", "host_id", "max_load", "lease_ttl")
@@ -548,14 +597,8 @@ def as_cluster(node: yaml.Node) -> ClusterSettings:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a mapping of {', '.join(CLUSTER_KEYS)}, got "
                              f"{kind_of(node)}")
-    fields = _keyed(node, CLUSTER_KEYS, "key")
-    if "redis" not in fields:
-        raise Invalid(node, "'redis' (the Redis URL) is required")
-    defaults = ClusterSettings(redis="")
-    return ClusterSettings(
-        redis=_field(fields, "redis", _as_redis_url),
-        name=_field(fields, "name", _as_key_part, defaults.name),
-        host_id=_field(fields, "host_id", _as_key_part) if "host_id" in fields else None,
-        max_load=_field(fields, "max_load", _as_load, defaults.max_load),
-        lease_ttl=_field(fields, "lease_ttl", _as_lease_ttl, defaults.lease_ttl),
-    )
+    fields = _Fields(node, CLUSTER_KEYS, "key")
+    fields.require("redis", "'redis' (the Redis URL) is required")
+    return ClusterSettings(**fields.converted({
+        "redis": _as_redis_url, "name": _as_key_part, "host_id": _as_key_part,
+        "max_load": _as_load, "lease_ttl": _as_lease_ttl}))

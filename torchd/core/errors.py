@@ -9,18 +9,26 @@ class TorchdError(Exception):
     """Root of every error torchd raises on purpose."""
 
 
+EXCERPT_WIDTH = 100  # characters of a source line shown; a longer one is cut around the column
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
-    """One thing wrong with a task file, located as precisely as we can."""
+    """One thing wrong with a task file, located as precisely as we can: a YAML syntax
+    error also has its column and the text of its line (`source`)."""
 
     file: str
     line: int | None
     task: str | None
     field: str | None
     message: str
+    column: int | None = None  # 1-based, in characters
+    source: str | None = None
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}" if self.column is None else f":{self.line}:{self.column}"
         parts = [where]
         if self.task is not None:
             parts.append(f"task '{self.task}'")
@@ -28,6 +36,26 @@ class ConfigProblem:
             parts.append(self.field)
         parts.append(self.message)
         return ": ".join(parts)
+
+    def excerpt(self) -> tuple[str, ...]:
+        """The source line and a caret under the column, to print below the problem; none
+        when either is unknown. Tabs before the column are kept under it, so the caret
+        lines up wherever the terminal's tab stops are."""
+        if self.source is None or self.column is None:
+            return ()
+        at = self.column - 1
+        start = max(0, min(at - EXCERPT_WIDTH // 2, len(self.source) - EXCERPT_WIDTH))
+        shown = "".join(c if c.isprintable() or c == "\t" else "\ufffd"
+                        for c in self.source[start:start + EXCERPT_WIDTH])
+        lead = "..." if start else ""
+        tail = "..." if start + EXCERPT_WIDTH < len(self.source) else ""
+        before = (lead + shown[:at - start]).ljust(len(lead) + at - start)  # past the end
+        pad = "".join(c if c == "\t" else " " for c in before)
+        return f"    {lead}{shown}{tail}", f"    {pad}^"
+
+    def shown(self) -> str:
+        """The problem as a terminal shows it: its line, then the excerpt."""
+        return "\n".join((str(self), *self.excerpt()))
 
 
 class ConfigError(TorchdError):
