@@ -1,10 +1,13 @@
 """The operator's first hour (issue 23), through the real CLI: messages that say what to
-write, and usage errors that exit 2."""
+write, usage errors that exit 2, one way of writing times, `list`, the logs of a task that
+never started, and what a killed daemon left running."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 from croniter import croniter
 
-from tests.helpers import Daemon, torchd_cmd
+from tests.helpers import Daemon, lines, process_gone, torchd_cmd, wait_for
 
 Factory = Callable[..., Daemon]
 
@@ -134,7 +137,8 @@ def test_day_ranges_ending_on_sunday_and_wrapping_ranges_fire_as_croniter_has_th
     for name, text in schedules.items():
         oracle = croniter(text, start, second_at_beginning=len(text.split()) == 6)
         expected = [oracle.get_next(datetime).isoformat() for _ in range(12)]
-        assert json.loads(preview.stdout)[name] == expected, name
+        assert [datetime.fromisoformat(at) for at in json.loads(preview.stdout)[name]] == [
+            datetime.fromisoformat(at) for at in expected], name
 
 
 def test_a_wrapping_range_with_a_step_says_what_to_write(
@@ -171,14 +175,16 @@ def test_next_after_reads_a_skipped_or_repeated_wall_time_as_the_readme_says(
     def first_fires(after: str) -> list[str]:
         result = torchd("next", "-c", str(config), "-n", "2", "--json", "--after", after)
         assert result.returncode == 0, result.stderr
-        return list(json.loads(result.stdout)["hourly"])
+        # JSON is UTC; the same instants as the zone's wall times below
+        return [datetime.fromisoformat(at) for at in json.loads(result.stdout)["hourly"]]
 
+    at = datetime.fromisoformat
     assert first_fires("2026-03-08T02:15:00") == [
-        "2026-03-08T03:20:00-04:00", "2026-03-08T04:20:00-04:00"]
+        at("2026-03-08T03:20:00-04:00"), at("2026-03-08T04:20:00-04:00")]
     assert first_fires("2026-11-01T01:15:00") == [
-        "2026-11-01T01:20:00-04:00", "2026-11-01T01:20:00-05:00"]
+        at("2026-11-01T01:20:00-04:00"), at("2026-11-01T01:20:00-05:00")]
     assert first_fires("2026-11-01T01:15:00-05:00") == [
-        "2026-11-01T01:20:00-05:00", "2026-11-01T02:20:00-05:00"]
+        at("2026-11-01T01:20:00-05:00"), at("2026-11-01T02:20:00-05:00")]
 
 
 def check(config: Path) -> list[str]:
@@ -253,3 +259,146 @@ def test_every_bad_host_and_variable_is_reported(write_tasks: Callable[..., Path
         f"{config}:7: task 'a': env: N: expected text, got a number (3); quote it if you mean "
         "the text: '3'",
         "7 problems found; nothing was changed"]
+
+
+UTC_MS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # JSON: UTC to the millisecond
+TOKYO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+09:00"  # text: to the second, in the task's zone
+
+
+def test_every_verb_writes_times_by_one_rule(write_tasks: Callable[..., Path],
+                                            daemon_factory: Factory) -> None:
+    """JSON: UTC to the millisecond; text: the task's zone to the second (UTC with --utc),
+    whatever the host's zone, with the distance from now beside next fires."""
+    config = write_tasks("""
+        daemon: {timezone: UTC}
+        tasks:
+          - {name: tick, schedule: "@every 1s", command: "true", timezone: Asia/Tokyo}
+        """)
+    preview = torchd("next", "-c", str(config), "-n", "1")
+    assert re.fullmatch(rf"tick\n  {TOKYO}  \((in 1s|now)\)\n", preview.stdout), preview.stdout
+    assert re.fullmatch(UTC_MS, json.loads(torchd("next", "-c", str(config), "-n", "1",
+                                                  "--json").stdout)["tick"][0])
+    daemon = daemon_factory(config).start()
+    runs = wait_for(lambda: [r for r in json.loads(daemon.cli("history", "--json").stdout)
+                             if r["outcome"] == "ok"], message="an ended run")
+    assert all(re.fullmatch(UTC_MS, runs[0][key])
+               for key in ("at", "scheduled", "started", "ended"))
+    assert runs[0]["timezone"] == "Asia/Tokyo"
+    task = json.loads(daemon.cli("status", "--json").stdout)["tasks"][0]
+    assert re.fullmatch(UTC_MS, task["next_fire"])
+    assert re.fullmatch(UTC_MS, task["last_run"]["started"])
+    history = daemon.cli("history", "-n", "1").stdout.splitlines()
+    assert re.fullmatch(rf"\S+ +tick +{TOKYO} .*", history[1]), history
+    in_utc = daemon.cli("history", "-n", "1", "--utc").stdout.splitlines()
+    assert re.search(r" \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 ", in_utc[1]), in_utc
+    status = daemon.cli("status").stdout.splitlines()
+    row = next(line for line in status if line.startswith("tick "))
+    assert re.search(rf" {TOKYO} \((in \d+s|now)\) ", row), row
+
+
+def _columns(line: str) -> list[str]:
+    return re.split(r" {2,}", line.strip())
+
+
+def test_list_shows_the_tasks_by_next_fire_then_the_idle_ones_with_why(
+        write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """Like `systemctl list-timers`: NEXT, LEFT, LAST, PASSED, the task, the last run's
+    outcome, the schedule; the tasks that will not fire last, each with the reason."""
+    config = write_tasks("""
+        daemon: {timezone: UTC}
+        tasks:
+          - {name: a-often, schedule: "* * * * * *", command: "exit 3"}
+          - {name: b-hourly, schedule: "0 0 * * * *", command: "true"}
+          - {name: c-yearly, schedule: "0 0 0 1 1 *", command: "true"}
+          - {name: held, schedule: "@hourly", command: "true"}
+          - {name: turned-off, schedule: "@hourly", command: "true", enabled: false}
+          - {name: elsewhere, schedule: "@hourly", command: "true", hosts: ["203.0.113.7"]}
+          - {name: keeper, type: daemon, command: "sleep 300"}
+          - {name: boot, schedule: "@reboot", command: "true"}
+        """)
+    daemon = daemon_factory(config).start()
+    assert daemon.cli("pause", "held").returncode == 0
+
+    def listed_with_a_failed_run() -> list[list[str]] | None:
+        result = daemon.cli("list")
+        assert result.returncode == 0, result.stderr
+        table = [_columns(line) for line in result.stdout.splitlines()]
+        return table if table[1][-2:] == ["failed(3)", "* * * * * *"] else None
+
+    table = wait_for(listed_with_a_failed_run, message="the failed run listed")
+    assert table[0] == ["NEXT", "LEFT", "LAST", "PASSED", "TASK", "OUTCOME", "SCHEDULE"]
+    assert table[-1] == ["8 tasks listed."]
+    rows = {row[4]: row for row in table[1:-2]}
+    assert [row[4] for row in table[1:-2]] == [
+        "a-often", "b-hourly", "c-yearly", "boot", "elsewhere", "held", "keeper", "turned-off"]
+    often = rows["a-often"]
+    assert re.fullmatch(r"\S+\+00:00", often[0]), often
+    assert often[1] in ("in 1s", "now")
+    assert re.fullmatch(r"\S+\+00:00", often[2]), often
+    assert often[3].endswith(("s ago", "now"))
+    assert rows["elsewhere"] == ["-", "not for this host", "-", "-", "elsewhere", "-",
+                                 "@hourly"]
+    # NEXT, LEFT, OUTCOME, SCHEDULE (LAST and PASSED are times)
+    assert [row[:2] + row[5:] for row in (rows[n] for n in ("boot", "held", "keeper",
+                                                             "turned-off"))] == [
+        ["-", "at start only", "ok(0)", "@reboot"],
+        ["-", "paused", "-", "@hourly"],
+        ["-", "daemon task", "running", "-"],
+        ["-", "disabled", "-", "@hourly"]]
+    as_json = json.loads(daemon.cli("list", "--json").stdout)
+    assert [(t["name"], t["idle"]) for t in as_json][2:5] == [
+        ("c-yearly", None), ("boot", "at start only"), ("elsewhere", "not for this host")]
+    assert as_json[0]["last"]["outcome"] == "failed"
+    assert re.fullmatch(UTC_MS, as_json[0]["next_fire"])
+
+
+def test_logs_of_a_task_that_never_started_shows_why(write_tasks: Callable[..., Path],
+                                                    daemon_factory: Factory) -> None:
+    """A command that is not there: `logs` shows the start error like a run's output, from
+    the daemon and from the state dir alike, not "no record of a run"."""
+    config = write_tasks("""
+        tasks:
+          - {name: missing, schedule: "* * * * * *", command: ["/no/such/program"]}
+        """)
+    daemon = daemon_factory(config).start()
+    run = wait_for(lambda: json.loads(daemon.cli("history", "--json", "-n", "1").stdout),
+                   message="a start error")[0]
+    shown = daemon.cli("logs", "missing", "--run", run["run_id"])
+    assert (shown.returncode, shown.stdout) == (0, (
+        f"--- torchd {run['at']} start-error run={run['run_id']} fire={run['fire_id']} "
+        "error=No such file or directory: /no/such/program\n"))
+    latest = daemon.cli("logs", "missing")
+    assert latest.returncode == 0, latest.stderr
+    assert " start-error run=" in latest.stdout
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    assert daemon.cli("logs", "missing", "--run", run["run_id"]).stdout == shown.stdout
+
+
+def test_status_after_a_kill_9_counts_the_runs_left_behind(
+        tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
+    """`status` of a daemon killed with SIGKILL names the process groups it left running
+    (those the next start ends), and after that start, none."""
+    pids = tmp_path / "pids"
+    config = write_tasks(f"""
+        tasks:
+          - {{name: keeper, type: daemon, command: "echo $$ >> {pids}; exec sleep 300"}}
+        """)
+    daemon = daemon_factory(config).start()
+    wait_for(lambda: lines(pids), message="the keeper's pid")
+    daemon.descendants()  # remembered for the teardown
+    daemon.signal(signal.SIGKILL)
+    daemon.wait_exit()
+    keeper = int(lines(pids)[0])
+    status = daemon.cli("status")
+    assert (status.returncode, status.stdout) == (3, (
+        f"torchd is not running (state dir {daemon.state_dir})\n"
+        f"1 process group left by a daemon that died is still running (pid {keeper}); the "
+        "next start ends it\n"))
+    assert json.loads(daemon.cli("status", "--json").stdout)["leftover_groups"] == [keeper]
+    successor = daemon_factory(config).start()
+    wait_for(lambda: process_gone(keeper), message="the left run ended by the next start")
+    successor.signal(signal.SIGTERM)
+    assert successor.wait_exit() == 0
+    assert daemon.cli("status").stdout == (
+        f"torchd is not running (state dir {daemon.state_dir})\n")

@@ -226,7 +226,7 @@ def test_check_and_next(tmp_path: Path, write_tasks: Callable[..., Path]) -> Non
     assert nxt.returncode == 0
     times = json.loads(nxt.stdout)["quarter"]
     assert len(times) == 3
-    assert all(t.endswith((":00:00+00:00", ":15:00+00:00", ":30:00+00:00", ":45:00+00:00"))
+    assert all(t.endswith((":00:00.000Z", ":15:00.000Z", ":30:00.000Z", ":45:00.000Z"))
                for t in times)
     human = torchd("next", "-c", str(config), "-n", "1")
     assert "keeper  (daemon task: kept running, no schedule)" in human.stdout
@@ -400,14 +400,17 @@ def test_next_previews_a_dst_day_from_any_instant(write_tasks: Callable[..., Pat
              timezone: America/New_York}
         """)
     preview = torchd("next", "-c", str(config), "-n", "3", "--after",
-                     "2026-11-01T00:00:00-04:00", "--json")
+                     "2026-11-01T00:00:00-04:00")
     assert preview.returncode == 0, preview.stderr
-    assert json.loads(preview.stdout) == {
-        "nightly": ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00",
-                    "2026-11-03T01:30:00-05:00"],
-        "hourly": ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00",
-                   "2026-11-01T02:00:00-05:00"],
-    }
+    assert preview.stdout.splitlines() == [  # text: in the task's zone
+        "nightly", "  2026-11-01T01:30:00-04:00", "  2026-11-02T01:30:00-05:00",
+        "  2026-11-03T01:30:00-05:00",
+        "hourly", "  2026-11-01T01:00:00-04:00", "  2026-11-01T01:00:00-05:00",
+        "  2026-11-01T02:00:00-05:00"]
+    as_json = torchd("next", "-c", str(config), "-n", "3", "--after",
+                     "2026-11-01T00:00:00-04:00", "--json")
+    assert json.loads(as_json.stdout)["hourly"] == [  # JSON: in UTC
+        "2026-11-01T05:00:00.000Z", "2026-11-01T06:00:00.000Z", "2026-11-01T07:00:00.000Z"]
     naive = torchd("next", "-c", str(config), "nightly", "-n", "1", "--after",
                    "2026-03-08T06:00:00")  # no offset: daemon.timezone (UTC)
     assert naive.stdout.splitlines() == ["nightly", "  2026-03-08T01:30:00-05:00"]

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.helpers import Daemon, lines, process_gone, torchd_cmd, wait_for
+from torchd.core.timefmt import iso_utc
 
 pytestmark = pytest.mark.e2e
 Factory = Callable[..., Daemon]
@@ -83,7 +84,7 @@ def test_history_records_outcomes_and_filters(write_tasks: Callable[..., Path],
     assert history(daemon, "--since", "1h")
     # Tasks keep firing while the CLI runs, so "--since 0s" may see runs that start after
     # its cutoff, but never one that started before it.
-    cutoff = time.time()
+    cutoff = iso_utc(time.time())  # the JSON form sorts as time does
     recent = history(daemon, "--since", "0s", "-n", "1000")
     assert all(r["at"] >= cutoff for r in recent)
     assert bad["run_id"] not in {r["run_id"] for r in recent}

@@ -166,8 +166,8 @@ def test_dry_run_shows_the_diff_and_changes_nothing(
     out = result.stdout.splitlines()
     assert out[1:5] == ["1 added, 1 changed, 1 removed, 0 unchanged", "  + c",
                         "  ~ a (schedule)", "  - b"]
-    assert any(line.startswith("  next fires of a: ") and "T12:00:00.000Z" in line
-               for line in out)
+    assert any(line.startswith("  next fires of a: ") and "T12:00:00+00:00" in line
+               for line in out)  # text: in the task's zone, to the second
     assert [t["name"] for t in status(daemon)["tasks"]] == ["a", "b"]
     assert status(daemon)["generation"] == 1
 

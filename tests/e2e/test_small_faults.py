@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.e2e.test_operations import as_json, ok, submit
 from tests.helpers import Daemon, full_filesystem, wait_for
-from torchd.core.clock import iso_utc
+from torchd.core.timefmt import iso_utc
 
 Factory = Callable[..., Daemon]
 

@@ -4,10 +4,11 @@ daemon, printing problems and tables."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from torchd.config.source import daemon_file, load_config
 from torchd.control import client
 from torchd.core.errors import ConfigError, UsageError
 from torchd.core.model import Config
+from torchd.core.schedule.zones import ZoneError, load_zone
+from torchd.core.timefmt import from_iso, local_iso
 from torchd.store.pidfile import running_pid
 from torchd.store.statedir import StatePaths
 from torchd.system.hostinfo import local_identity
@@ -123,18 +126,39 @@ def not_running(state_dir: Path) -> int:
 
 
 def print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print(("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths,
-                                                                       strict=False))
-               + "  " + str(row[-1])).rstrip())
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ("  ".join([*map(str.ljust, row, widths), row[-1]]).rstrip() for row in rows)
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
-def stamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+def outcome_text(run: dict[str, Any]) -> str:
+    """A run's outcome with its exit code or signal: `ok(0)`, `failed(3)`, `killed(sig15)`."""
+    code = run["exit_code"] if run["signal"] is None else f"sig{run['signal']}"
+    return f"{run['outcome']}({code})"
 
 
-def print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | None) -> None:
+@functools.lru_cache(maxsize=256)
+def text_zone(name: str | None, utc: bool = False) -> tzinfo | None:
+    """The zone a time of a task or daemon zoned `name` is shown in as text: UTC with
+    --utc; None (this host's zone) when the zone is not known or this host cannot load it
+    (a rule or file only the daemon's host has)."""
+    if utc:
+        return UTC
+    if name is None:
+        return None
+    try:
+        return load_zone(name)
+    except ZoneError:
+        return None
+
+
+def text_time(iso: str, zone: str | None, utc: bool) -> str:
+    """A reply's time (the JSON form) as text: see core.timefmt."""
+    return local_iso(from_iso(iso), text_zone(zone, utc))
+
+
+def print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | None,
+                  zones: dict[str, str] | None = None, utc: bool = False) -> None:
     """The names of what changed, or only how many where the daemon sent counts."""
     def listed(key: str) -> Any:
         return changes[key] if not isinstance(changes[key], int) else {}
@@ -152,4 +176,5 @@ def print_changes(changes: dict[str, Any], next_fires: dict[str, list[str]] | No
     for name in removed:
         print(f"  - {name}")
     for name, times in (next_fires or {}).items():
-        print(f"  next fires of {name}: {', '.join(times) or 'none'}")
+        shown = [text_time(t, (zones or {}).get(name), utc) for t in times]
+        print(f"  next fires of {name}: {', '.join(shown) or 'none'}")

@@ -23,11 +23,13 @@ from torchd.cli.common import (
     call,
     load_or_report,
     not_running,
+    outcome_text,
     print_changes,
     print_problems,
     print_table,
     resolve_state_dir,
     socket_path,
+    text_zone,
 )
 from torchd.config.loader import ParseCache
 from torchd.control import client
@@ -37,6 +39,7 @@ from torchd.core.errors import (
     TorchdError,
 )
 from torchd.core.model import Config
+from torchd.core.timefmt import from_iso, local_iso, relative, span
 from torchd.store.pidfile import running_pid
 from torchd.store.statedir import StatePaths
 from torchd.system.logformat import formatter_for
@@ -202,7 +205,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(reply, indent=2))
         else:
-            _print_plan(reply)
+            _print_plan(reply, args.utc)
         return EXIT_OK
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -214,31 +217,24 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK if reply["ok"] else EXIT_CONFIG
 
 
-def _print_plan(reply: dict[str, Any]) -> None:
+def _print_plan(reply: dict[str, Any], utc: bool) -> None:
     """What a reload would change; when the daemon runs the file as it is, say so, and
     what the reload that applied it changed (with `watch: true` the daemon applied an edit
     before any dry run could see it)."""
     last = reply["last_reload"]
     if reply["config_hash"] != reply["running_hash"] or last is None:
         print(f"dry run: {reply['config_file']} (hash {reply['config_hash']}) would give:")
-        print_changes(reply["changes"], reply["next_fires"])
+        print_changes(reply["changes"], reply["next_fires"], reply["timezones"], utc)
         return
+    at = from_iso(last["time"])
+    when = f"{local_iso(at, text_zone(reply['timezone'], utc))} ({relative(at, time.time())})"
     how = ("the daemon watches it and has already applied it" if reply["watching"]
            else "the daemon already runs it")
     print(f"dry run: nothing to reload: {reply['config_file']} (hash {reply['config_hash']}) "
           f"is unchanged; {how} (generation {reply['generation']}, {last['source']} at "
-          f"{last['time']}), which gave:")
+          f"{when}), which gave:")
     if last["changes"] is not None:
         print_changes(last["changes"], None)
-
-
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{days}d{hours}h{minutes}m" if days else f"{hours}h{minutes}m{secs}s"
-    return text if hours or days else f"{minutes}m{secs}s"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -251,21 +247,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"torchd: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if status is None:
-        if args.json:
-            print(json.dumps({"running": False, "state_dir": str(state_dir)}))
-        else:
-            print(f"torchd is not running (state dir {state_dir})")
-        return EXIT_NOT_RUNNING
+        return _not_running_status(state_dir, as_json=args.json)
     if args.json:
         print(json.dumps({"running": True, **status}, indent=2))
         return EXIT_OK
+    now = time.time()
+
+    def when(iso: str, zone: str | None = status["timezone"]) -> str:
+        at = from_iso(iso)
+        return f"{local_iso(at, text_zone(zone, args.utc))} ({relative(at, now)})"
+
     last = status["last_reload"]
     print(f"torchd {status['version']} running, pid {status['pid']}, "
-          f"up {_age(status['uptime'])}")
+          f"up {span(status['uptime'])}")
     print(f"config {status['config_file']} (hash {status['config_hash']}, "
           f"generation {status['generation']})")
     print(f"last reload: {'ok' if last['ok'] else 'REJECTED'} ({last['source']}) at "
-          f"{last['time']}")
+          f"{when(last['time'])}")
     for error in last["errors"]:
         print(f"  {error}")
     if "containment" in status:
@@ -273,7 +271,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         subreaper = "child subreaper" if containment["subreaper"] else "no child subreaper"
         print(f"process containment: {containment['cgroups']}; {subreaper}")
     for problem in status.get("problems", ()):
-        print(f"PROBLEM ({problem['key']}, since {problem['since']}): {problem['message']}")
+        print(f"PROBLEM ({problem['key']}, since {when(problem['since'])}): "
+              f"{problem['message']}")
     rows = [("TASK", "TYPE", "SCHEDULE", "HERE", "NEXT FIRE", "RUNNING", "LAST")]
     for task in status["tasks"]:
         here = "yes" if task["for_this_host"] else "no"
@@ -284,16 +283,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         last_run = task["last_run"]
         last_text = "-"
         if last_run:
-            code = last_run["exit_code"] if last_run["signal"] is None else \
-                f"sig{last_run['signal']}"
-            last_text = f"{last_run['outcome']}({code}) {last_run['ended'] or ''}".strip()
+            ended = last_run["ended"]
+            last_text = (f"{outcome_text(last_run)} "
+                         f"{when(ended, task['timezone']) if ended else ''}").strip()
         if task["last_start_error"]:
             last_text = f"start-error: {task['last_start_error']}"
+        next_fire = task["next_fire"]
         rows.append((task["name"], task["type"], task["schedule"] or "-", here,
-                     task["next_fire"] or "-",
+                     when(next_fire, task["timezone"]) if next_fire else "-",
                      ",".join(str(p) for p in task["running"]) or "-", last_text))
     print_table(rows)
     return EXIT_OK
+
+
+def _not_running_status(state_dir: Path, *, as_json: bool) -> int:
+    """No daemon: say so, and what a daemon killed with SIGKILL left running, which the
+    next start ends."""
+    from torchd.process.journal import leftover_groups  # noqa: PLC0415
+
+    groups = sorted(leftover_groups(StatePaths(state_dir).children))
+    if as_json:
+        print(json.dumps({"running": False, "state_dir": str(state_dir),
+                          "leftover_groups": groups}))
+        return EXIT_NOT_RUNNING
+    print(f"torchd is not running (state dir {state_dir})")
+    if len(groups) == 1:
+        print(f"1 process group left by a daemon that died is still running (pid "
+              f"{groups[0]}); the next start ends it")
+    elif groups:
+        print(f"{len(groups)} process groups left by a daemon that died are still running "
+              f"(pids {', '.join(map(str, groups))}); the next start ends them")
+    return EXIT_NOT_RUNNING
 
 
 def _cluster_status(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """Command line: the parser and `main`, the only place that turns errors into exit codes.
 The commands are in taskfile (check, next), lifecycle (run, start, stop, reload,
-status) and operations (trigger, kill, pause, resume, history, logs, submit).
+status), tasklist (list) and operations (trigger, kill, pause, resume, history, logs,
+submit).
 
 Exit codes: 0 success; 1 failure (not running, already running, timed out, daemon error);
 2 invalid task file or bad usage; 3 `status` when no daemon is running.
@@ -27,6 +28,7 @@ from torchd.cli.operations import (
     cmd_trigger,
 )
 from torchd.cli.taskfile import cmd_check, cmd_next
+from torchd.cli.tasklist import cmd_list
 from torchd.core.errors import TorchdError, UsageError
 
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str, *, config: str = "none", state: bool = True,
-            json_flag: bool = False) -> argparse.ArgumentParser:
+            json_flag: bool = False, times: bool = False) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         if config == "required":
             command.add_argument("-c", "--config", required=True,
@@ -48,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--state-dir", help="pidfile, socket and logs (overrides "
                                  "daemon.state_dir and $TORCHD_STATE_DIR)")
         if json_flag:
-            command.add_argument("--json", action="store_true", help="machine-readable output")
+            command.add_argument("--json", action="store_true", help="machine-readable output "
+                                 "(times in UTC to the millisecond)")
+        if times:
+            command.add_argument("--utc", action="store_true",
+                                 help="times in UTC (default: each task's zone)")
         return command
 
     run = add("run", "run in the foreground, logging to stderr", config="required")
@@ -66,20 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="grace period before survivors are killed (default 10)")
     stop.set_defaults(func=cmd_stop)
     reload = add("reload", "validate the task file, then apply it", config="optional",
-                 json_flag=True)
+                 json_flag=True, times=True)
     reload.add_argument("--dry-run", action="store_true",
                         help="print what would change and the next fires; send nothing")
     reload.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the daemon's answer (default 60)")
     reload.set_defaults(func=cmd_reload)
-    status = add("status", "show the daemon and its tasks", config="optional", json_flag=True)
+    status = add("status", "show the daemon and its tasks", config="optional", json_flag=True,
+                 times=True)
     status.add_argument("--cluster", action="store_true",
                         help="the cluster's live hosts, lease holders and config drift")
     status.set_defaults(func=cmd_status)
+    listing = add("list", "the tasks by next fire, with their last run", config="optional",
+                  json_flag=True, times=True)
+    listing.set_defaults(func=cmd_list)
     check = add("check", "validate a task file", config="required", state=False)
     check.set_defaults(func=cmd_check)
     nxt = add("next", "print the next fire times", config="required", state=False,
-              json_flag=True)
+              json_flag=True, times=True)
     nxt.add_argument("task", nargs="?", help="only this task")
     nxt.add_argument("-n", "--count", type=int, default=5, help="fires per task (default 5)")
     nxt.add_argument("--after", metavar="TIME",
@@ -92,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
     history = add("history", "list recorded runs, newest first", config="optional",
-                  json_flag=True)
+                  json_flag=True, times=True)
     history.add_argument("task", nargs="?", help="only this task")
     history.add_argument("-n", "--count", type=int, default=20, help="how many (default 20)")
     history.add_argument("--failed", action="store_true",
@@ -127,7 +137,7 @@ def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
     logs.add_argument("--stderr", action="store_true", help="the stderr log (log.split)")
     logs.set_defaults(func=cmd_logs)
     submit = add("submit", "run a one-off command through the daemon, now or at a time",
-                 config="optional", json_flag=True)
+                 config="optional", json_flag=True, times=True)
     submit.add_argument("--at", metavar="TIME",
                         help="ISO 8601 time (without offset: daemon.timezone) or a delay "
                              "such as 10m; default now")

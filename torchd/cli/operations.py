@@ -19,10 +19,10 @@ from torchd.cli.common import (
     print_table,
     resolve_state_dir,
     socket_path,
-    stamp,
+    text_time,
 )
 from torchd.control import client
-from torchd.control.verbs import at_problem
+from torchd.control.verbs import at_problem, run_row
 from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
 from torchd.store.statedir import StatePaths
@@ -120,8 +120,9 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"torchd: no run history in {state_dir} (no {database.name}: no daemon has "
                   "run with this state dir, or daemon.history is off)", file=sys.stderr)
             return EXIT_FAIL
-        result = {"runs": query_runs(database, task=args.task,
-                                     limit=args.count, failed=args.failed, since=since)}
+        found = query_runs(database, task=args.task, limit=args.count, failed=args.failed,
+                           since=since)
+        result = {"runs": [run_row(row, None) for row in found]}
     runs = result["runs"]
     if args.json:
         print(json.dumps(runs, indent=2))
@@ -135,9 +136,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         if run["signal"] is not None:
             code = f"sig{run['signal']}"
         duration = "-" if run["duration"] is None else f"{run['duration']:.3f}s"
-        rows.append((run["run_id"], run["task"], stamp(run["at"]), duration,
-                     run["outcome"] or "running", code, run["trigger"] or "-",
-                     run["reason"] or ""))
+        at = text_time(run["at"], run["timezone"], args.utc)
+        rows.append((run["run_id"], run["task"], at, duration, run["outcome"] or "running",
+                     code, run["trigger"] or "-", run["reason"] or ""))
     print_table(rows)
     return EXIT_OK
 
@@ -210,5 +211,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"submitted {result['task']}: runs at {result['at']}")
+        at = text_time(result["at"], result["timezone"], args.utc)
+        print(f"submitted {result['task']}: runs at {at}")
     return EXIT_OK

@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 
-from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, load_or_report
+from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, load_or_report, text_zone
 from torchd.config.onthishost import missing_here
 from torchd.core.model import TaskKind
 from torchd.core.schedule.cronexpr import RebootSchedule, upcoming
-from torchd.core.schedule.zones import load_zone, parse_instant
+from torchd.core.schedule.zones import parse_instant
+from torchd.core.timefmt import iso_utc, local_iso, relative
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -30,10 +30,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in missing_here(config):
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
-
-
-def _local_iso(ts: float, zone: str) -> str:
-    return datetime.fromtimestamp(ts, load_zone(zone)).isoformat()
 
 
 def _instant(text: str, zone: str) -> float | None:
@@ -61,27 +57,30 @@ def cmd_next(args: argparse.Namespace) -> int:
                   "2026-11-01T00:00:00-04:00 or 2026-11-01T04:00:00Z", file=sys.stderr)
             return EXIT_CONFIG
         now = after
-    result: dict[str, list[str]] = {}
+    fires: dict[str, list[float]] = {}
     notes: dict[str, str] = {}
     for spec in tasks:
+        fires[spec.name] = []
         if spec.kind is TaskKind.DAEMON:
             notes[spec.name] = "daemon task: kept running, no schedule"
-            result[spec.name] = []
         elif isinstance(spec.schedule, RebootSchedule):
             notes[spec.name] = "runs once when the daemon starts"
-            result[spec.name] = []
         else:
             assert spec.schedule is not None  # noqa: S101 - cron tasks have one
-            result[spec.name] = [_local_iso(t, spec.timezone)
-                                 for t in upcoming(spec.schedule, now, args.count)]
+            fires[spec.name] = upcoming(spec.schedule, now, args.count)
         if not spec.active:
             notes[spec.name] = "disabled" if not spec.enabled else "not for this host"
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({name: [iso_utc(t) for t in times] for name, times in fires.items()},
+                         indent=2))
         return EXIT_OK
-    for name, times in result.items():
+    zones = {spec.name: spec.timezone for spec in tasks}
+    for name, times in fires.items():
         note = f"  ({notes[name]})" if name in notes else ""
         print(f"{name}{note}")
-        for stamp in times:
-            print(f"  {stamp}")
+        zone = text_zone(zones[name], args.utc)
+        for fire in times:
+            # from now, unless previewing another instant (--after)
+            distance = f"  ({relative(fire, now)})" if args.after is None else ""
+            print(f"  {local_iso(fire, zone)}{distance}")
     return EXIT_OK

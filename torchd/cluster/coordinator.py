@@ -45,6 +45,7 @@ from redis import exceptions as redis_errors
 
 from torchd.core.health import Health
 from torchd.core.model import Claim, ClusterSettings
+from torchd.core.timefmt import iso_utc
 
 log = logging.getLogger("torchd.cluster")
 T = TypeVar("T")
@@ -139,6 +140,14 @@ class Unavailable(Exception):
 def _host_of(claimant: str) -> str:
     """The host id in a fire key's value ('HOST_ID NONCE'; '' stays '')."""
     return claimant.rsplit(" ", 1)[0]
+
+
+def _beat_view(beat: dict[str, Any]) -> dict[str, Any]:
+    """A heartbeat as `status --cluster` shows it: its time in the JSON form (Redis keeps
+    epoch seconds)."""
+    if isinstance(beat.get("time"), int | float):
+        beat["time"] = iso_utc(beat["time"])
+    return beat
 
 
 def host_load() -> float:
@@ -494,7 +503,8 @@ class Cluster:
             leases = await self._ask(lambda: self._values("lease"), probe=True)
         except Unavailable as exc:
             return {"name": self.settings.name, "host_id": self.host_id, "error": str(exc)}
-        beats = sorted((json.loads(v) for v in hosts.values()), key=lambda b: b["host_id"])
+        beats = sorted((_beat_view(json.loads(v)) for v in hosts.values()),
+                       key=lambda b: b["host_id"])
         hashes = {beat.get("config_hash") for beat in beats}
         skewed = {beat["host_id"]: beat["clock_skew"] for beat in beats
                   if abs(beat.get("clock_skew") or 0.0) > SKEW_WARNING}

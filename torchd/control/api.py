@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
+from torchd.control.listing import list_rows
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.verbs import (
     ClusterView,
@@ -21,6 +22,8 @@ from torchd.control.verbs import (
     KilledRun,
     KillReply,
     LastReload,
+    ListReply,
+    ListTasks,
     Logs,
     LogsReply,
     Pause,
@@ -43,8 +46,9 @@ from torchd.control.verbs import (
     Trigger,
     TriggerReply,
     at_problem,
+    run_row,
 )
-from torchd.core.clock import Clock, iso_utc
+from torchd.core.clock import Clock
 from torchd.core.durations import parse_duration
 from torchd.core.errors import ConfigError, SchedulerError
 from torchd.core.events import Event, FireSettled, FireSkipped, RunEnded, RunNotStarted
@@ -52,6 +56,7 @@ from torchd.core.hostmatch import check_pattern, hosts_match
 from torchd.core.model import Catchup, Config, TaskKind, TaskSpec, name_problem
 from torchd.core.schedule.bounded import AtSchedule
 from torchd.core.schedule.zones import parse_instant
+from torchd.core.timefmt import iso_utc
 from torchd.store.history import HistoryWriter, query_runs
 from torchd.store.logview import NoSuchRunError, follow_chunk, read_logs
 from torchd.store.opstate import JsonFile
@@ -108,9 +113,10 @@ class ControlApi:
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Ping: self.ping, LastReload: self.last_reload, Status: self.status,
-            Plan: self.plan, Reload: self.reload, Stop: self.stop, Trigger: self.trigger,
-            Kill: self.kill, Pause: self.pause, Resume: self.resume, Logs: self.logs,
-            History: self.history, Submit: self.submit, ClusterView: self.cluster,
+            ListTasks: self.list_tasks, Plan: self.plan, Reload: self.reload, Stop: self.stop,
+            Trigger: self.trigger, Kill: self.kill, Pause: self.pause, Resume: self.resume,
+            Logs: self.logs, History: self.history, Submit: self.submit,
+            ClusterView: self.cluster,
         }
 
     async def handle(self, request: Request) -> Any:
@@ -166,6 +172,9 @@ class ControlApi:
 
     async def status(self, _request: Status) -> StatusReply:
         return self._daemon.status()
+
+    async def list_tasks(self, _request: ListTasks) -> ListReply:
+        return {"tasks": list_rows(self._daemon.status()["tasks"])}
 
     async def plan(self, _request: Plan) -> PlanReply:
         try:
@@ -237,9 +246,12 @@ class ControlApi:
     # ----- records -----------------------------------------------------------------------
     async def history(self, request: History) -> HistoryReply:
         await self._flush()
-        runs = await _reading_history(query_runs, self._paths.history, task=request.task,
+        rows = await _reading_history(query_runs, self._paths.history, task=request.task,
                                       limit=request.limit or 20, failed=request.failed,
                                       since=request.since)
+        config = self._config()
+        zones = {task.name: task.timezone for task in config.tasks}
+        runs = [run_row(row, zones.get(row["task"], config.daemon.timezone)) for row in rows]
         return {"enabled": self._history is not None, "runs": runs}
 
     async def logs(self, request: Logs) -> LogsReply:
@@ -290,7 +302,7 @@ class ControlApi:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
         self._save_submitted()
         log.info("task %s submitted: runs at %s: %s", task, iso_utc(at), " ".join(command))
-        return {"task": task, "at": iso_utc(at)}
+        return {"task": task, "at": iso_utc(at), "timezone": self._config().daemon.timezone}
 
     def _admit_submitted(self, entry: dict[str, Any]) -> None:
         config = self._config()

@@ -3,6 +3,7 @@ its reply holds. Pure. Transports (the Unix socket today) decode a JSON object i
 verb's request with `parse_request` and send back what `control.api` returns.
 
 A request is `{"cmd": VERB, ...fields}`; a field left out or null takes its default.
+Every time in a reply is ISO 8601 in UTC to the millisecond (`core.timefmt.iso_utc`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, ClassVar, NotRequired, TypedDict
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
+from torchd.core.timefmt import iso_utc
 
 
 # ----- replies ---------------------------------------------------------------------------
@@ -23,7 +25,7 @@ class ReloadRecord(TypedDict):
 
     seq: int  # the number of reload attempts since start, this one included
     source: str  # request | signal | file change | start
-    time: str  # ISO 8601, UTC
+    time: str
     ok: bool
     config_hash: str | None  # of the config applied; None if rejected
     changes: dict[str, Any] | None  # added, changed (with keys), removed, unchanged
@@ -47,6 +49,7 @@ class StatusReply(TypedDict):
     state_dir: str
     config_file: str
     config_hash: str
+    timezone: str  # daemon.timezone: the zone of the daemon's own times in text
     generation: int
     last_reload: ReloadRecord | None
     runs_running: int
@@ -55,11 +58,34 @@ class StatusReply(TypedDict):
     tasks: list[dict[str, object]]  # one snapshot per task: see the README
 
 
+class LastRun(TypedDict):
+    at: str  # when it started, or failed to start
+    outcome: str  # a run's outcome; `running` for one going on; `start-error`
+    exit_code: int | None
+    signal: int | None
+    error: str | None  # why it could not start
+
+
+class ListRow(TypedDict):
+    name: str
+    next_fire: str | None
+    idle: str | None  # why next_fire is None: see control.listing.idle_reason
+    last: LastRun | None
+    schedule: str | None
+    timezone: str
+
+
+class ListReply(TypedDict):
+    tasks: list[ListRow]
+
+
 class PlanReply(TypedDict):
     config_file: str
     config_hash: str  # of the file as it is now
     changes: dict[str, Any]  # from the running config to the file
     next_fires: dict[str, list[str]]
+    timezones: dict[str, str]  # the zone of each task in next_fires
+    timezone: str  # the running config's daemon.timezone
     running_hash: str  # of the config the daemon runs
     generation: int  # reload attempts since start
     watching: bool  # the daemon applies edits of the file itself
@@ -118,12 +144,27 @@ class LogsReply(TypedDict):
 
 class HistoryReply(TypedDict):
     enabled: bool
-    runs: list[dict[str, Any]]  # rows as `history --json`
+    runs: list[dict[str, Any]]  # rows as `history --json`: see run_row
 
 
 class SubmitReply(TypedDict):
     task: str  # submit:NAME
-    at: str  # ISO 8601, UTC
+    at: str
+    timezone: str  # the submission's zone: daemon.timezone
+
+
+RUN_TIMES = ("scheduled", "at", "started", "ended")  # the history's columns holding a time
+
+
+def run_row(row: dict[str, Any], timezone: str | None) -> dict[str, Any]:
+    """A row of the run history as replies and `history --json` give it: its columns, the
+    times in the JSON form, and `timezone`, its task's zone (None when the history is read
+    without a daemon, which alone knows the zones)."""
+    shown = {**row, "timezone": timezone}
+    for column in RUN_TIMES:
+        if shown.get(column) is not None:
+            shown[column] = iso_utc(shown[column])
+    return shown
 
 
 # ----- requests ------------------------------------------------------------------------
@@ -164,6 +205,14 @@ class Status:
     """Reply: StatusReply, documented in the README as `status --json`."""
 
     verb: ClassVar[str] = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class ListTasks:
+    """Reply: ListReply, every task with its next fire (or why none), its last run and
+    schedule, soonest first (see control.listing)."""
+
+    verb: ClassVar[str] = "list"
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +327,11 @@ class ClusterView:
     verb: ClassVar[str] = "cluster"
 
 
-Request = (Ping | LastReload | Status | Plan | Reload | Stop | Trigger | Kill | Pause | Resume
-           | Logs | History | Submit | ClusterView)
+Request = (Ping | LastReload | Status | ListTasks | Plan | Reload | Stop | Trigger | Kill
+           | Pause | Resume | Logs | History | Submit | ClusterView)
 VERBS: dict[str, type[Request]] = {cls.verb: cls for cls in (
-    Ping, LastReload, Status, Plan, Reload, Stop, Trigger, Kill, Pause, Resume, Logs, History,
-    Submit, ClusterView)}
+    Ping, LastReload, Status, ListTasks, Plan, Reload, Stop, Trigger, Kill, Pause, Resume,
+    Logs, History, Submit, ClusterView)}
 
 _KINDS: dict[str, tuple[type, ...]] = {
     "str": (str,), "bool": (bool,), "int": (int,), "float": (int, float),

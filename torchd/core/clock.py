@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -22,11 +21,3 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-
-def utc_from_timestamp(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def iso_utc(ts: float) -> str:
-    """ISO 8601 in UTC with a Z suffix and whole milliseconds."""
-    return utc_from_timestamp(ts).isoformat(timespec="milliseconds").replace("+00:00", "Z")

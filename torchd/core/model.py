@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
-from torchd.core.clock import iso_utc
 from torchd.core.fastinit import fast_constructor
 from torchd.core.schedule.cronexpr import Schedule
+from torchd.core.timefmt import iso_utc
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 

@@ -25,7 +25,7 @@ from torchd.control.api import SUBMIT_PREFIX, ControlApi
 from torchd.control.server import ControlServer
 from torchd.control.verbs import PingReply, PlanReply, ReloadRecord, StatusReply
 from torchd.core.catchup import ahead_of_the_clock
-from torchd.core.clock import Clock, SystemClock, iso_utc
+from torchd.core.clock import Clock, SystemClock
 from torchd.core.errors import ConfigError, ConfigProblem, TorchdError
 from torchd.core.events import (
     EventBus,
@@ -40,6 +40,7 @@ from torchd.core.health import Health
 from torchd.core.model import Config, TaskKind
 from torchd.core.reloadplan import ReloadPlan, apply_delay, describe, plan
 from torchd.core.schedule.cronexpr import upcoming
+from torchd.core.timefmt import iso_utc
 from torchd.daemon.hooks import HookRunner
 from torchd.daemon.sdnotify import notify
 from torchd.daemon.watcher import FileWatcher
@@ -599,6 +600,7 @@ class App:
             "state_dir": str(self._paths.root),
             "config_file": str(self._config_path),
             "config_hash": config.digest,
+            "timezone": config.daemon.timezone,
             "generation": self._reload_seq,
             "last_reload": self._last_reload,
             "runs_running": self._scheduler.running_count(),
@@ -610,13 +612,15 @@ class App:
 
     async def plan(self) -> PlanReply:
         new, diff = await self._parse(for_apply=False)
-        cron_names = [n for n in (*diff.added, *diff.changed)
-                      if new.by_name()[n].kind is TaskKind.CRON]
+        tasks = new.by_name()
+        cron_names = [n for n in (*diff.added, *diff.changed) if tasks[n].kind is TaskKind.CRON]
         return {
             "config_file": str(self._config_path),
             "config_hash": new.digest,
             "changes": diff.as_dict(),
             "next_fires": preview_fires(new, cron_names, PREVIEW_FIRES, time.time()),
+            "timezones": {name: tasks[name].timezone for name in cron_names},
+            "timezone": self._current_config().daemon.timezone,
             "running_hash": self._current_config().digest,
             "generation": self._reload_seq,
             "watching": self._watcher is not None,

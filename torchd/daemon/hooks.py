@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchd.core.clock import Clock, iso_utc
+from torchd.core.clock import Clock
 from torchd.core.events import Event, FireMissed, RunEnded, RunNotStarted, RunStarted
 from torchd.core.model import HookAction, HookEvent, LogPolicy, RunOutcome, Trigger, Webhook
 from torchd.core.runid import new_run_id
+from torchd.core.timefmt import iso_utc
 from torchd.process.cgroups import RunCgroupParent
 from torchd.process.runner import LaunchRequest, StartError, spawn, supervise
 from torchd.store.statedir import FileModes

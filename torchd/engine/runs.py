@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from torchd.core.clock import Clock, iso_utc
+from torchd.core.clock import Clock
 from torchd.core.events import Event, RunEnded, RunNotStarted, RunStarted
 from torchd.core.health import Health
 from torchd.core.model import RunOutcome, RunState, TaskKind, fire_id
@@ -37,7 +37,7 @@ from torchd.process.runner import (
     until_gone,
 )
 from torchd.store.statedir import FileModes
-from torchd.store.tasklog import LogFiles
+from torchd.store.tasklog import LogFiles, start_error_line
 from torchd.system.accounts import account_env
 
 log = logging.getLogger("torchd.scheduler")
@@ -127,17 +127,16 @@ class Runs:
                                         > DESCRIPTORS_CLEAR):
             self._no_descriptors_at = 0.0
             self._health.clear("descriptors")
-        state.last_start_error = None
+        state.last_start_error = state.last_start_error_at = None
         return started
 
     def _not_started(self, state: TaskState, request: LaunchRequest, error: str) -> None:
         spec = state.spec
-        state.last_start_error = error
         log.error("task %s: fire %s could not start: %s", spec.name, request.fire_id, error)
         now = self._clock.time()
+        state.last_start_error, state.last_start_error_at = error, now
         task_log = self._logs.acquire(spec.name, spec.log)
-        task_log.write(f"--- torchd {iso_utc(now)} start-error run={request.run_id} "
-                       f"fire={request.fire_id} error={error}\n".encode())
+        task_log.write(start_error_line(now, request.run_id, request.fire_id, error))
         task_log.release()
         self._on_event(RunNotStarted(task=spec.name, run_id=request.run_id,
                                      scheduled=request.scheduled, fire_id=request.fire_id,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from torchd.core.catchup import decide
-from torchd.core.clock import Clock, iso_utc
+from torchd.core.clock import Clock
 from torchd.core.errors import SchedulerError
 from torchd.core.events import (
     Event,
@@ -37,6 +37,7 @@ from torchd.core.model import (
 from torchd.core.reloadplan import ReloadPlan
 from torchd.core.runid import new_run_id
 from torchd.core.schedule.cronexpr import RebootSchedule
+from torchd.core.timefmt import iso_utc
 from torchd.engine.admission import Admission
 from torchd.engine.keepalive import KeepAlive, Keeper
 from torchd.engine.participation import FireClaims, Participation
@@ -673,9 +674,11 @@ class Scheduler:
                 "paused": self.is_paused(name),
                 "submitted": name in self._submitted,
                 "run_on": str(spec.run_on),
+                "timezone": spec.timezone,
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
                 "running": sorted(h.run.pid for h in runs),
+                "running_since": iso_utc(max(h.run.started for h in runs)) if runs else None,
                 "waiting": self._admission.waiting(state),
                 "retries_pending": self._retries.pending(state),
                 "last_run": None if last is None else {
@@ -687,6 +690,8 @@ class Scheduler:
                     "ended": iso_utc(last.ended) if last.ended else None,
                 },
                 "last_start_error": state.last_start_error,
+                "last_start_error_at": None if state.last_start_error_at is None
+                else iso_utc(state.last_start_error_at),
             }
             if spec.kind is TaskKind.DAEMON:
                 entry["instances"] = [k.view() for k in state.keepers]

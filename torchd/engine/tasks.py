@@ -28,6 +28,7 @@ class TaskState:
     last_scheduled: float | None = None
     last_run: Run | None = None
     last_start_error: str | None = None
+    last_start_error_at: float | None = None
     keepers: list[Keeper] = field(default_factory=list)
     waiting: deque[Fire] | None = None  # fires waiting for a free slot (made when needed:
     #                                      100,000 empty deques would cost 60 MB)

@@ -137,6 +137,12 @@ def ours(pid: int, ticks: int, session: int) -> bool:
             and session == pid and stat.pgrp == pid)
 
 
+def leftover_groups(path: Path, modes: FileModes | None = None) -> list[int]:
+    """The process groups a previous daemon of this boot left running that are still its
+    runs (by `ours`): what the next start ends."""
+    return [pid for pid, entry in read_leftovers(path, modes).items() if ours(pid, *entry)]
+
+
 def _members(pgids: list[int]) -> dict[int, tuple[int, int]]:
     """The processes of these process groups now: pid -> (start ticks, group); a scan of
     /proc."""
@@ -156,7 +162,7 @@ async def end_leftovers(path: Path, grace: float,
     pids. After the grace, SIGKILL goes to each group that still holds one of the
     processes it held at the SIGTERM (while a member is left, its number cannot be
     another group's), and to each of those processes that has left its group since."""
-    groups = [pid for pid, entry in read_leftovers(path, modes).items() if ours(pid, *entry)]
+    groups = leftover_groups(path, modes)
     members = _members(groups)
     for pgid in groups:
         log.warning("ending process group %d left behind by a previous torchd", pgid)

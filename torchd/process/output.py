@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torchd.core.clock import iso_utc
+from torchd.core.timefmt import iso_utc
 
 log = logging.getLogger("torchd.output")
 

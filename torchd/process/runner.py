@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchd.core.clock import iso_utc
 from torchd.core.model import RUN_MOVES, RunOutcome, RunState, Trigger, check_move
+from torchd.core.timefmt import iso_utc
 from torchd.process.cgroups import RunCgroup, RunCgroupParent
 from torchd.process.output import EchoStream, stamp_lines
 from torchd.store.tasklog import TaskLog

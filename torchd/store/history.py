@@ -29,11 +29,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from torchd.core.clock import iso_utc
 from torchd.core.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
 from torchd.core.health import Health
 from torchd.core.model import HistoryPolicy, RunOutcome
 from torchd.core.runid import new_run_id
+from torchd.core.timefmt import iso_utc
 from torchd.store.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.history")
@@ -394,13 +394,15 @@ def query_runs(path: Path, *, task: str | None = None, limit: int = 20, failed: 
 
 
 def find_run(path: Path, task: str, run_id: str | None) -> dict[str, Any] | None:
-    """One run of a task (the latest that started when run_id is None)."""
+    """One run of a task; when run_id is None the latest that started or failed to start
+    (a fire skipped, dropped or missed is no run)."""
     if not path.exists():
         return None
     with contextlib.closing(connect(path, readonly=True)) as conn:
         if run_id is None:
-            row = conn.execute("SELECT * FROM runs WHERE task = ? AND started IS NOT NULL "
-                               "ORDER BY at DESC LIMIT 1", (task,)).fetchone()
+            row = conn.execute("SELECT * FROM runs WHERE task = ? AND (started IS NOT NULL "
+                               "OR outcome = ?) ORDER BY at DESC LIMIT 1",
+                               (task, str(RunOutcome.START_ERROR))).fetchone()
         else:
             row = conn.execute("SELECT * FROM runs WHERE task = ? AND run_id = ?",
                                (task, run_id)).fetchone()

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from torchd.core.errors import TorchdError
+from torchd.core.model import RunOutcome
 from torchd.store.history import find_run
 from torchd.store.statedir import StatePaths
-from torchd.store.tasklog import log_paths
+from torchd.store.tasklog import log_paths, start_error_line
 
 MAX_REPLY = 8 << 20  # bytes of output one request returns; the start is cut beyond this
 
@@ -28,7 +29,11 @@ def read_logs(paths: StatePaths, task: str, run_id: str | None, lines: int | Non
     run = find_run(paths.history, task, run_id)
     if run is None:
         raise NoSuchRunError(task, run_id)
-    data = clip(last_lines(run_output(paths.logs, run, err=err), lines))
+    if run["outcome"] == RunOutcome.START_ERROR:  # no output: the reason is all there is
+        output = start_error_line(run["at"], run["run_id"], run["fire_id"], run["reason"])
+    else:
+        output = run_output(paths.logs, run, err=err)
+    data = clip(last_lines(output, lines))
     _, offset = follow_chunk(paths.logs, task, None, err=err)
     return {"run_id": run["run_id"], "outcome": run["outcome"], "text":
             data.decode(errors="replace"), "offset": offset}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from torchd.core.health import Health
 from torchd.core.model import LogPolicy
+from torchd.core.timefmt import iso_utc
 from torchd.store.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.tasklog")
@@ -27,6 +28,13 @@ log = logging.getLogger("torchd.tasklog")
 def log_name(task: str, *, err: bool = False) -> str:
     """The name of the task's current log file: TASK.log, or TASK.err.log for split stderr."""
     return f"{task}.err.log" if err else f"{task}.log"
+
+
+def start_error_line(at: float, run_id: str, fire_id: str, error: str) -> bytes:
+    """What a task's log holds of a fire that could not start, and what `torchd logs`
+    shows of it."""
+    return (f"--- torchd {iso_utc(at)} start-error run={run_id} fire={fire_id} "
+            f"error={error}\n").encode()
 
 
 def log_file(log_dir: Path, task: str, *, err: bool = False) -> Path:
