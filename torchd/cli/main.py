@@ -1,7 +1,7 @@
 """Command line: the parser and `main`, the only place that turns errors into exit codes.
 The commands are in taskfile (check, next), lifecycle (run, start, stop, reload,
-status), tasklist (list) and operations (trigger, kill, pause, resume, history, logs,
-submit).
+status), tasklist (list), operations (trigger, kill, pause, resume, history, logs,
+submit) and shipped (example, unit).
 
 Exit codes: 0 success; 1 failure (not running, already running, timed out, daemon error);
 2 invalid task file or bad usage; 3 `status` when no daemon is running.
@@ -27,6 +27,7 @@ from torchd.cli.operations import (
     cmd_submit,
     cmd_trigger,
 )
+from torchd.cli.shipped import cmd_example, cmd_unit
 from torchd.cli.taskfile import cmd_check, cmd_next
 from torchd.cli.tasklist import cmd_list
 from torchd.core.errors import TorchdError, UsageError
@@ -38,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str, *, config: str = "none", state: bool = True,
-            json_flag: bool = False, times: bool = False) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=help_text)
+            json_flag: bool = False, times: bool = False,
+            example: str | None = None) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text,
+                                 epilog=None if example is None else f"example: {example}")
         if config == "required":
             command.add_argument("-c", "--config", required=True,
                                  help="task file (YAML), or a drop-in directory of them")
@@ -97,7 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "it is read in daemon.timezone), e.g. 2026-11-01T00:00:00-04:00")
     nxt.set_defaults(func=cmd_next)
     _add_operations(add)
+    _add_shipped(add)
     return parser
+
+
+def _add_shipped(add: Callable[..., argparse.ArgumentParser]) -> None:
+    example = add("example", "print the example task file, every kind of task with "
+                  "comments", state=False,
+                  example="torchd example > /etc/torchd/tasks.yaml")
+    example.set_defaults(func=cmd_example)
+    unit = add("unit", "print the systemd unit (README: systemd)", state=False,
+               example="torchd unit > /etc/systemd/system/torchd.service")
+    unit.add_argument("--hardened", action="store_true",
+                      help="the unit whose tasks all run as the torchd user, sandboxed")
+    unit.set_defaults(func=cmd_unit)
 
 
 def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:

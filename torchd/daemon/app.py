@@ -42,7 +42,7 @@ from torchd.core.reloadplan import ReloadPlan, apply_delay, describe, plan
 from torchd.core.schedule.cronexpr import upcoming
 from torchd.core.timefmt import iso_utc
 from torchd.daemon.hooks import HookRunner
-from torchd.daemon.sdnotify import notify
+from torchd.daemon.sdnotify import Notifier
 from torchd.daemon.watcher import FileWatcher
 from torchd.engine.participation import claimed_fires
 from torchd.engine.scheduler import Scheduler
@@ -169,6 +169,7 @@ class App:
         self._last_reload: ReloadRecord | None = None
         self._started_wall = 0.0
         self._started_mono = 0.0
+        self._systemd = Notifier(None, None)  # read from the environment in _run
 
     # ----- lifecycle -------------------------------------------------------------------------
     async def run(self, ready: Callable[[str | None], None]) -> int:
@@ -186,6 +187,15 @@ class App:
         self._started_wall, self._started_mono = self._clock.time(), self._clock.monotonic()
         self._reload_lock = asyncio.Lock()
         self._stop_event = asyncio.Event()
+        self._systemd = Notifier.from_environment(os.environ)
+        # From the start: ending what a crashed daemon left may take a while.
+        watchdog = asyncio.create_task(self._systemd.keep_watchdog(), name="watchdog")
+        try:
+            return await self._start_and_serve(ready)
+        finally:
+            watchdog.cancel()
+
+    async def _start_and_serve(self, ready: Callable[[str | None], None]) -> int:
         try:
             config = self._config or self._first_load()
             self._work_in_file_dir()
@@ -267,13 +277,13 @@ class App:
                  os.getpid(), self._config_path, config.digest, len(config.tasks),
                  self._paths.root)
         ready(None)
-        notify("READY=1")
+        self._systemd.ready(self._status_line())
         engine = asyncio.create_task(scheduler.run(), name="scheduler")
         stop_event = self._stop_event
         assert stop_event is not None  # noqa: S101 - set in run()
         stop_waiter = asyncio.create_task(stop_event.wait(), name="stop-waiter")
         await asyncio.wait({engine, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-        notify("STOPPING=1")
+        self._systemd.stopping()
         crashed = engine.done() and not engine.cancelled() and engine.exception() is not None
         if crashed:
             log.critical("the scheduler stopped on an internal error; shutting down",
@@ -513,42 +523,62 @@ class App:
         """The one reload path (request, signal, file change): parse all, keep the old
         config on any error, else apply. Its record; None if the daemon is stopping."""
         assert self._reload_lock is not None  # noqa: S101 - set in run()
-        assert self._scheduler is not None  # noqa: S101
         async with self._reload_lock:
             if self._stop_event is not None and self._stop_event.is_set():
                 return None
+            # systemd holds `systemctl reload` (Type=notify-reload) until READY=1, which
+            # therefore follows a rejected reload too.
+            self._systemd.reloading()
             try:
-                new, diff = await self._parse(for_apply=True)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    log.error("reload (%s) rejected, keeping the running config: %s", source,
-                              problem)
-                return self._record_reload(source, None, None, exc)
-            except Exception as exc:  # a parser bug: a rejected reload, not a dead daemon
-                log.exception("reload (%s) failed on an internal error, keeping the running "
-                              "config", source)
-                failure = ConfigError([ConfigProblem(str(self._config_path), None, None, None,
-                                                     f"internal error: {exc!r}")])
-                return self._record_reload(source, None, None, failure)
-            assert self._config is not None  # noqa: S101
-            for key in ("state_dir", "socket_group", "cluster", "cgroups"):
-                if getattr(new.daemon, key) != getattr(self._config.daemon, key):
-                    log.warning("daemon.%s changed in the file; it takes effect on restart",
-                                key)
-            await self._wait_for_a_gap(diff)
-            self._scheduler.apply(new, diff)
-            self._config = new
-            self._work_in_file_dir()
-            self._configure_hooks(new)
-            if self._history is not None:
-                self._history.policy = new.daemon.history
-            if new.daemon.history.enabled != (self._history is not None):
-                log.warning("daemon.history changed between on and off; it takes effect on "
-                            "restart")
-            self._ledger.forget_except({task.name for task in new.tasks})
-            self._sync_watcher(new)
-            log.info("reload (%s) applied config %s: %s", source, new.digest, describe(diff))
-            return self._record_reload(source, new, diff, None)
+                return await self._reload_locked(source)
+            finally:
+                self._systemd.ready(self._status_line())
+
+    async def _reload_locked(self, source: str) -> ReloadRecord:
+        assert self._scheduler is not None  # noqa: S101 - set before any reload
+        try:
+            new, diff = await self._parse(for_apply=True)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload (%s) rejected, keeping the running config: %s", source,
+                          problem)
+            return self._record_reload(source, None, None, exc)
+        except Exception as exc:  # a parser bug: a rejected reload, not a dead daemon
+            log.exception("reload (%s) failed on an internal error, keeping the running "
+                          "config", source)
+            failure = ConfigError([ConfigProblem(str(self._config_path), None, None, None,
+                                                 f"internal error: {exc!r}")])
+            return self._record_reload(source, None, None, failure)
+        assert self._config is not None  # noqa: S101
+        for key in ("state_dir", "socket_group", "cluster", "cgroups"):
+            if getattr(new.daemon, key) != getattr(self._config.daemon, key):
+                log.warning("daemon.%s changed in the file; it takes effect on restart", key)
+        await self._wait_for_a_gap(diff)
+        self._scheduler.apply(new, diff)
+        self._config = new
+        self._work_in_file_dir()
+        self._configure_hooks(new)
+        if self._history is not None:
+            self._history.policy = new.daemon.history
+        if new.daemon.history.enabled != (self._history is not None):
+            log.warning("daemon.history changed between on and off; it takes effect on "
+                        "restart")
+        self._ledger.forget_except({task.name for task in new.tasks})
+        self._sync_watcher(new)
+        log.info("reload (%s) applied config %s: %s", source, new.digest, describe(diff))
+        return self._record_reload(source, new, diff, None)
+
+    def _status_line(self) -> str:
+        """systemd's one-line status of the daemon (`systemctl status`): the running
+        config, and whether the last reload was rejected."""
+        config = self._current_config()
+        running = f"config {config.digest}, {len(config.tasks)} task(s)"
+        last = self._last_reload
+        if last is None or last["ok"]:
+            return running
+        count = len(last["errors"])
+        return (f"reload ({last['source']}) REJECTED at {last['time']}, {count} "
+                f"problem{'s' if count != 1 else ''} (torchd status tells); running {running}")
 
     async def _wait_for_a_gap(self, diff: ReloadPlan) -> None:
         """Let a fire due within the time the apply takes start first: applying 10,000
