@@ -40,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str, *, config: str = "none", state: bool = True,
             json_flag: bool = False, times: bool = False,
-            example: str | None = None) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=help_text,
-                                 epilog=None if example is None else f"example: {example}")
+            examples: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        epilog = "examples:\n" + "".join(f"  {line}\n" for line in examples)
+        command = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
         if config == "required":
             command.add_argument("-c", "--config", required=True,
                                  help="task file (YAML), or a drop-in directory of them")
@@ -60,39 +61,48 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="times in UTC (default: each task's zone)")
         return command
 
-    run = add("run", "run in the foreground, logging to stderr", config="required")
+    run = add("run", "run in the foreground, logging to stderr", config="required",
+              examples=("torchd run -c /etc/torchd/tasks.yaml",
+                        "torchd run -c /etc/torchd/tasks.d/ -v"))
     run.add_argument("-v", "--verbose", action="store_true",
                      help="log debug lines too (each fire's decisions, control requests)")
     run.set_defaults(func=cmd_run)
-    start = add("start", "start a detached daemon", config="required")
+    start = add("start", "start a detached daemon", config="required",
+                examples=("torchd start -c /etc/torchd/tasks.yaml",
+                          "torchd start -c tasks.yaml --state-dir /tmp/torchd-test"))
     start.add_argument("-v", "--verbose", action="store_true",
                        help="log debug lines too, to STATE_DIR/torchd.log")
     start.add_argument("--timeout", type=float, default=30.0,
                        help="seconds to wait for the daemon to be ready (default 30)")
     start.set_defaults(func=cmd_start)
-    stop = add("stop", "stop the daemon and everything it runs", config="optional")
+    stop = add("stop", "stop the daemon and everything it runs", config="optional",
+               examples=("torchd stop", "torchd stop -c tasks.yaml --timeout 60"))
     stop.add_argument("--timeout", type=float, default=10.0,
                       help="grace period before survivors are killed (default 10)")
     stop.set_defaults(func=cmd_stop)
     reload = add("reload", "validate the task file, then apply it", config="optional",
-                 json_flag=True, times=True)
+                 json_flag=True, times=True,
+                 examples=("torchd reload --dry-run", "torchd reload -c /etc/torchd/tasks.yaml"))
     reload.add_argument("--dry-run", action="store_true",
                         help="print what would change and the next fires; send nothing")
     reload.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the daemon's answer (default 60)")
     reload.set_defaults(func=cmd_reload)
     status = add("status", "show the daemon and its tasks", config="optional", json_flag=True,
-                 times=True)
+                 times=True, examples=("torchd status", "torchd status --json | jq .tasks"))
     status.add_argument("--cluster", action="store_true",
                         help="the cluster's live hosts, lease holders and config drift")
     status.set_defaults(func=cmd_status)
     listing = add("list", "the tasks by next fire, with their last run", config="optional",
-                  json_flag=True, times=True)
+                  json_flag=True, times=True, examples=("torchd list", "torchd list --utc"))
     listing.set_defaults(func=cmd_list)
-    check = add("check", "validate a task file", config="required", state=False)
+    check = add("check", "validate a task file", config="required", state=False,
+                examples=("torchd check -c tasks.yaml", "torchd check -c /etc/torchd/tasks.d/"))
     check.set_defaults(func=cmd_check)
     nxt = add("next", "print the next fire times", config="required", state=False,
-              json_flag=True, times=True)
+              json_flag=True, times=True,
+              examples=("torchd next -c tasks.yaml backup -n 3",
+                        "torchd next -c tasks.yaml --after 2026-03-29T00:00:00+01:00"))
     nxt.add_argument("task", nargs="?", help="only this task")
     nxt.add_argument("-n", "--count", type=int, default=5, help="fires per task (default 5)")
     nxt.add_argument("--after", metavar="TIME",
@@ -107,10 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_shipped(add: Callable[..., argparse.ArgumentParser]) -> None:
     example = add("example", "print the example task file, every kind of task with "
                   "comments", state=False,
-                  example="torchd example > /etc/torchd/tasks.yaml")
+                  examples=("torchd example > /etc/torchd/tasks.yaml",))
     example.set_defaults(func=cmd_example)
     unit = add("unit", "print the systemd unit (README: systemd)", state=False,
-               example="torchd unit > /etc/systemd/system/torchd.service")
+               examples=("torchd unit > /etc/systemd/system/torchd.service",
+                         "torchd unit --hardened > /etc/systemd/system/torchd.service"))
     unit.add_argument("--hardened", action="store_true",
                       help="the unit whose tasks all run as the torchd user, sandboxed")
     unit.set_defaults(func=cmd_unit)
@@ -118,14 +129,16 @@ def _add_shipped(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
     history = add("history", "list recorded runs, newest first", config="optional",
-                  json_flag=True, times=True)
+                  json_flag=True, times=True,
+                  examples=("torchd history backup -n 50", "torchd history --failed --since 1d"))
     history.add_argument("task", nargs="?", help="only this task")
     history.add_argument("-n", "--count", type=int, default=20, help="how many (default 20)")
     history.add_argument("--failed", action="store_true",
                          help="only failed, timed out, start-error and lost runs")
     history.add_argument("--since", metavar="DURATION", help="only the last 1h, 30m, 2d ...")
     history.set_defaults(func=cmd_history)
-    trigger = add("trigger", "run a task now", config="optional", json_flag=True)
+    trigger = add("trigger", "run a task now", config="optional", json_flag=True,
+                  examples=("torchd trigger backup", "torchd trigger backup --wait --force"))
     trigger.add_argument("task")
     trigger.add_argument("--force", action="store_true",
                          help="ignore max_running, the overlap policy and a pause")
@@ -133,18 +146,21 @@ def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
                          help="wait for the run to end and exit with its exit code")
     trigger.set_defaults(func=cmd_trigger)
     kill = add("kill", "stop a task's runs: TERM, kill_grace, KILL", config="optional",
-               json_flag=True)
+               json_flag=True,
+               examples=("torchd kill backup", "torchd kill backup --run 7f3a9c2e41d0"))
     kill.add_argument("task")
     kill.add_argument("--run", metavar="ID", help="only this run")
     kill.set_defaults(func=cmd_kill)
     for name, func, text in (("pause", cmd_pause, "stop firing a task (kept across restarts)"),
                              ("resume", cmd_resume, "fire a paused task again")):
-        command = add(name, text, config="optional", json_flag=True)
+        command = add(name, text, config="optional", json_flag=True,
+                      examples=(f"torchd {name} backup", f"torchd {name} --all"))
         command.add_argument("task", nargs="?")
         command.add_argument("--all", action="store_true", help="every task")
         command.set_defaults(func=func)
     logs = add("logs", "print a run's output (default: the task's last run)",
-               config="optional", json_flag=True)
+               config="optional", json_flag=True,
+               examples=("torchd logs backup -n 50", "torchd logs backup --follow"))
     logs.add_argument("task")
     logs.add_argument("--run", metavar="ID", help="this run instead of the last")
     logs.add_argument("-n", "--lines", type=int, help="only the last LINES lines")
@@ -153,7 +169,9 @@ def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
     logs.add_argument("--stderr", action="store_true", help="the stderr log (log.split)")
     logs.set_defaults(func=cmd_logs)
     submit = add("submit", "run a one-off command through the daemon, now or at a time",
-                 config="optional", json_flag=True, times=True)
+                 config="optional", json_flag=True, times=True,
+                 examples=("torchd submit -- /usr/local/bin/reindex --full",
+                           "torchd submit --at 10m --name reindex -- /usr/local/bin/reindex"))
     submit.add_argument("--at", metavar="TIME",
                         help="ISO 8601 time (without offset: daemon.timezone) or a delay "
                              "such as 10m; default now")
