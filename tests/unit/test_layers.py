@@ -20,7 +20,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "engine": _BASE | {"store", "process", "engine"},
     "cluster": _BASE | {"cluster"},
     "control": _BASE | {"store", "control"},  # the engine only through control.api's ports
-    "daemon": _BASE | {"config", "store", "process", "engine", "cluster", "control", "daemon"},
+    "web": _BASE | {"store", "control", "web"},  # HTTP: a second transport of control
+    "daemon": _BASE | {"config", "store", "process", "engine", "cluster", "control", "web",
+                       "daemon"},
     "cli": _BASE | {"config", "store", "control", "cli"},  # the rest lazily, by command
     "__main__": {"cli"},
 }

@@ -36,6 +36,7 @@ from torchd.core.model import (
     HistoryPolicy,
     HookAction,
     HookEvent,
+    HttpSettings,
     LogPolicy,
     Overlap,
     RunOn,
@@ -98,7 +99,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 TOP_KEYS = dict.fromkeys(("daemon", "tasks"))
 DAEMON_KEYS = dict.fromkeys((
     "state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit", "log",
-    "history", "hooks", "socket_group", "cluster", "cgroups",
+    "history", "hooks", "socket_group", "cluster", "http", "cgroups",
 ))
 TASK_KEYS = dict.fromkeys((
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
@@ -251,14 +252,24 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None,
         hooks=cast("tuple[tuple[HookEvent, HookAction], ...]", settings.get("hooks") or ()),
         socket_group=cast("str | None", settings.get("socket_group")),
         cluster=cast("ClusterSettings | None", settings.get("cluster")),
+        http=_http_paths(walker, cast("HttpSettings | None", settings.get("http"))),
         cgroups=settings.get("cgroups") is not False,
     )
 
 
 _DAEMON_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "log": v.as_log_overrides, "history": v.as_history, "hooks": v.as_hooks,
-    "socket_group": v.as_text, "cluster": v.as_cluster,
+    "socket_group": v.as_text, "cluster": v.as_cluster, "http": v.as_http,
 }
+
+
+def _http_paths(walker: _Walker, http: HttpSettings | None) -> HttpSettings | None:
+    """Relative token files, like every path in the file, against the file's directory."""
+    if http is None:
+        return None
+    token, viewer = http.token_file, http.viewer_token_file
+    return replace(http, token_file=token and against(walker.base, token),
+                   viewer_token_file=viewer and against(walker.base, viewer))
 
 
 def _schedule_key(text: str, timezone: str) -> str:

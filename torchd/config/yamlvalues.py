@@ -4,6 +4,7 @@ types are refused where text is expected (`no`, `0700`, `12:30:00`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from torchd.core.model import (
     HistoryPolicy,
     HookAction,
     HookEvent,
+    HttpSettings,
     RetryPolicy,
     Webhook,
     name_problem,
@@ -602,3 +604,36 @@ def as_cluster(node: yaml.Node) -> ClusterSettings:
     return ClusterSettings(**fields.converted({
         "redis": _as_redis_url, "name": _as_key_part, "host_id": _as_key_part,
         "max_load": _as_load, "lease_ttl": _as_lease_ttl}))
+
+
+HTTP_KEYS = ("listen", "read_only", "metrics_auth", "token_file", "viewer_token_file")
+
+
+def _as_listen(node: yaml.Node) -> dict[str, Any]:
+    """`HOST:PORT` (`[::1]:8427` for IPv6), or a port alone for 127.0.0.1."""
+    text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise Invalid(node, "expected HOST:PORT such as 127.0.0.1:8427 (a port from 1 to "
+                            f"65535), got '{shown(text)}'")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise Invalid(node, f"'{host}' is not an IP address (or localhost): the listener "
+                                "binds to an address, not a name") from None
+    return {"host": host, "port": int(port)}
+
+
+def as_http(node: yaml.Node) -> HttpSettings:
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(HTTP_KEYS)}, got "
+                             f"{kind_of(node)}")
+    fields = _Fields(node, HTTP_KEYS, "key")
+    fields.require("listen", "'listen' (HOST:PORT, such as 127.0.0.1:8427) is required")
+    values = fields.converted({
+        "listen": _as_listen, "read_only": as_boolean, "metrics_auth": as_boolean,
+        "token_file": as_text, "viewer_token_file": as_text})
+    listen = values.pop("listen", None) or {}
+    return HttpSettings(**listen, **values)

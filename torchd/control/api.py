@@ -15,6 +15,8 @@ from typing import Any, Protocol, TypeVar, cast
 from torchd.control.listing import list_rows
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.verbs import (
+    Audit,
+    AuditReply,
     ClusterView,
     History,
     HistoryReply,
@@ -28,6 +30,7 @@ from torchd.control.verbs import (
     LogsReply,
     Pause,
     PauseReply,
+    Peer,
     Ping,
     PingReply,
     Plan,
@@ -37,6 +40,7 @@ from torchd.control.verbs import (
     Request,
     Resume,
     ResumeReply,
+    RunInfo,
     Status,
     StatusReply,
     Stop,
@@ -45,7 +49,9 @@ from torchd.control.verbs import (
     SubmitReply,
     Trigger,
     TriggerReply,
+    action_target,
     at_problem,
+    is_action,
     run_row,
 )
 from torchd.core.clock import Clock
@@ -57,7 +63,7 @@ from torchd.core.model import Catchup, Config, TaskKind, TaskSpec, name_problem
 from torchd.core.schedule.bounded import AtSchedule
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc
-from torchd.store.history import HistoryWriter, query_runs
+from torchd.store.history import HistoryWriter, query_audit, query_runs, run_by_id
 from torchd.store.logview import NoSuchRunError, follow_chunk, read_logs
 from torchd.store.opstate import JsonFile
 from torchd.store.statedir import FileModes, StatePaths
@@ -115,13 +121,39 @@ class ControlApi:
             Ping: self.ping, LastReload: self.last_reload, Status: self.status,
             ListTasks: self.list_tasks, Plan: self.plan, Reload: self.reload, Stop: self.stop,
             Trigger: self.trigger, Kill: self.kill, Pause: self.pause, Resume: self.resume,
-            Logs: self.logs, History: self.history, Submit: self.submit,
+            Logs: self.logs, History: self.history, Submit: self.submit, Audit: self.audit,
+            RunInfo: self.run_info,
             ClusterView: self.cluster,
         }
 
-    async def handle(self, request: Request) -> Any:
-        """The reply to one request (ProtocolError for a refusal)."""
-        return await self._handlers[type(request)](request)
+    async def handle(self, request: Request, peer: Peer) -> Any:
+        """The reply to one request (ProtocolError for a refusal). An action is audited,
+        whether it was done or refused."""
+        if not is_action(request):
+            return await self._handlers[type(request)](request)
+        try:
+            reply = await self._handlers[type(request)](request)
+        except ProtocolError as exc:
+            self._audit(peer, request, f"{exc.code}: {exc}")
+            raise
+        self._audit(peer, request, _done(reply))
+        return reply
+
+    def refuse(self, request: Request, peer: Peer, code: ErrorCode, message: str) -> None:
+        """Refuse `request` before any handler sees it (a transport's own rule: a viewer,
+        a read-only listener): audited like a refusal of the handler's."""
+        if is_action(request):
+            self._audit(peer, request, f"{code}: {message}")
+        raise ProtocolError(code, message)
+
+    def _audit(self, peer: Peer, request: Request, result: str) -> None:
+        target = action_target(request)
+        log.info("%s %s by %s via %s: %s", request.verb, target or "-", peer.who,
+                 peer.transport, result)
+        if self._history is not None:
+            self._history.action(at=self._clock.time(), transport=peer.transport,
+                                 peer=peer.who, action=request.verb, target=target,
+                                 result=result)
 
     # ----- across restarts ---------------------------------------------------------------
     def restore(self) -> None:
@@ -268,6 +300,24 @@ class ControlApi:
         except NoSuchRunError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
 
+    async def run_info(self, request: RunInfo) -> dict[str, Any]:
+        await self._flush()
+        row = await _reading_history(run_by_id, self._paths.history, request.run_id)
+        if row is None:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                f"no run {request.run_id} in the history")
+        config = self._config()
+        zone = next((t.timezone for t in config.tasks if t.name == row["task"]),
+                    config.daemon.timezone)
+        return run_row(row, zone)
+
+    async def audit(self, request: Audit) -> AuditReply:
+        await self._flush()
+        rows = await _reading_history(query_audit, self._paths.history, limit=request.limit)
+        for row in rows:
+            row["at"] = iso_utc(row["at"])
+        return {"enabled": self._history is not None, "actions": cast(Any, rows)}
+
     async def _flush(self) -> None:
         if self._history is not None:
             self._history.release()
@@ -337,6 +387,21 @@ async def _reading_history(read: Callable[..., _T], *args: Any, **kwargs: Any) -
     except (sqlite3.Error, OSError) as exc:
         raise ProtocolError(ErrorCode.UNAVAILABLE,
                             f"the run history cannot be read now: {exc}") from None
+
+
+def _done(reply: Any) -> str:
+    """An action's result for the audit: ok, and what it did where the reply says."""
+    if not isinstance(reply, dict):
+        return "ok"
+    if "run_id" in reply and "status" in reply:
+        return f"ok: {reply['status']} (run {reply['run_id']})"
+    if "changed" in reply:
+        return f"ok: changed {', '.join(reply['changed']) or 'nothing'}"
+    if "runs" in reply and isinstance(reply["runs"], list):
+        return f"ok: {len(reply['runs'])} run(s) killed"
+    if "ok" in reply and reply["ok"] is False:
+        return f"rejected: {'; '.join(reply.get('errors') or [])[:300]}"
+    return "ok"
 
 
 def _ending(event: RunEnded | RunNotStarted | FireSkipped) -> dict[str, Any]:

@@ -24,10 +24,10 @@ from torchd.control.protocol import (
     error,
     ok,
 )
-from torchd.control.verbs import VERBS, Request, parse_request
+from torchd.control.verbs import VERBS, Peer, Request, parse_request
 
 log = logging.getLogger("torchd.control")
-Handler = Callable[[Request], Awaitable[Any]]
+Handler = Callable[[Request, Peer], Awaitable[Any]]
 READ_TIMEOUT = 10.0
 
 
@@ -64,12 +64,14 @@ def _peer_groups(pid: int) -> set[int]:
     return set()
 
 
-def peer_allowed(sock: socket.socket, gid: int | None) -> bool:
+def peer_allowed(sock: socket.socket, gid: int | None) -> int | None:
+    """The peer's uid if it may use the socket, else None."""
     pid, uid, peer_gid = struct.unpack("3i", sock.getsockopt(
         socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    uid = int(uid)
     if uid in (0, os.geteuid()):
-        return True
-    return gid is not None and (peer_gid == gid or gid in _peer_groups(pid))
+        return uid
+    return uid if gid is not None and (peer_gid == gid or gid in _peer_groups(pid)) else None
 
 
 class ControlServer:
@@ -95,11 +97,12 @@ class ControlServer:
             async with asyncio.timeout(READ_TIMEOUT):
                 line = await reader.readline()
             sock = writer.get_extra_info("socket")
-            if sock is not None and not peer_allowed(sock, self._gid):
+            uid = peer_allowed(sock, self._gid) if sock is not None else os.geteuid()
+            if uid is None:
                 reply = error(ErrorCode.FORBIDDEN, "permission denied: this user may not use "
                               "the torchd control socket (see daemon.socket_group)")
             else:
-                reply = await self._answer(line)
+                reply = await self._answer(line, Peer("socket", f"uid={uid}"))
             writer.write(encode(reply))
             await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
@@ -109,10 +112,10 @@ class ControlServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    async def _answer(self, line: bytes) -> dict[str, Any]:
+    async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
             request = parse_request(decode_request(line, VERBS))
-            return ok(await self._handle(request))
+            return ok(await self._handle(request, peer))
         except ProtocolError as exc:
             return error(exc.code, str(exc))
         except Exception as exc:  # one bad request must never stop the daemon

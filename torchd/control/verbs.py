@@ -9,8 +9,11 @@ Every time in a reply is ISO 8601 in UTC to the millisecond (`core.timefmt.iso_u
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar, NotRequired, TypedDict
 
 from torchd.control.protocol import ErrorCode, ProtocolError
@@ -39,6 +42,7 @@ class PingReply(TypedDict):
     config_hash: str
     generation: int
     last_reload: dict[str, Any] | None  # a ReloadRecord, its changes as counts
+    http: str | None  # the dashboard's address (http://HOST:PORT/) while it listens
 
 
 class StatusReply(TypedDict):
@@ -147,6 +151,20 @@ class HistoryReply(TypedDict):
     runs: list[dict[str, Any]]  # rows as `history --json`: see run_row
 
 
+class AuditEntry(TypedDict):
+    at: str
+    transport: str  # socket | http
+    peer: str  # uid=N, or admin@ADDRESS / viewer@ADDRESS
+    action: str  # the verb
+    target: str | None
+    result: str  # ok (with what it did), or the error code and message
+
+
+class AuditReply(TypedDict):
+    enabled: bool  # false when daemon.history is off: actions are then only in the log
+    actions: list[AuditEntry]
+
+
 class SubmitReply(TypedDict):
     task: str  # submit:NAME
     at: str
@@ -184,6 +202,14 @@ def at_problem(text: str) -> str | None:
 
 _REQUIRED: dict[str, bool] = {"required": True}
 _NOT_NEGATIVE: dict[str, bool] = {"not_negative": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who sent a request: its transport and, for the audit, who it was."""
+
+    transport: str  # socket | http
+    who: str  # uid=N for the socket; admin@ADDRESS or viewer@ADDRESS for HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +257,7 @@ class Reload:
     false and the running config is kept. A stopping daemon answers `stopping`."""
 
     verb: ClassVar[str] = "reload"
+    action: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +267,7 @@ class Stop:
     what kills every run at once). Reply: StopReply."""
 
     verb: ClassVar[str] = "stop"
+    action: ClassVar[bool] = True
     grace: float | None = field(default=None, metadata=_NOT_NEGATIVE)
 
 
@@ -249,6 +277,7 @@ class Trigger:
     Reply: TriggerReply."""
 
     verb: ClassVar[str] = "trigger"
+    action: ClassVar[bool] = True
     task: str = field(default="", metadata=_REQUIRED)
     force: bool = False
     wait: bool = False
@@ -260,6 +289,7 @@ class Kill:
     Reply: KillReply."""
 
     verb: ClassVar[str] = "kill"
+    action: ClassVar[bool] = True
     task: str = field(default="", metadata=_REQUIRED)
     run: str | None = None
 
@@ -270,6 +300,7 @@ class Pause:
     Reply: PauseReply."""
 
     verb: ClassVar[str] = "pause"
+    action: ClassVar[bool] = True
     task: str | None = None
     all: bool = False
 
@@ -279,6 +310,7 @@ class Resume:
     """Undo a pause. Reply: ResumeReply."""
 
     verb: ClassVar[str] = "resume"
+    action: ClassVar[bool] = True
     task: str | None = None
     all: bool = False
 
@@ -313,10 +345,29 @@ class Submit:
     now) on this host if it matches `hosts`. Reply: SubmitReply."""
 
     verb: ClassVar[str] = "submit"
+    action: ClassVar[bool] = True
     command: list[str] = field(default_factory=list, metadata=_REQUIRED)
     name: str | None = None
     at: str | None = None
     hosts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run by its id, whatever its task: the row as `history` gives it, or
+    bad-argument if the history has no such run."""
+
+    verb: ClassVar[str] = "run"
+    run_id: str = field(default="", metadata=_REQUIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """The operators' actions (trigger, kill, pause, resume, submit, reload, stop) through
+    any transport, newest first. Reply: AuditReply."""
+
+    verb: ClassVar[str] = "audit"
+    limit: int = field(default=50, metadata=_NOT_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,10 +379,27 @@ class ClusterView:
 
 
 Request = (Ping | LastReload | Status | ListTasks | Plan | Reload | Stop | Trigger | Kill
-           | Pause | Resume | Logs | History | Submit | ClusterView)
+           | Pause | Resume | Logs | History | RunInfo | Submit | Audit | ClusterView)
 VERBS: dict[str, type[Request]] = {cls.verb: cls for cls in (
     Ping, LastReload, Status, ListTasks, Plan, Reload, Stop, Trigger, Kill, Pause, Resume,
-    Logs, History, Submit, ClusterView)}
+    Logs, History, RunInfo, Submit, Audit, ClusterView)}
+
+
+def is_action(request: Request) -> bool:
+    """Whether the request changes something (and so is audited, and refused to a viewer
+    or a read-only listener)."""
+    return getattr(request, "action", False)
+
+
+def action_target(request: Request) -> str | None:
+    """What an action acts on, as the audit shows it."""
+    if isinstance(request, Kill) and request.run:
+        return f"{request.task} run {request.run}"
+    if isinstance(request, Pause | Resume):
+        return "all" if request.all else request.task
+    if isinstance(request, Submit):
+        return request.name or " ".join(request.command)[:200]
+    return getattr(request, "task", None)
 
 _KINDS: dict[str, tuple[type, ...]] = {
     "str": (str,), "bool": (bool,), "int": (int,), "float": (int, float),
@@ -344,6 +412,71 @@ def parse_request(message: dict[str, Any]) -> Request:
     cls = VERBS[message["cmd"]]
     values = {spec.name: _field_value(message, spec) for spec in dataclasses.fields(cls)}
     return cls(**values)
+
+
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+
+
+def from_query(verb: str, query: Mapping[str, str], repeated: Callable[[str], list[str]],
+               ) -> dict[str, Any]:
+    """A request message from a URL's query (`?task=x&lines=20&force=true`), each value
+    converted to its field's kind as the JSON form would give it; `repeated(name)` gives
+    every value of a list field (`?command=a&command=b`). Unknown names are refused."""
+    cls = VERBS[verb]
+    fields = {spec.name: str(spec.type).removesuffix(" | None")
+              for spec in dataclasses.fields(cls)}
+    message: dict[str, Any] = {"cmd": verb}
+    for name, text in query.items():
+        kind = fields.get(name)
+        if kind is None:
+            known = ", ".join(fields) or "none"
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"'{name}' is not an argument of "
+                                f"{verb} (its arguments: {known})")
+        try:
+            message[name] = _from_text(kind, text, partial(repeated, name))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                f"'{name}' must be {_KIND_WORDS[kind]}, got '{text}'") from None
+    return message
+
+
+_KIND_WORDS = {"str": "text", "bool": "true or false", "int": "a whole number",
+               "float": "a number", "list[str]": "text"}
+
+
+def _from_text(kind: str, text: str, every: Callable[[], list[str]]) -> object:
+    if kind == "bool":
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(text)
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    if kind == "list[str]":
+        return every()
+    return text
+
+
+def describe_verbs() -> list[dict[str, Any]]:
+    """Every verb with its arguments (name, kind, default, required) and what it does: the
+    HTTP API's index (`GET /api/v1`), from the same definitions as the requests."""
+    described = []
+    for verb, cls in VERBS.items():
+        arguments = []
+        for spec in dataclasses.fields(cls):
+            default = (spec.default_factory() if spec.default_factory is not dataclasses.MISSING
+                       else spec.default)
+            arguments.append({"name": spec.name, "kind": str(spec.type),
+                              "required": bool(spec.metadata.get("required")),
+                              "default": None if spec.metadata.get("required") else default})
+        described.append({"verb": verb, "action": bool(getattr(cls, "action", False)),
+                          "doc": " ".join((cls.__doc__ or "").split()),
+                          "arguments": arguments})
+    return described
 
 
 def _field_value(message: dict[str, Any], spec: dataclasses.Field[Any]) -> Any:

@@ -205,6 +205,27 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HttpSettings:
+    """`daemon.http`: the HTTP API, dashboard and metrics listener."""
+
+    host: str = "127.0.0.1"
+    port: int = 8427
+    read_only: bool = False  # refuse every action (trigger, kill, pause, ...)
+    metrics_auth: bool = True  # /metrics needs a token too
+    token_file: str | None = None  # the admin token; default STATE_DIR/http.token
+    viewer_token_file: str | None = None  # a read-only token, if given
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this host can reach the listener."""
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def listen(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryPolicy:
     enabled: bool = True
     keep_days: float = 30.0
@@ -269,6 +290,7 @@ class DaemonSettings:
     hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # for every task
     socket_group: str | None = None  # this group may use the control socket too
     cluster: ClusterSettings | None = None
+    http: HttpSettings | None = None  # no HTTP listener unless given
     cgroups: bool = True  # a cgroup per run where cgroup v2 is writable
 
 

@@ -37,7 +37,7 @@ from torchd.core.events import (
     RunStarted,
 )
 from torchd.core.health import Health
-from torchd.core.model import Config, TaskKind
+from torchd.core.model import Config, HttpSettings, TaskKind
 from torchd.core.reloadplan import ReloadPlan, apply_delay, describe, plan
 from torchd.core.schedule.cronexpr import upcoming
 from torchd.core.timefmt import iso_utc
@@ -65,6 +65,7 @@ from torchd.system.logformat import is_journal
 
 if TYPE_CHECKING:
     from torchd.cluster.coordinator import Cluster
+    from torchd.daemon.httplistener import HttpListener
 
 log = logging.getLogger("torchd")
 DEFAULT_STOP_GRACE = 10.0
@@ -161,6 +162,7 @@ class App:
         self._cgroups = CgroupMode(None, "not set up yet")
         self._run_cgroups: RunCgroupParent | None = None
         self._control: ControlServer | None = None
+        self._http: HttpListener | None = None  # made when daemon.http first asks for it
         self._reload_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_event: asyncio.Event | None = None
@@ -273,6 +275,7 @@ class App:
         self._record_reload("start", config, everything, None)
         if not await self._open_to_requests(config, scheduler, ready):
             return 1
+        await self._apply_http(config.daemon.http)
         log.info("torchd %s started pid=%d config=%s (%s) tasks=%d state_dir=%s", __version__,
                  os.getpid(), self._config_path, config.digest, len(config.tasks),
                  self._paths.root)
@@ -380,6 +383,8 @@ class App:
             self._reaper.sweep(include_running=True)
         stopped = await self._scheduler.shutdown(self._stop_grace)
         await self._end_strays()
+        if self._http is not None:
+            await self._http.close()
         if self._run_cgroups is not None:
             self._run_cgroups.release()
         if self._cluster is not None:
@@ -565,8 +570,19 @@ class App:
                         "restart")
         self._ledger.forget_except({task.name for task in new.tasks})
         self._sync_watcher(new)
+        await self._apply_http(new.daemon.http)
         log.info("reload (%s) applied config %s: %s", source, new.digest, describe(diff))
         return self._record_reload(source, new, diff, None)
+
+    async def _apply_http(self, settings: HttpSettings | None) -> None:
+        if self._http is None:
+            if settings is None:
+                return  # aiohttp's server and Jinja2 are loaded only for a listener
+            from torchd.daemon.httplistener import HttpListener  # noqa: PLC0415
+            assert self._api is not None  # noqa: S101 - made before serving
+            self._http = HttpListener(api=self._api, paths=self._paths, modes=self._modes,
+                                      clock=self._clock, health=self._health)
+        await self._http.apply(settings)
 
     def _status_line(self) -> str:
         """systemd's one-line status of the daemon (`systemctl status`): the running
@@ -614,7 +630,8 @@ class App:
         return {"pid": os.getpid(), "version": __version__, "config_file":
                 str(self._config_path), "config_hash": config.digest,
                 "generation": self._reload_seq,
-                "last_reload": _counted(self._last_reload)}
+                "last_reload": _counted(self._last_reload),
+                "http": self._http.address if self._http is not None else None}
 
     def last_reload(self) -> ReloadRecord | None:
         return self._last_reload

@@ -79,6 +79,16 @@ CREATE TABLE IF NOT EXISTS hook_calls (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS hook_calls_at ON hook_calls (at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    transport TEXT NOT NULL,   -- socket | http
+    peer TEXT NOT NULL,        -- uid=N (socket) or admin@ADDRESS / viewer@ADDRESS (http)
+    action TEXT NOT NULL,      -- the verb: trigger, kill, pause, resume, submit, reload, stop
+    target TEXT,               -- the task (or run, or "all"), if any
+    result TEXT NOT NULL       -- ok, or the error code and message
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
 _START_COLUMNS = ("run_id", "task", "fire_id", "scheduled", "at", "started", "pid", "host",
                   "attempt", "trigger", "log_file", "log_start")
@@ -186,6 +196,7 @@ def prune(conn: sqlite3.Connection, policy: HistoryPolicy, now: float) -> int:
         " (PARTITION BY task ORDER BY at DESC) AS n FROM runs) WHERE n > ?)",
         (policy.keep_runs_per_task,)).rowcount
     conn.execute("DELETE FROM hook_calls WHERE at < ?", (cutoff,))
+    conn.execute("DELETE FROM audit WHERE at < ?", (cutoff,))
     conn.commit()
     return removed
 
@@ -305,6 +316,13 @@ class HistoryWriter:
             "VALUES (?,?,?,?,?,?,?,?)",
             (time.time(), task, run_id, event, action, target, int(ok), detail)))
 
+    def action(self, *, at: float, transport: str, peer: str, action: str,
+               target: str | None, result: str) -> None:
+        """An operator's action (see control.audit), for the audit table."""
+        self._queue.put((
+            "INSERT INTO audit (at, transport, peer, action, target, result) "
+            "VALUES (?,?,?,?,?,?)", (at, transport, peer, action, target, result)))
+
     # ----- the writer thread -------------------------------------------------------------
     def _work(self, conn: sqlite3.Connection) -> None:
         next_prune = time.monotonic()
@@ -406,4 +424,28 @@ def find_run(path: Path, task: str, run_id: str | None) -> dict[str, Any] | None
         else:
             row = conn.execute("SELECT * FROM runs WHERE task = ? AND run_id = ?",
                                (task, run_id)).fetchone()
+    return None if row is None else dict(row)
+
+
+def query_audit(path: Path, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest actions first, as plain dicts."""
+    if not path.exists():
+        return []
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        try:
+            rows = conn.execute("SELECT at, transport, peer, action, target, result FROM audit"
+                                " ORDER BY at DESC, id DESC LIMIT ?", (limit,)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a database no daemon of this version opened
+                return []
+            raise
+    return [dict(row) for row in rows]
+
+
+def run_by_id(path: Path, run_id: str) -> dict[str, Any] | None:
+    """The run with this id, whatever its task."""
+    if not path.exists():
+        return None
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     return None if row is None else dict(row)

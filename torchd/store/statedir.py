@@ -79,6 +79,10 @@ class StatePaths:
     def submitted(self) -> Path:
         return self.root / "submitted.json"
 
+    @property
+    def http_token(self) -> Path:
+        return self.root / "http.token"
+
 
 @dataclass(frozen=True, slots=True)
 class FileModes:

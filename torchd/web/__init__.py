@@ -1,0 +1,1 @@
+"""HTTP: the control API's second transport (`/api/v1`), the dashboard, `/metrics`."""

@@ -1,0 +1,106 @@
+"""The HTTP listener (`daemon.http`): the API, the dashboard, `/metrics`, `/healthz`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from torchd.web import api, dashboard
+from torchd.web.auth import METRICS_OPEN, TOKENS, Handler, authenticate, login
+from torchd.web.context import CONTEXT, WebContext
+from torchd.web.tokens import Tokens
+
+log = logging.getLogger("torchd.http")
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 1 << 20
+SHUTDOWN_WAIT = 1.0  # seconds open streams get at a stop before they are cut
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+}
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    if not response.prepared:  # a stream sends its headers itself, before this
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+    if isinstance(response, web.HTTPException) and response.status >= 300:
+        raise response
+    return response
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    scrape = request.app[CONTEXT].metrics
+    if scrape is None:
+        raise web.HTTPNotFound(text="metrics are not available\n")
+    body, content_type = await scrape()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def make_app(context: WebContext, tokens: Tokens) -> web.Application:
+    app = web.Application(middlewares=[_security_headers, authenticate],
+                          client_max_size=MAX_BODY)
+    app[CONTEXT] = context
+    app[TOKENS] = tokens
+    app[METRICS_OPEN] = not context.settings.metrics_auth
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/login", login)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    api.add_routes(app)
+    dashboard.add_routes(app)
+    return app
+
+
+class WebServer:
+    """One listener; start() raises OSError when the address cannot be bound."""
+
+    def __init__(self, context: WebContext, tokens: Tokens) -> None:
+        self._context = context
+        self._tokens = tokens
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def settings_key(self) -> tuple[object, ...]:
+        return (self._context.settings, self._tokens)
+
+    async def start(self) -> None:
+        settings = self._context.settings
+        runner = web.AppRunner(make_app(self._context, self._tokens), access_log=None,
+                               handle_signals=False, shutdown_timeout=SHUTDOWN_WAIT)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port,
+                              reuse_address=True).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("HTTP API and dashboard on http://%s/%s", settings.listen,
+                 "" if settings.loopback else " (reachable from other hosts)")
+        if not settings.loopback:
+            log.warning("daemon.http listens on %s, not a loopback address, without TLS: "
+                        "tokens and cookies cross the network in clear text; put it behind "
+                        "a reverse proxy that terminates TLS (see the README)", settings.listen)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

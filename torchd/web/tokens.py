@@ -1,0 +1,105 @@
+"""The HTTP listener's tokens: the admin token (STATE_DIR/http.token, made at the first
+start, or `daemon.http.token_file`) and an optional viewer token. A token file is read
+from the descriptor that was checked: a regular file of root or the daemon's user that
+nobody else may read or write (it is a password)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchd.core.errors import TorchdError
+from torchd.core.model import HttpSettings
+from torchd.store.statedir import FileModes, StatePaths, open_file
+from torchd.system.safefile import UnsafePathError, read_regular
+
+MAX_TOKEN_FILE = 4096
+MIN_TOKEN_LENGTH = 16
+
+
+class TokenError(TorchdError):
+    """A token file torchd will not use; the message names the file and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    admin: str
+    viewer: str | None = None
+
+
+def load_tokens(settings: HttpSettings, paths: StatePaths, modes: FileModes) -> Tokens:
+    """The tokens `settings` name; the default admin token is made if it is not there yet."""
+    if settings.token_file is None:
+        admin = _state_dir_token(paths.http_token, modes)
+    else:
+        admin = read_token_file(Path(settings.token_file), "daemon.http.token_file")
+    viewer = None
+    if settings.viewer_token_file is not None:
+        viewer = read_token_file(Path(settings.viewer_token_file),
+                                 "daemon.http.viewer_token_file")
+        if secrets.compare_digest(viewer, admin):
+            raise TokenError(f"{settings.viewer_token_file}: the viewer token is the admin "
+                             "token; give the viewer a token of its own")
+    return Tokens(admin, viewer)
+
+
+def _state_dir_token(path: Path, modes: FileModes) -> str:
+    """STATE_DIR/http.token, made with a new random token if it is not there. The state
+    dir's files are private to the daemon's user (0600 even with socket_group: members
+    of that group may read history, not act)."""
+    private = FileModes(file=0o600, directory=modes.directory, gid=modes.gid)
+    try:
+        fd = open_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, private)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise TokenError(f"cannot make {path}: {exc.strerror}") from None
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+            handle.flush()
+            os.fsync(fd)
+    try:
+        fd = open_file(path, os.O_RDONLY, private)
+    except OSError as exc:
+        raise TokenError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        return _token_text(handle.read(MAX_TOKEN_FILE + 1), path)
+
+
+def read_token_file(path: Path, key: str) -> str:
+    """A token file named in the task file (`key`): its first line."""
+    try:
+        data = read_regular(path, limit=MAX_TOKEN_FILE, what=f"{key}",
+                            check=_private_to_us)
+    except UnsafePathError as exc:
+        raise TokenError(f"{key}: {path} {exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise TokenError(f"{key}: {path} does not exist; write a random token into it "
+                             "(e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`)") from None
+        raise TokenError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    return _token_text(data, path)
+
+
+def _private_to_us(info: os.stat_result) -> str | None:
+    if info.st_uid not in (0, os.geteuid()):
+        return (f"is owned by uid {info.st_uid}; a token file must be root's or the "
+                "daemon user's")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        return (f"has mode {stat.S_IMODE(info.st_mode):04o}; a token file must be readable by its "
+                "owner alone (chmod 600)")
+    return None
+
+
+def _token_text(data: bytes, path: Path) -> str:
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    token = lines[0].strip() if lines else ""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise TokenError(f"{path}: the token must be at least {MIN_TOKEN_LENGTH} characters "
+                         "on the file's first line")
+    return token
