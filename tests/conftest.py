@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Daemon, RedisServer, free_port, require_tool
+from tests.webhelpers import WebDaemon, start_web_daemon
 
 
 @pytest.fixture
@@ -42,3 +43,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def web_daemon(write_tasks: Callable[..., Path],
+               daemon_factory: Callable[..., Daemon]) -> Callable[..., WebDaemon]:
+    """Start a real daemon whose task file is `text` with LISTEN replaced by a free
+    loopback address: `web_daemon("daemon: {http: {listen: LISTEN}}\ntasks: [...]")`."""
+
+    def start(text: str) -> WebDaemon:
+        port = free_port()
+        config = write_tasks(text.replace("LISTEN", f"127.0.0.1:{port}"))
+        return start_web_daemon(daemon_factory(config), port)
+
+    return start
