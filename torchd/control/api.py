@@ -18,6 +18,8 @@ from torchd.control.verbs import (
     Audit,
     AuditReply,
     ClusterView,
+    Fires,
+    FiresReply,
     History,
     HistoryReply,
     Kill,
@@ -47,6 +49,8 @@ from torchd.control.verbs import (
     StopReply,
     Submit,
     SubmitReply,
+    TaskInfo,
+    TaskReply,
     Trigger,
     TriggerReply,
     action_target,
@@ -61,6 +65,7 @@ from torchd.core.events import Event, FireSettled, FireSkipped, RunEnded, RunNot
 from torchd.core.hostmatch import check_pattern, hosts_match
 from torchd.core.model import Catchup, Config, TaskKind, TaskSpec, name_problem
 from torchd.core.schedule.bounded import AtSchedule
+from torchd.core.schedule.cronexpr import upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc
 from torchd.store.history import HistoryWriter, query_audit, query_runs, run_by_id
@@ -72,6 +77,8 @@ from torchd.system.hostinfo import local_identity
 log = logging.getLogger("torchd.ops")
 SUBMIT_PREFIX = "submit:"
 _T = TypeVar("_T")
+MAX_FIRES = 100_000  # fires one `fires` reply holds at most
+MAX_FIRES_HOURS = 168.0
 WAIT_KILLED = 5.0  # seconds past kill_grace that `kill` waits for its runs to end
 
 
@@ -89,6 +96,8 @@ class DaemonPort(Protocol):
         """Begin a stop; False if one had begun (then it changes nothing)."""
     async def cluster_view(self) -> dict[str, Any] | None:
         """The cluster's state; None when not in cluster mode."""
+    def task_source(self, name: str) -> str | None:
+        """The task's text as it stands in its file, if the daemon still has it."""
 
 
 class EnginePort(Protocol):
@@ -122,7 +131,7 @@ class ControlApi:
             ListTasks: self.list_tasks, Plan: self.plan, Reload: self.reload, Stop: self.stop,
             Trigger: self.trigger, Kill: self.kill, Pause: self.pause, Resume: self.resume,
             Logs: self.logs, History: self.history, Submit: self.submit, Audit: self.audit,
-            RunInfo: self.run_info,
+            RunInfo: self.run_info, TaskInfo: self.task_info, Fires: self.fires,
             ClusterView: self.cluster,
         }
 
@@ -311,6 +320,34 @@ class ControlApi:
                     config.daemon.timezone)
         return run_row(row, zone)
 
+    async def task_info(self, request: TaskInfo) -> TaskReply:
+        spec = self._config().by_name().get(request.task)
+        entry = next((t for t in self._daemon.status()["tasks"] if t["name"] == request.task),
+                     None)
+        if spec is None or entry is None:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"no task '{request.task}'")
+        after = self._clock.time()
+        fires = [] if spec.schedule is None else upcoming(spec.schedule, after, request.count)
+        return {"task": entry, "file": spec.file or self._config().path, "line": spec.line,
+                "source": self._daemon.task_source(spec.name),
+                "next_fires": [iso_utc(t) for t in fires], "timezone": spec.timezone}
+
+    async def fires(self, request: Fires) -> FiresReply:
+        config = self._config()
+        hours = min(request.hours, MAX_FIRES_HOURS)
+        start = self._clock.time()
+        end = start + hours * 3600
+        wanted = set(request.tasks)
+        specs = [t for t in config.tasks if t.schedule is not None and t.active
+                 and (not wanted or t.name in wanted)]
+        unknown = wanted - {t.name for t in config.tasks}
+        if unknown:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"no task {', '.join(sorted(unknown))}")
+        fires, truncated = await asyncio.to_thread(_fires_between, specs, start, end,
+                                                   request.limit)
+        return {"start": iso_utc(start), "end": iso_utc(end), "fires": fires,
+                "timezones": {t.name: t.timezone for t in specs}, "truncated": truncated}
+
     async def audit(self, request: Audit) -> AuditReply:
         await self._flush()
         rows = await _reading_history(query_audit, self._paths.history, limit=request.limit)
@@ -387,6 +424,29 @@ async def _reading_history(read: Callable[..., _T], *args: Any, **kwargs: Any) -
     except (sqlite3.Error, OSError) as exc:
         raise ProtocolError(ErrorCode.UNAVAILABLE,
                             f"the run history cannot be read now: {exc}") from None
+
+
+def _fires_between(specs: list[TaskSpec], start: float, end: float,
+                   limit: int) -> tuple[dict[str, list[str]], list[str]]:
+    """Each task's fires in [start, end), at most `limit` each and MAX_FIRES in all."""
+    fires: dict[str, list[str]] = {}
+    truncated: list[str] = []
+    left = MAX_FIRES
+    for spec in specs:
+        assert spec.schedule is not None  # noqa: S101 - only scheduled tasks are given
+        times: list[str] = []
+        cursor = start
+        cap = min(limit, left)
+        while (due := spec.schedule.next_after(cursor)) is not None and due < end:
+            if len(times) >= cap:
+                truncated.append(spec.name)
+                break
+            times.append(iso_utc(due))
+            cursor = due
+        left -= len(times)
+        if times:
+            fires[spec.name] = times
+    return fires, truncated
 
 
 def _done(reply: Any) -> str:

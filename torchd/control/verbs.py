@@ -151,6 +151,23 @@ class HistoryReply(TypedDict):
     runs: list[dict[str, Any]]  # rows as `history --json`: see run_row
 
 
+class TaskReply(TypedDict):
+    task: dict[str, object]  # the task's entry in `status`
+    file: str  # the file it was loaded from
+    line: int  # where it starts there
+    source: str | None  # its text in the file (None if the daemon no longer has it)
+    next_fires: list[str]
+    timezone: str
+
+
+class FiresReply(TypedDict):
+    start: str
+    end: str
+    fires: dict[str, list[str]]  # task -> its fire times in the window
+    timezones: dict[str, str]
+    truncated: list[str]  # tasks with more fires than `limit` (or past MAX_FIRES in all)
+
+
 class AuditEntry(TypedDict):
     at: str
     transport: str  # socket | http
@@ -353,6 +370,28 @@ class Submit:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """One task as loaded: its snapshot (as in `status`), its source text with file and
+    line, and its next `count` fires. Reply: TaskReply; bad-argument for no such task."""
+
+    verb: ClassVar[str] = "task"
+    task: str = field(default="", metadata=_REQUIRED)
+    count: int = field(default=10, metadata=_NOT_NEGATIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class Fires:
+    """The fires due in the next `hours` (at most 168) of the given `tasks` (default every
+    task), at most `limit` per task and MAX_FIRES in all: the daily plan. Reply:
+    FiresReply; a task whose fires were cut short is in `truncated`."""
+
+    verb: ClassVar[str] = "fires"
+    tasks: list[str] = field(default_factory=list)
+    hours: float = field(default=24.0, metadata=_NOT_NEGATIVE)
+    limit: int = field(default=1440, metadata=_NOT_NEGATIVE)
+
+
+@dataclass(frozen=True, slots=True)
 class RunInfo:
     """One run by its id, whatever its task: the row as `history` gives it, or
     bad-argument if the history has no such run."""
@@ -379,10 +418,11 @@ class ClusterView:
 
 
 Request = (Ping | LastReload | Status | ListTasks | Plan | Reload | Stop | Trigger | Kill
-           | Pause | Resume | Logs | History | RunInfo | Submit | Audit | ClusterView)
+           | Pause | Resume | Logs | History | RunInfo | TaskInfo | Fires | Submit | Audit
+           | ClusterView)
 VERBS: dict[str, type[Request]] = {cls.verb: cls for cls in (
     Ping, LastReload, Status, ListTasks, Plan, Reload, Stop, Trigger, Kill, Pause, Resume,
-    Logs, History, RunInfo, Submit, Audit, ClusterView)}
+    Logs, History, RunInfo, TaskInfo, Fires, Submit, Audit, ClusterView)}
 
 
 def is_action(request: Request) -> bool:

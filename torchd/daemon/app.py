@@ -674,6 +674,14 @@ class App:
             "last_reload": self._last_reload,
         }
 
+    def task_source(self, name: str) -> str | None:
+        spec = self._current_config().by_name().get(name)
+        if spec is None:
+            return None
+        caches = [self._parse_cache, *self._parse_cache.files.values()]
+        return next((text for cache in caches for text, cached in cache.tasks.items()
+                     if cached is spec or (cached.name == name and cached == spec)), None)
+
     async def cluster_view(self) -> dict[str, Any] | None:
         return None if self._cluster is None else await self._cluster.view()
 
