@@ -13,6 +13,16 @@ from tests.helpers import Daemon, wait_for
 ADMIN = object()  # `token=ADMIN`: the daemon's own admin token
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is what a test checks, not something to follow."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 @dataclass
 class WebDaemon:
     daemon: Daemon
@@ -37,7 +47,7 @@ class WebDaemon:
         request = urllib.request.Request(self.url + path, data=data,  # noqa: S310 - http
                                          method=method, headers=sent)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=30) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()

@@ -19,6 +19,7 @@ from torchd import __version__
 from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from torchd.cli.lifecycle import cmd_reload, cmd_run, cmd_start, cmd_status, cmd_stop
 from torchd.cli.operations import (
+    cmd_audit,
     cmd_history,
     cmd_kill,
     cmd_logs,
@@ -26,6 +27,7 @@ from torchd.cli.operations import (
     cmd_resume,
     cmd_submit,
     cmd_trigger,
+    cmd_web,
 )
 from torchd.cli.shipped import cmd_example, cmd_unit
 from torchd.cli.taskfile import cmd_check, cmd_next
@@ -180,6 +182,15 @@ def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
                         help="run only if this host matches (as a task's hosts)")
     submit.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
     submit.set_defaults(func=cmd_submit)
+    audit = add("audit", "list the actions operators took (trigger, kill, pause, ...), newest "
+                "first, through the socket or HTTP", config="optional", json_flag=True,
+                times=True, examples=("torchd audit", "torchd audit -n 100 --json"))
+    audit.add_argument("-n", "--count", type=int, default=20, help="how many (default 20)")
+    audit.set_defaults(func=cmd_audit)
+    web = add("web", "print the dashboard's address with its token (open it once in a "
+              "browser; daemon.http must be set)", config="optional",
+              examples=("torchd web", "xdg-open \"$(torchd web)\""))
+    web.set_defaults(func=cmd_web)
 
 
 def _lean_log_records() -> None:

@@ -1,14 +1,16 @@
-"""Operators' requests: `trigger`, `kill`, `pause`, `resume`, `history`, `logs`, `submit`;
-`history` and `logs` read the state dir themselves when no daemon answers."""
+"""Operators' requests: `trigger`, `kill`, `pause`, `resume`, `history`, `logs`, `submit`,
+`audit`, `web`; `history` and `logs` read the state dir themselves when no daemon answers."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from torchd.cli.common import (
     EXIT_CONFIG,
@@ -26,6 +28,7 @@ from torchd.control.verbs import at_problem, run_row
 from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
 from torchd.store.statedir import StatePaths
+from torchd.store.tokens import TokenError, read_token_file
 
 
 def _exit_code_of(outcome: dict[str, Any]) -> int:
@@ -213,4 +216,47 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         at = text_time(result["at"], result["timezone"], args.utc)
         print(f"submitted {result['task']}: runs at {at}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    result = call(state_dir, "audit", limit=args.count)
+    if result is None:
+        return not_running(state_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    if not result["enabled"]:
+        print("the history is off (daemon.history.enabled: false): actions are only in the "
+              "daemon's log", file=sys.stderr)
+    rows = [("WHEN", "VIA", "WHO", "ACTION", "TARGET", "RESULT")]
+    rows += [(text_time(a["at"], None, args.utc), a["transport"], a["peer"], a["action"],
+              a["target"] or "-", a["result"]) for a in result["actions"]]
+    print_table(rows)
+    return EXIT_OK
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """The dashboard's address with the admin token, as Jupyter prints it: opening it
+    once sets a session cookie and leaves the token out of the address bar."""
+    state_dir = resolve_state_dir(args)
+    ping = call(state_dir, "ping")
+    if ping is None:
+        return not_running(state_dir)
+    address, token_file = ping.get("http"), ping.get("http_token_file")
+    if not address or not token_file:
+        print("torchd: the daemon has no HTTP listener; add to the task file:\n"
+              "  daemon:\n    http: {listen: \"127.0.0.1:8427\"}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        # The daemon may run as a user of its own: its files are that user's.
+        owners = frozenset({0, os.geteuid(), state_dir.stat().st_uid})
+        token = read_token_file(Path(token_file), "the admin token", owners)
+    except TokenError as exc:
+        print(f"torchd: {exc} (the token file is readable by root and the daemon's user "
+              "alone)", file=sys.stderr)
+        return EXIT_FAIL
+    address = address.replace("//0.0.0.0:", "//localhost:").replace("//[::]:", "//localhost:")
+    print(f"{address}login?{urlencode({'token': token})}")
     return EXIT_OK

@@ -43,6 +43,7 @@ class PingReply(TypedDict):
     generation: int
     last_reload: dict[str, Any] | None  # a ReloadRecord, its changes as counts
     http: str | None  # the dashboard's address (http://HOST:PORT/) while it listens
+    http_token_file: str | None  # where its admin token is (`torchd web` reads it)
 
 
 class StatusReply(TypedDict):

@@ -631,7 +631,8 @@ class App:
                 str(self._config_path), "config_hash": config.digest,
                 "generation": self._reload_seq,
                 "last_reload": _counted(self._last_reload),
-                "http": self._http.address if self._http is not None else None}
+                "http": self._http.address if self._http is not None else None,
+                "http_token_file": self._http.token_file if self._http is not None else None}
 
     def last_reload(self) -> ReloadRecord | None:
         return self._last_reload

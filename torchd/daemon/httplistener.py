@@ -11,10 +11,10 @@ from torchd.core.clock import Clock
 from torchd.core.health import Health
 from torchd.core.model import HttpSettings
 from torchd.store.statedir import FileModes, StatePaths
+from torchd.store.tokens import TokenError, load_tokens
 from torchd.web.context import Scrape, WebContext
 from torchd.web.render import make_templates
 from torchd.web.server import WebServer
-from torchd.web.tokens import TokenError, load_tokens
 
 log = logging.getLogger("torchd.http")
 PROBLEM = "http"
@@ -39,6 +39,12 @@ class HttpListener:
         if self._server is None or self._settings is None:
             return None
         return f"http://{self._settings.listen}/"
+
+    @property
+    def token_file(self) -> str | None:
+        if self._settings is None:
+            return None
+        return self._settings.token_file or str(self._paths.http_token)
 
     async def apply(self, settings: HttpSettings | None) -> None:
         """Listen as `settings` say (None: not at all); the same settings and tokens as

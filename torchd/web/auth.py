@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from torchd.control.protocol import ErrorCode, error
-from torchd.web.tokens import Tokens
+from torchd.store.tokens import Tokens
 
 COOKIE = "torchd_session"
 OPEN_PATHS = frozenset({"/healthz"})

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from torchd.store.tokens import Tokens
 from torchd.web import api, dashboard
 from torchd.web.auth import METRICS_OPEN, TOKENS, Handler, authenticate, login
 from torchd.web.context import CONTEXT, WebContext
-from torchd.web.tokens import Tokens
 
 log = logging.getLogger("torchd.http")
 STATIC = Path(__file__).parent / "static"

@@ -10,6 +10,7 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from torchd.core.errors import TorchdError
@@ -71,11 +72,13 @@ def _state_dir_token(path: Path, modes: FileModes) -> str:
         return _token_text(handle.read(MAX_TOKEN_FILE + 1), path)
 
 
-def read_token_file(path: Path, key: str) -> str:
-    """A token file named in the task file (`key`): its first line."""
+def read_token_file(path: Path, key: str, owners: frozenset[int] | None = None) -> str:
+    """A token file (`key` names it in messages): its first line. Its owner must be one of
+    `owners` (default root and this process's user)."""
+    allowed = owners if owners is not None else frozenset({0, os.geteuid()})
     try:
         data = read_regular(path, limit=MAX_TOKEN_FILE, what=f"{key}",
-                            check=_private_to_us)
+                            check=partial(_private_to, allowed))
     except UnsafePathError as exc:
         raise TokenError(f"{key}: {path} {exc}") from None
     except OSError as exc:
@@ -86,8 +89,8 @@ def read_token_file(path: Path, key: str) -> str:
     return _token_text(data, path)
 
 
-def _private_to_us(info: os.stat_result) -> str | None:
-    if info.st_uid not in (0, os.geteuid()):
+def _private_to(owners: frozenset[int], info: os.stat_result) -> str | None:
+    if info.st_uid not in owners:
         return (f"is owned by uid {info.st_uid}; a token file must be root's or the "
                 "daemon user's")
     if stat.S_IMODE(info.st_mode) & 0o077:
