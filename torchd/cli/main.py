@@ -189,7 +189,7 @@ def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
     audit.set_defaults(func=cmd_audit)
     web = add("web", "print the dashboard's address with its token (open it once in a "
               "browser; daemon.http must be set)", config="optional",
-              examples=("torchd web", "xdg-open \"$(torchd web)\""))
+              examples=("torchd web", "torchd web -c /etc/torchd/tasks.yaml"))
     web.set_defaults(func=cmd_web)
 
 
