@@ -203,6 +203,43 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+class TorchdHttpPeer(TorchdPeer):
+    """torchd with `daemon.http` on a free loopback port (`/metrics` open): beside
+    `torchd`, what the listener costs a daemon nobody looks at."""
+
+    name = "torchd-http"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.port = free_port()
+
+    def _daemon_keys(self, watch: bool) -> str:
+        return (super()._daemon_keys(watch) + f', http: {{listen: "127.0.0.1:{self.port}", '
+                'metrics_auth: false}, log: {max_bytes: 1GB}')
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.state / "http.token").read_text().strip()
+
+    def start(self, tasks: list[Task]) -> psutil.Process:
+        proc = super().start(tasks)
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        assert self.proc is not None
+        _wait(answers, 60, "torchd-http listener", self.proc, self.log)
+        return proc
+
+
 class TorchdClusterPeer(TorchdPeer):
     """torchd in cluster mode, one host, every task `run_on: one`: each fire is claimed in
     a private redis-server first (the claim's cost, side by side with `torchd`)."""
@@ -421,7 +458,7 @@ class BusyboxCronPeer(Peer):
 
 PEERS: dict[str, type[Peer]] = {p.name: p for p in (TorchdPeer, TorchdNoHistoryPeer,
                                                      TorchdBasePeer, TorchdNoCgroupsPeer,
-                                                     TorchdClusterPeer,
+                                                     TorchdClusterPeer, TorchdHttpPeer,
                                                      APSchedulerPeer, YacronPeer,
                                                      BusyboxCronPeer, AsyncioFloorPeer,
                                                      AsyncioFloorHistoryPeer)}

@@ -853,7 +853,14 @@ async def _claims(url: str, fires: int, host_count: int) -> list[Result]:
     return results
 
 
+def mode_web(args: argparse.Namespace) -> list[Result]:
+    from bench.web import mode_web as measure  # noqa: PLC0415 - it builds on this module
+
+    return measure(args)
+
+
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
+    "web": (mode_web, ["torchd-http"]),
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
     "idle": (mode_idle, ["torchd", "apscheduler", "asyncio-floor"]),
@@ -919,6 +926,10 @@ def main(argv: list[str] | None = None) -> int:
     wakeup.add_argument("--gaps", type=float, nargs="+", default=[1.0, 0.1, 0.01, 0.0],
                         help="seconds asleep before each wake-up")
     wakeup.add_argument("--seconds", type=float, default=10.0, help="per gap and way")
+    from bench.web import add_arguments as web_arguments  # noqa: PLC0415
+
+    web_arguments(add("web", "the HTTP listener at 10,000 tasks: request times, idle CPU "
+                      "with a dashboard open, 50 live-log followers of a 1 MB/s task"))
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

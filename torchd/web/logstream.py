@@ -35,9 +35,24 @@ CHUNK = 1 << 20  # bytes read at most per poll
 HELD_LINE = 1.0  # a partial line is sent once it is this old (a prompt without newline)
 CHECK_ENDED = 2.0  # seconds between looks at the history for a run without a footer
 REPLAY_LINES = 100
+MAX_STREAMS = 256  # open at once per listener; more are refused (503) until some close
+_open_streams = 0
 
 
 async def follow_run(request: web.Request, run: dict[str, Any]) -> web.StreamResponse:
+    global _open_streams  # noqa: PLW0603 - one count for the process's one listener
+    if _open_streams >= MAX_STREAMS:
+        raise web.HTTPServiceUnavailable(
+            text=f"{MAX_STREAMS} live logs are open already; try again later\n",
+            headers={"Retry-After": "10"})
+    _open_streams += 1
+    try:
+        return await _stream(request, run)
+    finally:
+        _open_streams -= 1
+
+
+async def _stream(request: web.Request, run: dict[str, Any]) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no"})
