@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,7 @@ from aiohttp import web
 from torchd.control.protocol import ErrorCode, error
 from torchd.store.tokens import Tokens
 
+log = logging.getLogger("torchd.http")
 COOKIE = "torchd_session"
 OPEN_PATHS = frozenset({"/healthz"})
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -110,6 +112,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
                        "address `torchd web` prints")
     if request.method == "POST" and (not same_origin(request)
                                      or (by_cookie and "Origin" not in request.headers)):
+        log.warning("refused a POST to %s from %s: Origin %r is not this listener (Host %r)",
+                    request.path, request.remote, request.headers.get("Origin"), request.host)
         return refusal(request, 403, ErrorCode.FORBIDDEN,
                        "this request comes from another site (its Origin is not this "
                        "dashboard's); refused")
