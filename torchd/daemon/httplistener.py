@@ -11,6 +11,7 @@ from torchd.core.clock import Clock
 from torchd.core.health import Health
 from torchd.core.model import HttpSettings
 from torchd.store.statedir import FileModes, StatePaths
+from torchd.system.hostinfo import http_url, reachable_host
 from torchd.web.context import Scrape, WebContext
 from torchd.web.render import make_templates
 from torchd.web.server import WebServer
@@ -31,14 +32,20 @@ class HttpListener:
         self.metrics = metrics
         self._templates = make_templates()
         self._server: WebServer | None = None
-        self._settings: HttpSettings | None = None
+        self._advertised: str | None = None
 
     @property
     def address(self) -> str | None:
         """http://HOST:PORT/ while it listens."""
-        if self._server is None or self._settings is None:
+        if self._server is None:
             return None
-        return f"http://{self._settings.listen}/"
+        return f"http://{self._server.listen}/"
+
+    @property
+    def advertised(self) -> str | None:
+        """The address other hosts reach it by (the cluster heartbeat tells it): the
+        listen address, or one of this host's when it listens on every address."""
+        return None if self._server is None else self._advertised
 
     async def apply(self, settings: HttpSettings | None) -> None:
         """Listen as `settings` say (None: not at all); the same settings and tokens as
@@ -53,7 +60,6 @@ class HttpListener:
         if self._server is not None and self._server.settings_key == (settings, tokens):
             return
         await self.close()
-        self._settings = settings
         if settings is None or tokens is None:
             self._health.clear(PROBLEM)
             return
@@ -68,6 +74,7 @@ class HttpListener:
                                 f"{settings.listen}: {exc.strerror or exc}")
             return
         self._server = server
+        self._advertised = http_url(reachable_host(settings.host), server.port)
         self._health.clear(PROBLEM)
 
     async def close(self) -> None:
