@@ -25,8 +25,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, start_redis
-from torchd.cluster.coordinator import Cluster, host_load
+from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, free_port, start_redis
+from torchd.cluster.coordinator import Cluster, host_figures
 from torchd.core.events import RunEnded, RunStarted
 from torchd.core.model import ClusterSettings, HistoryPolicy
 from torchd.engine.admission import HANDOFF
@@ -834,7 +834,7 @@ async def _claims(url: str, fires: int, host_count: int) -> list[Result]:
     for count in (1, host_count):
         hosts = [Cluster(ClusterSettings(redis=url, name="bench"), host_id=f"h{i}",
                          describe=dict) for i in range(count)]
-        hosts[0].load = host_load()
+        hosts[0].load = float(host_figures()["load"])
         load_delay = hosts[0].claim_delay() * 1000
         for cluster in hosts:
             cluster.load = 0.0  # the delay is reported apart
@@ -859,6 +859,83 @@ def mode_web(args: argparse.Namespace) -> list[Result]:
     return measure(args)
 
 
+# ----- 8. the daily plan page ------------------------------------------------------------------
+def plan_schedule(i: int) -> str:
+    """The plan's mix: ten tasks every second first (the costliest page), then one task in
+    a hundred every minute, the rest every five minutes, their seconds spread."""
+    if i < 10:
+        return "* * * * * *"
+    if i % 100 == 0:
+        return f"{i % 60} * * * * *"
+    return f"{i % 60} {i % 5}-59/5 * * * *"
+
+
+def mode_plan(args: argparse.Namespace) -> list[Result]:
+    """The daily plan page (`/plan`) of a daemon with `--tasks` tasks: the time from sending
+    the request to the last byte of the page, over loopback, for the first page (the
+    per-second tasks), a page in the middle and a name filter."""
+    import urllib.request  # noqa: PLC0415 - this mode alone
+
+    results: list[Result] = []
+    with workdir() as tmp_name:
+        work = Path(tmp_name)
+        port = free_port()
+        lines = [f'  - {{name: task{i:05d}, schedule: "{plan_schedule(i)}", '
+                 f'command: ["/bin/true"]}}' for i in range(args.tasks)]
+        config = work / "tasks.yaml"
+        config.write_text(f'daemon: {{watch: false, http: {{listen: "127.0.0.1:{port}"}}}}\n'
+                          "tasks:\n" + "\n".join(lines) + "\n")
+        log = (work / "torchd.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "torchd", "run", "-c", str(config),
+                                 "--state-dir", str(work / "state")], stdout=log,
+                                stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            token_file = work / "state" / "http.token"
+            deadline = time.monotonic() + 300
+            while not token_file.exists() or not _answers(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("torchd did not start its HTTP listener")
+                time.sleep(0.05)
+            time.sleep(args.settle)  # some runs in the history
+            token = token_file.read_text().strip()
+            middle = args.tasks // 100  # page numbers are 1-based: the middle of 50-task pages
+            for label, path in (("page 1", "/plan"), ("middle page", f"/plan?page={middle}"),
+                                ("filter", "/plan?match=task0999")):
+                took = []
+                size = 0
+                for _ in range(args.requests):
+                    request = urllib.request.Request(
+                        f"http://127.0.0.1:{port}{path}",
+                        headers={"Authorization": f"Bearer {token}"})
+                    t0 = time.perf_counter()
+                    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                        size = len(response.read())
+                    took.append((time.perf_counter() - t0) * 1000)
+                results.append({"measure": "plan", "peer": "torchd", "tasks": args.tasks,
+                                "page": label, "requests": args.requests,
+                                "p50_ms": round(statistics.median(took), 1),
+                                "p99_ms": round(percentile(took, 99), 1), "kb": size // 1024})
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            log.close()
+    keys = ["tasks", "page", "requests", "p50_ms", "p99_ms", "kb"]
+    emit_table(["tasks", "page", "requests", "p50 ms", "p99 ms", "KB"],
+               [cells(r, keys) for r in results])
+    return results
+
+
+def _answers(port: int) -> bool:
+    import urllib.request  # noqa: PLC0415 - this mode alone
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                    timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "web": (mode_web, ["torchd-http"]),
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
@@ -870,6 +947,7 @@ MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]]
     "claims": (mode_claims, ["torchd"]),
     "handoff": (mode_handoff, []),
     "wakeup": (mode_wakeup, []),
+    "plan": (mode_plan, ["torchd"]),
 }
 
 
@@ -930,6 +1008,11 @@ def main(argv: list[str] | None = None) -> int:
 
     web_arguments(add("web", "the HTTP listener at 10,000 tasks: request times, idle CPU "
                       "with a dashboard open, 50 live-log followers of a 1 MB/s task"))
+    plan = add("plan", "the daily plan page's time with many tasks")
+    plan.add_argument("--tasks", type=int, default=10_000)
+    plan.add_argument("--requests", type=int, default=20, help="per page")
+    plan.add_argument("--settle", type=float, default=10.0,
+                      help="seconds of runs before the requests")
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

@@ -150,10 +150,31 @@ def _beat_view(beat: dict[str, Any]) -> dict[str, Any]:
     return beat
 
 
-def host_load() -> float:
-    """max(1-minute load average per core, fraction of memory in use)."""
-    per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
-    return round(max(per_core, psutil.virtual_memory().percent / 100.0), 3)
+def host_figures() -> dict[str, Any]:
+    """What the heartbeat tells of this host's load: `load` = max(1-minute load average
+    per core, fraction of memory in use), which orders claims (see claim_delay), and its
+    parts: the load average, the cores, the memory in use (percent) and in all (bytes)."""
+    average = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    memory = psutil.virtual_memory()
+    return {"load": round(max(average / cores, memory.percent / 100.0), 3),
+            "loadavg": round(average, 2), "cpus": cores,
+            "memory_percent": round(memory.percent, 1), "memory_total": memory.total}
+
+
+def majority(hashes: list[str | None], own: str | None) -> str | None:
+    """The config hash most hosts run; a tie goes to `own` (this host's) if it is among
+    the most common, else to the smallest."""
+    counts: dict[str | None, int] = {}
+    for value in hashes:
+        counts[value] = counts.get(value, 0) + 1
+    if not counts:
+        return own
+    most = max(counts.values())
+    leaders = [value for value, count in counts.items() if count == most]
+    if own in leaders:
+        return own
+    return min(leaders, key=lambda value: value or "")
 
 
 def redact(url: str) -> str:
@@ -201,6 +222,8 @@ class Cluster:
         self._backoff = BACKOFF_FIRST
         self._down_reason: str | None = None
         self.load = 0.0
+        self._figures: dict[str, Any] = {}  # host_figures() at the last heartbeat
+        self.claims_won = 0  # fires this daemon won since it started
         self.skew: float | None = None  # this host's clock minus Redis's, in seconds
         self._lease_tasks: set[str] = set()
         self._held: dict[str, float] = {}  # task -> when its lease expires (CLOCK_BOOTTIME)
@@ -216,7 +239,8 @@ class Cluster:
         self._on_lease = on_lease
         if on_renew is not None:
             self._on_renew = on_renew
-        self.load = host_load()
+        self._figures = host_figures()
+        self.load = float(self._figures["load"])
         with contextlib.suppress(Unavailable):
             await self._ask(self._redis.ping)
         loop = asyncio.get_running_loop()
@@ -348,6 +372,7 @@ class Cluster:
             elif kind == "wait":  # the hold, then the load's deference again
                 await asyncio.sleep(int(answer[1]) / 1000 + self.claim_delay())
             elif kind == "won" or (asked_again and answer[1:] == [self._claimant]):
+                self.claims_won += 1
                 return Claim(won=True, holder=self.host_id)  # a fire is otherwise claimed once
             elif kind == "held":
                 return Claim(won=False, holder=_host_of(str(answer[1])))
@@ -468,7 +493,8 @@ class Cluster:
     # ----- registry ----------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
         while True:
-            self.load = await asyncio.to_thread(host_load)
+            self._figures = await asyncio.to_thread(host_figures)
+            self.load = float(self._figures["load"])
             with contextlib.suppress(Unavailable):
                 await self._beat()
             await asyncio.sleep(HEARTBEAT)
@@ -489,8 +515,9 @@ class Cluster:
                                 "made that far apart; keep the hosts' clocks in step (NTP)")
         else:
             self._health.clear("cluster-clock")
-        beat = json.dumps({**self._describe(), "host_id": self.host_id, "load": self.load,
-                           "leases": sorted(self._held), "time": time.time(),
+        beat = json.dumps({**self._describe(), **self._figures, "host_id": self.host_id,
+                           "load": self.load, "leases": sorted(self._held),
+                           "claims_won": self.claims_won, "time": time.time(),
                            "clock_skew": self.skew})
         await self._ask(lambda: self._redis.set(self._key("host", self.host_id), beat,
                                                 px=round(HEARTBEAT * 3000)), probe=True)
@@ -506,12 +533,18 @@ class Cluster:
         beats = sorted((_beat_view(json.loads(v)) for v in hosts.values()),
                        key=lambda b: b["host_id"])
         hashes = {beat.get("config_hash") for beat in beats}
+        own = next((b.get("config_hash") for b in beats if b["host_id"] == self.host_id),
+                   None)
+        common = majority([beat.get("config_hash") for beat in beats], own)
+        for beat in beats:
+            beat["config_drift"] = beat.get("config_hash") != common
         skewed = {beat["host_id"]: beat["clock_skew"] for beat in beats
                   if abs(beat.get("clock_skew") or 0.0) > SKEW_WARNING}
         return {"name": self.settings.name, "host_id": self.host_id, "hosts": beats,
                 "leases": {key.rsplit(":", 1)[1]: _host_of(value)
                            for key, value in leases.items()},
-                "config_drift": len(hashes) > 1, "clock_skew": skewed}
+                "config_drift": len(hashes) > 1, "config_majority": common,
+                "clock_skew": skewed}
 
     async def _values(self, kind: str) -> dict[str, str]:
         keys = [key async for key in self._redis.scan_iter(match=self._key(kind, "*"),

@@ -610,13 +610,14 @@ HTTP_KEYS = ("listen", "read_only", "metrics_auth", "token_file", "viewer_token_
 
 
 def _as_listen(node: yaml.Node) -> dict[str, Any]:
-    """`HOST:PORT` (`[::1]:8427` for IPv6), or a port alone for 127.0.0.1."""
+    """`HOST:PORT` (`[::1]:8427` for IPv6), or a port alone for 127.0.0.1; port 0 takes
+    any free port (`torchd status` and the cluster heartbeat tell which)."""
     text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
     host, _, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not 0 <= int(port) < 65536:
         raise Invalid(node, "expected HOST:PORT such as 127.0.0.1:8427 (a port from 1 to "
-                            f"65535), got '{shown(text)}'")
+                            f"65535, or 0 for any free one), got '{shown(text)}'")
     if host != "localhost":
         try:
             ipaddress.ip_address(host)

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
+from torchd.control import timeline
 from torchd.control.listing import list_rows
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.verbs import (
@@ -51,6 +52,8 @@ from torchd.control.verbs import (
     SubmitReply,
     TaskInfo,
     TaskReply,
+    Timeline,
+    TimelineReply,
     Trigger,
     TriggerReply,
     action_target,
@@ -68,7 +71,7 @@ from torchd.core.schedule.bounded import AtSchedule
 from torchd.core.schedule.cronexpr import upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc
-from torchd.store.history import HistoryWriter, query_audit, query_runs, run_by_id
+from torchd.store.history import HistoryWriter, query_audit, query_runs, run_by_id, run_slots
 from torchd.store.logview import NoSuchRunError, follow_chunk, read_logs
 from torchd.store.opstate import JsonFile
 from torchd.store.statedir import FileModes, StatePaths
@@ -132,7 +135,7 @@ class ControlApi:
             Trigger: self.trigger, Kill: self.kill, Pause: self.pause, Resume: self.resume,
             Logs: self.logs, History: self.history, Submit: self.submit, Audit: self.audit,
             RunInfo: self.run_info, TaskInfo: self.task_info, Fires: self.fires,
-            ClusterView: self.cluster,
+            ClusterView: self.cluster, Timeline: self.timeline,
         }
 
     async def handle(self, request: Request, peer: Peer) -> Any:
@@ -347,6 +350,26 @@ class ControlApi:
                                                    request.limit)
         return {"start": iso_utc(start), "end": iso_utc(end), "fires": fires,
                 "timezones": {t.name: t.timezone for t in specs}, "truncated": truncated}
+
+    async def timeline(self, request: Timeline) -> TimelineReply:
+        timeline.check(request)
+        config = self._config()
+        found = timeline.matching(config.tasks, request.match)
+        page = found[request.offset:request.offset + request.count]
+        now = self._clock.time()
+        window = request.hours * 3600
+        slots = timeline.slots_at(now, request.slot)
+        first = slots.index(now - window)
+        await self._flush()
+        runs, longest = await _reading_history(run_slots, self._paths.history,
+                                               [task.name for task in page],
+                                               slots.start(first), now + 1, request.slot)
+        rows = await asyncio.to_thread(timeline.rows, page, slots, now=now, end=now + window,
+                                       runs=runs, longest=longest, first=first)
+        return {"now": iso_utc(now), "origin": iso_utc(slots.origin), "slot": request.slot,
+                "hours": request.hours, "first": first, "last": slots.index(now + window),
+                "timezone": config.daemon.timezone, "total": len(found),
+                "offset": request.offset, "tasks": rows, "history": self._history is not None}
 
     async def audit(self, request: Audit) -> AuditReply:
         await self._flush()

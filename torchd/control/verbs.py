@@ -169,6 +169,35 @@ class FiresReply(TypedDict):
     truncated: list[str]  # tasks with more fires than `limit` (or past MAX_FIRES in all)
 
 
+class TimelineRow(TypedDict):
+    """One task of the daily plan; every slot is a number as TimelineReply says."""
+
+    name: str
+    schedule: str | None
+    timezone: str
+    active: bool  # fires on this host (enabled, and its hosts match)
+    next_fire: str | None  # the first fire in the window
+    fires: list[list[int]]  # [slot, fires counted there], in slot order
+    full: list[int]  # slots with more fires than were counted (core.timeline.SLOT_CAP)
+    overlaps: list[int]  # slots with a fire due while the one before would still run
+    runs: list[list[Any]]  # [slot, outcome, count]: the past window's runs (`running`)
+    longest: float | None  # seconds: the task's longest run in the past window
+
+
+class TimelineReply(TypedDict):
+    now: str
+    origin: str  # where slot 0 (the one holding now) starts
+    slot: int  # seconds per slot
+    hours: float  # the window on each side of now
+    first: int  # the first past slot (negative), and the last future slot
+    last: int
+    timezone: str  # daemon.timezone
+    total: int  # tasks whose name holds `match`
+    offset: int
+    tasks: list[TimelineRow]  # at most `count` of them, in file order
+    history: bool  # false when daemon.history is off: no past runs then
+
+
 class AuditEntry(TypedDict):
     at: str
     transport: str  # socket | http
@@ -393,6 +422,21 @@ class Fires:
 
 
 @dataclass(frozen=True, slots=True)
+class Timeline:
+    """The daily plan: the tasks whose name holds `match` (case ignored), `count` (at most
+    500) from `offset` in file order, each with its fires in the next `hours` (at most
+    168) and its runs in the past `hours`, counted per `slot` seconds (60 or more, at most
+    2016 slots a side). Reply: TimelineReply."""
+
+    verb: ClassVar[str] = "timeline"
+    match: str = ""
+    offset: int = field(default=0, metadata=_NOT_NEGATIVE)
+    count: int = field(default=50, metadata=_NOT_NEGATIVE)
+    hours: float = field(default=24.0, metadata=_NOT_NEGATIVE)
+    slot: int = field(default=300, metadata=_NOT_NEGATIVE)
+
+
+@dataclass(frozen=True, slots=True)
 class RunInfo:
     """One run by its id, whatever its task: the row as `history` gives it, or
     bad-argument if the history has no such run."""
@@ -420,10 +464,10 @@ class ClusterView:
 
 Request = (Ping | LastReload | Status | ListTasks | Plan | Reload | Stop | Trigger | Kill
            | Pause | Resume | Logs | History | RunInfo | TaskInfo | Fires | Submit | Audit
-           | ClusterView)
+           | ClusterView | Timeline)
 VERBS: dict[str, type[Request]] = {cls.verb: cls for cls in (
     Ping, LastReload, Status, ListTasks, Plan, Reload, Stop, Trigger, Kill, Pause, Resume,
-    Logs, History, RunInfo, TaskInfo, Fires, Submit, Audit, ClusterView)}
+    Logs, History, RunInfo, TaskInfo, Fires, Submit, Audit, ClusterView, Timeline)}
 
 
 def is_action(request: Request) -> bool:

@@ -12,6 +12,7 @@ from torchd.core.health import Health
 from torchd.core.model import HttpSettings
 from torchd.store.statedir import FileModes, StatePaths
 from torchd.store.tokens import TokenError, load_tokens
+from torchd.system.hostinfo import http_url, reachable_host
 from torchd.web.context import Scrape, WebContext
 from torchd.web.render import make_templates
 from torchd.web.server import WebServer
@@ -31,18 +32,25 @@ class HttpListener:
         self.metrics = metrics
         self._templates = make_templates()
         self._server: WebServer | None = None
+        self._advertised: str | None = None
         self._settings: HttpSettings | None = None
 
     @property
     def address(self) -> str | None:
         """http://HOST:PORT/ while it listens."""
-        if self._server is None or self._settings is None:
+        if self._server is None:
             return None
-        return f"http://{self._settings.listen}/"
+        return f"http://{self._server.listen}/"
+
+    @property
+    def advertised(self) -> str | None:
+        """The address other hosts reach it by (the cluster heartbeat tells it): the
+        listen address, or one of this host's when it listens on every address."""
+        return None if self._server is None else self._advertised
 
     @property
     def token_file(self) -> str | None:
-        if self._settings is None:
+        if self._server is None or self._settings is None:
             return None
         return self._settings.token_file or str(self._paths.http_token)
 
@@ -59,7 +67,6 @@ class HttpListener:
         if self._server is not None and self._server.settings_key == (settings, tokens):
             return
         await self.close()
-        self._settings = settings
         if settings is None or tokens is None:
             self._health.clear(PROBLEM)
             return
@@ -74,6 +81,8 @@ class HttpListener:
                                 f"{settings.listen}: {exc.strerror or exc}")
             return
         self._server = server
+        self._settings = settings
+        self._advertised = http_url(reachable_host(settings.host), server.port)
         self._health.clear(PROBLEM)
 
     async def close(self) -> None:

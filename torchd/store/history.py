@@ -449,3 +449,25 @@ def run_by_id(path: Path, run_id: str) -> dict[str, Any] | None:
     with contextlib.closing(connect(path, readonly=True)) as conn:
         row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     return None if row is None else dict(row)
+
+
+def run_slots(path: Path, tasks: Sequence[str], since: float, until: float,
+              width: float) -> tuple[list[tuple[str, int, str, int]], dict[str, float]]:
+    """The runs of `tasks` in [since, until) counted per slot of `width` seconds from
+    `since` (slot 0) and outcome (`running` for one going on): (task, slot, outcome,
+    count) rows; and each task's longest run in that window (the daily plan)."""
+    if not path.exists() or not tasks:
+        return [], {}
+    names = ",".join("?" * len(tasks))
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        rows = conn.execute(
+            f"SELECT task, CAST((at - ?) / ? AS INTEGER) AS slot, "  # noqa: S608 - placeholders
+            f"COALESCE(outcome, 'running') AS outcome, COUNT(*) AS n FROM runs "
+            f"WHERE task IN ({names}) AND at >= ? AND at < ? GROUP BY task, slot, outcome",
+            (since, width, *tasks, since, until)).fetchall()
+        longest = conn.execute(
+            f"SELECT task, MAX(duration) FROM runs WHERE task IN ({names}) "  # noqa: S608
+            f"AND at >= ? AND at < ? AND duration IS NOT NULL GROUP BY task",
+            (*tasks, since, until)).fetchall()
+    return ([(str(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows],
+            {str(r[0]): float(r[1]) for r in longest if r[1] is not None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -76,6 +77,12 @@ class WebServer:
         self._context = context
         self._tokens = tokens
         self._runner: web.AppRunner | None = None
+        self.port = context.settings.port  # the port bound, once started (listen: HOST:0)
+
+    @property
+    def listen(self) -> str:
+        """HOST:PORT as bound."""
+        return replace(self._context.settings, port=self.port).listen
 
     @property
     def settings_key(self) -> tuple[object, ...]:
@@ -93,12 +100,13 @@ class WebServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        log.info("HTTP API and dashboard on http://%s/%s", settings.listen,
+        self.port = int(runner.addresses[0][1])
+        log.info("HTTP API and dashboard on http://%s/%s", self.listen,
                  "" if settings.loopback else " (reachable from other hosts)")
         if not settings.loopback:
             log.warning("daemon.http listens on %s, not a loopback address, without TLS: "
                         "tokens and cookies cross the network in clear text; put it behind "
-                        "a reverse proxy that terminates TLS (see the README)", settings.listen)
+                        "a reverse proxy that terminates TLS (see the README)", self.listen)
 
     async def close(self) -> None:
         if self._runner is not None:

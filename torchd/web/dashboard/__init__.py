@@ -7,11 +7,14 @@ from aiohttp import web
 
 from torchd.control.verbs import Status
 from torchd.web.context import call
+from torchd.web.dashboard import hosts, plan
 from torchd.web.render import page
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview)
+    plan.add_routes(app)
+    hosts.add_routes(app)
 
 
 async def overview(request: web.Request) -> web.Response:
