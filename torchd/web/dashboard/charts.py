@@ -10,6 +10,7 @@ from torchd.web.dashboard.shown import Shown
 
 WIDTH, HEIGHT, GAP = 600, 120, 2
 AXIS = 14  # px under the bars for the scale's text
+MIN_SLOTS = 40  # a few runs get narrow bars, not wide blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ def duration_chart(runs: list[dict[str, Any]], typical: float | None,
     if not timed:
         return None
     longest = max(*(r["duration"] for r in timed), 0.001)
-    step = WIDTH / len(timed)
+    step = WIDTH / max(len(timed), MIN_SLOTS)
     plot = HEIGHT - AXIS
     bars = []
     for index, run in enumerate(timed):

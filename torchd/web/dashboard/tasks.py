@@ -4,6 +4,7 @@ fires, durations, history and log."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,15 @@ OUTCOMES = ("ok", "failed", "timeout", "killed", "start-error", "lost", "skipped
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/tasks", task_list)
     app.router.add_get("/tasks/{name}", task_detail)
+
+
+def _source_text(source: str | None) -> str | None:
+    """A task's text as the file has it, its later lines dedented to line up with the first
+    (which starts after the list's `- `)."""
+    if not source:
+        return source
+    first, _, rest = source.partition("\n")
+    return first + ("\n" + textwrap.dedent(rest) if rest else "")
 
 
 def _state(task: dict[str, Any]) -> list[str]:
@@ -112,7 +122,7 @@ async def task_detail(request: web.Request) -> web.Response:
     seen = shown(request)
     task = info["task"]
     task["state_words"] = _state(task)
-    return page(request, "task.html", info=info, task=task,
+    return page(request, "task.html", info=info, task=task, source=_source_text(info["source"]),
                 chart=duration_chart(mine["runs"], mine["typical_duration"], seen),
                 typical=mine["typical_duration"], runs=runs[:HISTORY_PAGE],
                 more=len(runs) > HISTORY_PAGE, page_no=number, outcome=outcome,
