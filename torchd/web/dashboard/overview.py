@@ -4,6 +4,8 @@ page; htmx refreshes its live part every few seconds."""
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,40 +41,43 @@ def add_routes(app: web.Application) -> None:
 
 
 async def overview(request: web.Request) -> web.Response:
+    now = context_of(request).clock.time()
     try:
-        status = await ask(request, Status())
-        running = (await ask(request, History(outcome="running", limit=200)))["runs"]
-        now = context_of(request).clock.time()
-        missed = (await ask(request, History(outcome="missed", since=now - 86400,
-                                             limit=200)))["runs"]
-        failures = (await ask(request, History(failed=True, since=now - 86400,
-                                               limit=500)))["runs"]
+        status, running, missed, failures, audit = await asyncio.gather(
+            ask(request, Status()), ask(request, History(outcome="running", limit=200)),
+            ask(request, History(outcome="missed", since=now - 86400, limit=200)),
+            ask(request, History(failed=True, since=now - 86400, limit=500)),
+            ask(request, Audit(limit=15)))
+        running, missed, failures = running["runs"], missed["runs"], failures["runs"]
         idle = [t["name"] for t in status["tasks"] if t["last_run"] is None and t["enabled"]
                 and t["for_this_host"] and not t["paused"] and t["type"] == "cron"
                 and t["next_fire"] is None and not t["running"]]
-        asked = sorted({r["task"] for r in running} | {r["task"] for r in failures}
-                       | {t["name"] for t in status["tasks"]
-                          if t["last_run"] and t["last_run"]["outcome"] in FAILED})
-        recent = await ask(request, Recent(tasks=asked[:MAX_ASKED] + idle[:MAX_ASKED],
-                                           count=20))
-        audit = await ask(request, Audit(limit=15))
+        suspects = sorted({r["task"] for r in failures}
+                          | {t["name"] for t in status["tasks"]
+                             if t["last_run"] and t["last_run"]["outcome"] in FAILED})
+        latest, recent = await asyncio.gather(
+            ask(request, Recent(tasks=suspects[:MAX_ASKED] + idle[:MAX_ASKED], count=3)),
+            ask(request, Recent(tasks=sorted({r["task"] for r in running}), count=20,
+                                hours=0)))
     except Refused as refused:
         return refused.response
     cluster = await _cluster(request)
     tasks = status["tasks"]
     typical = {name: entry["typical_duration"] for name, entry in recent["tasks"].items()}
-    failing = [name for name, entry in recent["tasks"].items()
+    failing = [name for name, entry in latest["tasks"].items()
                if _last_outcome(entry["runs"]) in FAILED]
-    never = [name for name in idle if name in recent["tasks"] and not recent["tasks"][name]["runs"]]
+    never = [name for name in idle if name in latest["tasks"]
+             and not latest["tasks"][name]["runs"]]
     for run in running:
         run["elapsed"] = max(now - from_iso(run["started"] or run["at"]), 0.0)
         run["typical"] = typical.get(run["task"])
-    upcoming = sorted((t for t in tasks if t["next_fire"]), key=lambda t: t["next_fire"])
+    upcoming = heapq.nsmallest(NEXT_FIRES, (t for t in tasks if t["next_fire"]),
+                               key=lambda t: t["next_fire"])
     return page(request, "overview.html", daemon=status, shown=shown(request),
                 attention=_attention(status, failing=failing, never=never,
                                            running=running, missed=missed, cluster=cluster),
-                running=running, next_fires=upcoming[:NEXT_FIRES],
-                counts=recent["counts"], audit=audit["actions"], cluster=cluster)
+                running=running, next_fires=upcoming,
+                counts=latest["counts"], audit=audit["actions"], cluster=cluster)
 
 
 async def _cluster(request: web.Request) -> dict[str, Any] | None:
