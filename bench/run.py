@@ -925,6 +925,103 @@ def mode_plan(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+# ----- dashboard ------------------------------------------------------------------------------
+class _WebPeer(TorchdPeer):
+    """torchd with its HTTP listener on a free loopback port."""
+
+    port = 0
+
+    def _daemon_keys(self, watch: bool) -> str:
+        return super()._daemon_keys(watch) + f", http: {{listen: 127.0.0.1:{self.port}}}"
+
+
+def _prefill_history(state: Path, tasks: list[Task], per_task: int) -> None:
+    """`per_task` finished runs of every task, as the daemon would have recorded them."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    writer = HistoryWriter(state / "history.db", HistoryPolicy(), host="bench")
+    writer.start(lambda _pid, _started: False)
+    now = time.time() - 3600
+    for i in range(per_task):
+        for k, task in enumerate(tasks):
+            at = now - (per_task - i) * 60 - k * 0.001
+            common = {"task": task.name, "run_id": f"{i:04x}{k:08x}", "pid": 1000 + k,
+                      "started": at, "scheduled": float(int(at)), "fire_id": f"{task.name}@x",
+                      "attempt": 1, "log_file": f"{task.name}.log"}
+            writer.run_started(RunStarted(**common, trigger="schedule", log_start=0))  # type: ignore[arg-type]
+            writer.run_ended(RunEnded(  # type: ignore[arg-type]
+                **common, outcome="ok" if (i + k) % 7 else "failed", exit_code=0, signal=None,
+                ended=at + 0.5, duration=0.5, log_end=10, err_start=None, err_end=None))
+    writer.flush(timeout=600)
+    writer.stop()
+
+
+def _wait_listening(port: int, timeout: float = 60.0) -> None:
+    import urllib.request  # noqa: PLC0415 - this mode only
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _timed_gets(port: int, token: str, path: str, count: int) -> list[float]:
+    """Seconds per GET of `path`, one keep-alive connection: on loopback, the server's
+    time plus a little for the client."""
+    import http.client  # noqa: PLC0415 - this mode only
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    took = []
+    try:
+        for _ in range(count):
+            begin = time.perf_counter()
+            conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            response = conn.getresponse()
+            response.read()
+            took.append(time.perf_counter() - begin)
+            if response.status != 200:
+                raise RuntimeError(f"GET {path}: {response.status}")
+    finally:
+        conn.close()
+    return took
+
+
+def mode_dashboard(args: argparse.Namespace) -> list[Result]:
+    """The dashboard's pages with many tasks (and a history of runs of each): time per
+    request, p50 and p99, for the Tasks page (first, a middle page, filtered) and others."""
+    from bench.peers import free_port  # noqa: PLC0415 - this mode only
+
+    tasks = [Task(f"job{i:05d}", rare_schedule(i), ("true",)) for i in range(args.tasks)]
+    results: list[Result] = []
+    with workdir() as tmp_name:
+        peer = _WebPeer(Path(tmp_name) / "torchd")
+        peer.port = free_port()
+        _prefill_history(peer.state, tasks, args.runs_per_task)
+        peer.start(tasks)
+        try:
+            _wait_listening(peer.port)
+            token = (peer.state / "http.token").read_text().strip()
+            middle = max(args.tasks // 100, 1)
+            for path in ("/tasks", f"/tasks?page={middle}", "/tasks?q=job012",
+                         "/tasks?state=paused", f"/tasks/{tasks[-1].name}", "/runs", "/"):
+                _timed_gets(peer.port, token, path, 3)  # warm
+                took = sorted(_timed_gets(peer.port, token, path, args.requests))
+                results.append({"measure": "dashboard", "peer": "torchd", "path": path,
+                                "tasks": args.tasks, "requests": len(took),
+                                "p50_ms": round(percentile(took, 50) * 1000, 1),
+                                "p99_ms": round(percentile(took, 99) * 1000, 1)})
+        finally:
+            peer.stop()
+    keys = ["path", "tasks", "requests", "p50_ms", "p99_ms"]
+    emit_table(["page", "tasks", "requests", "p50 ms", "p99 ms"],
+               [cells(r, keys) for r in results])
+    return results
+
+
 def _answers(port: int) -> bool:
     import urllib.request  # noqa: PLC0415 - this mode alone
 
@@ -948,6 +1045,7 @@ MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]]
     "handoff": (mode_handoff, []),
     "wakeup": (mode_wakeup, []),
     "plan": (mode_plan, ["torchd"]),
+    "dashboard": (mode_dashboard, ["torchd"]),
 }
 
 
@@ -1013,6 +1111,11 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--requests", type=int, default=20, help="per page")
     plan.add_argument("--settle", type=float, default=10.0,
                       help="seconds of runs before the requests")
+    dashboard = add("dashboard", "the dashboard's pages with many tasks: time per request")
+    dashboard.add_argument("--tasks", type=int, default=10_000)
+    dashboard.add_argument("--runs-per-task", type=int, default=20,
+                           help="runs of each task written to the history first")
+    dashboard.add_argument("--requests", type=int, default=200, help="per page")
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

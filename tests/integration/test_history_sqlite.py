@@ -14,8 +14,10 @@ from torchd.store.history import (
     HistoryWriter,
     close_lost_runs,
     connect,
+    outcome_counts,
     prune,
     query_runs,
+    recent_runs,
 )
 
 NOW = 1_800_000_000.0
@@ -87,6 +89,36 @@ def test_query_filters(tmp_path: Path) -> None:
     assert (skipped["outcome"], skipped["reason"], skipped["fire_id"]) == (
         "skipped", "paused", fire_id("b", NOW))
     assert query_runs(tmp_path / "missing.db") == []
+
+
+def test_query_filters_by_outcome_trigger_host_until_and_pages(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    _write(db, [_started("ok1", "a", NOW - 300), _ended("ok1", "a", NOW - 300),
+                _started("bad", "a", NOW - 200), _ended("bad", "a", NOW - 200, "failed"),
+                _started("open", "b", NOW - 100)])
+    assert [r["run_id"] for r in query_runs(db, outcome="failed")] == ["bad"]
+    assert [r["run_id"] for r in query_runs(db, outcome="running")] == ["open"]
+    assert [r["run_id"] for r in query_runs(db, until=NOW - 150)] == ["bad", "ok1"]
+    assert [r["run_id"] for r in query_runs(db, limit=1, offset=1)] == ["bad"]
+    assert len(query_runs(db, trigger="schedule", host="test-host")) == 3
+    assert query_runs(db, host="elsewhere") == []
+
+
+def test_recent_runs_per_task_and_counts(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    events: list[object] = []
+    for i in range(5):
+        events += [_started(f"a{i}", "a", NOW - i), _ended(f"a{i}", "a", NOW - i)]
+    events += [_started("b0", "b", NOW - 10), _ended("b0", "b", NOW - 10, "failed"),
+               _started("b1", "b", NOW)]
+    _write(db, events)
+    recent = recent_runs(db, ["b", "a", "nobody"], 3)
+    assert [r["run_id"] for r in recent["a"]] == ["a0", "a1", "a2"]
+    assert [(r["run_id"], r["outcome"]) for r in recent["b"]] == [("b1", None),
+                                                                   ("b0", "failed")]
+    assert recent["nobody"] == []
+    assert outcome_counts(db, NOW - 100) == {"ok": 5, "failed": 1, "running": 1}
+    assert outcome_counts(db, NOW + 1) == {}
 
 
 def test_a_finished_row_equals_a_row_started_and_completed_in_two_batches(

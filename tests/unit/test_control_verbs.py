@@ -14,6 +14,8 @@ def test_a_request_gets_its_defaults_and_its_values() -> None:
     assert parse_request({"cmd": "history"}) == History(task=None, limit=20, failed=False,
                                                         since=None)
     assert parse_request({"cmd": "history", "since": 5}) == History(since=5)
+    assert parse_request({"cmd": "history", "outcome": "running", "offset": 40}) == History(
+        outcome="running", offset=40)
     assert parse_request({"cmd": "stop", "grace": None}) == Stop(grace=None)
     assert parse_request({"cmd": "submit", "command": ["true"]}) == Submit(command=["true"])
     assert parse_request({"cmd": "kill", "task": "a", "extra": 1}) == Kill(task="a")

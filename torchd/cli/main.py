@@ -138,6 +138,10 @@ def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
     history.add_argument("--failed", action="store_true",
                          help="only failed, timed out, start-error and lost runs")
     history.add_argument("--since", metavar="DURATION", help="only the last 1h, 30m, 2d ...")
+    history.add_argument("--outcome", help="only this outcome (ok, failed, ...; running: "
+                         "the runs going on)")
+    history.add_argument("--trigger", help="only runs started so (schedule, manual, ...)")
+    history.add_argument("--host", help="only runs on this host (cluster mode)")
     history.set_defaults(func=cmd_history)
     trigger = add("trigger", "run a task now", config="optional", json_flag=True,
                   examples=("torchd trigger backup", "torchd trigger backup --wait --force"))

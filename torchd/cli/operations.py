@@ -113,7 +113,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"--since: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     state_dir = resolve_state_dir(args)
-    request = {"task": args.task, "limit": args.count, "failed": args.failed, "since": since}
+    request = {"task": args.task, "limit": args.count, "failed": args.failed, "since": since,
+               "outcome": args.outcome, "trigger": args.trigger, "host": args.host}
     result = call(state_dir, "history", **request)
     if result is None:  # no daemon: read the database directly
         from torchd.store.history import query_runs  # noqa: PLC0415
@@ -124,7 +125,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                   "run with this state dir, or daemon.history is off)", file=sys.stderr)
             return EXIT_FAIL
         found = query_runs(database, task=args.task, limit=args.count, failed=args.failed,
-                           since=since)
+                           since=since, outcome=args.outcome, trigger=args.trigger,
+                           host=args.host)
         result = {"runs": [run_row(row, None) for row in found]}
     runs = result["runs"]
     if args.json:

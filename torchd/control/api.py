@@ -9,6 +9,7 @@ import asyncio
 import logging
 import secrets
 import sqlite3
+import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
@@ -38,6 +39,8 @@ from torchd.control.verbs import (
     PingReply,
     Plan,
     PlanReply,
+    Recent,
+    RecentReply,
     Reload,
     ReloadRecord,
     Request,
@@ -51,6 +54,7 @@ from torchd.control.verbs import (
     Submit,
     SubmitReply,
     TaskInfo,
+    TaskRecent,
     TaskReply,
     Timeline,
     TimelineReply,
@@ -66,12 +70,20 @@ from torchd.core.durations import parse_duration
 from torchd.core.errors import ConfigError, SchedulerError
 from torchd.core.events import Event, FireSettled, FireSkipped, RunEnded, RunNotStarted
 from torchd.core.hostmatch import check_pattern, hosts_match
-from torchd.core.model import Catchup, Config, TaskKind, TaskSpec, name_problem
+from torchd.core.model import Catchup, Config, RunOutcome, TaskKind, TaskSpec, name_problem
 from torchd.core.schedule.bounded import AtSchedule
 from torchd.core.schedule.cronexpr import upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc
-from torchd.store.history import HistoryWriter, query_audit, query_runs, run_by_id, run_slots
+from torchd.store.history import (
+    HistoryWriter,
+    outcome_counts,
+    query_audit,
+    query_runs,
+    recent_runs,
+    run_by_id,
+    run_slots,
+)
 from torchd.store.logview import NoSuchRunError, follow_chunk, read_logs
 from torchd.store.opstate import JsonFile
 from torchd.store.statedir import FileModes, StatePaths
@@ -133,7 +145,8 @@ class ControlApi:
             Ping: self.ping, LastReload: self.last_reload, Status: self.status,
             ListTasks: self.list_tasks, Plan: self.plan, Reload: self.reload, Stop: self.stop,
             Trigger: self.trigger, Kill: self.kill, Pause: self.pause, Resume: self.resume,
-            Logs: self.logs, History: self.history, Submit: self.submit, Audit: self.audit,
+            Logs: self.logs, History: self.history, Recent: self.recent, Submit: self.submit,
+            Audit: self.audit,
             RunInfo: self.run_info, TaskInfo: self.task_info, Fires: self.fires,
             ClusterView: self.cluster, Timeline: self.timeline,
         }
@@ -290,13 +303,32 @@ class ControlApi:
     # ----- records -----------------------------------------------------------------------
     async def history(self, request: History) -> HistoryReply:
         await self._flush()
-        rows = await _reading_history(query_runs, self._paths.history, task=request.task,
-                                      limit=request.limit or 20, failed=request.failed,
-                                      since=request.since)
+        rows = await _reading_history(
+            query_runs, self._paths.history, task=request.task, limit=request.limit or 20,
+            failed=request.failed, since=request.since, until=request.until,
+            outcome=request.outcome, trigger=request.trigger, host=request.host,
+            offset=request.offset)
         config = self._config()
         zones = {task.name: task.timezone for task in config.tasks}
         runs = [run_row(row, zones.get(row["task"], config.daemon.timezone)) for row in rows]
         return {"enabled": self._history is not None, "runs": runs}
+
+    async def recent(self, request: Recent) -> RecentReply:
+        await self._flush()
+        since = self._clock.time() - min(request.hours, MAX_FIRES_HOURS) * 3600
+        counts = await _reading_history(outcome_counts, self._paths.history, since)
+        found = await _reading_history(recent_runs, self._paths.history, request.tasks,
+                                       request.count)
+        tasks: dict[str, TaskRecent] = {}
+        for name, runs in found.items():
+            durations = sorted(run["duration"] for run in runs
+                               if run["outcome"] == RunOutcome.OK and run["duration"] is not None)
+            tasks[name] = {
+                "runs": [{"run_id": run["run_id"], "outcome": run["outcome"],
+                          "at": iso_utc(run["at"]), "duration": run["duration"]}
+                         for run in runs],
+                "typical_duration": statistics.median(durations) if durations else None}
+        return {"since": iso_utc(since), "counts": counts, "tasks": tasks}
 
     async def logs(self, request: Logs) -> LogsReply:
         if request.follow_offset is not None:

@@ -152,6 +152,24 @@ class HistoryReply(TypedDict):
     runs: list[dict[str, Any]]  # rows as `history --json`: see run_row
 
 
+class RecentRun(TypedDict):
+    run_id: str
+    outcome: str | None  # None while it runs
+    at: str
+    duration: float | None
+
+
+class TaskRecent(TypedDict):
+    runs: list[RecentRun]  # newest first
+    typical_duration: float | None  # the median of its recent ok runs' durations
+
+
+class RecentReply(TypedDict):
+    since: str
+    counts: dict[str, int]  # outcome (`running` for runs going on) -> records since `since`
+    tasks: dict[str, TaskRecent]
+
+
 class TaskReply(TypedDict):
     task: dict[str, object]  # the task's entry in `status`
     file: str  # the file it was loaded from
@@ -377,13 +395,32 @@ class Logs:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """Recorded runs, newest first. Reply: HistoryReply."""
+    """Recorded runs, newest first: `limit` of them after `offset`, of `task`, with
+    `outcome` (`running`: not ended), `trigger` and `host`, recorded from `since` to before
+    `until` (epoch seconds); `failed` for the failures of every kind. Reply: HistoryReply."""
 
     verb: ClassVar[str] = "history"
     task: str | None = None
     limit: int = field(default=20, metadata=_NOT_NEGATIVE)
     failed: bool = False
     since: float | None = None
+    until: float | None = None
+    outcome: str | None = None
+    trigger: str | None = None
+    host: str | None = None
+    offset: int = field(default=0, metadata=_NOT_NEGATIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """How many records of each outcome since `hours` ago, and the last `count` records of
+    each of `tasks` (at most 200) with its typical duration (the median of its recent ok
+    runs). Reply: RecentReply."""
+
+    verb: ClassVar[str] = "recent"
+    tasks: list[str] = field(default_factory=list)
+    count: int = field(default=20, metadata=_NOT_NEGATIVE)
+    hours: float = field(default=24.0, metadata=_NOT_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,11 +500,11 @@ class ClusterView:
 
 
 Request = (Ping | LastReload | Status | ListTasks | Plan | Reload | Stop | Trigger | Kill
-           | Pause | Resume | Logs | History | RunInfo | TaskInfo | Fires | Submit | Audit
-           | ClusterView | Timeline)
+           | Pause | Resume | Logs | History | Recent | RunInfo | TaskInfo | Fires | Submit
+           | Audit | ClusterView | Timeline)
 VERBS: dict[str, type[Request]] = {cls.verb: cls for cls in (
     Ping, LastReload, Status, ListTasks, Plan, Reload, Stop, Trigger, Kill, Pause, Resume,
-    Logs, History, RunInfo, TaskInfo, Fires, Submit, Audit, ClusterView, Timeline)}
+    Logs, History, Recent, RunInfo, TaskInfo, Fires, Submit, Audit, ClusterView, Timeline)}
 
 
 def is_action(request: Request) -> bool:

@@ -388,27 +388,76 @@ class HistoryWriter:
             log.info("run history: %d old record(s) pruned", removed)
 
 
+RUNNING = "running"  # an outcome filter: the runs going on (no outcome yet)
+MAX_RECENT_TASKS = 200  # tasks one recent_runs query covers at most
+
+
 def query_runs(path: Path, *, task: str | None = None, limit: int = 20, failed: bool = False,
-               since: float | None = None) -> list[dict[str, Any]]:
-    """The newest runs first, as plain dicts."""
+               since: float | None = None, until: float | None = None,
+               outcome: str | None = None, trigger: str | None = None,
+               host: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """The newest runs first, as plain dicts: `limit` of them after skipping `offset`, of
+    `task`, with `outcome` (`running`: not ended yet), `trigger` and `host`, started (or
+    recorded) in [since, until)."""
     if not path.exists():
         return []
     clauses: list[str] = []
     params: list[object] = []
-    if task is not None:
-        clauses.append("task = ?")
-        params.append(task)
+    for column, value in (("task", task), ("trigger", trigger), ("host", host)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if outcome == RUNNING:
+        clauses.append("outcome IS NULL")
+    elif outcome is not None:
+        clauses.append("outcome = ?")
+        params.append(outcome)
     if failed:
         clauses.append(f"outcome IN ({','.join('?' * len(FAILED))})")
         params.extend(str(o) for o in FAILED)
     if since is not None:
         clauses.append("at >= ?")
         params.append(since)
+    if until is not None:
+        clauses.append("at < ?")
+        params.append(until)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     with contextlib.closing(connect(path, readonly=True)) as conn:
-        rows = conn.execute(f"SELECT * FROM runs {where} ORDER BY at DESC LIMIT ?",  # noqa: S608 - clauses are constants
-                            (*params, limit)).fetchall()
+        rows = conn.execute(f"SELECT * FROM runs {where} ORDER BY at DESC LIMIT ? OFFSET ?",  # noqa: S608 - clauses are constants
+                            (*params, limit, offset)).fetchall()
     return [dict(row) for row in rows]
+
+
+def recent_runs(path: Path, tasks: Sequence[str], count: int) -> dict[str, list[dict[str, Any]]]:
+    """The last `count` records of each of `tasks` (at most MAX_RECENT_TASKS), newest first:
+    run_id, outcome (None while it runs), at, duration. One query: a union of one indexed
+    range per task."""
+    names = list(dict.fromkeys(tasks))[:MAX_RECENT_TASKS]
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    if not names or count <= 0 or not path.exists():
+        return found
+    one = ("SELECT * FROM (SELECT task, run_id, outcome, at, duration FROM runs "
+           "WHERE task = ? ORDER BY at DESC LIMIT ?)")
+    sql = " UNION ALL ".join([one] * len(names))
+    params = [value for name in names for value in (name, count)]
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        rows = conn.execute(sql, params).fetchall()
+    for row in rows:
+        found[row["task"]].append({"run_id": row["run_id"], "outcome": row["outcome"],
+                                   "at": row["at"], "duration": row["duration"]})
+    for runs in found.values():
+        runs.sort(key=lambda run: run["at"], reverse=True)
+    return found
+
+
+def outcome_counts(path: Path, since: float) -> dict[str, int]:
+    """How many records of each outcome (`running` for the runs going on) since `since`."""
+    if not path.exists():
+        return {}
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        rows = conn.execute("SELECT outcome, COUNT(*) AS n FROM runs WHERE at >= ? "
+                            "GROUP BY outcome", (since,)).fetchall()
+    return {row["outcome"] or RUNNING: row["n"] for row in rows}
 
 
 def find_run(path: Path, task: str, run_id: str | None) -> dict[str, Any] | None:

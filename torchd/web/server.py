@@ -20,7 +20,9 @@ SHUTDOWN_WAIT = 1.0  # seconds open streams get at a stop before they are cut
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser sends `Origin: null` on the dashboard's own form
+    # POSTs, which auth must refuse. same-origin tells another site nothing either.
+    "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
                                "form-action 'self'; base-uri 'none'",
