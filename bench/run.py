@@ -664,8 +664,8 @@ def _fake_run(i: int, now: float) -> tuple[RunStarted, RunEnded]:
               "log_file": f"t{i % 20}.log"}
     started = RunStarted(**common, trigger="schedule", log_start=i * 100)  # type: ignore[arg-type]
     ended = RunEnded(**common, outcome="ok", exit_code=0, signal=None,  # type: ignore[arg-type]
-                     ended=now + 0.01, duration=0.01, log_end=i * 100 + 90, err_start=None,
-                     err_end=None)
+                     trigger="schedule", ended=now + 0.01, duration=0.01, log_end=i * 100 + 90,
+                     err_start=None, err_end=None)
     return started, ended
 
 

@@ -197,8 +197,8 @@ class Runs:
                                 signal=run.signal, started=run.started,
                                 ended=run.ended or run.started, duration=run.duration or 0.0,
                                 scheduled=request.scheduled, fire_id=request.fire_id,
-                                attempt=request.attempt, log_file=run.log_file,
-                                log_end=run.log_end, err_start=run.err_start,
+                                attempt=request.attempt, trigger=request.trigger,
+                                log_file=run.log_file, log_end=run.log_end, err_start=run.err_start,
                                 err_end=run.err_end, cpu_seconds=run.cpu_seconds,
                                 memory_peak=run.memory_peak))
         self._after_exit(run, was_cron)
