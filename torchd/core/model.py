@@ -65,6 +65,13 @@ class Catchup(StrEnum):
     ALL = "all"  # each runs, oldest first (at most CATCHUP_LIMIT)
 
 
+class LogFormat(StrEnum):
+    """How the daemon's own log lines look (`daemon.log_format`, `--log-format`)."""
+
+    TEXT = "text"  # time, level, logger: message (on the journal's stream, a <N> level)
+    JSON = "json"  # one JSON object per line (system.logformat.JsonFormatter)
+
+
 class Overlap(StrEnum):
     """What a fire does when its task already has max_running runs."""
 
@@ -292,6 +299,7 @@ class DaemonSettings:
     cluster: ClusterSettings | None = None
     http: HttpSettings | None = None  # no HTTP listener unless given
     cgroups: bool = True  # a cgroup per run where cgroup v2 is writable
+    log_format: LogFormat = LogFormat.TEXT  # the daemon's own log; --log-format wins
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -555,7 +555,7 @@ class App:
                                                  f"internal error: {exc!r}")])
             return self._record_reload(source, None, None, failure)
         assert self._config is not None  # noqa: S101
-        for key in ("state_dir", "socket_group", "cluster", "cgroups"):
+        for key in ("state_dir", "socket_group", "cluster", "cgroups", "log_format"):
             if getattr(new.daemon, key) != getattr(self._config.daemon, key):
                 log.warning("daemon.%s changed in the file; it takes effect on restart", key)
         await self._wait_for_a_gap(diff)
