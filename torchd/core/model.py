@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from torchd.core.fastinit import fast_constructor
 from torchd.core.schedule.cronexpr import Schedule
@@ -311,6 +311,18 @@ class Config:
 
     def by_name(self) -> dict[str, TaskSpec]:
         return {task.name: task for task in self.tasks}
+
+
+class TaskGauges(NamedTuple):
+    """What `/metrics` reads of a task at each scrape (Scheduler.gauges): its gauges are
+    computed then, never kept up to date on every fire."""
+
+    name: str
+    schedule: str  # its text; "" for a daemon-type task
+    kind: TaskKind
+    paused: bool
+    running: int  # runs going on
+    next_fire: float | None  # epoch seconds; None when none is planned or it is inactive
 
 
 def fire_id(task: str, scheduled: float) -> str:

@@ -213,6 +213,10 @@ class Runs:
     def of(self, task: str) -> list[RunHandle]:
         return list(self._by_task.get(task, {}).values())
 
+    def counts(self) -> dict[str, int]:
+        """Runs going on, by task (only tasks with one)."""
+        return {task: len(runs) for task, runs in self._by_task.items()}
+
     def count(self, task: str) -> int:
         return len(self._by_task.get(task, ()))
 

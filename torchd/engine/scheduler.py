@@ -31,6 +31,7 @@ from torchd.core.logfields import run_fields
 from torchd.core.model import (
     Config,
     RunOutcome,
+    TaskGauges,
     TaskKind,
     TaskSpec,
     Trigger,
@@ -667,6 +668,16 @@ class Scheduler:
 
     def is_running(self, run_id: str) -> bool:
         return self._runs.is_running(run_id)
+
+    def gauges(self) -> list[TaskGauges]:
+        """Each task's gauges for /metrics: a tuple per task, no formatting (a scrape of
+        10,000 tasks reads them all on the loop)."""
+        running = self._runs.counts()
+        paused_all, paused = self._paused_all, self._paused
+        return [TaskGauges(name, state.spec.schedule_text or "", state.spec.kind,
+                           paused_all or name in paused, running.get(name, 0),
+                           state.next_fire if state.spec.active else None)
+                for name, state in self._tasks.items()]
 
     def snapshot(self) -> list[dict[str, object]]:
         tasks = []

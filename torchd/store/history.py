@@ -449,3 +449,13 @@ def run_by_id(path: Path, run_id: str) -> dict[str, Any] | None:
     with contextlib.closing(connect(path, readonly=True)) as conn:
         row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     return None if row is None else dict(row)
+
+
+def last_successes(path: Path) -> dict[str, float]:
+    """When each task's latest successful run ended (for /metrics at the daemon's start)."""
+    if not path.exists():
+        return {}
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        rows = conn.execute("SELECT task, MAX(ended) FROM runs WHERE outcome = ? GROUP BY task",
+                            (str(RunOutcome.OK),)).fetchall()
+    return {str(task): float(ended) for task, ended in rows if ended is not None}
