@@ -137,12 +137,16 @@ class Metrics:
         if self._cluster is not None:
             claims = dict(self._cluster.claim_counts)
             hosts = await self._cluster.live_hosts()
-        scrape = ScrapeData(
+        return await asyncio.to_thread(self.text, self.read(claims, hosts))
+
+    def read(self, claims: dict[str, int] | None = None,
+             hosts: int | None = None) -> ScrapeData:
+        """What a scrape needs, copied on the loop (events change the originals)."""
+        return ScrapeData(
             tasks=self._tasks(), last_success=dict(self._last_success), runs=dict(self._runs),
             durations=[(task, list(h.counts), h.total) for task, h in self._durations.items()],
             lateness=Histogram(list(self._lateness.counts), self._lateness.total),
             reloads=dict(self._reloads), claims=claims, hosts=hosts)
-        return await asyncio.to_thread(self.text, scrape)
 
     def text(self, scrape: ScrapeData) -> tuple[bytes, str]:
         """The body and content type for what a scrape read (in a thread)."""
@@ -153,23 +157,25 @@ class Metrics:
     def _task_text(self, scrape: ScrapeData) -> str:
         lines = self._lines
         tasks = scrape.tasks
+        names = [t.name for t in tasks]
+        planned = [t for t in tasks if t.next_fire is not None]
         return "".join([
             lines.info("torchd_task_info", "A task of the running config (value 1), with its "
                        "schedule and type.",
                        [(t.name, (("schedule", t.schedule), ("type", t.kind))) for t in tasks]),
-            lines.gauge("torchd_task_paused", "1 if the task is paused, else 0.",
-                        [(t.name, int(t.paused)) for t in tasks]),
-            lines.gauge("torchd_task_running", "Runs of the task going on now.",
-                        [(t.name, t.running) for t in tasks]),
+            lines.gauge("torchd_task_paused", "1 if the task is paused, else 0.", names,
+                        [int(t.paused) for t in tasks]),
+            lines.gauge("torchd_task_running", "Runs of the task going on now.", names,
+                        [t.running for t in tasks]),
             lines.gauge("torchd_task_next_fire_timestamp_seconds", "When the task fires next "
                         "(Unix time); absent when no fire is planned.",
-                        [(t.name, t.next_fire) for t in tasks if t.next_fire is not None]),
+                        [t.name for t in planned], [t.next_fire or 0.0 for t in planned]),
             lines.gauge("torchd_task_last_success_timestamp_seconds", "When the task's last "
                         "successful run ended (Unix time), as far as the history goes.",
-                        scrape.last_success.items()),
+                        list(scrape.last_success), list(scrape.last_success.values())),
             lines.counter("torchd_runs_total", "Runs and fires that did not run, by task, "
                           "trigger and outcome, since the daemon started.",
-                          scrape.runs.items(), ("trigger", "outcome")),
+                          list(scrape.runs.items()), ("trigger", "outcome")),
             lines.histogram("torchd_run_duration_seconds", "How long the task's runs took.",
                             DURATION_BUCKETS, scrape.durations),
         ])

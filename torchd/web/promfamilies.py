@@ -47,7 +47,7 @@ class SmallFamilies(Collector):
         yield reloads
         lateness = HistogramMetricFamily("torchd_fire_lateness_seconds", "How late scheduled "
                                          "fires started (first attempts).")
-        lateness.add_metric([], _buckets(LATENESS_BUCKETS, scrape.lateness.counts),
+        lateness.add_metric([], cumulative_buckets(LATENESS_BUCKETS, scrape.lateness.counts),
                             scrape.lateness.total)
         yield lateness
         if scrape.claims is None:
@@ -66,7 +66,7 @@ class SmallFamilies(Collector):
                                     "heartbeat Redis holds.", value=scrape.hosts)
 
 
-def _buckets(bounds: Iterable[float], counts: list[int]) -> list[tuple[str, float]]:
+def cumulative_buckets(bounds: Iterable[float], counts: list[int]) -> list[tuple[str, float]]:
     """Cumulative (le, count) pairs as HistogramMetricFamily takes them."""
     out: list[tuple[str, float]] = []
     total = 0
