@@ -342,7 +342,8 @@ def start(loop, argv):
                 task=argv[-1], run_id=run_id, pid=pid, outcome="ok",
                 exit_code=os.waitstatus_to_exitcode(status), signal=None, started=started,
                 ended=ended, duration=ended - started, scheduled=started, fire_id=run_id,
-                attempt=1, log_file="", log_end=None, err_start=None, err_end=None))
+                attempt=1, trigger="schedule", log_file="", log_end=None, err_start=None,
+                err_end=None))
     loop.add_reader(pidfd, exited)
 
 def every_second(loop, argvs):

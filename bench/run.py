@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -24,13 +26,27 @@ from functools import partial
 from pathlib import Path
 
 import psutil
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, free_port, start_redis
 from torchd.cluster.coordinator import Cluster, host_figures
-from torchd.core.events import RunEnded, RunStarted
-from torchd.core.model import ClusterSettings, HistoryPolicy
+from torchd.config.loader import parse_config
+from torchd.core.clock import SystemClock
+from torchd.core.events import EventBus, RunEnded, RunStarted
+from torchd.core.model import ClusterSettings, HistoryPolicy, RunOutcome, Trigger
+from torchd.core.reloadplan import plan
 from torchd.engine.admission import HANDOFF
+from torchd.engine.scheduler import Scheduler
 from torchd.store.history import HistoryWriter
+from torchd.web.metrics import DURATION_BUCKETS, Metrics, ScrapeData
+from torchd.web.promfamilies import SmallFamilies, cumulative_buckets
 
 HERE = Path(__file__).resolve().parent
 Result = dict[str, object]
@@ -664,8 +680,8 @@ def _fake_run(i: int, now: float) -> tuple[RunStarted, RunEnded]:
               "log_file": f"t{i % 20}.log"}
     started = RunStarted(**common, trigger="schedule", log_start=i * 100)  # type: ignore[arg-type]
     ended = RunEnded(**common, outcome="ok", exit_code=0, signal=None,  # type: ignore[arg-type]
-                     ended=now + 0.01, duration=0.01, log_end=i * 100 + 90, err_start=None,
-                     err_end=None)
+                     trigger="schedule", ended=now + 0.01, duration=0.01, log_end=i * 100 + 90,
+                     err_start=None, err_end=None)
     return started, ended
 
 
@@ -1033,6 +1049,164 @@ def _answers(port: int) -> bool:
         return False
 
 
+
+
+# ----- metrics -------------------------------------------------------------------------------
+def _metrics_history(tasks: int, runs: int) -> list[tuple[RunStarted, RunEnded]]:
+    """`runs` runs per task: mostly ok, some failed, a few by hand, durations 10 ms-20 min."""
+    rng = random.Random(24)  # noqa: S311 - made-up durations
+    events = []
+    now = time.time()
+    for i in range(runs * tasks):
+        task = f"t{i % tasks:05d}"
+        trigger = Trigger.MANUAL if i % 50 == 0 else Trigger.SCHEDULE
+        duration = rng.choice((0.01, 0.2, 3.0, 45.0, 1200.0))
+        common = {"task": task, "run_id": f"{i:012x}", "pid": 1000, "scheduled": now,
+                  "fire_id": f"{task}@x", "attempt": 1, "trigger": trigger, "log_file": ""}
+        started = RunStarted(**common, started=now + 0.002, log_start=None)  # type: ignore[arg-type]
+        outcome = RunOutcome.FAILED if i % 7 == 0 else RunOutcome.OK
+        ended = RunEnded(**common, outcome=outcome, exit_code=0, signal=None,  # type: ignore[arg-type]
+                         started=now, ended=now + duration, duration=duration, log_end=None,
+                         err_start=None, err_end=None)
+        events.append((started, ended))
+    return events
+
+
+def _library_collector(metrics: Metrics, scrape: ScrapeData) -> Collector:
+    """Every family of /metrics, per-task ones too, built with prometheus-client the
+    cheapest way it offers: metric families made at scrape time, add_metric in bulk."""
+
+    class Everything(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield from SmallFamilies(scrape).collect()
+            info = GaugeMetricFamily("torchd_task_info", "x", labels=["task", "schedule",
+                                                                       "type"])
+            gauges = [GaugeMetricFamily(name, "x", labels=["task"]) for name in (
+                "torchd_task_paused", "torchd_task_running",
+                "torchd_task_next_fire_timestamp_seconds")]
+            for t in scrape.tasks:
+                info.add_metric([t.name, t.schedule, t.kind], 1)
+                gauges[0].add_metric([t.name], int(t.paused))
+                gauges[1].add_metric([t.name], t.running)
+                if t.next_fire is not None:
+                    gauges[2].add_metric([t.name], t.next_fire)
+            last = GaugeMetricFamily("torchd_task_last_success_timestamp_seconds", "x",
+                                     labels=["task"])
+            for task, at in scrape.last_success.items():
+                last.add_metric([task], at)
+            runs = CounterMetricFamily("torchd_runs", "x", labels=["task", "trigger",
+                                                                   "outcome"])
+            for key, count in scrape.runs.items():
+                runs.add_metric(list(key), count)
+            durations = HistogramMetricFamily("torchd_run_duration_seconds", "x",
+                                              labels=["task"])
+            for task, counts, total in scrape.durations:
+                durations.add_metric([task], cumulative_buckets(DURATION_BUCKETS, counts), total)
+            yield from (info, *gauges, last, runs, durations)
+
+    return Everything()
+
+
+def _import_seconds(module: str, after: str) -> float:
+    """What importing `module` adds once `after` is imported, in a fresh interpreter."""
+    script = (f"import time, {after}; t = time.perf_counter(); import {module}; "
+              "print(time.perf_counter() - t)")
+    times = [float(subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                  text=True, check=True).stdout) for _ in range(5)]
+    return statistics.median(times)
+
+
+def mode_metrics(args: argparse.Namespace) -> list[Result]:
+    """/metrics in the bench process: a real Scheduler with N tasks, a Metrics object fed
+    `--runs` runs per task through the event bus; the cost per event, a scrape's time
+    (all of it: the reading on the loop, then the text in a thread) p50/p99 with
+    `--between` tasks run between two scrapes, the part that holds the loop, and the same
+    exposition by prometheus-client alone."""
+    return asyncio.run(_metrics_on_loop(args))
+
+
+async def _metrics_on_loop(args: argparse.Namespace) -> list[Result]:
+    lines = ['tasks:'] + [f'  - {{name: t{i:05d}, schedule: "{i % 60} {i % 60} * * * *", '
+                          f'command: "true"}}' for i in range(args.tasks)]
+    config = parse_config("\n".join(lines).encode(), "bench.yaml", identity=None)
+    with workdir() as tmp_name:
+        scheduler = Scheduler(clock=SystemClock(), log_dir=Path(tmp_name), base_env={})
+        scheduler.apply(config, plan(None, config))
+        metrics = Metrics(scheduler.gauges)
+        bus = EventBus()
+        metrics.subscribe(bus)
+        events = _metrics_history(args.tasks, args.runs)
+        t0 = time.perf_counter()
+        for started, _ in events:
+            bus.publish(started)
+        t1 = time.perf_counter()
+        for _, ended in events:
+            bus.publish(ended)
+        t2 = time.perf_counter()
+        empty = EventBus()  # the bus's own cost, to subtract
+        for started, ended in events:
+            empty.publish(started)
+            empty.publish(ended)
+        t3 = time.perf_counter()
+        bus_us = (t3 - t2) / (2 * len(events)) * 1e6
+        count = len(events)
+        del events, started, ended  # a daemon keeps no events; it froze its task table
+        gc.collect()
+        gc.freeze()
+        scrapes, on_loop = [], []
+        body = b""
+        rng = random.Random(25)  # noqa: S311 - which tasks run between two scrapes
+        one_each = [end for _, end in _metrics_history(args.tasks, 1)]
+        for _ in range(args.scrapes):
+            for end in rng.sample(one_each, args.between):
+                bus.publish(end)
+            begin = time.perf_counter()
+            body, _ = await metrics.render()
+            scrapes.append(time.perf_counter() - begin)
+            begin = time.perf_counter()
+            data = metrics.read()
+            on_loop.append(time.perf_counter() - begin)
+        library = []
+        for _ in range(args.library_scrapes):
+            begin = time.perf_counter()
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_library_collector(metrics, metrics.read()))
+            library_body = generate_latest(registry)
+            library.append(time.perf_counter() - begin)
+        scheduler.request_stop()
+    samples = sum(1 for line in body.splitlines() if not line.startswith(b"#"))
+    results: list[Result] = [
+        {"measure": "metrics", "peer": "torchd", "what": "scrape (bulktext)",
+         "tasks": args.tasks, "samples": samples, "p50_ms": round(percentile(scrapes, 50) * 1e3, 1),
+         "p99_ms": round(percentile(scrapes, 99) * 1e3, 1)},
+        {"measure": "metrics", "peer": "torchd", "what": "of which on the loop",
+         "tasks": args.tasks, "samples": samples,
+         "p50_ms": round(percentile(on_loop, 50) * 1e3, 1),
+         "p99_ms": round(percentile(on_loop, 99) * 1e3, 1)},
+        {"measure": "metrics", "peer": "prometheus-client", "what": "scrape (generate_latest)",
+         "tasks": args.tasks, "samples": sum(1 for line in library_body.splitlines()
+                                             if not line.startswith(b"#")),
+         "p50_ms": round(percentile(library, 50) * 1e3, 1),
+         "p99_ms": round(percentile(library, 99) * 1e3, 1)},
+        {"measure": "metrics", "peer": "torchd", "what": "per event",
+         "run_started_us": round((t1 - t0) / count * 1e6 - bus_us, 2),
+         "run_ended_us": round((t2 - t1) / count * 1e6 - bus_us, 2),
+         "import_web_metrics_ms": round(_import_seconds(
+             "torchd.web.metrics", "torchd.engine.scheduler") * 1e3, 1),
+         "import_at_first_scrape_ms": round(_import_seconds(
+             "torchd.web.promfamilies", "torchd.web.metrics") * 1e3, 1)},
+    ]
+    del data
+    keys = ["what", "tasks", "samples", "p50_ms", "p99_ms"]
+    emit_table(["scrape", "tasks", "samples", "p50 ms", "p99 ms"],
+               [cells(r, keys) for r in results[:3]])
+    keys = ["run_started_us", "run_ended_us", "import_web_metrics_ms",
+            "import_at_first_scrape_ms"]
+    emit_table(["RunStarted us", "RunEnded us", "import web.metrics ms",
+                "import at first scrape ms"], [cells(results[3], keys)])
+    return results
+
+
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "web": (mode_web, ["torchd-http"]),
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
@@ -1046,6 +1220,9 @@ MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]]
     "wakeup": (mode_wakeup, []),
     "plan": (mode_plan, ["torchd"]),
     "dashboard": (mode_dashboard, ["torchd"]),
+
+
+    "metrics": (mode_metrics, ["torchd"]),
 }
 
 
@@ -1116,6 +1293,15 @@ def main(argv: list[str] | None = None) -> int:
     dashboard.add_argument("--runs-per-task", type=int, default=20,
                            help="runs of each task written to the history first")
     dashboard.add_argument("--requests", type=int, default=200, help="per page")
+
+
+    metrics = add("metrics", "a /metrics scrape at many tasks, and the cost per run event")
+    metrics.add_argument("--tasks", type=int, default=10_000)
+    metrics.add_argument("--runs", type=int, default=20, help="runs per task before scraping")
+    metrics.add_argument("--scrapes", type=int, default=50)
+    metrics.add_argument("--between", type=int, default=2500,
+                         help="tasks that run between two scrapes (default: a quarter)")
+    metrics.add_argument("--library-scrapes", type=int, default=5)
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

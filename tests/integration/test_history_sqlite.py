@@ -33,7 +33,8 @@ def _ended(run_id: str, task: str, at: float, outcome: str = "ok") -> RunEnded:
     return RunEnded(task=task, run_id=run_id, pid=100, outcome=RunOutcome(outcome),
                     exit_code=0 if outcome == "ok" else 1, signal=None, started=at,
                     ended=at + 1, duration=1.0, scheduled=at, fire_id=f"{task}@x", attempt=1,
-                    log_file=f"{task}.log", log_end=50, err_start=None, err_end=None)
+                    trigger=Trigger.SCHEDULE, log_file=f"{task}.log", log_end=50, err_start=None,
+                    err_end=None)
 
 
 def _write(path: Path, events: list[object]) -> None:

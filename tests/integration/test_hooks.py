@@ -9,7 +9,7 @@ from typing import Any
 
 from torchd.core.clock import SystemClock
 from torchd.core.events import FireMissed, RunEnded
-from torchd.core.model import HookAction, HookEvent, LogPolicy, RunOutcome
+from torchd.core.model import HookAction, HookEvent, LogPolicy, RunOutcome, Trigger
 from torchd.daemon.hooks import HookRunner
 
 
@@ -17,8 +17,8 @@ def _ended(outcome: str) -> RunEnded:
     now = time.time()
     return RunEnded(task="job", run_id="r1", pid=1, outcome=RunOutcome(outcome), exit_code=None,
                     signal=15, started=now, ended=now, duration=0.5, scheduled=now,
-                    fire_id="job@x", attempt=1, log_file="job.log", log_end=0, err_start=None,
-                    err_end=None)
+                    fire_id="job@x", attempt=1, trigger=Trigger.SCHEDULE, log_file="job.log",
+                    log_end=0, err_start=None, err_end=None)
 
 
 def test_on_missed_and_outcomes_that_are_not_failures(tmp_path: Path) -> None:

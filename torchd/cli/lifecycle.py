@@ -38,7 +38,7 @@ from torchd.core.errors import (
     ControlError,
     TorchdError,
 )
-from torchd.core.model import Config
+from torchd.core.model import Config, LogFormat
 from torchd.core.timefmt import from_iso, local_iso, relative, span
 from torchd.store.pidfile import running_pid
 from torchd.store.statedir import StatePaths
@@ -48,9 +48,9 @@ from torchd.system.procstat import launch_instant
 STOP_MARGIN = 5.0  # seconds `stop` waits past the grace: the daemon's own last steps
 
 
-def _configure_stderr_logging(verbose: bool) -> None:
+def _configure_stderr_logging(verbose: bool, log_format: LogFormat) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter_for(sys.stderr.fileno()))
+    handler.setFormatter(formatter_for(sys.stderr.fileno(), log_format))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_CONFIG
     config, parse_cache = loaded
-    _configure_stderr_logging(args.verbose)
+    _configure_stderr_logging(args.verbose, args.log_format or config.daemon.log_format)
     state_dir = resolve_state_dir(args, config)
     failure: list[str] = []
 
@@ -106,7 +106,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     try:
         pid = start_detached(Path(args.config), state_dir, config, parse_cache,
                              level=logging.DEBUG if args.verbose else logging.INFO,
-                             timeout=args.timeout, launched=launched)
+                             timeout=args.timeout, launched=launched,
+                             log_format=args.log_format)
     except TorchdError as exc:
         print(f"torchd: could not start: {exc}", file=sys.stderr)
         return EXIT_FAIL

@@ -33,6 +33,7 @@ from torchd.cli.shipped import cmd_example, cmd_unit
 from torchd.cli.taskfile import cmd_check, cmd_next
 from torchd.cli.tasklist import cmd_list
 from torchd.core.errors import TorchdError, UsageError
+from torchd.core.model import LogFormat
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "torchd run -c /etc/torchd/tasks.d/ -v"))
     run.add_argument("-v", "--verbose", action="store_true",
                      help="log debug lines too (each fire's decisions, control requests)")
+    _log_format_flag(run)
     run.set_defaults(func=cmd_run)
     start = add("start", "start a detached daemon", config="required",
                 examples=("torchd start -c /etc/torchd/tasks.yaml",
                           "torchd start -c tasks.yaml --state-dir /tmp/torchd-test"))
     start.add_argument("-v", "--verbose", action="store_true",
                        help="log debug lines too, to STATE_DIR/torchd.log")
+    _log_format_flag(start)
     start.add_argument("--timeout", type=float, default=30.0,
                        help="seconds to wait for the daemon to be ready (default 30)")
     start.set_defaults(func=cmd_start)
@@ -114,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_operations(add)
     _add_shipped(add)
     return parser
+
+
+def _log_format_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--log-format", type=LogFormat, choices=list(LogFormat),
+                         help="text, or json: one JSON object per line with ts, level, msg, "
+                              "logger and, where they apply, task, run_id, fire_id, outcome, "
+                              "duration_s, host (overrides daemon.log_format; default text)")
 
 
 def _add_shipped(add: Callable[..., argparse.ArgumentParser]) -> None:

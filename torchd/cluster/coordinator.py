@@ -233,6 +233,8 @@ class Cluster:
         self._loops: list[asyncio.Task[None]] = []
         self._giving_back: set[asyncio.Task[None]] = set()
         self._claiming: dict[str, asyncio.Lock] = {}  # task -> its claims, one at a time
+        # This host's claims by result (won, lost, later, error): torchd_cluster_claims_total.
+        self.claim_counts = dict.fromkeys(("won", "lost", "later", "error"), 0)
 
     # ----- lifecycle ---------------------------------------------------------------------
     async def start(self, on_lease: LeaseChange, on_renew: LeaseRenewed | None = None) -> None:
@@ -337,7 +339,11 @@ class Cluster:
         if lock is None:
             lock = self._claiming[task] = asyncio.Lock()
         async with lock:
-            return await self._claim_fire(task, scheduled)
+            claim = await self._claim_fire(task, scheduled)
+        result = ("error" if claim.error is not None else "won" if claim.won
+                  else "lost" if claim.holder is not None else "later")
+        self.claim_counts[result] += 1
+        return claim
 
     async def _claim_fire(self, task: str, scheduled: float) -> Claim:
         stamp = str(round(scheduled * 1000))
@@ -545,6 +551,14 @@ class Cluster:
                            for key, value in leases.items()},
                 "config_drift": len(hashes) > 1, "config_majority": common,
                 "clock_skew": skewed}
+
+    async def live_hosts(self) -> int | None:
+        """Hosts whose heartbeat Redis holds (this one among them); None if Redis does not
+        answer (or is in its back-off after not answering)."""
+        try:
+            return len(await self._ask(lambda: self._values("host")))
+        except Unavailable:
+            return None
 
     async def _values(self, kind: str) -> dict[str, str]:
         keys = [key async for key in self._redis.scan_iter(match=self._key(kind, "*"),

@@ -37,6 +37,7 @@ from torchd.core.model import (
     HookAction,
     HookEvent,
     HttpSettings,
+    LogFormat,
     LogPolicy,
     Overlap,
     RunOn,
@@ -99,7 +100,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 TOP_KEYS = dict.fromkeys(("daemon", "tasks"))
 DAEMON_KEYS = dict.fromkeys((
     "state_dir", "timezone", "watch", "max_running", "overlap", "queue_limit", "log",
-    "history", "hooks", "socket_group", "cluster", "http", "cgroups",
+    "history", "hooks", "socket_group", "cluster", "http", "cgroups", "log_format",
 ))
 TASK_KEYS = dict.fromkeys((
     "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
@@ -224,6 +225,8 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None,
                 settings[key] = walker.value(v.as_integer, value, None, where)
             elif key == "queue_limit":
                 settings[key] = walker.value(v.as_count, value, None, where)
+            elif key == "log_format":
+                settings[key] = walker.value(v.one_of(LogFormat), value, None, where)
             elif key == "overlap":
                 overlap = walker.value(v.one_of(Overlap), value, None, where)
                 if overlap is Overlap.REPLACE:
@@ -254,6 +257,7 @@ def _daemon_settings(walker: _Walker, node: yaml.Node | None,
         cluster=cast("ClusterSettings | None", settings.get("cluster")),
         http=_http_paths(walker, cast("HttpSettings | None", settings.get("http"))),
         cgroups=settings.get("cgroups") is not False,
+        log_format=cast(LogFormat, settings.get("log_format") or LogFormat.TEXT),
     )
 
 

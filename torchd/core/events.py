@@ -38,6 +38,7 @@ class RunEnded:
     scheduled: float
     fire_id: str
     attempt: int
+    trigger: Trigger
     log_file: str
     log_end: int | None
     err_start: int | None

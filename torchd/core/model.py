@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from torchd.core.fastinit import fast_constructor
 from torchd.core.schedule.cronexpr import Schedule
@@ -63,6 +63,13 @@ class Catchup(StrEnum):
     NONE = "none"  # none of them run; they are logged as missed
     LAST = "last"  # the most recent one runs, once
     ALL = "all"  # each runs, oldest first (at most CATCHUP_LIMIT)
+
+
+class LogFormat(StrEnum):
+    """How the daemon's own log lines look (`daemon.log_format`, `--log-format`)."""
+
+    TEXT = "text"  # time, level, logger: message (on the journal's stream, a <N> level)
+    JSON = "json"  # one JSON object per line (system.logformat.JsonFormatter)
 
 
 class Overlap(StrEnum):
@@ -292,6 +299,7 @@ class DaemonSettings:
     cluster: ClusterSettings | None = None
     http: HttpSettings | None = None  # no HTTP listener unless given
     cgroups: bool = True  # a cgroup per run where cgroup v2 is writable
+    log_format: LogFormat = LogFormat.TEXT  # the daemon's own log; --log-format wins
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -303,6 +311,18 @@ class Config:
 
     def by_name(self) -> dict[str, TaskSpec]:
         return {task.name: task for task in self.tasks}
+
+
+class TaskGauges(NamedTuple):
+    """What `/metrics` reads of a task at each scrape (Scheduler.gauges): its gauges are
+    computed then, never kept up to date on every fire."""
+
+    name: str
+    schedule: str  # its text; "" for a daemon-type task
+    kind: TaskKind
+    paused: bool
+    running: int  # runs going on
+    next_fire: float | None  # epoch seconds; None when none is planned or it is inactive
 
 
 def fire_id(task: str, scheduled: float) -> str:

@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -56,12 +57,13 @@ from torchd.process.journal import ChildJournal, end_leftovers
 from torchd.process.output import OutputEcho, stdout_writer
 from torchd.process.reaper import Reaper
 from torchd.process.runner import pidfd_refused, seal_descriptors
-from torchd.store.history import HistoryWriter
+from torchd.store.history import HistoryWriter, last_successes
 from torchd.store.ledger import FireLedger
 from torchd.store.pidfile import PidFile
 from torchd.store.statedir import FileModes, StatePaths, prepare
 from torchd.system.hostinfo import host_id, local_identity
 from torchd.system.logformat import is_journal
+from torchd.web.metrics import Metrics
 
 if TYPE_CHECKING:
     from torchd.cluster.coordinator import Cluster
@@ -163,6 +165,7 @@ class App:
         self._run_cgroups: RunCgroupParent | None = None
         self._control: ControlServer | None = None
         self._http: HttpListener | None = None  # made when daemon.http first asks for it
+        self._metrics: Metrics | None = None  # counts from the start, scraped by the listener
         self._reload_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_event: asyncio.Event | None = None
@@ -264,6 +267,10 @@ class App:
         last_fires = self._resume_after_clock_correction(config, self._ledger.open())
         self._ledger.forget_except({task.name for task in config.tasks})
         scheduler = self._build_engine(config)
+        self._metrics = Metrics(scheduler.gauges, self._cluster)
+        self._metrics.subscribe(self._events)
+        if self._history is not None:
+            self._in_background(self._seed_metrics(self._metrics))
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires, launched=self._launched)
         api = ControlApi(daemon=self, engine=scheduler, paths=self._paths, modes=self._modes,
@@ -293,6 +300,15 @@ class App:
                          exc_info=engine.exception())
         await self._shutdown(engine, stop_waiter)
         return 1 if crashed else 0
+
+    async def _seed_metrics(self, metrics: Metrics) -> None:
+        """Each task's last success as the history has it, read off the loop."""
+        try:
+            metrics.seed_last_success(await asyncio.to_thread(last_successes,
+                                                              self._paths.history))
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("metrics: cannot read the last successful runs from the history "
+                        "(%s); torchd_task_last_success_timestamp_seconds starts empty", exc)
 
     async def _close_what_a_crash_left(self, config: Config) -> None:
         """Runs a killed daemon left: recorded as lost in the history (before they are
@@ -555,7 +571,7 @@ class App:
                                                  f"internal error: {exc!r}")])
             return self._record_reload(source, None, None, failure)
         assert self._config is not None  # noqa: S101
-        for key in ("state_dir", "socket_group", "cluster", "cgroups"):
+        for key in ("state_dir", "socket_group", "cluster", "cgroups", "log_format"):
             if getattr(new.daemon, key) != getattr(self._config.daemon, key):
                 log.warning("daemon.%s changed in the file; it takes effect on restart", key)
         await self._wait_for_a_gap(diff)
@@ -581,7 +597,9 @@ class App:
             from torchd.daemon.httplistener import HttpListener  # noqa: PLC0415
             assert self._api is not None  # noqa: S101 - made before serving
             self._http = HttpListener(api=self._api, paths=self._paths, modes=self._modes,
-                                      clock=self._clock, health=self._health)
+                                      clock=self._clock, health=self._health,
+                                      metrics=None if self._metrics is None
+                                      else self._metrics.render)
         await self._http.apply(settings)
 
     def _status_line(self) -> str:
@@ -611,6 +629,8 @@ class App:
     def _record_reload(self, source: str, config: Config | None, diff: ReloadPlan | None,
                        failure: ConfigError | None) -> ReloadRecord:
         self._reload_seq += 1
+        if self._metrics is not None and source != "start":
+            self._metrics.reloaded(failure is None)
         self._last_reload = {
             "seq": self._reload_seq,
             "source": source,

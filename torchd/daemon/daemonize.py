@@ -20,9 +20,9 @@ from pathlib import Path
 
 from torchd.config.loader import ParseCache
 from torchd.core.errors import TorchdError
-from torchd.core.model import Config, LogPolicy
+from torchd.core.model import Config, LogFormat, LogPolicy
 from torchd.store.statedir import FileModes, StatePaths, open_file, prepare
-from torchd.system.logformat import LOG_FORMAT
+from torchd.system.logformat import formatter_for
 
 READY_TIMEOUT = 30.0
 
@@ -46,18 +46,19 @@ class StateDirLogHandler(logging.handlers.RotatingFileHandler):
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
-def _configure_file_logging(path: Path, level: int, policy: LogPolicy,
-                            modes: FileModes) -> None:
+def _configure_file_logging(path: Path, level: int, policy: LogPolicy, modes: FileModes,
+                            log_format: LogFormat) -> None:
     """torchd.log rotates like the task logs, by daemon.log's max_bytes and keep."""
     handler = StateDirLogHandler(path, policy, modes)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter_for(None, log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
 def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: int,
-                 level: int, *, parse_cache: ParseCache | None, launched: float | None) -> int:
+                 level: int, *, parse_cache: ParseCache | None, launched: float | None,
+                 log_format: LogFormat) -> int:
     import daemon  # noqa: PLC0415 - only the detaching path needs python-daemon
 
     from torchd.daemon.app import App, file_modes  # noqa: PLC0415
@@ -79,7 +80,8 @@ def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: i
 
         try:  # the log goes into the state dir: it must be checked (or made) first
             prepare(paths, modes)
-            _configure_file_logging(paths.daemon_log, level, config.daemon.log, modes)
+            _configure_file_logging(paths.daemon_log, level, config.daemon.log, modes,
+                                    log_format)
         except (TorchdError, OSError) as exc:
             ready(str(exc))
             return 1
@@ -90,10 +92,12 @@ def _daemon_main(config_path: Path, state_dir: Path, config: Config, ready_fd: i
 
 def start_detached(config_path: Path, state_dir: Path, config: Config,
                    parse_cache: ParseCache | None = None, *, level: int = logging.INFO,
-                   timeout: float = READY_TIMEOUT, launched: float | None = None) -> int:
+                   timeout: float = READY_TIMEOUT, launched: float | None = None,
+                   log_format: LogFormat | None = None) -> int:
     """Start a detached daemon on the already validated `config` (inherited through fork,
     not parsed again, with what its parse left in `parse_cache`); return its pid once it
-    serves, or raise TorchdError. `launched`: see App."""
+    serves, or raise TorchdError. `launched`: see App. `log_format`: --log-format, which
+    wins over daemon.log_format."""
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
@@ -101,7 +105,8 @@ def start_detached(config_path: Path, state_dir: Path, config: Config,
         code = 1
         try:
             code = _daemon_main(config_path.absolute(), state_dir.absolute(), config, write_fd,
-                                level, parse_cache=parse_cache, launched=launched)
+                                level, parse_cache=parse_cache, launched=launched,
+                                log_format=log_format or config.daemon.log_format)
         except BaseException as exc:  # noqa: BLE001 - the child must never return into the CLI
             with contextlib.suppress(OSError):
                 os.write(write_fd, _report(str(exc) or type(exc).__name__))

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 
 from torchd.core.clock import Clock
 from torchd.core.events import Event, FireSkipped
-from torchd.core.model import DaemonSettings, Overlap, TaskSpec, Trigger, fire_id
+from torchd.core.logfields import run_fields
+from torchd.core.model import DaemonSettings, Overlap, RunOutcome, TaskSpec, Trigger, fire_id
 from torchd.engine.runs import Runs
 from torchd.engine.tasks import MISSED_AFTER, Fire, TaskState, due_start
 from torchd.process.runner import LaunchRequest, Spawned, StartError
@@ -231,8 +232,10 @@ class Admission:
         queue. Returns the result a trigger reports."""
         level = logging.DEBUG if quiet else logging.WARNING if dropped else logging.INFO
         verb = "dropped" if dropped else "skipped"
-        log.log(level, "task %s: fire %s %s: %s", spec.name,
-                fire_id(spec.name, fire.scheduled), verb, reason)
+        fid = fire_id(spec.name, fire.scheduled)
+        log.log(level, "task %s: fire %s %s: %s", spec.name, fid, verb, reason,
+                extra=run_fields(spec.name, run_id=fire.run_id, fire_id=fid,
+                                 outcome=RunOutcome.DROPPED if dropped else RunOutcome.SKIPPED))
         self._on_event(FireSkipped(task=spec.name, scheduled=fire.scheduled, reason=reason,
                                    dropped=dropped, run_id=fire.run_id))
         return f"{verb}: {reason}"

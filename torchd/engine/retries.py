@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from torchd.core.logfields import run_fields
 from torchd.core.model import RunOutcome, TaskKind
 from torchd.engine.runs import Runs
 from torchd.engine.tasks import Fire, TaskState
@@ -38,11 +39,15 @@ class Retries:
             return
         if attempt > policy.max:
             log.warning("task %s: fire %s failed after %d attempt(s); no retries left",
-                        run.task, run.request.fire_id, attempt)
+                        run.task, run.request.fire_id, attempt,
+                        extra=run_fields(run.task, run_id=run.run_id,
+                                         fire_id=run.request.fire_id, outcome=run.outcome))
             return
         delay = policy.delay_before(attempt + 1)
         log.info("task %s: fire %s attempt %d/%d %s; retrying in %.1fs", run.task,
-                 run.request.fire_id, attempt, policy.max + 1, run.outcome, delay)
+                 run.request.fire_id, attempt, policy.max + 1, run.outcome, delay,
+                 extra=run_fields(run.task, run_id=run.run_id, fire_id=run.request.fire_id,
+                                  outcome=run.outcome))
         key = object()
         if state.retry_timers is None:
             state.retry_timers = {}

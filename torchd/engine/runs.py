@@ -17,6 +17,7 @@ from pathlib import Path
 from torchd.core.clock import Clock
 from torchd.core.events import Event, RunEnded, RunNotStarted, RunStarted
 from torchd.core.health import Health
+from torchd.core.logfields import run_fields
 from torchd.core.model import RunOutcome, RunState, TaskKind, fire_id
 from torchd.core.runid import new_run_id
 from torchd.core.schedule.zones import load_zone
@@ -132,7 +133,9 @@ class Runs:
 
     def _not_started(self, state: TaskState, request: LaunchRequest, error: str) -> None:
         spec = state.spec
-        log.error("task %s: fire %s could not start: %s", spec.name, request.fire_id, error)
+        log.error("task %s: fire %s could not start: %s", spec.name, request.fire_id, error,
+                  extra=run_fields(spec.name, run_id=request.run_id, fire_id=request.fire_id,
+                                   outcome=RunOutcome.START_ERROR))
         now = self._clock.time()
         state.last_start_error, state.last_start_error_at = error, now
         task_log = self._logs.acquire(spec.name, spec.log)
@@ -164,7 +167,8 @@ class Runs:
             self._cron.add(run.run_id)
         attempt = request.attempt
         log.info("task %s run %s started pid=%d fire=%s%s", run.task, run.run_id, run.pid,
-                 request.fire_id, f" attempt={attempt}" if attempt > 1 else "")
+                 request.fire_id, f" attempt={attempt}" if attempt > 1 else "",
+                 extra=run_fields(run.task, run_id=run.run_id, fire_id=request.fire_id))
         self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
                                   started=run.started, scheduled=request.scheduled,
                                   fire_id=request.fire_id, attempt=attempt,
@@ -187,9 +191,11 @@ class Runs:
             asyncio.get_running_loop().call_later(self._kill_grace + 1.0,
                                                   self._lingering.discard, run.processes)
         level = logging.INFO if run.outcome is RunOutcome.OK else logging.WARNING
-        log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
-                run.run_id, run.result_text(), run.duration or 0.0, run.outcome)
         request = run.request
+        log.log(level, "task %s run %s ended %s duration=%.3fs outcome=%s", run.task,
+                run.run_id, run.result_text(), run.duration or 0.0, run.outcome,
+                extra=run_fields(run.task, run_id=run.run_id, fire_id=request.fire_id,
+                                 outcome=run.outcome, duration=run.duration or 0.0))
         assert run.outcome is not None  # noqa: S101 - set when it exited
         self._ended(run)
         self._on_event(RunEnded(task=run.task, run_id=run.run_id, pid=run.pid,
@@ -197,8 +203,8 @@ class Runs:
                                 signal=run.signal, started=run.started,
                                 ended=run.ended or run.started, duration=run.duration or 0.0,
                                 scheduled=request.scheduled, fire_id=request.fire_id,
-                                attempt=request.attempt, log_file=run.log_file,
-                                log_end=run.log_end, err_start=run.err_start,
+                                attempt=request.attempt, trigger=request.trigger,
+                                log_file=run.log_file, log_end=run.log_end, err_start=run.err_start,
                                 err_end=run.err_end, cpu_seconds=run.cpu_seconds,
                                 memory_peak=run.memory_peak))
         self._after_exit(run, was_cron)
@@ -206,6 +212,10 @@ class Runs:
     # ----- what runs ---------------------------------------------------------------------
     def of(self, task: str) -> list[RunHandle]:
         return list(self._by_task.get(task, {}).values())
+
+    def counts(self) -> dict[str, int]:
+        """Runs going on, by task (only tasks with one)."""
+        return {task: len(runs) for task, runs in self._by_task.items()}
 
     def count(self, task: str) -> int:
         return len(self._by_task.get(task, ()))

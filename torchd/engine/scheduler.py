@@ -27,8 +27,11 @@ from torchd.core.events import (
     FireSettled,
 )
 from torchd.core.health import Health
+from torchd.core.logfields import run_fields
 from torchd.core.model import (
     Config,
+    RunOutcome,
+    TaskGauges,
     TaskKind,
     TaskSpec,
     Trigger,
@@ -380,7 +383,10 @@ class Scheduler:
             log.warning("task %s: missed %d%s fire(s) from %s to %s (daemon down or busy, "
                         "host asleep, or clock stepped forward); not run: %s", spec.name,
                         decision.missed, more, iso_utc(decision.first),
-                        iso_utc(decision.last_missed), decision.note)
+                        iso_utc(decision.last_missed), decision.note,
+                        extra=run_fields(spec.name, fire_id=fire_id(spec.name,
+                                                                     decision.last_missed),
+                                         outcome=RunOutcome.MISSED))
             self._on_event(FireMissed(task=spec.name, first=decision.first,
                                       last=decision.last_missed, count=decision.missed))
         self._on_event(FireSettled(task=spec.name, scheduled=decision.last))
@@ -525,9 +531,10 @@ class Scheduler:
         claim = await claims.claim(name, fire.scheduled)
         if self._stopping or self._tasks.get(name) is not state:
             return
+        fid = fire_id(name, fire.scheduled)
         if claim.error is not None:
-            log.warning("task %s: fire %s missed: %s", name, fire_id(name, fire.scheduled),
-                        claim.error)
+            log.warning("task %s: fire %s missed: %s", name, fid, claim.error,
+                        extra=run_fields(name, fire_id=fid, outcome=RunOutcome.MISSED))
             self._on_event(FireMissed(task=name, first=fire.scheduled, last=fire.scheduled,
                                       count=1, reason=f"cluster: {claim.error}"))
             return
@@ -535,9 +542,10 @@ class Scheduler:
         if claim.won:
             self._admission.fire_batch([(state, fire)])
         else:
-            log.debug("task %s: fire %s %s", name, fire_id(name, fire.scheduled),
+            log.debug("task %s: fire %s %s", name, fid,
                       f"runs on {claim.holder}" if claim.holder else
-                      "not run: the cluster ran a later fire of the task already")
+                      "not run: the cluster ran a later fire of the task already",
+                      extra=run_fields(name, fire_id=fid, host=claim.holder))
 
     def trigger(self, name: str, *, force: bool) -> tuple[str, str]:
         """Run a task now. Without `force`, its overlap policy and the daemon-wide limit
@@ -554,7 +562,7 @@ class Scheduler:
             raise SchedulerError(f"task '{name}' {why}; use --force to run it anyway")
         fire = Fire(self._clock.time(), Trigger.MANUAL, new_run_id())
         log.info("task %s: run %s triggered by hand%s", name, fire.run_id,
-                 " (forced)" if force else "")
+                 " (forced)" if force else "", extra=run_fields(name, run_id=fire.run_id))
         assert fire.run_id is not None  # noqa: S101 - set just above
         if not force:
             return fire.run_id, self._admission.fire_batch([(state, fire)])[0]
@@ -573,7 +581,9 @@ class Scheduler:
             raise SchedulerError(f"task '{name}': run {run_id} is not running" if run_id
                                  else f"task '{name}' has no run going")
         for handle in handles:
-            log.info("task %s run %s: kill requested", name, handle.run.run_id)
+            log.info("task %s run %s: kill requested", name, handle.run.run_id,
+                     extra=run_fields(name, run_id=handle.run.run_id,
+                                      fire_id=handle.run.request.fire_id))
             handle.stop(state.spec.kill_grace)
         return handles
 
@@ -658,6 +668,16 @@ class Scheduler:
 
     def is_running(self, run_id: str) -> bool:
         return self._runs.is_running(run_id)
+
+    def gauges(self) -> list[TaskGauges]:
+        """Each task's gauges for /metrics: a tuple per task, no formatting (a scrape of
+        10,000 tasks reads them all on the loop)."""
+        running = self._runs.counts()
+        paused_all, paused = self._paused_all, self._paused
+        return [TaskGauges(name, state.spec.schedule_text or "", state.spec.kind,
+                           paused_all or name in paused, running.get(name, 0),
+                           state.next_fire if state.spec.active else None)
+                for name, state in self._tasks.items()]
 
     def snapshot(self) -> list[dict[str, object]]:
         tasks = []

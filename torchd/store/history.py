@@ -520,3 +520,13 @@ def run_slots(path: Path, tasks: Sequence[str], since: float, until: float,
             (*tasks, since, until)).fetchall()
     return ([(str(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows],
             {str(r[0]): float(r[1]) for r in longest if r[1] is not None})
+
+
+def last_successes(path: Path) -> dict[str, float]:
+    """When each task's latest successful run ended (for /metrics at the daemon's start)."""
+    if not path.exists():
+        return {}
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        rows = conn.execute("SELECT task, MAX(ended) FROM runs WHERE outcome = ? GROUP BY task",
+                            (str(RunOutcome.OK),)).fetchall()
+    return {str(task): float(ended) for task, ended in rows if ended is not None}

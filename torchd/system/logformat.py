@@ -1,11 +1,17 @@
 """How torchd's own log lines look: with a time, or, on a stream to the systemd journal,
 with a `<N>` syslog level instead (the journal keeps the time, and `journalctl -p err`
-then finds torchd's errors)."""
+then finds torchd's errors); or, with `daemon.log_format: json` (`--log-format json`),
+one JSON object per line for a log shipper."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+
+from torchd.core.logfields import FIELDS
+from torchd.core.model import LogFormat
+from torchd.core.timefmt import iso_utc
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _SYSLOG_LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
@@ -33,5 +39,32 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{level}>{line}" for line in super().format(record).split("\n"))
 
 
-def formatter_for(fd: int) -> logging.Formatter:
-    return JournalFormatter() if is_journal(fd) else logging.Formatter(LOG_FORMAT)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: `ts` (UTC, milliseconds), `level`, `msg`, `logger`, the
+    fields of core.logfields a log call gave (`task`, `run_id`, `fire_id`, `outcome`,
+    `duration_s`, `host`) where it gave them, and `exc` (the traceback) if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {"ts": iso_utc(record.created), "level": record.levelname,
+                                    "msg": record.getMessage(), "logger": record.name}
+        fields = record.__dict__
+        for name in FIELDS:
+            value = fields.get(name)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def formatter_for(fd: int | None, log_format: LogFormat = LogFormat.TEXT) -> logging.Formatter:
+    """For a stream on descriptor `fd` (None: a file, never the journal's): JSON when asked
+    for (the journal too keeps each line as its message), else the journal's levels on
+    its stream, or the text format."""
+    if log_format is LogFormat.JSON:
+        return JsonFormatter()
+    if fd is not None and is_journal(fd):
+        return JournalFormatter()
+    return logging.Formatter(LOG_FORMAT)
