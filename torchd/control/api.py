@@ -10,7 +10,7 @@ import logging
 import secrets
 import sqlite3
 import statistics
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol, TypeVar, cast
 
 from torchd.control import timeline
@@ -24,6 +24,7 @@ from torchd.control.verbs import (
     FiresReply,
     History,
     HistoryReply,
+    IndexReply,
     Kill,
     KilledRun,
     KillReply,
@@ -53,6 +54,7 @@ from torchd.control.verbs import (
     StopReply,
     Submit,
     SubmitReply,
+    TaskIndex,
     TaskInfo,
     TaskRecent,
     TaskReply,
@@ -101,7 +103,8 @@ class DaemonPort(Protocol):
     """What the daemon (the app) answers for: its own state, reloads, stopping."""
 
     def ping(self) -> PingReply: ...
-    def status(self) -> StatusReply: ...
+    def status(self, names: Collection[str] | None = None) -> StatusReply: ...
+    def index(self) -> list[dict[str, object]]: ...
     def last_reload(self) -> ReloadRecord | None: ...
     async def reload(self, source: str) -> ReloadRecord | None:
         """The reload's record; None if the daemon is stopping."""
@@ -143,6 +146,7 @@ class ControlApi:
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Ping: self.ping, LastReload: self.last_reload, Status: self.status,
+            TaskIndex: self.index,
             ListTasks: self.list_tasks, Plan: self.plan, Reload: self.reload, Stop: self.stop,
             Trigger: self.trigger, Kill: self.kill, Pause: self.pause, Resume: self.resume,
             Logs: self.logs, History: self.history, Recent: self.recent, Submit: self.submit,
@@ -227,8 +231,11 @@ class ControlApi:
     async def last_reload(self, _request: LastReload) -> ReloadRecord | dict[str, Any]:
         return self._daemon.last_reload() or {}
 
-    async def status(self, _request: Status) -> StatusReply:
-        return self._daemon.status()
+    async def status(self, request: Status) -> StatusReply:
+        return self._daemon.status(request.tasks)
+
+    async def index(self, _request: TaskIndex) -> IndexReply:
+        return {"tasks": self._daemon.index()}
 
     async def list_tasks(self, _request: ListTasks) -> ListReply:
         return {"tasks": list_rows(self._daemon.status()["tasks"])}
@@ -357,8 +364,7 @@ class ControlApi:
 
     async def task_info(self, request: TaskInfo) -> TaskReply:
         spec = self._config().by_name().get(request.task)
-        entry = next((t for t in self._daemon.status()["tasks"] if t["name"] == request.task),
-                     None)
+        entry = next(iter(self._daemon.status([request.task])["tasks"]), None)
         if spec is None or entry is None:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"no task '{request.task}'")
         after = self._clock.time()

@@ -12,7 +12,7 @@ import resource
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -652,12 +652,17 @@ class App:
                 "generation": self._reload_seq,
                 "last_reload": _counted(self._last_reload),
                 "http": self._http.address if self._http is not None else None,
-                "http_token_file": self._http.token_file if self._http is not None else None}
+                "http_token_file": self._http.token_file if self._http is not None else None,
+                "timezone": config.daemon.timezone}
 
     def last_reload(self) -> ReloadRecord | None:
         return self._last_reload
 
-    def status(self) -> StatusReply:
+    def index(self) -> list[dict[str, object]]:
+        assert self._scheduler is not None  # noqa: S101 - made before serving
+        return self._scheduler.index()
+
+    def status(self, names: Collection[str] | None = None) -> StatusReply:
         config = self._current_config()
         assert self._scheduler is not None  # noqa: S101 - made before serving
         return {
@@ -675,7 +680,7 @@ class App:
             "problems": self._health.view(),
             "containment": {"cgroups": self._cgroups.description,
                             "subreaper": self._reaper is not None and self._reaper.subreaper},
-            "tasks": self._scheduler.snapshot(),
+            "tasks": self._scheduler.snapshot(names),
         }
 
     async def plan(self) -> PlanReply:

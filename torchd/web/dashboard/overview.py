@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from torchd.control.protocol import ProtocolError
-from torchd.control.verbs import Audit, ClusterView, History, Recent, Status
+from torchd.control.verbs import Audit, ClusterView, History, Recent, Status, TaskIndex
 from torchd.core.timefmt import from_iso, span
 from torchd.web.context import call, context_of
 from torchd.web.dashboard.common import Refused, ask, shown
@@ -43,26 +43,28 @@ def add_routes(app: web.Application) -> None:
 async def overview(request: web.Request) -> web.Response:
     now = context_of(request).clock.time()
     try:
-        status, running, missed, failures, audit = await asyncio.gather(
-            ask(request, Status()), ask(request, History(outcome="running", limit=200)),
+        index, running, missed, failures, audit = await asyncio.gather(
+            ask(request, TaskIndex()), ask(request, History(outcome="running", limit=200)),
             ask(request, History(outcome="missed", since=now - 86400, limit=200)),
             ask(request, History(failed=True, since=now - 86400, limit=500)),
             ask(request, Audit(limit=15)))
+        tasks = index["tasks"]
         running, missed, failures = running["runs"], missed["runs"], failures["runs"]
-        idle = [t["name"] for t in status["tasks"] if t["last_run"] is None and t["enabled"]
+        idle = [t["name"] for t in tasks if t["last_outcome"] is None and t["enabled"]
                 and t["for_this_host"] and not t["paused"] and t["type"] == "cron"
                 and t["next_fire"] is None and not t["running"]]
         suspects = sorted({r["task"] for r in failures}
-                          | {t["name"] for t in status["tasks"]
-                             if t["last_run"] and t["last_run"]["outcome"] in FAILED})
-        latest, recent = await asyncio.gather(
+                          | {t["name"] for t in tasks if t["last_outcome"] in FAILED})
+        upcoming = heapq.nsmallest(NEXT_FIRES, (t for t in tasks if t["next_fire"]),
+                                   key=lambda t: t["next_fire"])
+        status, latest, recent = await asyncio.gather(
+            ask(request, Status(tasks=[t["name"] for t in upcoming])),
             ask(request, Recent(tasks=suspects[:MAX_ASKED] + idle[:MAX_ASKED], count=3)),
             ask(request, Recent(tasks=sorted({r["task"] for r in running}), count=20,
                                 hours=0)))
     except Refused as refused:
         return refused.response
     cluster = await _cluster(request)
-    tasks = status["tasks"]
     typical = {name: entry["typical_duration"] for name, entry in recent["tasks"].items()}
     failing = [name for name, entry in latest["tasks"].items()
                if _last_outcome(entry["runs"]) in FAILED]
@@ -71,12 +73,12 @@ async def overview(request: web.Request) -> web.Response:
     for run in running:
         run["elapsed"] = max(now - from_iso(run["started"] or run["at"]), 0.0)
         run["typical"] = typical.get(run["task"])
-    upcoming = heapq.nsmallest(NEXT_FIRES, (t for t in tasks if t["next_fire"]),
-                               key=lambda t: t["next_fire"])
-    return page(request, "overview.html", daemon=status, shown=shown(request),
+    next_fires = sorted(status["tasks"], key=lambda t: (t["next_fire"] or "", t["name"]))
+    return page(request, "overview.html", daemon=status, task_count=len(tasks),
+                shown=shown(request),
                 attention=_attention(status, failing=failing, never=never,
                                            running=running, missed=missed, cluster=cluster),
-                running=running, next_fires=upcoming,
+                running=running, next_fires=next_fires,
                 counts=latest["counts"], audit=audit["actions"], cluster=cluster)
 
 

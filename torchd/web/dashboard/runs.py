@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from torchd.control.protocol import ErrorCode, ProtocolError
-from torchd.control.verbs import History, Logs, RunInfo, Status
+from torchd.control.verbs import History, Logs, Ping, RunInfo
 from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
 from torchd.core.schedule.zones import parse_instant
@@ -57,7 +57,7 @@ async def run_list(request: web.Request) -> web.Response:
     number = page_number(request)
     now = context_of(request).clock.time()
     try:
-        zone = (await ask(request, Status()))["timezone"] if (
+        zone = (await ask(request, Ping()))["timezone"] if (
             filters["since"] or filters["until"]) else "UTC"
         try:
             since = _instant(filters["since"], zone, now, "since")

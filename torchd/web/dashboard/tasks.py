@@ -4,13 +4,14 @@ fires, durations, history and log."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from typing import Any
 
 from aiohttp import web
 
 from torchd.control.protocol import ProtocolError
-from torchd.control.verbs import History, Logs, Recent, Status, TaskInfo
+from torchd.control.verbs import History, Logs, Recent, Status, TaskIndex, TaskInfo
 from torchd.web.context import call
 from torchd.web.dashboard.charts import duration_chart
 from torchd.web.dashboard.common import (
@@ -62,14 +63,14 @@ def _state(task: dict[str, Any]) -> list[str]:
 
 
 def _matches(task: dict[str, Any], needle: str, state: str) -> bool:
+    """Whether a task of the `index` reply passes the filter box and the state menu."""
     if needle and needle not in task["name"].lower() and needle not in (
             task["schedule"] or "").lower():
         return False
-    last = task["last_run"]
     return (state == "all"
             or (state == "running" and bool(task["running"]))
             or (state == "paused" and task["paused"])
-            or (state == "failing" and last is not None and last["outcome"] in FAILED)
+            or (state == "failing" and task["last_outcome"] in FAILED)
             or (state == "disabled" and not task["enabled"])
             or (state == "other host" and not task["for_this_host"]))
 
@@ -80,21 +81,23 @@ async def task_list(request: web.Request) -> web.Response:
     state = state if state in STATES else "all"
     number = page_number(request)
     try:
-        status = await ask(request, Status())
+        index = (await ask(request, TaskIndex()))["tasks"]
         lowered = needle.lower()
-        chosen = [t for t in status["tasks"] if _matches(t, lowered, state)]
+        chosen = [t["name"] for t in index if _matches(t, lowered, state)]
         pages = max((len(chosen) + PAGE_SIZE - 1) // PAGE_SIZE, 1)
         number = min(number, pages)
-        rows = chosen[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]
-        recent = await ask(request, Recent(tasks=[t["name"] for t in rows], count=SQUARES,
-                                           hours=0))
+        names = chosen[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]
+        rows, recent = await asyncio.gather(
+            ask(request, Status(tasks=names)),
+            ask(request, Recent(tasks=names, count=SQUARES, hours=0)))
+        rows = rows["tasks"]
     except Refused as refused:
         return refused.response
     for row in rows:
         row["recent"] = list(reversed(recent["tasks"].get(row["name"], {}).get("runs", [])))
         row["state_words"] = _state(row)
     here = request.path_qs
-    return page(request, "tasks.html", rows=rows, total=len(status["tasks"]),
+    return page(request, "tasks.html", rows=rows, total=len(index),
                 matched=len(chosen), q=needle, state=state, states=STATES, page_no=number,
                 pages=pages, base=query_without(request, "page"), here=here,
                 shown=shown(request))
