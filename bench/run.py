@@ -962,8 +962,8 @@ def _prefill_history(state: Path, tasks: list[Task], per_task: int) -> None:
             at = now - (per_task - i) * 60 - k * 0.001
             common = {"task": task.name, "run_id": f"{i:04x}{k:08x}", "pid": 1000 + k,
                       "started": at, "scheduled": float(int(at)), "fire_id": f"{task.name}@x",
-                      "attempt": 1, "log_file": f"{task.name}.log"}
-            writer.run_started(RunStarted(**common, trigger="schedule", log_start=0))  # type: ignore[arg-type]
+                      "attempt": 1, "log_file": f"{task.name}.log", "trigger": "schedule"}
+            writer.run_started(RunStarted(**common, log_start=0))  # type: ignore[arg-type]
             writer.run_ended(RunEnded(  # type: ignore[arg-type]
                 **common, outcome="ok" if (i + k) % 7 else "failed", exit_code=0, signal=None,
                 ended=at + 0.5, duration=0.5, log_end=10, err_start=None, err_end=None))

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_task_at ON runs (task, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
+CREATE INDEX IF NOT EXISTS runs_outcome_at ON runs (outcome, at);  -- failed, missed, counts
 CREATE INDEX IF NOT EXISTS runs_open ON runs (outcome) WHERE outcome IS NULL;
 CREATE TABLE IF NOT EXISTS hook_calls (
     id INTEGER PRIMARY KEY,
