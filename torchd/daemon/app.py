@@ -743,7 +743,9 @@ class App:
             return {"version": __version__, "pid": os.getpid(), "addresses": addresses,
                     "config_hash": self._config.digest if self._config else None,
                     "running": self._scheduler.running_count() if self._scheduler else 0,
-                    "http": self._http.advertised if self._http is not None else None}
+                    "http": self._http.advertised if self._http is not None else None,
+                    "http_signature": self._http.signature(host_id)
+                    if self._http is not None else None}
 
         def settled() -> dict[str, float]:  # see Cluster: written back into an empty Redis
             one = {t.name for t in self._current_config().tasks if claimed_fires(t)}

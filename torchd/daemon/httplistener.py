@@ -11,7 +11,7 @@ from torchd.core.clock import Clock
 from torchd.core.health import Health
 from torchd.core.model import HttpSettings
 from torchd.store.statedir import FileModes, StatePaths
-from torchd.store.tokens import TokenError, load_tokens
+from torchd.store.tokens import TokenError, Tokens, address_signature, load_tokens
 from torchd.system.hostinfo import http_url, reachable_host
 from torchd.web.context import Scrape, WebContext
 from torchd.web.render import make_templates
@@ -34,6 +34,7 @@ class HttpListener:
         self._server: WebServer | None = None
         self._advertised: str | None = None
         self._settings: HttpSettings | None = None
+        self._tokens: Tokens | None = None
 
     @property
     def address(self) -> str | None:
@@ -47,6 +48,14 @@ class HttpListener:
         """The address other hosts reach it by (the cluster heartbeat tells it): the
         listen address, or one of this host's when it listens on every address."""
         return None if self._server is None else self._advertised
+
+    def signature(self, host_id: str) -> str | None:
+        """The advertised address signed with the shared token (`token_file`), for the
+        heartbeat; None without a shared token."""
+        if (self._server is None or self._advertised is None or self._settings is None
+                or self._settings.token_file is None or self._tokens is None):
+            return None
+        return address_signature(self._tokens.admin, host_id, self._advertised)
 
     @property
     def token_file(self) -> str | None:
@@ -82,6 +91,7 @@ class HttpListener:
             return
         self._server = server
         self._settings = settings
+        self._tokens = tokens
         self._advertised = http_url(reachable_host(settings.host), server.port)
         self._health.clear(PROBLEM)
 

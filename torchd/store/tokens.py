@@ -6,6 +6,8 @@ nobody else may read or write (it is a password)."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import os
 import secrets
 import stat
@@ -106,3 +108,26 @@ def _token_text(data: bytes, path: Path) -> str:
         raise TokenError(f"{path}: the token must be at least {MIN_TOKEN_LENGTH} characters "
                          "on the file's first line")
     return token
+
+
+def _mac(token: str, message: str) -> str:
+    return hmac.new(token.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def peer_token(admin: str) -> str:
+    """The token one host of a cluster sends another for reading (runs, logs), derived
+    from the admin token they share: it may read and never act, so a host that receives
+    it (or an address planted in Redis that does) cannot act with it."""
+    return "peer." + _mac(admin, "torchd peer read")
+
+
+def address_signature(admin: str, host_id: str, address: str) -> str:
+    """What a host puts beside the HTTP address in its heartbeat when the hosts share a
+    token: the others ask that address only if it verifies, so an address written into
+    Redis by anyone without the token is never sent a token."""
+    return _mac(admin, f"torchd address {host_id} {address}")
+
+
+def address_verifies(admin: str, host_id: str, address: str, signature: object) -> bool:
+    return isinstance(signature, str) and hmac.compare_digest(
+        signature, address_signature(admin, host_id, address))

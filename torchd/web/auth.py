@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from torchd.control.protocol import ErrorCode, error
-from torchd.store.tokens import Tokens
+from torchd.store.tokens import Tokens, peer_token
 
 log = logging.getLogger("torchd.http")
 COOKIE = "torchd_session"
@@ -49,6 +49,8 @@ def session_value(token: str, role: Role) -> str:
 def role_of_token(tokens: Tokens, given: str) -> Role | None:
     if hmac.compare_digest(given.encode(), tokens.admin.encode()):
         return Role.ADMIN
+    if hmac.compare_digest(given.encode(), peer_token(tokens.admin).encode()):
+        return Role.VIEWER  # another host of the cluster, reading
     if tokens.viewer is not None and hmac.compare_digest(given.encode(), tokens.viewer.encode()):
         return Role.VIEWER
     return None

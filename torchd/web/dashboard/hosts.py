@@ -14,6 +14,7 @@ from aiohttp import web
 
 from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.verbs import ClusterView, History, Logs, RunInfo
+from torchd.store.tokens import address_verifies, peer_token
 from torchd.web.auth import TOKENS
 from torchd.web.context import call, context_of
 from torchd.web.remote import RemoteError, address_of, api_path, fetch
@@ -83,7 +84,11 @@ async def _remote(request: web.Request, beat: dict[str, Any], path: str,
     if address is None:
         raise RemoteError(f"host {beat['host_id']} advertises no HTTP address "
                           "(its daemon.http is off)")
-    return await fetch(address, path, request.app[TOKENS].admin, query=query)
+    admin = request.app[TOKENS].admin
+    if not address_verifies(admin, beat["host_id"], address, beat.get("http_signature")):
+        raise RemoteError(f"host {beat['host_id']}'s address {address} is not signed with "
+                          "the shared token (daemon.http.token_file); not asked")
+    return await fetch(address, path, peer_token(admin), query=query)
 
 
 def _error_of(status: int, body: bytes) -> str:
