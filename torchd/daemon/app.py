@@ -56,6 +56,7 @@ from torchd.process.journal import ChildJournal, end_leftovers
 from torchd.process.output import OutputEcho, stdout_writer
 from torchd.process.reaper import Reaper
 from torchd.process.runner import pidfd_refused, seal_descriptors
+from torchd.store.edges import EdgeStore
 from torchd.store.history import HistoryWriter
 from torchd.store.ledger import FireLedger
 from torchd.store.pidfile import PidFile
@@ -154,6 +155,7 @@ class App:
                       if echo_to_stdout else None)
         self._scheduler: Scheduler | None = None
         self._history: HistoryWriter | None = None
+        self._edges: EdgeStore | None = None
         self._hooks: HookRunner | None = None
         self._api: ControlApi | None = None
         self._cluster: Cluster | None = None
@@ -264,6 +266,8 @@ class App:
         last_fires = self._resume_after_clock_correction(config, self._ledger.open())
         self._ledger.forget_except({task.name for task in config.tasks})
         scheduler = self._build_engine(config)
+        self._edges = EdgeStore(self._paths.workflow, self._modes, self._health)
+        scheduler.restore_edges(self._edges, self._edges.open())
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires, launched=self._launched)
         api = ControlApi(daemon=self, engine=scheduler, paths=self._paths, modes=self._modes,
@@ -401,6 +405,8 @@ class App:
             await self._control.close()
         self._journal.close()
         self._ledger.close()
+        if self._edges is not None:
+            self._edges.close()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP):
             loop.remove_signal_handler(signum)
