@@ -65,11 +65,12 @@ def test_a_chain_runs_each_link_with_its_upstream_and_workflow(
     success, with the upstream's task, run id and outcome, and the root's fire id as
     workflow id; its fire id is derived from the upstream run."""
     out = tmp_path / "out"
+    record = RECORD.replace("@FILE", str(out))
     config = write_tasks(f"""
         tasks:
-          - {{name: extract, schedule: "*/2 * * * * *", command: '{RECORD.replace("@FILE", str(out))}'}}
-          - {{name: transform, after: extract, command: '{RECORD.replace("@FILE", str(out))}'}}
-          - {{name: load, after: transform, command: '{RECORD.replace("@FILE", str(out))}'}}
+          - {{name: extract, schedule: "*/2 * * * * *", command: '{record}'}}
+          - {{name: transform, after: extract, command: '{record}'}}
+          - {{name: load, after: transform, command: '{record}'}}
     """)
     daemon = daemon_factory(config).start()
     wait_for(lambda: runs(out, "load"), timeout=20, message="a load run")
