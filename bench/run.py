@@ -859,8 +859,15 @@ def mode_web(args: argparse.Namespace) -> list[Result]:
     return measure(args)
 
 
+def mode_chains(args: argparse.Namespace) -> list[Result]:
+    from bench.chains import mode_chains as measure  # noqa: PLC0415 - it builds on this module
+
+    return measure(args)
+
+
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "web": (mode_web, ["torchd-http"]),
+    "chains": (mode_chains, ["torchd"]),
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
     "idle": (mode_idle, ["torchd", "apscheduler", "asyncio-floor"]),
@@ -930,6 +937,10 @@ def main(argv: list[str] | None = None) -> int:
 
     web_arguments(add("web", "the HTTP listener at 10,000 tasks: request times, idle CPU "
                       "with a dashboard open, 50 live-log followers of a 1 MB/s task"))
+    from bench.chains import add_arguments as chains_arguments  # noqa: PLC0415
+
+    chains_arguments(add("chains", "workflow chain latency: a downstream's start after its "
+                         "upstream's end, beside a plain fire's lateness"))
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
