@@ -21,7 +21,6 @@ from pathlib import Path
 
 from bench.run import Result, emit_table, percentile, workdir
 
-
 STARTUP_FIRES = 3
 
 
