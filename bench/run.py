@@ -1205,10 +1205,15 @@ async def _metrics_on_loop(args: argparse.Namespace) -> list[Result]:
     emit_table(["RunStarted us", "RunEnded us", "import web.metrics ms",
                 "import at first scrape ms"], [cells(results[3], keys)])
     return results
+def mode_chains(args: argparse.Namespace) -> list[Result]:
+    from bench.chains import mode_chains as measure  # noqa: PLC0415 - it builds on this module
+
+    return measure(args)
 
 
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "web": (mode_web, ["torchd-http"]),
+    "chains": (mode_chains, ["torchd"]),
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
     "idle": (mode_idle, ["torchd", "apscheduler", "asyncio-floor"]),
@@ -1302,6 +1307,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics.add_argument("--between", type=int, default=2500,
                          help="tasks that run between two scrapes (default: a quarter)")
     metrics.add_argument("--library-scrapes", type=int, default=5)
+    from bench.chains import add_arguments as chains_arguments  # noqa: PLC0415
+
+    chains_arguments(add("chains", "workflow chain latency: a downstream's start after its "
+                         "upstream's end, beside a plain fire's lateness"))
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

@@ -54,8 +54,8 @@ def task_file(body: str) -> str:
                  "quote it if you mean the text: '12:30:00'", id="sexagesimal"),
     pytest.param('schedule: "@hourly"\ncommand: "true"\nschedul: "x"\n',
                  "t.yaml:5: task 'job': schedul: unknown key (did you mean 'schedule'?); "
-                 "known keys: name, schedule, command, type, hosts, max_running, env, cwd, "
-                 "enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
+                 "known keys: name, schedule, after, command, type, hosts, max_running, env, "
+                 "cwd, enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
                  "kill_grace, timeout, retries, at, start_at, end_at, jitter, user, group, "
                  "umask, nice, limits, log, hooks, run_on", id="unknown-key"),
     pytest.param('schedule: "@hourly"\nat: 2026-12-01T10:00:00Z\ncommand: "true"\n',

@@ -30,7 +30,7 @@ from torchd.cli.operations import (
     cmd_web,
 )
 from torchd.cli.shipped import cmd_example, cmd_unit
-from torchd.cli.taskfile import cmd_check, cmd_next
+from torchd.cli.taskfile import cmd_check, cmd_graph, cmd_next
 from torchd.cli.tasklist import cmd_list
 from torchd.core.errors import TorchdError, UsageError
 from torchd.core.model import LogFormat
@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="preview from this ISO 8601 time instead of now (without an offset "
                           "it is read in daemon.timezone), e.g. 2026-11-01T00:00:00-04:00")
     nxt.set_defaults(func=cmd_next)
+    graph = add("graph", "print the workflow graph (after:): each task, what starts it, "
+                "its downstreams", config="required", state=False,
+                examples=("torchd graph -c tasks.yaml",
+                          "torchd graph -c tasks.yaml --dot | dot -Tsvg > graph.svg"))
+    graph.add_argument("--dot", action="store_true", help="in Graphviz's language")
+    graph.set_defaults(func=cmd_graph)
     _add_operations(add)
     _add_shipped(add)
     return parser
@@ -160,6 +166,8 @@ def _add_operations(add: Callable[..., argparse.ArgumentParser]) -> None:
                          help="ignore max_running, the overlap policy and a pause")
     trigger.add_argument("--wait", action="store_true",
                          help="wait for the run to end and exit with its exit code")
+    trigger.add_argument("--no-cascade", action="store_true",
+                         help="do not fire the task's downstream tasks (after:) when it ends")
     trigger.set_defaults(func=cmd_trigger)
     kill = add("kill", "stop a task's runs: TERM, kill_grace, KILL", config="optional",
                json_flag=True,

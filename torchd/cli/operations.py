@@ -43,7 +43,7 @@ def _exit_code_of(outcome: dict[str, Any]) -> int:
 def cmd_trigger(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args)
     result = call(state_dir, "trigger", timeout=None if args.wait else 30.0, task=args.task,
-                   force=args.force, wait=args.wait)
+                   force=args.force, wait=args.wait, cascade=not args.no_cascade)
     if result is None:
         return not_running(state_dir)
     if args.json:

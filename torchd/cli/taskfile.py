@@ -1,4 +1,4 @@
-"""Commands on the task file alone, with no daemon: `check` and `next`."""
+"""Commands on the task file alone, with no daemon: `check`, `next` and `graph`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torchd.core.model import TaskKind
 from torchd.core.schedule.cronexpr import RebootSchedule, upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc, local_iso, relative
+from torchd.core.workflow import graph_dot, graph_text
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -29,6 +30,18 @@ def cmd_check(args: argparse.Namespace) -> int:
           "systemd service its cgroup is the unit's: `torchd status` tells)")
     for warning in missing_here(config):
         print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.dot:
+        print(graph_dot(config.tasks))
+        return EXIT_OK
+    lines = graph_text(config.tasks)
+    print("\n".join(lines) if lines else "no task has 'after' (no workflow)")
     return EXIT_OK
 
 
@@ -63,6 +76,8 @@ def cmd_next(args: argparse.Namespace) -> int:
         fires[spec.name] = []
         if spec.kind is TaskKind.DAEMON:
             notes[spec.name] = "daemon task: kept running, no schedule"
+        elif spec.after is not None:
+            notes[spec.name] = f"after {', '.join(spec.after.tasks)}: no schedule"
         elif isinstance(spec.schedule, RebootSchedule):
             notes[spec.name] = "runs once when the daemon starts"
         else:

@@ -13,6 +13,11 @@ Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
 - `lease:TASK`: the holder of a `run_on: one` daemon-type task; renewed every third of
   its TTL by compare-and-expire, released by compare-and-delete. Taking it increases
   `fence:TASK`, the fencing token its instances get in TORCHD_FENCING_TOKEN.
+- `edges:TASK`: the satisfied edges of a `run_on: one` downstream task (`after:`), a
+  hash from upstream task to the run that satisfied it (JSON). A host that hears an
+  upstream run's final outcome sets its field and, when every upstream's is there (each
+  within `within`), deletes the hash in the same script and runs the downstream: one
+  host completes a set, so the downstream runs once per triggering upstream run.
 - `host:HOST_ID`: a heartbeat (JSON) with a TTL of three heartbeats.
 - `epoch`: "ID CREATED_MS", made by the first host to find Redis empty (a restart without
   persistence, a new Redis). A host that sees an epoch it does not know (at a claim or a
@@ -44,8 +49,9 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from torchd.core.health import Health
-from torchd.core.model import Claim, ClusterSettings
+from torchd.core.model import After, Claim, ClusterSettings
 from torchd.core.timefmt import iso_utc
+from torchd.core.workflow import EdgeAnswer, EdgeRun
 
 log = logging.getLogger("torchd.cluster")
 T = TypeVar("T")
@@ -124,6 +130,33 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
+"""
+
+
+# An upstream run offered to a downstream's edges. KEYS: edges:TASK; ARGV: the upstream,
+# the run (JSON), now (s), within (s, or ''), the edge kind, then every upstream named.
+# Answers {'fire'} (the set was complete: cleared) or {'wait'}.
+EDGE = """
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+local now, within, on = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local complete = true
+for i = 6, #ARGV do
+  local held = redis.call('hget', KEYS[1], ARGV[i])
+  if held then
+    local run = cjson.decode(held)
+    if (within and now - tonumber(run['ended']) > within)
+        or (on == 'success' and run['outcome'] ~= 'ok') then
+      redis.call('hdel', KEYS[1], ARGV[i])
+      held = false
+    end
+  end
+  if not held then complete = false end
+end
+if complete then
+  redis.call('del', KEYS[1])
+  return {'fire'}
+end
+return {'wait'}
 """
 
 
@@ -217,6 +250,7 @@ class Cluster:
         self._take = self._redis.register_script(TAKE)
         self._renew = self._redis.register_script(RENEW)
         self._release = self._redis.register_script(RELEASE)
+        self._edge = self._redis.register_script(EDGE)
         self._epoch: str | None = None  # the epoch this host has written its fires into
         self._down_until = 0.0
         self._backoff = BACKOFF_FIRST
@@ -386,6 +420,27 @@ class Cluster:
                 return Claim(won=False, holder=None)
         return Claim(won=False, holder=None, error="the claim did not settle (Redis emptied "
                                                    "again and again?)")
+
+    # ----- workflow edges ----------------------------------------------------------------
+    async def offer_edge(self, downstream: str, after: After, run: EdgeRun,
+                         now: float) -> EdgeAnswer:
+        """Set the downstream's edge from `run` and, if the set is complete, clear it in
+        the same script (see EDGE). A run that satisfies an `on: failure` edge fires by
+        itself: no state is kept for it. An unanswered call is no fire (a timed-out one
+        may have set the edge: it then counts for the next run)."""
+        if after.on.value == "failure":
+            return EdgeAnswer(fire=True)
+        record = json.dumps({"run_id": run.run_id, "outcome": str(run.outcome),
+                             "ended": run.ended, "workflow_id": run.workflow_id})
+        args = [run.upstream, record, repr(now),
+                "" if after.within is None else repr(after.within), str(after.on),
+                *after.tasks]
+        try:
+            answer = await self._ask(lambda: self._edge(keys=[self._key("edges", downstream)],
+                                                        args=args))
+        except Unavailable as exc:
+            return EdgeAnswer(fire=False, error=str(exc))
+        return EdgeAnswer(fire=answer[0] == "fire")
 
     # ----- leases ------------------------------------------------------------------------
     def set_lease_tasks(self, names: set[str]) -> None:

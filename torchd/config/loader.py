@@ -49,6 +49,7 @@ from torchd.core.model import (
 from torchd.core.schedule.bounded import AtSchedule, WindowedSchedule
 from torchd.core.schedule.cronexpr import Schedule, parse_schedule
 from torchd.core.schedule.zones import ZoneError, host_zone_spec, load_zone, parse_instant
+from torchd.core.workflow import graph_problems
 from torchd.system.accounts import (
     account_exists,
     group_exists,
@@ -103,7 +104,7 @@ DAEMON_KEYS = dict.fromkeys((
     "history", "hooks", "socket_group", "cluster", "http", "cgroups", "log_format",
 ))
 TASK_KEYS = dict.fromkeys((
-    "name", "schedule", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
+    "name", "schedule", "after", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
     "user", "group", "umask", "nice", "limits", "log", "hooks", "run_on",
@@ -372,7 +373,7 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "at": v.as_time_text, "start_at": v.as_time_text, "end_at": v.as_time_text,
     "jitter": v.as_duration, "user": v.as_text, "group": v.as_text, "umask": v.as_umask,
     "nice": v.as_nice, "limits": v.as_limits, "log": v.as_log_overrides, "hooks": v.as_hooks,
-    "run_on": v.one_of(RunOn),
+    "run_on": v.one_of(RunOn), "after": v.as_after,
 }
 
 
@@ -456,6 +457,16 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
             if key in nodes:
                 walker.problem(nodes[key], label, key,
                                "a daemon task is kept running and takes no schedule")
+        if "after" in nodes:
+            walker.problem(nodes["after"], label, "after", "a daemon task is kept running "
+                           "and is started by no other task")
+        return None
+    if "after" in nodes:  # fired by its upstreams' runs (core.workflow), not by a clock
+        for key in ("schedule", "at", "start_at", "end_at", "jitter", "catchup",
+                    "starting_deadline"):
+            if key in nodes:
+                walker.problem(nodes[key], label, key, "a task with 'after' is started by "
+                               "its upstream tasks' runs and takes no schedule")
         return None
     if "schedule" in nodes and "at" in nodes:
         walker.problem(nodes["at"], label, "at",
@@ -506,12 +517,14 @@ def digest_of(data: bytes) -> str:
 
 def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
                  cache: ParseCache | None = None, as_root: bool | None = None,
-                 daemon: DaemonSettings | None = None) -> Config:
+                 daemon: DaemonSettings | None = None, graph: bool = True) -> Config:
     """Parse task-file bytes; raise ConfigError listing every problem.
 
     `cache` lets a reload reuse what the previous parse built (see ParseCache); it is
     updated only when the parse succeeds. `daemon`: the settings another file gave (a
     drop-in directory has one `daemon:`); then a `daemon:` section here is a problem.
+    `graph`: check the workflow graph (`after:`); a drop-in directory checks it across
+    its files instead.
     """
     try:
         text = data.decode("utf-8")
@@ -523,12 +536,35 @@ def parse_config(data: bytes, file: str, *, identity: HostIdentity | None,
     with _collector_paused():
         return _parse_text(text, data, file, identity=identity, cache=cache,
                            as_root=running_as_root() if as_root is None else as_root,
-                           given_daemon=daemon)
+                           given_daemon=daemon, graph=graph)
+
+
+def _moved(spec: TaskSpec, line: int) -> TaskSpec:
+    """A task reused from the parse cache, at the line it has moved to."""
+    after = spec.after
+    if after is not None:
+        after = replace(after, line=after.line + line - spec.line)
+    return replace(spec, line=line, after=after)
+
+
+def after_problems(tasks: list[TaskSpec]) -> list[ConfigProblem]:
+    """The workflow graph's problems (core.workflow.graph_problems), each at its task's
+    `after:` line."""
+    found = graph_problems(tasks)
+    if not found:
+        return []
+    specs = {task.name: task for task in tasks}
+    problems = []
+    for problem in found:
+        spec = specs[problem.task]
+        line = spec.after.line if spec.after is not None and spec.after.line else spec.line
+        problems.append(ConfigProblem(spec.file, line, spec.name, "after", problem.message))
+    return sorted(problems, key=lambda p: (p.file, p.line or 0))
 
 
 def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | None,
                 cache: ParseCache | None, as_root: bool,
-                given_daemon: DaemonSettings | None) -> Config:
+                given_daemon: DaemonSettings | None, graph: bool) -> Config:
     root = _compose(text, file)
     if root is None:
         raise ConfigError([ConfigProblem(file, 1, None, None,
@@ -576,7 +612,7 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
                              used=used)
             else:
                 if spec.line != line:
-                    spec = replace(spec, line=line)
+                    spec = _moved(spec, line)
                 if spec.schedule is not None:
                     used.add(_schedule_key(spec.schedule.text, spec.timezone))
             if spec is not None:
@@ -586,6 +622,8 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
         _free_in_slices(items)
     if walker.problems:
         raise ConfigError(sorted(walker.problems, key=lambda p: p.line or 0))
+    if graph and (problems := after_problems(tasks)):
+        raise ConfigError(problems)
     if cache is not None:
         cache.schedules = {key: schedules[key] for key in used if key in schedules}
         cache.tasks = sources

@@ -16,6 +16,7 @@ from pathlib import Path
 from torchd.config.loader import (
     MAX_FILE_BYTES,
     ParseCache,
+    after_problems,
     digest_of,
     load_file,
     parse_config,
@@ -105,13 +106,16 @@ def _load_directory(directory: Path, *, identity: HostIdentity | None,
             file_cache = cache.files.setdefault(file.name, ParseCache())
         try:
             config = parse_config(contents[file], str(file), identity=identity,
-                                  cache=file_cache, daemon=daemon if parsed else None)
+                                  cache=file_cache, daemon=daemon if parsed else None,
+                                  graph=False)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
         parsed.append(config)
         daemon = daemon or config.daemon
     tasks = _one_namespace([task for config in parsed for task in config.tasks], problems)
+    if not problems:
+        problems.extend(after_problems(tasks))
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
     if cache is not None:

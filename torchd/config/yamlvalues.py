@@ -19,11 +19,13 @@ from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
 from torchd.core.hostmatch import check_pattern
 from torchd.core.model import (
+    After,
     ClusterSettings,
     HistoryPolicy,
     HookAction,
     HookEvent,
     HttpSettings,
+    On,
     RetryPolicy,
     Webhook,
     name_problem,
@@ -408,6 +410,48 @@ def as_retries(node: yaml.Node) -> RetryPolicy:
     fields.require("max", "'max' (how many retries) is required")
     return RetryPolicy(**fields.converted({"max": as_integer, "delay": as_duration,
                                            "backoff": as_growth, "max_delay": as_duration}))
+
+
+AFTER_KEYS = ("tasks", "on", "within")
+
+
+def _as_task_name(node: yaml.Node) -> str:
+    name = as_text(node)
+    if (problem := name_problem(name)) is not None:
+        raise Invalid(node, problem)
+    return name
+
+
+def _as_upstreams(node: yaml.Node) -> tuple[str, ...]:
+    """One task's name, or a list of them (at least one, each once)."""
+    if isinstance(node, yaml.ScalarNode):
+        return (_as_task_name(node),)
+    names = _each_item(node, _as_task_name, "")
+    if not names:
+        raise Invalid(node, "expected at least one task name")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise Invalid(node, f"names {', '.join(twice)} more than once")
+    return names
+
+
+def as_after(node: yaml.Node) -> After:
+    """`after: extract`, `after: [transform, load]`, or a mapping of tasks, on (success,
+    failure, always) and within (a duration)."""
+    line = line_of(node)
+    if not isinstance(node, yaml.MappingNode):
+        return After(tasks=_as_upstreams(node), line=line)
+    # YAML 1.1 reads a plain `on` as a boolean: as a key here it is the word.
+    node = yaml.MappingNode(node.tag, [
+        (yaml.ScalarNode(STR, key.value, key.start_mark, key.end_mark)
+         if isinstance(key, yaml.ScalarNode) and key.tag == BOOL and key.value == "on"
+         else key, value) for key, value in node.value], node.start_mark, node.end_mark)
+    fields = _Fields(node, AFTER_KEYS, "key")
+    fields.require("tasks", "'tasks' (the upstream task or tasks) is required")
+    values = fields.converted({"tasks": _as_upstreams, "on": one_of(On),
+                               "within": as_positive_duration})
+    return After(tasks=values["tasks"], on=values.get("on") or On.SUCCESS,
+                 within=values.get("within"), line=line)
 
 
 def as_time_text(node: yaml.Node) -> str:

@@ -121,7 +121,7 @@ class DaemonPort(Protocol):
 class EnginePort(Protocol):
     """What the scheduler does for operators; each raises SchedulerError to refuse."""
 
-    def trigger(self, name: str, *, force: bool) -> tuple[str, str]: ...
+    def trigger(self, name: str, *, force: bool, cascade: bool) -> tuple[str, str]: ...
     async def kill_and_wait(self, name: str, run_id: str | None, *,
                             longer: float) -> list[dict[str, Any]]: ...
     def pause(self, name: str | None) -> list[str]: ...
@@ -266,7 +266,8 @@ class ControlApi:
     # ----- runs --------------------------------------------------------------------------
     async def trigger(self, request: Trigger) -> TriggerReply:
         try:
-            run_id, status = self._engine.trigger(request.task, force=request.force)
+            run_id, status = self._engine.trigger(request.task, force=request.force,
+                                                  cascade=request.cascade)
         except SchedulerError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
         result: TriggerReply = {"task": request.task, "run_id": run_id, "status": status}

@@ -23,6 +23,8 @@ def idle_reason(task: dict[str, Any]) -> str | None:
         return "daemon task"
     if task["schedule"] == "@reboot":
         return "at start only"
+    if task.get("upstreams"):
+        return f"after {', '.join(task['upstreams'])}"
     return None if task["next_fire"] else "no more fires"
 
 

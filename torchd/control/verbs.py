@@ -355,14 +355,15 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """Run a task now (`force` even past max_running; `wait` for the run to end).
-    Reply: TriggerReply."""
+    """Run a task now (`force` even past max_running; `wait` for the run to end;
+    `cascade`: its final outcome fires its downstream tasks). Reply: TriggerReply."""
 
     verb: ClassVar[str] = "trigger"
     action: ClassVar[bool] = True
     task: str = field(default="", metadata=_REQUIRED)
     force: bool = False
     wait: bool = False
+    cascade: bool = True
 
 
 @dataclass(frozen=True, slots=True)

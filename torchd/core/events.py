@@ -79,10 +79,11 @@ class FireSkipped:
     reason: str
     dropped: bool = False
     run_id: str | None = None  # the id a manual trigger announced for it
+    named: str | None = None  # a downstream fire's id (core.workflow.chain_fire_id)
 
     @property
     def fire_id(self) -> str:
-        return fire_id(self.task, self.scheduled)
+        return self.named or fire_id(self.task, self.scheduled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"  # `torchd trigger`
     SUBMIT = "submit"  # a one-off task from `torchd submit`
     KEEP_ALIVE = "keep-alive"  # a daemon-type instance
+    UPSTREAM = "upstream"  # the final outcome of its upstream runs (`after:`)
 
 
 class Catchup(StrEnum):
@@ -239,11 +240,30 @@ class HistoryPolicy:
     keep_runs_per_task: int = 1000
 
 
+class On(StrEnum):
+    """Which final outcome of an upstream run satisfies an edge."""
+
+    SUCCESS = "success"  # every upstream succeeded (fan-in)
+    FAILURE = "failure"  # any upstream failed: each failure fires the downstream
+    ALWAYS = "always"  # every upstream finished, whatever its outcome (fan-in)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class After:
+    """A task's `after:`: its upstreams, the outcome that counts, and how recent each
+    upstream run must be when the last one completes the set (`within`, seconds)."""
+
+    tasks: tuple[str, ...]
+    on: On = On.SUCCESS
+    within: float | None = None
+    line: int = field(default=0, compare=False)  # where `after:` is in its file
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     name: str
     kind: TaskKind
-    schedule: Schedule | None  # None only for kind=daemon
+    schedule: Schedule | None  # None for kind=daemon, and for a task with `after`
     command: tuple[str, ...]  # argv; a string command becomes ("/bin/sh", "-c", text)
     hosts: tuple[str, ...] = ()
     max_running: int = 1  # 0 = unlimited
@@ -267,6 +287,7 @@ class TaskSpec:
     log: LogPolicy = LogPolicy()  # the daemon's defaults with the task's own keys over them
     hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # the task's own (daemon's apart)
     run_on: RunOn = RunOn.ALL
+    after: After | None = None  # fired by its upstreams' runs (core.workflow), not a clock
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
     file: str = field(default="", compare=False)  # its file, in a drop-in directory

@@ -57,6 +57,7 @@ from torchd.process.journal import ChildJournal, end_leftovers
 from torchd.process.output import OutputEcho, stdout_writer
 from torchd.process.reaper import Reaper
 from torchd.process.runner import pidfd_refused, seal_descriptors
+from torchd.store.edges import EdgeStore
 from torchd.store.history import HistoryWriter, last_successes
 from torchd.store.ledger import FireLedger
 from torchd.store.pidfile import PidFile
@@ -156,6 +157,7 @@ class App:
                       if echo_to_stdout else None)
         self._scheduler: Scheduler | None = None
         self._history: HistoryWriter | None = None
+        self._edges: EdgeStore | None = None
         self._hooks: HookRunner | None = None
         self._api: ControlApi | None = None
         self._cluster: Cluster | None = None
@@ -271,6 +273,8 @@ class App:
         self._metrics.subscribe(self._events)
         if self._history is not None:
             self._in_background(self._seed_metrics(self._metrics))
+        self._edges = EdgeStore(self._paths.workflow, self._modes, self._health)
+        scheduler.restore_edges(self._edges, self._edges.open())
         everything = plan(None, config)
         scheduler.apply(config, everything, last_fires, launched=self._launched)
         api = ControlApi(daemon=self, engine=scheduler, paths=self._paths, modes=self._modes,
@@ -417,6 +421,8 @@ class App:
             await self._control.close()
         self._journal.close()
         self._ledger.close()
+        if self._edges is not None:
+            self._edges.close()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP):
             loop.remove_signal_handler(signum)

@@ -83,7 +83,8 @@ class Admission:
                         len(state.waiting), why)
             for fire in state.waiting:
                 self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
-                                           reason=why, dropped=True, run_id=fire.run_id))
+                                           reason=why, dropped=True, run_id=fire.run_id,
+                                           named=fire.cause.fire_id if fire.cause else None))
         state.waiting = None
 
     def _enqueue(self, state: TaskState, fire: Fire, running: int) -> str:
@@ -232,10 +233,11 @@ class Admission:
         queue. Returns the result a trigger reports."""
         level = logging.DEBUG if quiet else logging.WARNING if dropped else logging.INFO
         verb = "dropped" if dropped else "skipped"
-        fid = fire_id(spec.name, fire.scheduled)
+        named = fire.cause.fire_id if fire.cause else None
+        fid = named or fire_id(spec.name, fire.scheduled)
         log.log(level, "task %s: fire %s %s: %s", spec.name, fid, verb, reason,
                 extra=run_fields(spec.name, run_id=fire.run_id, fire_id=fid,
                                  outcome=RunOutcome.DROPPED if dropped else RunOutcome.SKIPPED))
         self._on_event(FireSkipped(task=spec.name, scheduled=fire.scheduled, reason=reason,
-                                   dropped=dropped, run_id=fire.run_id))
+                                   dropped=dropped, run_id=fire.run_id, named=named))
         return f"{verb}: {reason}"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from torchd.core.model import Claim, RunOn, TaskKind, TaskSpec, fire_id
+from torchd.core.model import After, Claim, RunOn, TaskKind, TaskSpec, fire_id
+from torchd.core.workflow import EdgeAnswer, EdgeRun
 
 LEASE_MARGIN = 1.0  # a leased instance's guard ends it this long before the lease expires
 
@@ -17,6 +18,12 @@ class FireClaims(Protocol):
     async def claim(self, task: str, scheduled: float) -> Claim: ...
 
     def holds(self, task: str) -> bool: ...
+
+    async def offer_edge(self, downstream: str, after: After, run: EdgeRun,
+                         now: float) -> EdgeAnswer:
+        """Set the downstream's edge from run.upstream in the cluster; if that completes
+        its edges, clear them in the same step and answer fire (core.workflow.offer's
+        rule, done atomically by the cluster)."""
 
     def lease_expiry(self, task: str) -> float | None:
         """When the lease held expires (CLOCK_BOOTTIME), unless renewed."""

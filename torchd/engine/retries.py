@@ -29,20 +29,21 @@ class Retries:
     def pending(state: TaskState) -> int:
         return len(state.retry_timers or ())
 
-    def after(self, state: TaskState, run: Run) -> None:
+    def after(self, state: TaskState, run: Run) -> bool:
         """A failed or timed-out run of a cron task: its fire again after the policy's
-        delay, while attempts are left."""
+        delay, while attempts are left. Whether a retry follows (else the run's outcome is
+        final)."""
         policy = state.spec.retries
         attempt = run.request.attempt
         if (policy is None or self._stopping() or state.spec.kind is not TaskKind.CRON
                 or run.outcome not in (RunOutcome.FAILED, RunOutcome.TIMEOUT)):
-            return
+            return False
         if attempt > policy.max:
             log.warning("task %s: fire %s failed after %d attempt(s); no retries left",
                         run.task, run.request.fire_id, attempt,
                         extra=run_fields(run.task, run_id=run.run_id,
                                          fire_id=run.request.fire_id, outcome=run.outcome))
-            return
+            return False
         delay = policy.delay_before(attempt + 1)
         log.info("task %s: fire %s attempt %d/%d %s; retrying in %.1fs", run.task,
                  run.request.fire_id, attempt, policy.max + 1, run.outcome, delay,
@@ -52,8 +53,11 @@ class Retries:
         if state.retry_timers is None:
             state.retry_timers = {}
         state.retry_timers[key] = asyncio.get_running_loop().call_later(
-            delay, self._retry, state, Fire(run.request.scheduled, run.request.trigger),
+            delay, self._retry, state, Fire(run.request.scheduled, run.request.trigger,
+                                            cause=run.request.cause,
+                                            cascade=run.request.cascade),
             attempt + 1, key)
+        return True
 
     def _retry(self, state: TaskState, fire: Fire, attempt: int, key: object) -> None:
         """A retry belongs to its fire: it is not a new fire, so overlap does not apply."""

@@ -53,7 +53,7 @@ class Runs:
                  on_event: Callable[[Event], None],
                  ended: Callable[[Run], None],
                  after_exit: Callable[[Run, bool], None],
-                 start_failed: Callable[[TaskState], None],
+                 start_failed: Callable[[TaskState, LaunchRequest], None],
                  echo: OutputEcho | None = None) -> None:
         self._clock = clock
         self._echo = echo  # copies output to the daemon's stdout (torchd run)
@@ -80,7 +80,8 @@ class Runs:
         spec = state.spec
         run_id = fire.run_id or new_run_id()
         scheduled = fire.scheduled
-        fid = fire_id(spec.name, scheduled)
+        cause = fire.cause
+        fid = fire_id(spec.name, scheduled) if cause is None else cause.fire_id
         if state.env is None:
             account = account_env(spec.user) if spec.user else {}
             state.env = {**self._base_env, **account, **dict(spec.env),
@@ -94,6 +95,8 @@ class Runs:
         env["TORCHD_SCHEDULED"] = datetime.fromtimestamp(
             scheduled, load_zone(spec.timezone)).isoformat()
         env["TORCHD_ATTEMPT"] = str(attempt)
+        if cause is not None:
+            env.update(cause.env())
         guard = None
         if (leased := self._cluster.guard(spec)) is not None:
             guard, token = leased
@@ -102,8 +105,8 @@ class Runs:
         return LaunchRequest(
             task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled,
             command=state.argv, env=env, cwd=spec.cwd, umask=spec.umask,
-            config_digest=self.config_digest, trigger=fire.trigger,
-            attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
+            config_digest=self.config_digest, trigger=fire.trigger, cause=cause,
+            cascade=fire.cascade, attempt=attempt, timeout=spec.timeout, kill_grace=spec.kill_grace,
             split_output=spec.log.split, output_cap=spec.log.run_cap(spec.kind),
             cgroups=self._cgroups, lease_guard=guard,
         )
@@ -145,7 +148,7 @@ class Runs:
                                      scheduled=request.scheduled, fire_id=request.fire_id,
                                      attempt=request.attempt, trigger=request.trigger,
                                      error=error, time=now))
-        self._start_failed(state)
+        self._start_failed(state, request)
 
     def supervise(self, state: TaskState, started: Spawned) -> RunHandle:
         """Watch a started process: its output into the task's log, its exit."""

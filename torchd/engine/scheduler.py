@@ -25,6 +25,7 @@ from torchd.core.events import (
     Event,
     FireMissed,
     FireSettled,
+    FireSkipped,
 )
 from torchd.core.health import Health
 from torchd.core.logfields import run_fields
@@ -41,7 +42,9 @@ from torchd.core.reloadplan import ReloadPlan
 from torchd.core.runid import new_run_id
 from torchd.core.schedule.cronexpr import RebootSchedule
 from torchd.core.timefmt import iso_utc
+from torchd.core.workflow import Cause, EdgeRun
 from torchd.engine.admission import Admission
+from torchd.engine.chains import Chains, EdgeKeeper
 from torchd.engine.keepalive import KeepAlive, Keeper
 from torchd.engine.participation import FireClaims, Participation
 from torchd.engine.retries import Retries
@@ -79,7 +82,7 @@ class Scheduler:
                  cgroups: RunCgroupParent | None = None, echo: OutputEcho | None = None) -> None:
         self._clock = clock
         self._kill_grace = kill_grace
-        self._on_event = on_event or (lambda _event: None)
+        self._publish = on_event or (lambda _event: None)
         self._paused: set[str] = set()
         self._paused_all = False
         self._submitted: set[str] = set()  # one-off tasks from `torchd submit`
@@ -89,7 +92,7 @@ class Scheduler:
                           health=health or Health(clock.time), cgroups=cgroups,
                           cluster=self._cluster, on_event=self._on_event,
                           ended=self._note_end, after_exit=self._after_exit,
-                          start_failed=self._forget_if_submitted, echo=echo)
+                          start_failed=self._start_failed, echo=echo)
         self._claiming: set[asyncio.Task[None]] = set()
         # Called with the daemon-type `run_on: one` tasks this host may hold a lease for,
         # whenever that set may have changed (load, reload, pause, resume).
@@ -107,11 +110,27 @@ class Scheduler:
                                 stopping=lambda: self._stopping)
         self._admission = Admission(runs=self._runs, clock=clock, on_event=self._on_event,
                                     current=self._current, stopping=lambda: self._stopping)
+        self._chains = Chains(clock=clock, on_event=self._on_event,
+                              fire=self._fire_downstream, cluster=self._cluster,
+                              active=lambda spec: spec.active)
         self._keep_alive = KeepAlive(launch=self._launch_instance, may_keep=self._keeps,
                                      lease_expiry=self._lease_expiry,
                                      stopping=lambda: self._stopping)
 
+    def _on_event(self, event: Event) -> None:
+        """Tell the subscribers; a fire that did not run is told to the chains as well
+        (its downstreams say why they do not run)."""
+        self._publish(event)
+        if type(event) in (FireSkipped, FireMissed):
+            self._chains.not_run(event)  # type: ignore[arg-type]
+
     # ----- configuration -------------------------------------------------------------
+    def restore_edges(self, keeper: EdgeKeeper | None,
+                      held: Mapping[str, dict[str, EdgeRun]]) -> None:
+        """At start, before the first apply: where edges are kept, and those an earlier
+        daemon left satisfied."""
+        self._chains.restore(keeper, held)
+
     def apply(self, config: Config, plan: ReloadPlan,
               last_fires: Mapping[str, float] | None = None, *,
               launched: float | None = None) -> None:
@@ -136,6 +155,7 @@ class Scheduler:
             self._admit(specs[name], now, previous)
         for name in plan.added:
             self._admit(specs[name], now, None, (last_fires or {}).get(name), since=since)
+        self._chains.configure({name: state.spec for name, state in self._tasks.items()})
         self._wake()
         self.on_lease_tasks(self.lease_tasks())
 
@@ -166,6 +186,8 @@ class Scheduler:
                 if self._started and self._may_keep(spec):
                     self._keep_alive.start(keeper, waiting_for)
             return
+        if spec.after is not None:
+            return  # fired by its upstreams' runs (chains), never by the timetable
         if recorded_last is not None:
             state.last_scheduled = recorded_last
             first = spec.schedule.next_after(recorded_last) if spec.schedule else None
@@ -415,12 +437,33 @@ class Scheduler:
         """What follows a run's end: a retry, the task's queued fires, those held by the
         daemon-wide limit."""
         state = self._tasks.get(run.task)
+        retrying = state is not None and self._retries.after(state, run)
+        if not retrying and not self._stopping and run.outcome is not None:
+            # the one place that knows a run's outcome is final: no retry follows
+            self._chains.final(run.request, run.outcome, run.ended or self._clock.time())
         if state is not None:
-            self._retries.after(state, run)
             self._admission.start_waiting(state)
             self._forget_if_submitted(state)
         if was_cron and self._admission.waits_for_the_daemon():
             self._admission.start_daemon_waiting()
+
+    def _start_failed(self, state: TaskState, request: LaunchRequest) -> None:
+        """A run could not start: a final outcome (no retry follows a start error)."""
+        if not self._stopping:
+            self._chains.final(request, RunOutcome.START_ERROR, self._clock.time())
+        self._forget_if_submitted(state)
+
+    def _fire_downstream(self, name: str, cause: Cause) -> None:
+        """Fire a downstream task for the upstream run that completed its edges: its own
+        policies apply (pause, max_running and overlap, the daemon-wide limit, retries)."""
+        state = self._tasks.get(name)
+        if state is None or self._stopping:
+            return
+        fire = Fire(self._clock.time(), Trigger.UPSTREAM, cause=cause)
+        if self.is_paused(name):
+            self._admission.not_run(state.spec, fire, "the task is paused")
+            return
+        self._admission.fire_batch([(state, fire)])
 
     # ----- operator requests -------------------------------------------------------------
     def _task(self, name: str) -> TaskState:
@@ -547,9 +590,10 @@ class Scheduler:
                       "not run: the cluster ran a later fire of the task already",
                       extra=run_fields(name, fire_id=fid, host=claim.holder))
 
-    def trigger(self, name: str, *, force: bool) -> tuple[str, str]:
+    def trigger(self, name: str, *, force: bool, cascade: bool = True) -> tuple[str, str]:
         """Run a task now. Without `force`, its overlap policy and the daemon-wide limit
-        apply as to any fire. Returns (run id, what happened: started, queued, ...)."""
+        apply as to any fire; with `cascade`, its run's final outcome fires its downstream
+        tasks as a scheduled run's would. Returns (run id, what happened: started, ...)."""
         state = self._task(name)
         spec = state.spec
         if spec.kind is TaskKind.DAEMON:
@@ -560,7 +604,7 @@ class Scheduler:
         if not spec.active and not force:
             why = "is disabled" if not spec.enabled else "is not for this host (hosts)"
             raise SchedulerError(f"task '{name}' {why}; use --force to run it anyway")
-        fire = Fire(self._clock.time(), Trigger.MANUAL, new_run_id())
+        fire = Fire(self._clock.time(), Trigger.MANUAL, new_run_id(), cascade=cascade)
         log.info("task %s: run %s triggered by hand%s", name, fire.run_id,
                  " (forced)" if force else "", extra=run_fields(name, run_id=fire.run_id))
         assert fire.run_id is not None  # noqa: S101 - set just above
@@ -650,6 +694,7 @@ class Scheduler:
         self.request_stop()
         for claiming in self._claiming:
             claiming.cancel()
+        self._chains.cancel()
         for state in self._tasks.values():
             self._stand_down(state, "shutdown", None)
         self._admission.drop_daemon_waiting("shutdown")
@@ -731,6 +776,7 @@ class Scheduler:
                 "last_start_error_at": None if state.last_start_error_at is None
                 else iso_utc(state.last_start_error_at),
             }
+            entry.update(self._chains.view(name))
             if spec.kind is TaskKind.DAEMON:
                 entry["instances"] = [k.view() for k in state.keepers]
             entry.update(self._cluster.view(spec, state.last_claim))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from torchd.core.model import TaskSpec, Trigger
+from torchd.core.workflow import Cause
 from torchd.engine.keepalive import Keeper
 from torchd.process.runner import LaunchRequest, Run
 
@@ -18,6 +19,8 @@ class Fire(NamedTuple):
     scheduled: float
     trigger: Trigger = Trigger.SCHEDULE
     run_id: str | None = None  # chosen in advance: a manual trigger reports it at once
+    cause: Cause | None = None  # a downstream fire: the upstream run that completed it
+    cascade: bool = True  # its run's final outcome may fire its downstreams
 
 
 @dataclass(eq=False, slots=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from torchd.core.model import RUN_MOVES, RunOutcome, RunState, Trigger, check_move
 from torchd.core.timefmt import iso_utc
+from torchd.core.workflow import Cause
 from torchd.process.cgroups import RunCgroup, RunCgroupParent
 from torchd.process.output import EchoStream, stamp_lines
 from torchd.store.tasklog import TaskLog
@@ -58,6 +59,8 @@ class LaunchRequest:
     cwd: str | None
     config_digest: str
     trigger: Trigger = Trigger.SCHEDULE
+    cause: Cause | None = None  # a downstream fire's upstream run (`after:`)
+    cascade: bool = True  # its final outcome may fire its downstreams
     attempt: int = 1
     umask: int | None = None
     timeout: float | None = None  # stop the run (TERM, kill_grace, KILL) after this long

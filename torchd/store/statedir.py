@@ -72,6 +72,11 @@ class StatePaths:
         return self.root / "history.db"
 
     @property
+    def workflow(self) -> Path:
+        """The satisfied edges of workflows (`after:`): store.edges."""
+        return self.root / "workflow.db"
+
+    @property
     def paused(self) -> Path:
         return self.root / "paused.json"
 

@@ -11,6 +11,7 @@ from torchd.control.protocol import ErrorCode, ProtocolError
 from torchd.control.verbs import History, Logs, Ping, RunInfo
 from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError
+from torchd.core.model import Trigger
 from torchd.core.schedule.zones import parse_instant
 from torchd.web.context import call, context_of
 from torchd.web.dashboard.common import (
@@ -25,7 +26,7 @@ from torchd.web.dashboard.common import (
 from torchd.web.dashboard.tasks import OUTCOMES
 from torchd.web.render import page
 
-TRIGGERS = ("schedule", "catchup", "manual", "submit", "keep-alive")
+TRIGGERS = tuple(str(t) for t in Trigger)
 LOG_LINES = 500
 
 
