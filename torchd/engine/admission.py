@@ -18,6 +18,7 @@ from torchd.core.events import Event, FireSkipped
 from torchd.core.model import DaemonSettings, Overlap, TaskSpec, Trigger, fire_id
 from torchd.engine.runs import Runs
 from torchd.engine.tasks import MISSED_AFTER, Fire, TaskState, due_start
+from torchd.process.httprun import HttpStarted
 from torchd.process.runner import LaunchRequest, Spawned, StartError
 
 log = logging.getLogger("torchd.scheduler")
@@ -108,8 +109,8 @@ class Admission:
         """Spawn every due fire first, then set up supervision for all of them. Returns what
         became of each fire: started, queued, skipped: ..., start-error: ...
         `requests`, beside `batch`, holds launch requests built in advance (or None)."""
-        spawned: list[tuple[TaskState, Spawned]] = []
-        in_batch: dict[str, list[Spawned]] = {}  # task -> its runs started in this batch
+        spawned: list[tuple[TaskState, Spawned | HttpStarted]] = []
+        in_batch: dict[str, list[Spawned | HttpStarted]] = {}  # task -> its runs started here
         results: list[str] = []
         for index, (state, fire) in enumerate(batch):
             spec = state.spec
@@ -138,7 +139,7 @@ class Admission:
                 continue
             in_batch.setdefault(spec.name, []).append(spawned[-1][1])
             results.append("started")
-        if len(spawned) > 1:
+        if sum(isinstance(started, Spawned) for _, started in spawned) > 1:
             with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
                 time.sleep(HANDOFF)  # off the CPUs, the loop included: that is the point
         for state, started in spawned:
@@ -177,7 +178,8 @@ class Admission:
                 self.not_run(state.spec, fire, "the task was changed or removed while its "
                               "fire waited for daemon.max_running", dropped=True)
 
-    def _late_hold(self, state: TaskState, fire: Fire, mates: Sequence[Spawned]) -> float:
+    def _late_hold(self, state: TaskState, fire: Fire,
+                   mates: Sequence[Spawned | HttpStarted]) -> float:
         """How long a fire that found its task full waits before its overlap policy
         applies. The policy is meant to meet the runs as they would be at the fire's own
         time: a run in its way that started late (a clock step forward, a busy loop), or a
