@@ -16,7 +16,7 @@ from tests.helpers import free_port
 
 
 @dataclass
-class TestServer:
+class LocalServer:
     port: int
     hits: Counter[str] = field(default_factory=Counter)  # path -> requests received
     seen: list[dict[str, str]] = field(default_factory=list)  # each request's headers
@@ -91,11 +91,12 @@ class TestServer:
 
 
 @contextmanager
-def test_server() -> Iterator[TestServer]:
+def local_server() -> Iterator[LocalServer]:
     """Serve on a free loopback port until the block ends."""
-    server = TestServer(free_port())
+    server = LocalServer(free_port())
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(server.app(), handle_signals=False, shutdown_timeout=0.5)
+    runner = web.AppRunner(server.app(), handle_signals=False, shutdown_timeout=0.5,
+                           handler_cancellation=True)  # a dropped request ends its handler
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", server.port).start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)

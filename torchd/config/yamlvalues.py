@@ -735,7 +735,10 @@ def _as_regex(node: yaml.Node) -> re.Pattern[str]:
 def as_http_call(node: yaml.Node) -> HttpCall:
     """A task's `http:`: a URL alone, or a mapping of HTTP_CALL_KEYS."""
     if isinstance(node, yaml.ScalarNode) and node.tag == STR:
-        return HttpCall(url=_as_request_url(node))
+        url = _Items()
+        call = HttpCall(url=url.take(_as_request_url, node, "", "url"))
+        url.check()
+        return call
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, f"expected a URL or a mapping of {', '.join(HTTP_CALL_KEYS)}, "
                              f"got {kind_of(node)}")
