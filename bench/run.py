@@ -859,8 +859,15 @@ def mode_web(args: argparse.Namespace) -> list[Result]:
     return measure(args)
 
 
+def mode_httptasks(args: argparse.Namespace) -> list[Result]:
+    from bench.httptasks import mode_httptasks as measure  # noqa: PLC0415 - builds on this
+
+    return measure(args)
+
+
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "web": (mode_web, ["torchd-http"]),
+    "httptasks": (mode_httptasks, ["torchd"]),
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
     "idle": (mode_idle, ["torchd", "apscheduler", "asyncio-floor"]),
@@ -930,6 +937,10 @@ def main(argv: list[str] | None = None) -> int:
 
     web_arguments(add("web", "the HTTP listener at 10,000 tasks: request times, idle CPU "
                       "with a dashboard open, 50 live-log followers of a 1 MB/s task"))
+    from bench.httptasks import add_arguments as httptasks_arguments  # noqa: PLC0415
+
+    httptasks_arguments(add("httptasks", "1,000 HTTP tasks due on one second against a local "
+                            "server, beside a command every second, and a bare aiohttp loop"))
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
