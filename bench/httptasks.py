@@ -7,8 +7,8 @@ and nothing else), then torchd. Both are timed against the scheduled second: the
 request sent (its arrival at the server, which stamps each on receipt) and the last
 completed (torchd: the run's end in its history; the floor: the response read). The
 command task (`bench/stamp.c`) every second gives the lateness of command fires around
-the burst: its fire at the burst's second and the two after, and its p99 and missed fires
-over the whole window.
+the burst: its fire at the burst's second (in the same batch as the N requests), the
+latest of the two after, and its p50, p99 and missed fires over the whole window.
 """
 
 from __future__ import annotations
@@ -106,8 +106,9 @@ def _torchd(port: int, count: int, stamp: Path, tmp: Path) -> Result:
              f'http: "http://127.0.0.1:{port}/hit/torchd/{i}"}}' for i in range(count)]
     lines.append(f'  - {{name: tick, schedule: "* * * * * *", '
                  f'command: {json.dumps([str(stamp), str(out), "tick"])}}}')
-    config.write_text("daemon: {watch: false, timezone: UTC}\ntasks:\n" + "\n".join(lines)
-                      + "\n")
+    # No copy of the runs' log lines on stdout: the harness keeps the daemon's stdout.
+    config.write_text("daemon: {watch: false, timezone: UTC, log: {stdout: false}}\n"
+                      "tasks:\n" + "\n".join(lines) + "\n")
     with (tmp / "torchd.log").open("ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "torchd", "run", "-c", str(config),
                                  "--state-dir", str(state)], stdout=log, stderr=log,
@@ -125,11 +126,13 @@ def _torchd(port: int, count: int, stamp: Path, tmp: Path) -> Result:
                                    "GROUP BY outcome").fetchall())
     stamps = read_stamps(out)
     window = fire_stats(stamps, 1, at - 2, at + AFTER - 2, ["tick"])
-    at_burst = fire_stats(stamps, 1, at, at + 2, ["tick"])
+    at_burst = fire_stats(stamps, 1, at, at, ["tick"])
+    after = fire_stats(stamps, 1, at + 1, at + 2, ["tick"])
     return {"peer": "torchd", "requests": len(sent), "outcomes": outcomes,
             "last_sent_ms": round((max(sent) - at * 10**9) / 1e6, 1) if sent else None,
             "last_done_ms": round((max(ended) - at) * 1e3, 1) if ended else None,
-            "tick_at_burst_max_ms": at_burst["max_ms"], "tick_p50_ms": window["p50_ms"],
+            "tick_at_burst_ms": at_burst["max_ms"], "tick_after_max_ms": after["max_ms"],
+            "tick_p50_ms": window["p50_ms"],
             "tick_p99_ms": window["p99_ms"], "tick_missed": window["missed"]}
 
 
@@ -157,16 +160,18 @@ def mode_httptasks(args: argparse.Namespace) -> list[Result]:
     for name, rows in rounds.items():
         row: Result = {"measure": "httptasks", "tasks": args.tasks,
                        **{key: _median(rows, key) for key in (
-                           "last_sent_ms", "last_done_ms", "tick_at_burst_max_ms",
+                           "last_sent_ms", "last_done_ms", "tick_at_burst_ms",
+                           "tick_after_max_ms",
                            "tick_p50_ms", "tick_p99_ms")},
                        "peer": rows[0]["peer"], "per_round": rows}
         if name == "torchd":
             row["tick_missed"] = sum(int(r["tick_missed"]) for r in rows)
         results.append(row)
-    emit_table(["peer", "tasks", "last sent ms", "last done ms", "tick at burst max ms",
-                "tick p50 ms", "tick p99 ms", "tick missed"],
+    emit_table(["peer", "tasks", "last sent ms", "last done ms", "tick at burst ms",
+                "tick next 2 s max ms", "tick p50 ms", "tick p99 ms", "tick missed"],
                [[r["peer"], r["tasks"], r["last_sent_ms"], r["last_done_ms"],
-                 r["tick_at_burst_max_ms"], r["tick_p50_ms"], r["tick_p99_ms"],
+                 r["tick_at_burst_ms"], r["tick_after_max_ms"], r["tick_p50_ms"],
+                 r["tick_p99_ms"],
                  r.get("tick_missed", "-")] for r in results])
     return results
 

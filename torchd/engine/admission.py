@@ -111,8 +111,13 @@ class Admission:
         `requests`, beside `batch`, holds launch requests built in advance (or None)."""
         spawned: list[tuple[TaskState, Spawned | HttpStarted]] = []
         in_batch: dict[str, list[Spawned | HttpStarted]] = {}  # task -> its runs started here
-        results: list[str] = []
-        for index, (state, fire) in enumerate(batch):
+        results = [""] * len(batch)
+        # Commands first (so they also come first to daemon.max_running): a process
+        # started is what their fire waits for, while an HTTP run begins only after the
+        # batch (process.httprun).
+        order = sorted(range(len(batch)), key=lambda i: batch[i][0].spec.http is not None)
+        for index in order:
+            state, fire = batch[index]
             spec = state.spec
             mates = in_batch.get(spec.name, ())
             running = self._runs.count(spec.name) + len(mates)
@@ -120,25 +125,25 @@ class Admission:
                 running = self._runs.still_running(spec.name) + len(mates)
                 if running >= spec.max_running:
                     hold = self._late_hold(state, fire, mates)
-                    results.append(self._hold(state, fire, hold) if hold > HOLD_MIN
-                                   else self._when_full(state, fire, running))
+                    results[index] = (self._hold(state, fire, hold) if hold > HOLD_MIN
+                                      else self._when_full(state, fire, running))
                     continue
             if self._daemon_full(len(spawned)):
-                results.append(self._when_daemon_full(state, fire))
+                results[index] = self._when_daemon_full(state, fire)
                 continue
             try:
                 spawned.append((state, self._runs.spawn(state, fire,
                                                    request=requests[index] if requests else None)))
             except StartError as exc:
-                results.append(f"start-error: {exc}")  # logged and recorded by _spawn
+                results[index] = f"start-error: {exc}"  # logged and recorded by _spawn
                 continue
             except Exception as exc:  # one run's failure must never stop the scheduler
                 log.exception("task %s: fire %s failed unexpectedly", spec.name,
                               fire_id(spec.name, fire.scheduled))
-                results.append(f"start-error: internal error: {exc}")
+                results[index] = f"start-error: internal error: {exc}"
                 continue
             in_batch.setdefault(spec.name, []).append(spawned[-1][1])
-            results.append("started")
+            results[index] = "started"
         if sum(isinstance(started, Spawned) for _, started in spawned) > 1:
             with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
                 time.sleep(HANDOFF)  # off the CPUs, the loop included: that is the point

@@ -75,6 +75,10 @@ class Runs:
         self._http = HttpClient()  # HTTP tasks' session, made at their first run
         self.config_digest = ""
 
+    def expect_http(self) -> None:
+        """A config with HTTP tasks was applied: load the HTTP client before their fires."""
+        self._http.warm()
+
     # ----- starting ----------------------------------------------------------------------
     def request(self, state: TaskState, fire: Fire, attempt: int = 1) -> LaunchRequest:
         """Everything one run of the fire needs to start, its ids and environment."""
@@ -160,7 +164,6 @@ class Runs:
         """Watch a started process: its output into the task's log, its exit. An HTTP
         run begins a moment later (see process.httprun), and tells its start then."""
         spec = state.spec
-        out_log = self._logs.acquire(spec.name, spec.log)
         echo = None
         if self._echo is not None and spec.log.stdout is not False:
             echo = partial(self._echo.stream, spec.name, started.request.run_id,
@@ -168,15 +171,16 @@ class Runs:
         handle: RunControl
         if isinstance(started, HttpStarted):
             run = Run(request=started.request, pid=None, started=started.started,
-                      started_mono=started.started_mono, log_file=out_log.name,
-                      processes=None)
-            handle = HttpRunHandle(run, started, client=self._http, out_log=out_log,
+                      started_mono=started.started_mono, processes=None)
+            handle = HttpRunHandle(run, started, client=self._http,
+                                   open_log=partial(self._logs.acquire, spec.name, spec.log),
                                    clock_time=self._clock.time,
                                    clock_mono=self._clock.monotonic, on_begin=self._begun,
                                    on_exit=self._exited,
                                    echo=None if echo is None else echo(False),
                                    stamped=spec.log.timestamps)
         else:
+            out_log = self._logs.acquire(spec.name, spec.log)
             err_log = (self._logs.acquire(spec.name, spec.log, err=True) if spec.log.split
                        else None)
             handle = supervise(started, out_log=out_log, err_log=err_log,

@@ -121,9 +121,11 @@ class Scheduler:
           planned from then, so a fire that fell due while the file loaded runs as soon
           as the loop starts (late by the load), instead of being skipped unrecorded.
         """
+        specs = config.by_name()
         self._runs.config_digest = config.digest
         self._admission.limits = config.daemon
-        specs = config.by_name()
+        if any(specs[name].http is not None for name in (*plan.added, *plan.changed)):
+            self._runs.expect_http()
         now = self._clock.time()
         since = now if launched is None or self._started else min(now, launched)
         for name in plan.removed:

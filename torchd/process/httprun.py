@@ -99,6 +99,12 @@ class HttpClient:
         self._waiting: deque[HttpRunHandle] = deque()
         self._draining: asyncio.Handle | None = None
 
+    @staticmethod
+    def warm() -> None:
+        """Load the client now (a config with HTTP tasks was applied): importing aiohttp
+        takes a few hundred milliseconds of CPU, which must not fall on a fire."""
+        import aiohttp  # noqa: F401, PLC0415 - loaded only by daemons that have HTTP tasks
+
     def session(self) -> aiohttp.ClientSession:
         import aiohttp  # noqa: PLC0415 - loaded only by daemons that have HTTP tasks
 
@@ -134,14 +140,15 @@ class HttpRunHandle:
     """Owns one HTTP run from its fire to its end (the counterpart of RunHandle)."""
 
     def __init__(self, run: Run, started: HttpStarted, *, client: HttpClient,
-                 out_log: TaskLog, clock_time: Callable[[], float],
+                 open_log: Callable[[], TaskLog], clock_time: Callable[[], float],
                  clock_mono: Callable[[], float], on_begin: Callable[[Run], None],
                  on_exit: Callable[[Run], None], echo: EchoStream | None = None,
                  stamped: bool = False) -> None:
         self.run = run
         self._started = started
         self._client = client
-        self._log = out_log
+        self._open_log = open_log  # opened as it begins: a file open is no fire's work
+        self._log: TaskLog | None = None
         self._time = clock_time
         self._mono = clock_mono
         self._on_begin = on_begin
@@ -161,12 +168,7 @@ class HttpRunHandle:
             return  # stopped while it waited to begin: it ended there
         call = request.http
         assert call is not None  # noqa: S101 - an HTTP run
-        self._begun = True
-        run.started, run.started_mono = self._time(), self._mono()
-        attempt = f" attempt={request.attempt}" if request.attempt > 1 else ""
-        header = (f"--- torchd {iso_utc(run.started)} start run={run.run_id} "
-                  f"fire={request.fire_id}{attempt} http config={request.config_digest}\n")
-        run.log_start = self._write(header.encode(), stamp=False)
+        self._start_log()
         self._write(f"> {call.method} {call.url}\n".encode())
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(call.timeout, self._time_out)
@@ -280,12 +282,7 @@ class HttpRunHandle:
         if self._deadline is not None:
             self._deadline.cancel()
         if not self._begun:  # stopped before it began: its header still frames the end
-            self._begun = True
-            run.started, run.started_mono = self._time(), self._mono()
-            run.log_start = self._write(
-                f"--- torchd {iso_utc(run.started)} start run={run.run_id} "
-                f"fire={run.request.fire_id} http config={run.request.config_digest}\n"
-                .encode(), stamp=False)
+            self._start_log()
             self._on_begin(run)
         run.outcome, run.reason = outcome, reason
         run.ended = self._time()
@@ -296,6 +293,7 @@ class HttpRunHandle:
         footer = (f"--- torchd {iso_utc(run.ended)} end run={run.run_id} {run.result_text()} "
                   f"duration={run.duration:.3f}s outcome={outcome}\n").encode()
         self._write(footer, stamp=False)
+        assert self._log is not None  # noqa: S101 - opened as it began
         run.log_end = self._log.size
         self._log.release()
         if self._echo is not None:
@@ -304,11 +302,24 @@ class HttpRunHandle:
             run.done.set_result(None)
         self._on_exit(run)
 
+    def _start_log(self) -> None:
+        """Open the task's log and write the run's header: the run starts now."""
+        run, request = self.run, self.run.request
+        self._begun = True
+        self._log = self._open_log()
+        run.log_file = self._log.name
+        run.started, run.started_mono = self._time(), self._mono()
+        attempt = f" attempt={request.attempt}" if request.attempt > 1 else ""
+        header = (f"--- torchd {iso_utc(run.started)} start run={run.run_id} "
+                  f"fire={request.fire_id}{attempt} http config={request.config_digest}\n")
+        run.log_start = self._write(header.encode(), stamp=False)
+
     def _write(self, data: bytes, *, stamp: bool = True) -> int | None:
         if self._echo is not None:
             self._echo.feed(data)
         if stamp and self._stamped:
             data, _ = stamp_lines(data, f"{iso_utc(self._time())} ".encode(), True)
+        assert self._log is not None  # noqa: S101 - opened as it began
         return self._log.write(data)
 
     # ----- what the engine asks (RunControl) --------------------------------------------
