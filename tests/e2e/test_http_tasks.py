@@ -119,6 +119,20 @@ def test_kill_cancels_a_hanging_request(start: Callable[..., Daemon],
     assert ended_runs(daemon, "stuck", 1)[0]["outcome"] == "killed"
 
 
+def test_a_stop_ends_a_request_in_flight(start: Callable[..., Daemon],
+                                        server: LocalServer) -> None:
+    """The daemon's stop cancels a hanging request at once (no grace to wait out) and
+    records it killed."""
+    daemon = start("  - {name: stuck, schedule: '@yearly', "
+                   "http: {url: SERVER/hang, timeout: 1h}}\n")
+    ok(daemon.cli("trigger", "stuck"))
+    wait_for(lambda: server.hanging == 1, message="the request at the server")
+    ok(daemon.cli("stop"))
+    assert daemon.wait_exit(timeout=15) == 0
+    assert [r["outcome"] for r in history(daemon, "stuck")] == ["killed"]
+    assert "stopped (1 run(s) were ended)" in daemon.stderr()
+
+
 def test_failed_attempts_are_retried_until_one_succeeds(start: Callable[..., Daemon],
                                                         server: LocalServer) -> None:
     daemon = start("  - {name: flaky, schedule: '@yearly', http: SERVER/flaky/2, "
