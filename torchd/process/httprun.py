@@ -325,12 +325,8 @@ class HttpRunHandle:
     # ----- what the engine asks (RunControl) --------------------------------------------
     def stop(self, grace: float) -> None:
         """Cancel the request: the run ends killed."""
-        run = self.run
-        if run.state is not RunState.RUNNING:
-            return
-        run.stop_requested = True
-        run.change(RunState.STOPPING)  # running -> stopping
-        self._cancel()
+        if self.run.ask_to_stop():
+            self._cancel()
 
     def kill_now(self) -> None:
         self.stop(0.0)

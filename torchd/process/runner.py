@@ -112,6 +112,14 @@ class Run:
     def task(self) -> str:
         return self.request.task
 
+    def ask_to_stop(self) -> bool:
+        """Mark it stopped by torchd (running -> stopping); False if it was not running."""
+        if self.state is not RunState.RUNNING:
+            return False
+        self.stop_requested = True
+        self.change(RunState.STOPPING)  # running -> stopping
+        return True
+
     def result_text(self) -> str:
         if self.request.http is not None:
             return "no-response" if self.http_status is None else f"status={self.http_status}"
@@ -426,11 +434,8 @@ class RunHandle:
 
     def stop(self, grace: float) -> None:
         """TERM the run's group now, KILL it after `grace` seconds if it is still there."""
-        run = self.run
-        if run.state is not RunState.RUNNING:
+        if not self.run.ask_to_stop():
             return
-        run.stop_requested = True
-        run.change(RunState.STOPPING)  # running -> stopping
         self.processes.signal(signal.SIGTERM)
         self._loop.call_later(grace, self._kill_if_running)
 
