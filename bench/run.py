@@ -1205,8 +1205,16 @@ async def _metrics_on_loop(args: argparse.Namespace) -> list[Result]:
     emit_table(["RunStarted us", "RunEnded us", "import web.metrics ms",
                 "import at first scrape ms"], [cells(results[3], keys)])
     return results
+
+
 def mode_chains(args: argparse.Namespace) -> list[Result]:
     from bench.chains import mode_chains as measure  # noqa: PLC0415 - it builds on this module
+
+    return measure(args)
+
+
+def mode_httptasks(args: argparse.Namespace) -> list[Result]:
+    from bench.httptasks import mode_httptasks as measure  # noqa: PLC0415 - builds on this
 
     return measure(args)
 
@@ -1214,6 +1222,7 @@ def mode_chains(args: argparse.Namespace) -> list[Result]:
 MODES: dict[str, tuple[Callable[[argparse.Namespace], list[Result]], list[str]]] = {
     "web": (mode_web, ["torchd-http"]),
     "chains": (mode_chains, ["torchd"]),
+    "httptasks": (mode_httptasks, ["torchd"]),
     "lateness": (mode_lateness, ["torchd", "apscheduler"]),
     "burst": (mode_burst, ["torchd", "apscheduler"]),
     "idle": (mode_idle, ["torchd", "apscheduler", "asyncio-floor"]),
@@ -1311,6 +1320,10 @@ def main(argv: list[str] | None = None) -> int:
 
     chains_arguments(add("chains", "workflow chain latency: a downstream's start after its "
                          "upstream's end, beside a plain fire's lateness"))
+    from bench.httptasks import add_arguments as httptasks_arguments  # noqa: PLC0415
+
+    httptasks_arguments(add("httptasks", "1,000 HTTP tasks due on one second against a local "
+                            "server, beside a command every second, and a bare aiohttp loop"))
     args = parser.parse_args(argv)
     func = MODES[args.mode][0]
     print(f"# {args.mode} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

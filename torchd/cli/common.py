@@ -132,7 +132,11 @@ def print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 
 def outcome_text(run: dict[str, Any]) -> str:
-    """A run's outcome with its exit code or signal: `ok(0)`, `failed(3)`, `killed(sig15)`."""
+    """A run's outcome with its exit code or signal: `ok(0)`, `failed(3)`, `killed(sig15)`;
+    an HTTP run's with its status: `failed(HTTP 500)`, `timeout(HTTP -)`."""
+    if "http_status" in run:
+        status = run["http_status"]
+        return f"{run['outcome']}(HTTP {'-' if status is None else status})"
     code = run["exit_code"] if run["signal"] is None else f"sig{run['signal']}"
     return f"{run['outcome']}({code})"
 

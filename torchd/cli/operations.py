@@ -32,7 +32,10 @@ from torchd.store.tokens import TokenError, read_token_file
 
 
 def _exit_code_of(outcome: dict[str, Any]) -> int:
-    """`trigger --wait` exits like the run did: its code, 128+signal, else 1."""
+    """`trigger --wait` exits like the run did: its code, 128+signal; else 0 if it ended
+    ok (an HTTP run), 1 if not."""
+    if outcome.get("outcome") == "ok":
+        return EXIT_OK
     if outcome.get("exit_code") is not None:
         return int(outcome["exit_code"])
     if outcome.get("signal") is not None:
@@ -52,9 +55,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         print(f"task {result['task']}: run {result['run_id']} {result['status']}")
         if "outcome" in result:
             detail = result.get("error") or (
-                f"exit={result['exit_code']}" if result["signal"] is None
-                else f"signal={result['signal']}")
-            print(f"run {result['run_id']} ended: {result['outcome']} ({detail})")
+                f"signal={result['signal']}" if result["signal"] is not None
+                else f"exit={result['exit_code']}" if result["exit_code"] is not None
+                else None)  # an HTTP run that ended ok
+            print(f"run {result['run_id']} ended: {result['outcome']}"
+                  + (f" ({detail})" if detail else ""))
     if args.wait and "outcome" in result:
         return _exit_code_of(result)
     return EXIT_OK if result["status"] in ("started", "queued") else EXIT_FAIL
@@ -70,7 +75,8 @@ def cmd_kill(args: argparse.Namespace) -> int:
         return EXIT_OK
     for run in result["runs"]:
         state = f"{run['outcome']} ({run['result']})" if run["ended"] else "still stopping"
-        print(f"task {result['task']}: run {run['run_id']} pid {run['pid']}: {state}")
+        what = "http" if run["pid"] is None else f"pid {run['pid']}"
+        print(f"task {result['task']}: run {run['run_id']} {what}: {state}")
     return EXIT_OK
 
 

@@ -36,6 +36,7 @@ from torchd.core.model import (
     HistoryPolicy,
     HookAction,
     HookEvent,
+    HttpCall,
     HttpSettings,
     LogFormat,
     LogPolicy,
@@ -107,7 +108,7 @@ TASK_KEYS = dict.fromkeys((
     "name", "schedule", "after", "command", "type", "hosts", "max_running", "env", "cwd", "enabled",
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
-    "user", "group", "umask", "nice", "limits", "log", "hooks", "run_on",
+    "user", "group", "umask", "nice", "limits", "log", "hooks", "run_on", "http",
 ))
 T = TypeVar("T")
 
@@ -373,14 +374,14 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "at": v.as_time_text, "start_at": v.as_time_text, "end_at": v.as_time_text,
     "jitter": v.as_duration, "user": v.as_text, "group": v.as_text, "umask": v.as_umask,
     "nice": v.as_nice, "limits": v.as_limits, "log": v.as_log_overrides, "hooks": v.as_hooks,
-    "run_on": v.one_of(RunOn), "after": v.as_after,
+    "run_on": v.one_of(RunOn), "after": v.as_after, "http": v.as_http_call,
 }
 
 
 # Task keys whose converted value is the TaskSpec field of the same name; `_task` sets the
 # others (`schedule` is text here, a Schedule there) itself.
 _SAME_NAME_FIELDS = (frozenset(TASK_KEYS) & {f.name for f in fields(TaskSpec)}) - {
-    "name", "command", "schedule", "timezone", "log"}
+    "name", "command", "schedule", "timezone", "log", "http"}
 
 
 def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: DaemonSettings,
@@ -409,8 +410,7 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
         except ValueError:
             walker.problem(nodes["type"], label, "type",
                            f"'{kind_text}' is not a task type; use cron or daemon")
-    if "command" not in nodes:
-        walker.problem(node, label, "command", "is required")
+    _check_command_or_http(walker, node, label, nodes, kind)
     zone_name = str(values.get("timezone") or daemon.timezone)
     task_input = _TaskInput(node, label, values, nodes)
     schedule = _task_schedule(walker, task_input, kind=kind, zone_name=zone_name,
@@ -429,7 +429,8 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
         name=str(name),
         kind=kind,
         schedule=schedule,
-        command=cast("tuple[str, ...]", values["command"]),
+        command=cast("tuple[str, ...]", values.get("command", ())),
+        http=cast("HttpCall | None", values.get("http")),
         timezone=zone_name,
         log=(replace(daemon.log, **cast("dict[str, Any]", values["log"])) if "log" in values
              else daemon.log),
@@ -438,6 +439,28 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
         file=walker.file,
         **given,
     )
+
+
+# What an HTTP task has no use for: it runs no process (its timeout is http.timeout).
+_PROCESS_KEYS = ("cwd", "user", "group", "umask", "nice", "limits", "timeout")
+
+
+def _check_command_or_http(walker: _Walker, node: yaml.Node, label: str,
+                           nodes: dict[str, yaml.Node], kind: TaskKind) -> None:
+    """A task runs a command or makes an HTTP request: exactly one of the two."""
+    if "http" not in nodes:
+        if "command" not in nodes:
+            walker.problem(node, label, "command", "is required")
+        return
+    if "command" in nodes:
+        walker.problem(nodes["http"], label, "http", "give either command or http, not both")
+    if kind is TaskKind.DAEMON:
+        walker.problem(nodes["http"], label, "http", "a daemon task keeps a process running; "
+                       "an HTTP task takes a schedule (type: cron)")
+    for key in _PROCESS_KEYS:
+        if key in nodes:
+            hint = "; use http.timeout" if key == "timeout" else ""
+            walker.problem(nodes[key], label, key, f"an HTTP task runs no process{hint}")
 
 
 @dataclass(slots=True)  # not frozen: made once per task at load, and frozen costs 4x

@@ -4,9 +4,11 @@ types are refused where text is expected (`no`, `0700`, `12:30:00`)."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from torchd.core.durations import parse_duration
+from torchd.core.envsubst import reference_problem
 from torchd.core.errors import DurationError
 from torchd.core.hostmatch import check_pattern
 from torchd.core.model import (
@@ -24,6 +27,7 @@ from torchd.core.model import (
     HistoryPolicy,
     HookAction,
     HookEvent,
+    HttpCall,
     HttpSettings,
     On,
     RetryPolicy,
@@ -93,7 +97,8 @@ class _Fields(_Items):
     """A small mapping of known keys, read key by key: unknown and repeated keys, missing
     required ones and bad values are all kept as problems."""
 
-    def __init__(self, node: yaml.MappingNode, known: tuple[str, ...], what: str) -> None:
+    def __init__(self, node: yaml.MappingNode, known: tuple[str, ...], what: str, *,
+                 suggest: bool = False) -> None:
         super().__init__()
         self.node = node
         self.nodes: dict[str, yaml.Node] = {}
@@ -102,7 +107,10 @@ class _Fields(_Items):
             if not key:
                 continue
             if key not in known:
-                self.refuse(key_node, f"unknown {what} '{key}'; known: {', '.join(known)}")
+                close = difflib.get_close_matches(key, known, n=1) if suggest else []
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.refuse(key_node, f"unknown {what} '{key}'{hint}; known: "
+                                      f"{', '.join(known)}")
             elif key in self.nodes:
                 self.refuse(key_node, f"duplicate {what} '{key}'")
             else:
@@ -682,3 +690,107 @@ def as_http(node: yaml.Node) -> HttpSettings:
         "token_file": as_text, "viewer_token_file": as_text})
     listen = values.pop("listen", None) or {}
     return HttpSettings(**listen, **values)
+
+
+HTTP_CALL_KEYS = ("url", "method", "headers", "body", "timeout", "expect_status",
+                  "expect_body", "tls_verify", "max_log_bytes")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+
+
+def _substitutable(node: yaml.Node, *, allow_empty: bool = False) -> str:
+    """Text that may hold `${NAME}` references (replaced at run time)."""
+    text = as_text(node, allow_empty=allow_empty)
+    if problem := reference_problem(text):
+        raise Invalid(node, problem)
+    return text
+
+
+def _as_request_url(node: yaml.Node) -> str:
+    url = _substitutable(node)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not url.startswith(
+            f"{parts.scheme}://"):
+        raise Invalid(node, f"'{shown(url)}' is not an http:// or https:// URL")
+    if any(c.isspace() for c in url):
+        raise Invalid(node, "a URL must not contain spaces (write them as %20)")
+    return url
+
+
+def _as_method(node: yaml.Node) -> str:
+    method = as_text(node)
+    if method not in HTTP_METHODS:
+        hint = f" (did you mean {method.upper()}?)" if method.upper() in HTTP_METHODS else ""
+        raise Invalid(node, f"'{shown(method)}' is not one of: {', '.join(HTTP_METHODS)}{hint}")
+    return method
+
+
+def _as_header_name(node: yaml.Node) -> str:
+    name = as_text(node)
+    if not _HEADER_NAME.fullmatch(name):
+        raise Invalid(node, f"'{shown(name)}' is not a header name (letters, digits and "
+                            "!#$%&'*+.^_`|~-)")
+    return name
+
+
+def _as_request_headers(node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    headers = tuple(_texts_by_name(node, _as_header_name, "header", "Name: value").items())
+    items = _Items()
+    for key_node, value_node in node.value if isinstance(node, yaml.MappingNode) else ():
+        value = str(value_node.value)
+        if "\r" in value or "\n" in value:
+            items.refuse(value_node, f"{key_node.value}: a header value must be one line")
+        elif problem := reference_problem(value):
+            items.refuse(value_node, f"{key_node.value}: {problem}")
+    items.check()
+    return headers
+
+
+def _as_status(node: yaml.Node) -> tuple[int, int]:
+    """A status code (`204`) or an inclusive range (`200-299`), from 100 to 599."""
+    text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+    match = re.fullmatch(r"\s*([0-9]{3})\s*(?:-\s*([0-9]{3})\s*)?", text)
+    if not (isinstance(node, yaml.ScalarNode) and node.tag in (INT, STR) and match):
+        raise Invalid(node, f"expected a status code such as 200 or a range such as "
+                            f"200-299, got {kind_of(node)}")
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if not 100 <= low <= high <= 599:
+        raise Invalid(node, f"'{text}' is not a status code or a rising range from 100 to 599")
+    return low, high
+
+
+def _as_statuses(node: yaml.Node) -> tuple[tuple[int, int], ...]:
+    if isinstance(node, yaml.ScalarNode):
+        return (_as_status(node),)
+    statuses = _each_item(node, _as_status, (0, 0))
+    if not statuses:
+        raise Invalid(node, "must not be an empty list")
+    return statuses
+
+
+def _as_regex(node: yaml.Node) -> re.Pattern[str]:
+    text = as_text(node)
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise Invalid(node, f"not a valid regular expression: {exc}") from None
+
+
+def as_http_call(node: yaml.Node) -> HttpCall:
+    """A task's `http:`: a URL alone, or a mapping of HTTP_CALL_KEYS."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == STR:
+        url = _Items()
+        call = HttpCall(url=url.take(_as_request_url, node, "", "url"))
+        url.check()
+        return call
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a URL or a mapping of {', '.join(HTTP_CALL_KEYS)}, "
+                             f"got {kind_of(node)}")
+    fields = _Fields(node, HTTP_CALL_KEYS, "key", suggest=True)
+    fields.require("url", "'url' is required")
+    return HttpCall(**fields.converted({
+        "url": _as_request_url, "method": _as_method, "headers": _as_request_headers,
+        "body": partial(_substitutable, allow_empty=True), "timeout": as_positive_duration,
+        "expect_status": _as_statuses, "expect_body": _as_regex, "tls_verify": as_boolean,
+        "max_log_bytes": as_size}))

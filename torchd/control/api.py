@@ -528,8 +528,12 @@ def _done(reply: Any) -> str:
 
 def _ending(event: RunEnded | RunNotStarted | FireSkipped) -> dict[str, Any]:
     if isinstance(event, RunEnded):
-        return {"outcome": event.outcome, "exit_code": event.exit_code,
-                "signal": event.signal, "duration": round(event.duration, 3)}
+        ending: dict[str, Any] = {"outcome": event.outcome, "exit_code": event.exit_code,
+                                  "signal": event.signal,
+                                  "duration": round(event.duration, 3)}
+        if event.reason is not None:  # an HTTP run's failure
+            ending["error"] = event.reason
+        return ending
     if isinstance(event, RunNotStarted):
         return {"outcome": "start-error", "exit_code": None, "signal": None,
                 "error": event.error}

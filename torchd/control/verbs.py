@@ -121,7 +121,7 @@ class TriggerReply(TypedDict):
 
 class KilledRun(TypedDict):
     run_id: str
-    pid: int
+    pid: int | None  # None: an HTTP run
     ended: bool
     outcome: str | None
     result: str | None  # exit=N or signal=NAME

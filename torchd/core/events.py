@@ -14,7 +14,7 @@ from torchd.core.model import RunOutcome, Trigger, fire_id
 class RunStarted:
     task: str
     run_id: str
-    pid: int
+    pid: int | None  # None: an HTTP run
     started: float
     scheduled: float
     fire_id: str
@@ -28,7 +28,7 @@ class RunStarted:
 class RunEnded:
     task: str
     run_id: str
-    pid: int
+    pid: int | None  # None: an HTTP run
     outcome: RunOutcome
     exit_code: int | None
     signal: int | None
@@ -45,6 +45,7 @@ class RunEnded:
     err_end: int | None
     cpu_seconds: float | None = None  # of the run and its descendants (see runner)
     memory_peak: int | None = None  # bytes: the largest resident size among them
+    reason: str | None = None  # why an HTTP run failed: status, body, connection, TLS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -171,6 +171,31 @@ class Webhook:
     timeout: float = 10.0
 
 
+KIB = 1 << 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpCall:
+    """`http:` of a task: each run makes this request from the daemon's own event loop (no
+    process). `${NAME}` in the URL, headers and body is replaced at run time (see
+    core.envsubst); the text here is the template, which is what logs show."""
+
+    url: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    timeout: float = 30.0  # seconds from the run's start; then outcome timeout
+    expect_status: tuple[tuple[int, int], ...] = ((200, 299),)  # inclusive ranges
+    expect_body: re.Pattern[str] | None = None  # searched in the response's text
+    tls_verify: bool = True
+    max_log_bytes: int = 64 * KIB  # of the response body kept in the task log
+
+    def status_text(self) -> str:
+        """expect_status as the file writes it: `200-299, 304`."""
+        return ", ".join(str(low) if low == high else f"{low}-{high}"
+                         for low, high in self.expect_status)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HookAction:
     """What one hook does: a command, a webhook, or both."""
@@ -264,7 +289,8 @@ class TaskSpec:
     name: str
     kind: TaskKind
     schedule: Schedule | None  # None for kind=daemon, and for a task with `after`
-    command: tuple[str, ...]  # argv; a string command becomes ("/bin/sh", "-c", text)
+    command: tuple[str, ...]  # argv; a string command becomes ("/bin/sh", "-c", text);
+    #                           () for an HTTP task
     hosts: tuple[str, ...] = ()
     max_running: int = 1  # 0 = unlimited
     env: tuple[tuple[str, str], ...] = ()
@@ -288,6 +314,7 @@ class TaskSpec:
     hooks: tuple[tuple[HookEvent, HookAction], ...] = ()  # the task's own (daemon's apart)
     run_on: RunOn = RunOn.ALL
     after: After | None = None  # fired by its upstreams' runs (core.workflow), not a clock
+    http: HttpCall | None = None  # an HTTP task: a request instead of a command
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
     file: str = field(default="", compare=False)  # its file, in a drop-in directory

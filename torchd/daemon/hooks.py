@@ -66,6 +66,8 @@ def describe(event: Event, hook: HookEvent, *, host: str, log_dir: Path) -> dict
         doc.update(outcome=event.outcome, exit_code=event.exit_code, signal=event.signal,
                    pid=event.pid, started=iso_utc(event.started), ended=iso_utc(event.ended),
                    duration=round(event.duration, 3))
+        if event.reason is not None:  # an HTTP run's failure (masked: no secret in it)
+            doc.update(reason=event.reason)
     elif isinstance(event, RunNotStarted):
         doc.update(outcome=str(RunOutcome.START_ERROR), error=event.error,
                    trigger=event.trigger)
@@ -84,7 +86,7 @@ def hook_env(doc: Mapping[str, Any]) -> dict[str, str]:
             "TORCHD_RUN_ID": text("run_id"), "TORCHD_FIRE_ID": text("fire_id"),
             "TORCHD_OUTCOME": text("outcome"), "TORCHD_EXIT_CODE": text("exit_code"),
             "TORCHD_DURATION": text("duration"), "TORCHD_LOG_FILE": text("log_file"),
-            "TORCHD_HOST": text("host")}
+            "TORCHD_HOST": text("host"), "TORCHD_REASON": text("reason")}
 
 
 class HookRunner:
@@ -182,7 +184,7 @@ class HookRunner:
         handle = supervise(spawned, out_log=self._logs.acquire(HOOKS_LOG, self._log_policy),
                            err_log=None, kill_grace=5.0, clock_time=self._clock.time,
                            clock_mono=self._clock.monotonic,
-                           on_exit=lambda run: self._pids.discard(run.pid))
+                           on_exit=lambda _run: self._pids.discard(spawned.pid))
         run = handle.run
         try:
             await asyncio.shield(run.done)

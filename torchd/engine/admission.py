@@ -19,6 +19,7 @@ from torchd.core.logfields import run_fields
 from torchd.core.model import DaemonSettings, Overlap, RunOutcome, TaskSpec, Trigger, fire_id
 from torchd.engine.runs import Runs
 from torchd.engine.tasks import MISSED_AFTER, Fire, TaskState, due_start
+from torchd.process.httprun import HttpStarted
 from torchd.process.runner import LaunchRequest, Spawned, StartError
 
 log = logging.getLogger("torchd.scheduler")
@@ -110,10 +111,15 @@ class Admission:
         """Spawn every due fire first, then set up supervision for all of them. Returns what
         became of each fire: started, queued, skipped: ..., start-error: ...
         `requests`, beside `batch`, holds launch requests built in advance (or None)."""
-        spawned: list[tuple[TaskState, Spawned]] = []
-        in_batch: dict[str, list[Spawned]] = {}  # task -> its runs started in this batch
-        results: list[str] = []
-        for index, (state, fire) in enumerate(batch):
+        spawned: list[tuple[TaskState, Spawned | HttpStarted]] = []
+        in_batch: dict[str, list[Spawned | HttpStarted]] = {}  # task -> its runs started here
+        results = [""] * len(batch)
+        # Commands first (so they also come first to daemon.max_running): a process
+        # started is what their fire waits for, while an HTTP run begins only after the
+        # batch (process.httprun).
+        order = sorted(range(len(batch)), key=lambda i: batch[i][0].spec.http is not None)
+        for index in order:
+            state, fire = batch[index]
             spec = state.spec
             mates = in_batch.get(spec.name, ())
             running = self._runs.count(spec.name) + len(mates)
@@ -121,26 +127,26 @@ class Admission:
                 running = self._runs.still_running(spec.name) + len(mates)
                 if running >= spec.max_running:
                     hold = self._late_hold(state, fire, mates)
-                    results.append(self._hold(state, fire, hold) if hold > HOLD_MIN
-                                   else self._when_full(state, fire, running))
+                    results[index] = (self._hold(state, fire, hold) if hold > HOLD_MIN
+                                      else self._when_full(state, fire, running))
                     continue
             if self._daemon_full(len(spawned)):
-                results.append(self._when_daemon_full(state, fire))
+                results[index] = self._when_daemon_full(state, fire)
                 continue
             try:
                 spawned.append((state, self._runs.spawn(state, fire,
                                                    request=requests[index] if requests else None)))
             except StartError as exc:
-                results.append(f"start-error: {exc}")  # logged and recorded by _spawn
+                results[index] = f"start-error: {exc}"  # logged and recorded by _spawn
                 continue
             except Exception as exc:  # one run's failure must never stop the scheduler
                 log.exception("task %s: fire %s failed unexpectedly", spec.name,
                               fire_id(spec.name, fire.scheduled))
-                results.append(f"start-error: internal error: {exc}")
+                results[index] = f"start-error: internal error: {exc}"
                 continue
             in_batch.setdefault(spec.name, []).append(spawned[-1][1])
-            results.append("started")
-        if len(spawned) > 1:
+            results[index] = "started"
+        if sum(isinstance(started, Spawned) for _, started in spawned) > 1:
             with contextlib.suppress(OSError):  # EINVAL seen under libfaketime
                 time.sleep(HANDOFF)  # off the CPUs, the loop included: that is the point
         for state, started in spawned:
@@ -179,7 +185,8 @@ class Admission:
                 self.not_run(state.spec, fire, "the task was changed or removed while its "
                               "fire waited for daemon.max_running", dropped=True)
 
-    def _late_hold(self, state: TaskState, fire: Fire, mates: Sequence[Spawned]) -> float:
+    def _late_hold(self, state: TaskState, fire: Fire,
+                   mates: Sequence[Spawned | HttpStarted]) -> float:
         """How long a fire that found its task full waits before its overlap policy
         applies. The policy is meant to meet the runs as they would be at the fire's own
         time: a run in its way that started late (a clock step forward, a busy loop), or a

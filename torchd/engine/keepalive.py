@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torchd.core.model import KEEPER_MOVES, KeeperState, check_move
-from torchd.process.runner import RunHandle, StartError
+from torchd.process.runner import RunControl, StartError
 
 log = logging.getLogger("torchd.scheduler")
 
@@ -31,7 +31,7 @@ class Keeper:
     backoff: float = BACKOFF_FIRST
     restarts: int = 0
     last_error: str | None = None
-    handle: RunHandle | None = None
+    handle: RunControl | None = None
     runner: asyncio.Task[None] | None = None
 
     def change(self, to: KeeperState) -> None:
@@ -64,7 +64,7 @@ class KeepAlive:
     host keeps the task running now (active, not paused, holding its lease);
     `lease_expiry` is the task's lease expiry for the instance's guard (None without)."""
 
-    def __init__(self, *, launch: Callable[[str], RunHandle], may_keep: Callable[[str], bool],
+    def __init__(self, *, launch: Callable[[str], RunControl], may_keep: Callable[[str], bool],
                  lease_expiry: Callable[[str], float | None],
                  stopping: Callable[[], bool]) -> None:
         self._launch = launch

@@ -24,12 +24,13 @@ from torchd.core.schedule.zones import load_zone
 from torchd.engine.participation import Participation
 from torchd.engine.tasks import Fire, TaskState
 from torchd.process.cgroups import RunCgroupParent
+from torchd.process.httprun import HttpClient, HttpRunHandle, HttpStarted, prepare
 from torchd.process.output import OutputEcho
 from torchd.process.runas import wrap_command
 from torchd.process.runner import (
     LaunchRequest,
     Run,
-    RunHandle,
+    RunControl,
     RunProcesses,
     Spawned,
     StartError,
@@ -68,11 +69,16 @@ class Runs:
         self._start_failed = start_failed
         self._logs = LogFiles(log_dir, file_modes, health)
         self._no_descriptors_at = 0.0  # monotonic: the last fire that found none
-        self._by_task: dict[str, dict[str, RunHandle]] = {}  # task -> run id -> handle
+        self._by_task: dict[str, dict[str, RunControl]] = {}  # task -> run id -> handle
         self._cron: set[str] = set()  # run ids of cron-type runs (the daemon-wide limit)
         # What is left of runs whose leader exited, their KILL still pending.
         self._lingering: set[RunProcesses] = set()
+        self._http = HttpClient()  # HTTP tasks' session, made at their first run
         self.config_digest = ""
+
+    def expect_http(self) -> None:
+        """A config with HTTP tasks was applied: load the HTTP client before their fires."""
+        self._http.warm()
 
     # ----- starting ----------------------------------------------------------------------
     def request(self, state: TaskState, fire: Fire, attempt: int = 1) -> LaunchRequest:
@@ -86,7 +92,7 @@ class Runs:
             account = account_env(spec.user) if spec.user else {}
             state.env = {**self._base_env, **account, **dict(spec.env),
                          "TORCHD_TASK": spec.name}
-            state.argv = wrap_command(
+            state.argv = () if spec.http is not None else wrap_command(
                 spec.command, user=spec.user, group=spec.group, nice=spec.nice,
                 limits=spec.limits)
         env = dict(state.env)
@@ -97,6 +103,12 @@ class Runs:
         env["TORCHD_ATTEMPT"] = str(attempt)
         if cause is not None:
             env.update(cause.env())
+        if spec.http is not None:
+            return LaunchRequest(
+                task=spec.name, run_id=run_id, fire_id=fid, scheduled=scheduled, command=(),
+                env=env, cwd=None, config_digest=self.config_digest, trigger=fire.trigger,
+                cause=cause, cascade=fire.cascade, attempt=attempt,
+                timeout=spec.http.timeout, http=spec.http)
         guard = None
         if (leased := self._cluster.guard(spec)) is not None:
             guard, token = leased
@@ -112,14 +124,19 @@ class Runs:
         )
 
     def spawn(self, state: TaskState, fire: Fire, attempt: int = 1, *,
-              request: LaunchRequest | None = None) -> Spawned:
-        """Start the fire's process (supervise() watches it). A start that fails is
-        logged and recorded, then raised."""
+              request: LaunchRequest | None = None) -> Spawned | HttpStarted:
+        """Start the fire's process, or resolve an HTTP task's request (supervise() watches
+        it, or begins it). A start that fails is logged and recorded, then raised."""
         if request is None:
             request = self.request(state, fire, attempt)
+        started: Spawned | HttpStarted
         try:
-            started = spawn(request, clock_time=self._clock.time,
-                            clock_mono=self._clock.monotonic)
+            if request.http is not None:
+                started = prepare(request, clock_time=self._clock.time,
+                                  clock_mono=self._clock.monotonic)
+            else:
+                started = spawn(request, clock_time=self._clock.time,
+                                clock_mono=self._clock.monotonic)
         except StartError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 self._no_descriptors_at = self._clock.monotonic()
@@ -150,26 +167,46 @@ class Runs:
                                      error=error, time=now))
         self._start_failed(state, request)
 
-    def supervise(self, state: TaskState, started: Spawned) -> RunHandle:
-        """Watch a started process: its output into the task's log, its exit."""
+    def supervise(self, state: TaskState, started: Spawned | HttpStarted) -> RunControl:
+        """Watch a started process: its output into the task's log, its exit. An HTTP
+        run begins a moment later (see process.httprun), and tells its start then."""
         spec = state.spec
-        out_log = self._logs.acquire(spec.name, spec.log)
-        err_log = self._logs.acquire(spec.name, spec.log, err=True) if spec.log.split else None
         echo = None
         if self._echo is not None and spec.log.stdout is not False:
             echo = partial(self._echo.stream, spec.name, started.request.run_id,
                            spec.log.stdout_rate)
-        handle = supervise(started, out_log=out_log, err_log=err_log,
-                           kill_grace=self._kill_grace, clock_time=self._clock.time,
-                           clock_mono=self._clock.monotonic, on_exit=self._exited,
-                           echo=echo, stamped=spec.log.timestamps)
+        handle: RunControl
+        if isinstance(started, HttpStarted):
+            run = Run(request=started.request, pid=None, started=started.started,
+                      started_mono=started.started_mono, processes=None)
+            handle = HttpRunHandle(run, started, client=self._http,
+                                   open_log=partial(self._logs.acquire, spec.name, spec.log),
+                                   clock_time=self._clock.time,
+                                   clock_mono=self._clock.monotonic, on_begin=self._begun,
+                                   on_exit=self._exited,
+                                   echo=None if echo is None else echo(False),
+                                   stamped=spec.log.timestamps)
+        else:
+            out_log = self._logs.acquire(spec.name, spec.log)
+            err_log = (self._logs.acquire(spec.name, spec.log, err=True) if spec.log.split
+                       else None)
+            handle = supervise(started, out_log=out_log, err_log=err_log,
+                               kill_grace=self._kill_grace, clock_time=self._clock.time,
+                               clock_mono=self._clock.monotonic, on_exit=self._exited,
+                               echo=echo, stamped=spec.log.timestamps)
         run = handle.run
-        request = run.request
         self._by_task.setdefault(run.task, {})[run.run_id] = handle
         if spec.kind is TaskKind.CRON:
             self._cron.add(run.run_id)
+        if run.pid is not None:
+            self._begun(run)
+        return handle
+
+    def _begun(self, run: Run) -> None:
+        request = run.request
         attempt = request.attempt
-        log.info("task %s run %s started pid=%d fire=%s%s", run.task, run.run_id, run.pid,
+        what = f"pid={run.pid}" if request.http is None else f"http {request.http.method}"
+        log.info("task %s run %s started %s fire=%s%s", run.task, run.run_id, what,
                  request.fire_id, f" attempt={attempt}" if attempt > 1 else "",
                  extra=run_fields(run.task, run_id=run.run_id, fire_id=request.fire_id))
         self._on_event(RunStarted(task=run.task, run_id=run.run_id, pid=run.pid,
@@ -177,9 +214,8 @@ class Runs:
                                   fire_id=request.fire_id, attempt=attempt,
                                   trigger=request.trigger, log_file=run.log_file,
                                   log_start=run.log_start))
-        return handle
 
-    def launch(self, state: TaskState, fire: Fire, attempt: int = 1) -> RunHandle:
+    def launch(self, state: TaskState, fire: Fire, attempt: int = 1) -> RunControl:
         return self.supervise(state, self.spawn(state, fire, attempt))
 
     def _exited(self, run: Run) -> None:
@@ -189,7 +225,7 @@ class Runs:
         self._cron.discard(run.run_id)
         if not runs:
             self._by_task.pop(run.task, None)
-        if run.group_lingers:
+        if run.group_lingers and run.processes is not None:
             self._lingering.add(run.processes)
             asyncio.get_running_loop().call_later(self._kill_grace + 1.0,
                                                   self._lingering.discard, run.processes)
@@ -209,11 +245,11 @@ class Runs:
                                 attempt=request.attempt, trigger=request.trigger,
                                 log_file=run.log_file, log_end=run.log_end, err_start=run.err_start,
                                 err_end=run.err_end, cpu_seconds=run.cpu_seconds,
-                                memory_peak=run.memory_peak))
+                                memory_peak=run.memory_peak, reason=run.reason))
         self._after_exit(run, was_cron)
 
     # ----- what runs ---------------------------------------------------------------------
-    def of(self, task: str) -> list[RunHandle]:
+    def of(self, task: str) -> list[RunControl]:
         return list(self._by_task.get(task, {}).values())
 
     def counts(self) -> dict[str, int]:
@@ -238,11 +274,11 @@ class Runs:
                 handle.reap_if_exited()
         return len(self._cron)
 
-    def running_now(self, task: str) -> list[RunHandle]:
+    def running_now(self, task: str) -> list[RunControl]:
         """The task's runs not yet asked to stop."""
         return [h for h in self.of(task) if h.run.state is RunState.RUNNING]
 
-    def every(self) -> list[RunHandle]:
+    def every(self) -> list[RunControl]:
         return [handle for runs in self._by_task.values() for handle in runs.values()]
 
     def total(self) -> int:
@@ -250,7 +286,7 @@ class Runs:
 
     def pids(self) -> set[int]:
         """The pids of every run going (the children torchd watches itself)."""
-        return {handle.run.pid for handle in self.every()}
+        return {handle.run.pid for handle in self.every() if handle.run.pid is not None}
 
     def is_running(self, run_id: str) -> bool:
         return any(run_id in runs for runs in self._by_task.values())
@@ -262,7 +298,8 @@ class Runs:
         handles = self.every()
         for handle in handles:
             handle.stop(grace)
-        everything = [h.run.processes for h in handles] + list(self._lingering)
+        everything = [h.run.processes for h in handles if h.run.processes is not None]
+        everything += self._lingering
         for processes in self._lingering:
             processes.signal(signal.SIGTERM)
         await until_gone(lambda: any(processes.alive() for processes in everything), grace,
@@ -272,6 +309,7 @@ class Runs:
         pending = [h.run.done for h in handles]
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+        await self._http.close()
         self._logs.close_all()
         return len(handles)
 

@@ -16,7 +16,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torchd.core.catchup import decide
 from torchd.core.clock import Clock
@@ -62,7 +62,7 @@ from torchd.process.output import OutputEcho
 from torchd.process.runner import (
     LaunchRequest,
     Run,
-    RunHandle,
+    RunControl,
     StartError,
 )
 from torchd.store.statedir import FileModes
@@ -143,9 +143,11 @@ class Scheduler:
           planned from then, so a fire that fell due while the file loaded runs as soon
           as the loop starts (late by the load), instead of being skipped unrecorded.
         """
+        specs = config.by_name()
         self._runs.config_digest = config.digest
         self._admission.limits = config.daemon
-        specs = config.by_name()
+        if any(specs[name].http is not None for name in (*plan.added, *plan.changed)):
+            self._runs.expect_http()
         now = self._clock.time()
         since = now if launched is None or self._started else min(now, launched)
         for name in plan.removed:
@@ -616,7 +618,7 @@ class Scheduler:
             return fire.run_id, f"start-error: {exc}"
         return fire.run_id, "started"
 
-    def kill(self, name: str, run_id: str | None) -> list[RunHandle]:
+    def kill(self, name: str, run_id: str | None) -> list[RunControl]:
         """Stop a task's runs (or one of them): TERM to the group, kill_grace, KILL. They
         end with outcome killed. A daemon-type instance is restarted like after any exit."""
         state = self._task(name)
@@ -678,7 +680,7 @@ class Scheduler:
             else:
                 self._keep_alive.stop(keeper, grace)
 
-    def _launch_instance(self, name: str) -> RunHandle:
+    def _launch_instance(self, name: str) -> RunControl:
         return self._runs.launch(self._tasks[name], Fire(self._clock.time(), Trigger.KEEP_ALIVE))
 
     def _keeps(self, name: str) -> bool:
@@ -760,7 +762,7 @@ class Scheduler:
                 "timezone": spec.timezone,
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
-                "running": sorted(h.run.pid for h in runs),
+                "running": sorted(h.run.pid for h in runs if h.run.pid is not None),
                 "running_since": iso_utc(max(h.run.started for h in runs)) if runs else None,
                 "waiting": self._admission.waiting(state),
                 "retries_pending": self._retries.pending(state),
@@ -777,6 +779,9 @@ class Scheduler:
                 else iso_utc(state.last_start_error_at),
             }
             entry.update(self._chains.view(name))
+            if last is not None and last.request.http is not None:
+                entry["last_run"] = {**cast("dict[str, object]", entry["last_run"]),
+                                     "http_status": last.http_status}
             if spec.kind is TaskKind.DAEMON:
                 entry["instances"] = [k.view() for k in state.keepers]
             entry.update(self._cluster.view(spec, state.last_claim))

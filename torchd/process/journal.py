@@ -63,15 +63,17 @@ class ChildJournal:
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
 
-    def started(self, pid: int) -> None:
+    def started(self, pid: int | None) -> None:
+        if pid is None:
+            return  # an HTTP run: no process to end later
         stat = proc_stat(pid)
         if stat is None:
             return  # already gone: nothing to end later
         self._live[pid] = (stat.start_ticks, stat.session)
         self._append(f"+ {pid} {stat.start_ticks} {stat.session}\n")
 
-    def ended(self, pid: int) -> None:
-        if self._live.pop(pid, None) is not None:
+    def ended(self, pid: int | None) -> None:
+        if pid is not None and self._live.pop(pid, None) is not None:
             self._append(f"- {pid}\n")
 
     def _append(self, line: str) -> None:

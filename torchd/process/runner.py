@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from torchd.core.model import RUN_MOVES, RunOutcome, RunState, Trigger, check_move
+from torchd.core.model import RUN_MOVES, HttpCall, RunOutcome, RunState, Trigger, check_move
 from torchd.core.timefmt import iso_utc
 from torchd.core.workflow import Cause
 from torchd.process.cgroups import RunCgroup, RunCgroupParent
@@ -69,12 +70,13 @@ class LaunchRequest:
     output_cap: int | None = None  # bytes of output kept; the rest is discarded
     cgroups: RunCgroupParent | None = None  # where its cgroup is made (see cgroups.py)
     lease_guard: tuple[float, float] | None = None  # (grace, margin): see leaseguard.py
+    http: HttpCall | None = None  # an HTTP task's request, made instead of a command
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class Run:
     request: LaunchRequest
-    pid: int
+    pid: int | None  # None: an HTTP run, which has no process
     started: float  # wall clock
     started_mono: float
     state: RunState = RunState.RUNNING
@@ -86,7 +88,9 @@ class Run:
     stop_requested: bool = False
     timed_out: bool = False
     group_lingers: bool = False  # members of its group outlived it (TERM sent, KILL pending)
-    processes: RunProcesses
+    processes: RunProcesses | None  # None: an HTTP run
+    http_status: int | None = None  # an HTTP run's response status, if one came
+    reason: str | None = None  # why an HTTP run failed (history's reason)
     cpu_seconds: float | None = None  # see _exited
     memory_peak: int | None = None  # bytes: the largest resident size (see _exited)
     log_file: str = ""  # where its output went, from log_start to log_end (the file may
@@ -111,7 +115,17 @@ class Run:
     def task(self) -> str:
         return self.request.task
 
+    def ask_to_stop(self) -> bool:
+        """Mark it stopped by torchd (running -> stopping); False if it was not running."""
+        if self.state is not RunState.RUNNING:
+            return False
+        self.stop_requested = True
+        self.change(RunState.STOPPING)  # running -> stopping
+        return True
+
     def result_text(self) -> str:
+        if self.request.http is not None:
+            return "no-response" if self.http_status is None else f"status={self.http_status}"
         if self.signal is not None:
             return f"signal={signal.Signals(self.signal).name}"
         return f"exit={self.exit_code}"
@@ -240,6 +254,21 @@ class _Stream:
         self.line_start = True
 
 
+class RunControl(Protocol):
+    """What the engine does with a run going on, a process's (RunHandle) or an HTTP
+    request's (process.httprun.HttpRunHandle)."""
+
+    run: Run
+
+    def stop(self, grace: float) -> None: ...
+
+    def kill_now(self) -> None: ...
+
+    def reap_if_exited(self) -> bool: ...
+
+    def lease_renewed(self, expiry: float) -> None: ...
+
+
 class RunHandle:
     """Owns one running process and its descriptors until it has been reaped."""
 
@@ -248,6 +277,10 @@ class RunHandle:
                  kill_grace: float, clock_time: Callable[[], float],
                  clock_mono: Callable[[], float], on_exit: Callable[[Run], None]) -> None:
         self.run = run
+        assert run.pid is not None  # noqa: S101 - a process's run
+        assert run.processes is not None  # noqa: S101 - a process's run
+        self._pid = run.pid
+        self.processes = run.processes
         self._popen = popen
         self._streams = streams
         self._kill_grace = kill_grace
@@ -327,10 +360,10 @@ class RunHandle:
         if self._guard_fd is not None:
             os.close(self._guard_fd)
             self._guard_fd = None
-        if self.run.processes.cgroup is not None:
-            self.run.processes.cgroup.close()  # no move once its pid may be reused
+        if self.processes.cgroup is not None:
+            self.processes.cgroup.close()  # no move once its pid may be reused
         # wait4, not waitpid: the run's CPU time and peak memory come with its status
-        _, status, usage = os.wait4(self.run.pid, 0)
+        _, status, usage = os.wait4(self._pid, 0)
         returncode = os.waitstatus_to_exitcode(status)
         if self._popen is not None:
             self._popen.returncode = returncode  # reaped here: Popen must not wait again
@@ -338,7 +371,7 @@ class RunHandle:
             self._drain(stream)
             self._close_stream(stream)
         run = self.run
-        processes = run.processes
+        processes = self.processes
         # CPU: of the process and the descendants it waited for, and with a cgroup, of all
         # it held; each may miss part of a run, so the larger. Memory: the largest
         # resident size among the process and the descendants it waited for.
@@ -394,7 +427,7 @@ class RunHandle:
         if self.run.state is RunState.EXITED:
             return True
         try:
-            exited = os.waitid(os.P_PID, self.run.pid,
+            exited = os.waitid(os.P_PID, self._pid,
                                os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except ChildProcessError:
             exited = False
@@ -404,27 +437,24 @@ class RunHandle:
 
     def stop(self, grace: float) -> None:
         """TERM the run's group now, KILL it after `grace` seconds if it is still there."""
-        run = self.run
-        if run.state is not RunState.RUNNING:
+        if not self.run.ask_to_stop():
             return
-        run.stop_requested = True
-        run.change(RunState.STOPPING)  # running -> stopping
-        run.processes.signal(signal.SIGTERM)
+        self.processes.signal(signal.SIGTERM)
         self._loop.call_later(grace, self._kill_if_running)
 
     def kill_now(self) -> None:
         self.run.stop_requested = True
-        self.run.processes.signal(signal.SIGKILL)
+        self.processes.signal(signal.SIGKILL)
 
     def _kill_if_running(self) -> None:
         # Everything, even if the leader has exited: a member that ignores TERM must not
         # outlive a stop.
-        self.run.processes.signal(signal.SIGKILL)
+        self.processes.signal(signal.SIGKILL)
 
     def _end_what_is_left(self, tries: int) -> None:
         """KILL what outlived the run's grace, then remove its cgroup once it is empty
         (a killed process takes a moment to go)."""
-        processes = self.run.processes
+        processes = self.processes
         if tries == RELEASE_TRIES:
             processes.signal(signal.SIGKILL)
         if not processes.release() and tries > 1:

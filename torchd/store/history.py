@@ -94,7 +94,7 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 _START_COLUMNS = ("run_id", "task", "fire_id", "scheduled", "at", "started", "pid", "host",
                   "attempt", "trigger", "log_file", "log_start")
 _END_COLUMNS = ("ended", "duration", "outcome", "exit_code", "signal", "log_end", "err_start",
-                "err_end", "cpu_seconds", "memory_peak")
+                "err_end", "cpu_seconds", "memory_peak", "reason")
 ADDED_COLUMNS = {"cpu_seconds": "REAL", "memory_peak": "INTEGER"}  # since the first schema
 
 
@@ -274,7 +274,7 @@ class HistoryWriter:
     def run_ended(self, event: RunEnded) -> None:
         ended = (event.ended, event.duration, event.outcome, event.exit_code, event.signal,
                  event.log_end, event.err_start, event.err_end, event.cpu_seconds,
-                 event.memory_peak)
+                 event.memory_peak, event.reason)
         started = self._held.pop(event.run_id, None)
         if started is None:
             self._queue.put((UPDATE_ENDED, (*ended, event.run_id)))
