@@ -204,3 +204,34 @@ def test_runs_filters(web_daemon: WebStarter) -> None:
     status, body = page(web, "/runs?since=yesterdayish")
     assert status == 400
     assert "since: &#39;yesterdayish&#39; is neither" in body
+
+
+def test_a_task_page_shows_its_workflow_with_last_outcomes(web_daemon: WebStarter) -> None:
+    """The task page lists a task's upstreams and downstreams (issue 25) with each one's
+    last outcome."""
+    web = web_daemon("""\
+daemon:
+  http: {listen: LISTEN}
+tasks:
+  - {name: extract, schedule: '@yearly', command: [sh, -c, 'exit 4']}
+  - {name: transform, after: extract, command: ['true']}
+  - {name: alert, after: {tasks: [extract], on: failure}, command: ['true']}
+""")
+    assert web.api("trigger", "POST", task="extract", wait=True)["result"]["exit_code"] == 4
+
+    def alert_ran() -> bool:
+        runs = web.api("history", task="alert")["result"]["runs"]
+        return any(r["outcome"] == "ok" for r in runs)
+
+    wait_for(alert_ran, message="alert to run after extract failed")
+    _, body = page(web, "/tasks/extract")
+    then = re.findall(r'<tr data-downstream="(\w+)">(.*?)</tr>', body, re.DOTALL)
+    assert [name for name, _ in then] == ["alert", "transform"]
+    shown = dict(then)
+    assert "ok" in shown["alert"]
+    assert "never ran" in shown["transform"]
+    _, body = page(web, "/tasks/alert")
+    upstream = re.search(r'<tr data-upstream="extract">(.*?)</tr>', body, re.DOTALL)
+    assert upstream is not None
+    assert "failed" in upstream.group(1)
+    assert "runs on failure of extract" in body

@@ -125,9 +125,15 @@ async def task_detail(request: web.Request) -> web.Response:
     seen = shown(request)
     task = info["task"]
     task["state_words"] = _state(task)
+    linked = [*task.get("upstreams", []), *task.get("downstreams", [])]
+    try:
+        neighbours = {t["name"]: t for t in (
+            await ask(request, Status(tasks=linked)))["tasks"]} if linked else {}
+    except Refused as refused:
+        return refused.response
     return page(request, "task.html", info=info, task=task, source=_source_text(info["source"]),
                 chart=duration_chart(mine["runs"], mine["typical_duration"], seen),
                 typical=mine["typical_duration"], runs=runs[:HISTORY_PAGE],
                 more=len(runs) > HISTORY_PAGE, page_no=number, outcome=outcome,
                 outcomes=OUTCOMES, logs=logs, base=query_without(request, "page"),
-                here=request.path_qs, shown=seen)
+                here=request.path_qs, shown=seen, neighbours=neighbours)
