@@ -321,3 +321,41 @@ def test_a_daemon_of_its_own_user_makes_a_private_token_that_root_can_print(
             assert web.token in printed.stdout
         finally:
             daemon.kill_everything()
+
+
+def test_half_sent_requests_cannot_starve_the_scheduler(
+        web_daemon: Callable[..., WebDaemon]) -> None:
+    """1,000 connections that never finish their headers: the listener holds at most its
+    cap of them, and the daemon keeps firing and answering its socket."""
+    import socket as sockets
+
+    web = web_daemon(SLOW.replace("0 0 1 1 *", "* * * * * *", 1) % "")
+    port = int(web.url.rsplit(":", 1)[1])
+    held = []
+    before = len(os.listdir(f"/proc/{web.daemon.pid}/fd"))
+    try:
+        for _ in range(1000):
+            conn = sockets.create_connection(("127.0.0.1", port), timeout=5)
+            conn.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")  # never ended
+            held.append(conn)
+        held_by_daemon = len(os.listdir(f"/proc/{web.daemon.pid}/fd")) - before
+        assert 400 < held_by_daemon < 700  # the cap of 512, give or take runs and closing
+
+
+        def fired_meanwhile() -> bool:
+            runs = socket_call(web, "history", task="slow", limit=5)["runs"]
+            return isinstance(runs, list) and len(runs) >= 2
+
+        wait_for(fired_meanwhile, message="fires while the listener is full")
+        assert "the most there may be" in web.daemon.stderr()
+    finally:
+        for conn in held:
+            conn.close()
+
+    def answers() -> bool:
+        try:
+            return web.request("/healthz", token=None)[0] == 200
+        except OSError:  # reset while the held connections are being closed
+            return False
+
+    wait_for(answers, message="the listener to answer again")

@@ -26,7 +26,8 @@ from torchd.cli.common import (
 from torchd.control import client
 from torchd.control.verbs import at_problem, run_row
 from torchd.core.durations import parse_duration
-from torchd.core.errors import DurationError
+from torchd.core.errors import DurationError, UsageError
+from torchd.core.model import name_problem
 from torchd.store.statedir import StatePaths
 from torchd.store.tokens import TokenError, read_token_file
 
@@ -155,6 +156,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    if problem := name_problem(args.task.removeprefix("submit:")):
+        raise UsageError(f"logs: {problem}")
     state_dir = resolve_state_dir(args)
     request = {"task": args.task, "run": args.run, "lines": args.lines, "stderr": args.stderr}
     result = call(state_dir, "logs", **request)

@@ -89,6 +89,7 @@ from torchd.store.history import (
 from torchd.store.logview import NoSuchRunError, follow_chunk, read_logs
 from torchd.store.opstate import JsonFile
 from torchd.store.statedir import FileModes, StatePaths
+from torchd.store.tasklog import log_name
 from torchd.system.hostinfo import local_identity
 
 log = logging.getLogger("torchd.ops")
@@ -339,6 +340,10 @@ class ControlApi:
         return {"since": iso_utc(since), "counts": counts, "tasks": tasks}
 
     async def logs(self, request: Logs) -> LogsReply:
+        try:
+            log_name(request.task)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
         if request.follow_offset is not None:
             data, next_offset = await asyncio.to_thread(
                 follow_chunk, self._paths.logs, request.task, request.follow_offset,

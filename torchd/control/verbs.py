@@ -271,7 +271,14 @@ def at_problem(text: str) -> str | None:
 
 
 _REQUIRED: dict[str, bool] = {"required": True}
+MAX_ROWS = 10_000  # history, audit and recent rows one reply holds at most
+MAX_NEXT = 1_000  # next fires of one task one reply holds at most
 _NOT_NEGATIVE: dict[str, bool] = {"not_negative": True}
+
+
+def _up_to(maximum: int) -> dict[str, object]:
+    """A count that is 0 or more and at most `maximum` (what one reply may cost)."""
+    return {"not_negative": True, "maximum": maximum}
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +426,7 @@ class History:
 
     verb: ClassVar[str] = "history"
     task: str | None = None
-    limit: int = field(default=20, metadata=_NOT_NEGATIVE)
+    limit: int = field(default=20, metadata=_up_to(MAX_ROWS))
     failed: bool = False
     since: float | None = None
     until: float | None = None
@@ -437,7 +444,7 @@ class Recent:
 
     verb: ClassVar[str] = "recent"
     tasks: list[str] = field(default_factory=list)
-    count: int = field(default=20, metadata=_NOT_NEGATIVE)
+    count: int = field(default=20, metadata=_up_to(MAX_ROWS))
     hours: float = field(default=24.0, metadata=_NOT_NEGATIVE)
 
 
@@ -461,7 +468,7 @@ class TaskInfo:
 
     verb: ClassVar[str] = "task"
     task: str = field(default="", metadata=_REQUIRED)
-    count: int = field(default=10, metadata=_NOT_NEGATIVE)
+    count: int = field(default=10, metadata=_up_to(MAX_NEXT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +513,7 @@ class Audit:
     any transport, newest first. Reply: AuditReply."""
 
     verb: ClassVar[str] = "audit"
-    limit: int = field(default=50, metadata=_NOT_NEGATIVE)
+    limit: int = field(default=50, metadata=_up_to(MAX_ROWS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,4 +644,7 @@ def _field_value(message: dict[str, Any], spec: dataclasses.Field[Any]) -> Any:
         raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"'{spec.name}' must be a list of text")
     if spec.metadata.get("not_negative") and checked < 0:
         raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"'{spec.name}' must be 0 or more")
+    maximum = spec.metadata.get("maximum")
+    if maximum is not None and checked > maximum:
+        raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"'{spec.name}' must be at most {maximum}")
     return checked

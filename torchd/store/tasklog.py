@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,15 @@ from torchd.core.timefmt import iso_utc
 from torchd.store.statedir import FileModes, open_file
 
 log = logging.getLogger("torchd.tasklog")
+_TASK_NAME = re.compile(r"(?:submit:)?[A-Za-z0-9_.-]+")  # core.model's rule, `submit:` tasks
 
 
 def log_name(task: str, *, err: bool = False) -> str:
-    """The name of the task's current log file: TASK.log, or TASK.err.log for split stderr."""
+    """The name of the task's current log file: TASK.log, or TASK.err.log for split stderr.
+    ValueError for what is no task name (a request's `task` could be `../../etc/x`): the
+    log of a task is always a file of the logs directory itself."""
+    if not _TASK_NAME.fullmatch(task):
+        raise ValueError(f"'{task[:100]}' is not a task name")
     return f"{task}.err.log" if err else f"{task}.log"
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +20,9 @@ log = logging.getLogger("torchd.http")
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 1 << 20
 SHUTDOWN_WAIT = 1.0  # seconds open streams get at a stop before they are cut
+MAX_CONNECTIONS = 512  # open at once (live logs: at most MAX_STREAMS of them)
+KEEPALIVE = 15.0  # seconds an idle keep-alive connection stays open
+REFUSAL_LOG_EVERY = 60.0
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -72,6 +78,56 @@ def make_app(context: WebContext, tokens: Tokens) -> web.Application:
     return app
 
 
+class _Refused(asyncio.Protocol):
+    """A connection over MAX_CONNECTIONS: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class _CappedSite(web.BaseSite):
+    """aiohttp's TCP site with a cap on open connections. aiohttp has none, nor a timeout
+    for a request's headers, so without it anyone who reaches the port could hold enough
+    half-sent requests open to use up the daemon's descriptors, and fires would fail to
+    start. Over the cap a connection is closed at once; the scheduler keeps its
+    descriptors (the daemon raises its soft limit to the hard one, thousands)."""
+
+    __slots__ = ("_refused_at", "_sock")
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
+        super().__init__(runner)
+        self._sock = sock
+        self._refused_at = 0.0
+
+    @property
+    def name(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None  # noqa: S101 - the runner is set up before its sites
+
+        def accepted() -> asyncio.BaseProtocol:
+            if len(server.connections) < MAX_CONNECTIONS:
+                return server()
+            now = time.monotonic()
+            if now - self._refused_at > REFUSAL_LOG_EVERY:
+                self._refused_at = now
+                log.warning("HTTP: %d connections are open, the most there may be; refusing "
+                            "more (logged once a minute)", MAX_CONNECTIONS)
+            return _Refused()
+
+        self._server = await asyncio.get_running_loop().create_server(accepted,
+                                                                      sock=self._sock)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
 class WebServer:
     """One listener; start() raises OSError when the address cannot be bound."""
 
@@ -93,11 +149,11 @@ class WebServer:
     async def start(self) -> None:
         settings = self._context.settings
         runner = web.AppRunner(make_app(self._context, self._tokens), access_log=None,
-                               handle_signals=False, shutdown_timeout=SHUTDOWN_WAIT)
+                               handle_signals=False, shutdown_timeout=SHUTDOWN_WAIT,
+                               keepalive_timeout=KEEPALIVE)
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.host, settings.port,
-                              reuse_address=True).start()
+            await _CappedSite(runner, _listening_socket(settings.host, settings.port)).start()
         except BaseException:
             await runner.cleanup()
             raise
