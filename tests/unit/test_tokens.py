@@ -4,7 +4,7 @@ and an address is asked only with the shared token's signature."""
 from __future__ import annotations
 
 from torchd.store.tokens import Tokens, address_signature, address_verifies, peer_token
-from torchd.web.auth import Role, role_of_cookie, role_of_token, session_value
+from torchd.web.auth import SESSION_TTL, Role, Sessions, role_of_token
 
 ADMIN = "an-admin-token-0123456789"
 
@@ -18,12 +18,18 @@ def test_the_peer_token_is_a_viewer_and_never_the_admin() -> None:
     assert ADMIN not in peer_token(ADMIN)
 
 
-def test_a_session_cookie_names_its_role_and_cannot_be_promoted() -> None:
-    tokens = Tokens(ADMIN, "a-viewer-token-0123456789")
-    viewer = session_value("a-viewer-token-0123456789", Role.VIEWER)
-    assert role_of_cookie(tokens, viewer) is Role.VIEWER
-    assert role_of_cookie(tokens, "admin." + viewer.partition(".")[2]) is None
-    assert role_of_cookie(tokens, session_value(ADMIN, Role.ADMIN)) is Role.ADMIN
+def test_a_session_is_random_expires_and_ends() -> None:
+    now = [1000.0]
+    sessions = Sessions(lambda: now[0])
+    viewer, admin = sessions.new(Role.VIEWER), sessions.new(Role.ADMIN)
+    assert viewer != admin
+    assert ADMIN not in admin
+    assert (sessions.role(viewer), sessions.role(admin)) == (Role.VIEWER, Role.ADMIN)
+    assert sessions.role("admin." + viewer) is None
+    sessions.end(admin)
+    assert sessions.role(admin) is None
+    now[0] += SESSION_TTL
+    assert sessions.role(viewer) is None
 
 
 def test_only_an_address_signed_with_the_shared_token_verifies() -> None:

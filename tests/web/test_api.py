@@ -28,6 +28,11 @@ tasks:
 """
 
 
+ACTIONS = (("trigger", {"task": "echo"}), ("pause", {"task": "echo"}),
+           ("resume", {"all": True}), ("kill", {"task": "slow"}),
+           ("submit", {"command": ["true"]}), ("reload", {}), ("stop", {}))
+
+
 def socket_call(web: WebDaemon, cmd: str, **args: object) -> dict[str, object]:
     from torchd.control import client
 
@@ -79,13 +84,20 @@ def test_login_sets_a_strict_session_cookie_and_sends_on_to_a_clean_address(
     assert status == 200
     assert body(raw)["ok"] is True
     # never a redirect to another site
-    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example",
+                   "/%09/evil.example", "/%0a/evil.example", "/%2F/evil.example",
+                   "%2F%2Fevil.example"):
         status, headers, _ = web.request(f"/login?token={web.token}&next={target}",
                                          token=None)
         assert (status, headers["Location"]) == (303, "/")
     assert web.request("/login?token=wrong-token-wrong-token", token=None)[0] == 401
     assert web.request("/api/v1/ping", token=None,
                        headers={"Cookie": "torchd_session=admin.00"})[0] == 401
+    status, headers, _ = web.request("/logout", method="POST", token=None,
+                                     headers={"Cookie": session, "Origin": web.url})
+    assert status == 200
+    assert 'torchd_session=""' in headers["Set-Cookie"]
+    assert web.request("/api/v1/ping", token=None, headers={"Cookie": session})[0] == 401
 
 
 def test_a_post_from_another_site_is_refused(web_daemon: Callable[..., WebDaemon]) -> None:
@@ -177,8 +189,10 @@ def test_every_action_is_audited_whatever_the_transport(
     assert web.api("kill", "POST", task="nope")["ok"] is False
     actions = web.api("audit")["result"]["actions"]
     assert [(a["transport"], a["action"], a["target"]) for a in actions] == [
-        ("http", "kill", "nope"), ("socket", "pause", "slow"), ("http", "trigger", "echo")]
-    kill, pause, trigger = actions
+        ("http", "kill", "nope"), ("http", "kill", "nope"), ("socket", "pause", "slow"),
+        ("http", "trigger", "echo")]
+    kill, kill_accepted, pause, trigger = actions
+    assert kill_accepted["result"] == "accepted"  # a kill waits: recorded before it does
     assert kill["result"].startswith("bad-argument: ")
     assert kill["peer"] == "admin@127.0.0.1"
     assert pause["peer"] == f"uid={os.geteuid()}"
@@ -191,15 +205,16 @@ def test_every_action_is_audited_whatever_the_transport(
     assert "uid=" in printed.stdout
     # reads are not actions
     web.api("status")
-    assert len(web.api("audit")["result"]["actions"]) == 3
+    assert len(web.api("audit")["result"]["actions"]) == 4
+    # a submission is recorded with its command, whatever name it is given
+    assert web.api("submit", "POST", name="harmless", command=["sh", "-c", "id"])["ok"]
+    assert web.api("audit", limit=1)["result"]["actions"][0]["target"] == "harmless: sh -c id"
 
 
 def test_a_read_only_listener_refuses_every_action(
         web_daemon: Callable[..., WebDaemon]) -> None:
     web = web_daemon(SLOW % ", read_only: true")
-    for verb, args in (("trigger", {"task": "echo"}), ("pause", {"task": "echo"}),
-                       ("resume", {"all": True}), ("kill", {"task": "slow"}),
-                       ("submit", {"command": ["true"]}), ("reload", {}), ("stop", {})):
+    for verb, args in ACTIONS:
         status, _, raw = web.request(f"/api/v1/{verb}", method="POST", body=args)
         assert (status, error_code(raw)) == (403, "forbidden"), verb
         assert "read-only" in str(body(raw)["error"])
@@ -220,13 +235,17 @@ def test_a_viewer_token_reads_and_cannot_act(tmp_path: Path,
     token = "viewer-token-0123456789abcdef"
     status, _, raw = web.request("/api/v1/status", token=token)
     assert status == 200
-    status, _, raw = web.request("/api/v1/trigger", method="POST", body={"task": "echo"},
-                                 token=token)
-    assert (status, error_code(raw)) == (403, "forbidden")
-    assert "viewer" in str(body(raw)["error"])
-    entry = web.api("audit")["result"]["actions"][0]
-    assert entry["peer"] == "viewer@127.0.0.1"
-    assert entry["result"].startswith("forbidden")
+    for verb, args in ACTIONS:
+        status, _, raw = web.request(f"/api/v1/{verb}", method="POST", body=args,
+                                     token=token)
+        assert (status, error_code(raw)) == (403, "forbidden"), verb
+        assert "viewer" in str(body(raw)["error"])
+    assert web.daemon.proc is not None
+    assert web.daemon.proc.poll() is None  # the stop was refused
+    entries = web.api("audit")["result"]["actions"]
+    assert [e["action"] for e in entries] == [verb for verb, _ in reversed(ACTIONS)]
+    assert {e["peer"] for e in entries} == {"viewer@127.0.0.1"}
+    assert all(e["result"].startswith("forbidden") for e in entries)
 
 
 def test_an_unsafe_token_file_keeps_the_listener_off_and_the_daemon_running(
@@ -359,3 +378,49 @@ def test_half_sent_requests_cannot_starve_the_scheduler(
             return False
 
     wait_for(answers, message="the listener to answer again")
+
+
+def test_torchd_web_never_reads_a_path_the_daemon_names(tmp_path: Path) -> None:
+    """A daemon of its own user cannot make root's `torchd web` read and print another
+    file: a symlink planted as its http.token is refused, and a token file named only by
+    the daemon's reply is not read without the task file."""
+    secret = tmp_path / "root-only"
+    secret.write_text("ROOT-ONLY-SECRET-first-line-123456\n")
+    secret.chmod(0o600)
+    with user_owned_dir("nobody") as home:
+        port = free_port()
+        config = home / "tasks.yaml"
+        config.write_text(SLOW.replace("LISTEN", f"127.0.0.1:{port}") % "")
+        daemon = Daemon(config=config, state_dir=home / "state", cmd=torchd_as("nobody"))
+        try:
+            start_web_daemon(daemon, port)
+            token = home / "state" / "http.token"
+            token.unlink()
+            token.symlink_to(secret)
+            os.lchown(token, *(home.stat().st_uid, home.stat().st_gid))
+            printed = subprocess.run(  # as root
+                [sys.executable, "-m", "torchd", "web", "--state-dir", str(home / "state")],
+                capture_output=True, text=True, check=False)
+            assert printed.returncode == 1
+            assert "symlink" in printed.stderr
+            assert "ROOT-ONLY" not in printed.stdout + printed.stderr
+        finally:
+            daemon.kill_everything()
+
+
+def test_torchd_web_reads_a_token_file_the_task_file_names(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon]) -> None:
+    shared = tmp_path / "shared.token"
+    shared.write_text("a-shared-token-0123456789\n")
+    shared.chmod(0o600)
+    port = free_port()
+    config = write_tasks(SLOW.replace("LISTEN", f"127.0.0.1:{port}") % (
+        f", token_file: {shared}"))
+    web = start_web_daemon(daemon_factory(config), port)
+    without = web.daemon.cli("web")
+    assert without.returncode == 1
+    assert "torchd web -c TASKFILE" in without.stderr
+    printed = web.daemon.cli("web", "-c", str(config))
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == f"{web.url}/login?token=a-shared-token-0123456789"

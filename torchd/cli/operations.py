@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from torchd.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
     call,
+    load_or_report,
     not_running,
     print_table,
     resolve_state_dir,
@@ -29,7 +31,7 @@ from torchd.core.durations import parse_duration
 from torchd.core.errors import DurationError, UsageError
 from torchd.core.model import name_problem
 from torchd.store.statedir import StatePaths
-from torchd.store.tokens import TokenError, read_token_file
+from torchd.store.tokens import TokenError, read_state_token, read_token_file
 
 
 def _exit_code_of(outcome: dict[str, Any]) -> int:
@@ -248,6 +250,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_LISTEN_ADDRESS = re.compile(r"http://(?:\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/")
+
+
+def _configured_token_file(args: argparse.Namespace) -> str | None:
+    """daemon.http.token_file of the task file given with -c (None without one)."""
+    if not getattr(args, "config", None):
+        return None
+    config = load_or_report(args.config)
+    http = config.daemon.http if config is not None else None
+    return http.token_file if http is not None else None
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     """The dashboard's address with the admin token, as Jupyter prints it: opening it
     once sets a session cookie and leaves the token out of the address bar."""
@@ -260,12 +274,26 @@ def cmd_web(args: argparse.Namespace) -> int:
         print("torchd: the daemon has no HTTP listener; add to the task file:\n"
               "  daemon:\n    http: {listen: \"127.0.0.1:8427\"}", file=sys.stderr)
         return EXIT_FAIL
+    if not isinstance(address, str) or not _LISTEN_ADDRESS.fullmatch(address):
+        print(f"torchd: the daemon gave an address that is no listener's: {address!r:.100}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    # What answers the socket may be a daemon of a user of its own: never read a path it
+    # names. Its own token is STATE_DIR/http.token; a token_file only the task file says.
+    default = StatePaths(state_dir).http_token
     try:
-        # The daemon may run as a user of its own: its files are that user's.
-        owners = frozenset({0, os.geteuid(), state_dir.stat().st_uid})
-        token = read_token_file(Path(token_file), "the admin token", owners)
+        if Path(token_file) == default:
+            owners = frozenset({0, os.geteuid(), state_dir.stat().st_uid})
+            token = read_state_token(default, owners)
+        elif (configured := _configured_token_file(args)) is not None and \
+                configured == token_file:
+            token = read_token_file(Path(configured), "daemon.http.token_file")
+        else:
+            print("torchd: the daemon reads its token from daemon.http.token_file; give its "
+                  "task file: torchd web -c TASKFILE", file=sys.stderr)
+            return EXIT_FAIL
     except TokenError as exc:
-        print(f"torchd: {exc} (the token file is readable by root and the daemon's user "
+        print(f"torchd: {exc} (a token file is readable by root and the daemon's user "
               "alone)", file=sys.stderr)
         return EXIT_FAIL
     address = address.replace("//0.0.0.0:", "//localhost:").replace("//[::]:", "//localhost:")

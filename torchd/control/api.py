@@ -161,10 +161,15 @@ class ControlApi:
         whether it was done or refused."""
         if not is_action(request):
             return await self._handlers[type(request)](request)
+        if _waits(request):  # known at once, whatever becomes of the wait
+            self._audit(peer, request, "accepted")
         try:
             reply = await self._handlers[type(request)](request)
         except ProtocolError as exc:
             self._audit(peer, request, f"{exc.code}: {exc}")
+            raise
+        except BaseException as exc:
+            self._audit(peer, request, f"interrupted: {type(exc).__name__}")
             raise
         self._audit(peer, request, _done(reply))
         return reply
@@ -514,6 +519,11 @@ def _fires_between(specs: list[TaskSpec], start: float, end: float,
         if times:
             fires[spec.name] = times
     return fires, truncated
+
+
+def _waits(request: Request) -> bool:
+    """An action that waits for runs to end (its result row may come much later)."""
+    return isinstance(request, Kill) or (isinstance(request, Trigger) and request.wait)
 
 
 def _done(reply: Any) -> str:

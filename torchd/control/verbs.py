@@ -546,7 +546,7 @@ def action_target(request: Request) -> str | None:
     if isinstance(request, Pause | Resume):
         return "all" if request.all else request.task
     if isinstance(request, Submit):
-        return request.name or " ".join(request.command)[:200]
+        return f"{request.name or '-'}: {' '.join(request.command)}"[:500]
     return getattr(request, "task", None)
 
 _KINDS: dict[str, tuple[type, ...]] = {

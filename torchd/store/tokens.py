@@ -18,7 +18,7 @@ from pathlib import Path
 from torchd.core.errors import TorchdError
 from torchd.core.model import HttpSettings
 from torchd.store.statedir import FileModes, StatePaths, open_file
-from torchd.system.safefile import UnsafePathError, read_regular
+from torchd.system.safefile import UnsafePathError, kind_of_file, read_regular
 
 MAX_TOKEN_FILE = 4096
 MIN_TOKEN_LENGTH = 16
@@ -89,6 +89,25 @@ def read_token_file(path: Path, key: str, owners: frozenset[int] | None = None) 
                              "(e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`)") from None
         raise TokenError(f"{key}: cannot read {path}: {exc.strerror}") from None
     return _token_text(data, path)
+
+
+def read_state_token(path: Path, owners: frozenset[int]) -> str:
+    """STATE_DIR/http.token as the CLI reads it (`torchd web`, maybe as root for a daemon
+    of its own user): never through a symlink or a hard link, a regular file of one of
+    `owners` that nobody else may read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        reason = ("a symlink; refused" if exc.errno == errno.ELOOP else exc.strerror)
+        raise TokenError(f"cannot read {path}: {reason}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        problem = (f"is {kind_of_file(info.st_mode)}" if not stat.S_ISREG(info.st_mode)
+                   else "has another link to it" if info.st_nlink > 1
+                   else _private_to(owners, info))
+        if problem is not None:
+            raise TokenError(f"{path} {problem}; refused")
+        return _token_text(handle.read(MAX_TOKEN_FILE + 1), path)
 
 
 def _private_to(owners: frozenset[int], info: os.stat_result) -> str | None:

@@ -10,14 +10,15 @@ session cookie without an `Origin` is refused too)."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -26,6 +27,8 @@ from torchd.store.tokens import Tokens, peer_token
 
 log = logging.getLogger("torchd.http")
 COOKIE = "torchd_session"
+SESSION_TTL = 12 * 3600.0  # seconds a login lasts
+MAX_SESSIONS = 1000
 OPEN_PATHS = frozenset({"/healthz"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,9 +44,36 @@ TOKENS: web.AppKey[Tokens] = web.AppKey("tokens", Tokens)
 METRICS_OPEN: web.AppKey[bool] = web.AppKey("metrics_open", bool)
 
 
-def session_value(token: str, role: Role) -> str:
-    mac = hmac.new(token.encode(), f"torchd session {role}".encode(), hashlib.sha256)
-    return f"{role}.{mac.hexdigest()}"
+class Sessions:
+    """Browser sessions: a random id per login, kept in memory (a restart or a new token
+    ends them all), each valid SESSION_TTL. Browsers send a host's cookies to every port
+    of it, so a session id may reach another service on the same host: it is random, it
+    expires, and `/logout` ends it, unlike a value derived from the token."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._open: dict[str, tuple[Role, float]] = {}
+
+    def new(self, role: Role) -> str:
+        now = self._clock()
+        self._open = {sid: held for sid, held in self._open.items() if held[1] > now}
+        while len(self._open) >= MAX_SESSIONS:  # the oldest goes first
+            del self._open[next(iter(self._open))]
+        session = secrets.token_urlsafe(32)
+        self._open[session] = (role, now + SESSION_TTL)
+        return session
+
+    def role(self, session: str) -> Role | None:
+        held = self._open.get(session)
+        if held is None or held[1] <= self._clock():
+            return None
+        return held[0]
+
+    def end(self, session: str) -> None:
+        self._open.pop(session, None)
+
+
+SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 
 
 def role_of_token(tokens: Tokens, given: str) -> Role | None:
@@ -53,14 +83,6 @@ def role_of_token(tokens: Tokens, given: str) -> Role | None:
         return Role.VIEWER  # another host of the cluster, reading
     if tokens.viewer is not None and hmac.compare_digest(given.encode(), tokens.viewer.encode()):
         return Role.VIEWER
-    return None
-
-
-def role_of_cookie(tokens: Tokens, value: str) -> Role | None:
-    for role, token in ((Role.ADMIN, tokens.admin), (Role.VIEWER, tokens.viewer)):
-        if token is not None and hmac.compare_digest(value.encode(),
-                                                     session_value(token, role).encode()):
-            return role
     return None
 
 
@@ -76,6 +98,17 @@ def refusal(request: web.Request, status: int, code: ErrorCode, message: str) ->
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _own_path(target: str) -> bool:
+    """Whether `target` is a path of this listener: after the decoding a browser or yarl
+    applies (percent escapes, dropped tabs and newlines), it starts with one `/` and names
+    no scheme or host."""
+    decoded = unquote(target)
+    if any(ord(c) < 0x20 or c == "\\" for c in decoded) or not decoded.startswith("/"):
+        return False
+    parts = urlsplit(decoded)
+    return not decoded.startswith("//") and not parts.scheme and not parts.netloc
 
 
 def same_origin(request: web.Request) -> bool:
@@ -106,7 +139,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     elif request.path == "/login":
         return await handler(request)  # it checks the token it is given
     elif COOKIE in request.cookies:
-        role = role_of_cookie(tokens, request.cookies[COOKIE])
+        role = request.app[SESSIONS].role(request.cookies[COOKIE])
         by_cookie = True
     if role is None:
         return refusal(request, 401, ErrorCode.FORBIDDEN,
@@ -137,12 +170,22 @@ async def login(request: web.Request) -> web.StreamResponse:
         return refusal(request, 401, ErrorCode.FORBIDDEN,
                        "wrong or missing token; `torchd web` prints the address to open")
     target = request.query.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if not _own_path(target):
         target = "/"  # never a redirect to another site
     response = web.HTTPSeeOther(target)
-    response.set_cookie(COOKIE, session_value(request.app[TOKENS].admin if role is Role.ADMIN
-                                              else str(request.app[TOKENS].viewer), role),
-                        httponly=True, samesite="Strict", path="/", secure=request.secure)
+    behind_tls = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+    response.set_cookie(COOKIE, request.app[SESSIONS].new(role), httponly=True,
+                        samesite="Strict", path="/", secure=behind_tls,
+                        max_age=int(SESSION_TTL))
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """`POST /logout`: ends this browser's session."""
+    request.app[SESSIONS].end(request.cookies.get(COOKIE, ""))
+    response = web.Response(text="Logged out. `torchd web` prints the address to log in "
+                                 "again.\n")
+    response.del_cookie(COOKIE, path="/")
     return response

@@ -13,7 +13,16 @@ from aiohttp import web
 
 from torchd.store.tokens import Tokens
 from torchd.web import api, dashboard
-from torchd.web.auth import METRICS_OPEN, TOKENS, Handler, authenticate, login
+from torchd.web.auth import (
+    METRICS_OPEN,
+    SESSIONS,
+    TOKENS,
+    Handler,
+    Sessions,
+    authenticate,
+    login,
+    logout,
+)
 from torchd.web.context import CONTEXT, WebContext
 
 log = logging.getLogger("torchd.http")
@@ -68,9 +77,11 @@ def make_app(context: WebContext, tokens: Tokens) -> web.Application:
                           client_max_size=MAX_BODY)
     app[CONTEXT] = context
     app[TOKENS] = tokens
+    app[SESSIONS] = Sessions()
     app[METRICS_OPEN] = not context.settings.metrics_auth
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/login", login)
+    app.router.add_post("/logout", logout)
     app.router.add_get("/metrics", _metrics)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     api.add_routes(app)
