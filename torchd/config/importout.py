@@ -1,0 +1,100 @@
+"""What `torchd import` writes: imported tasks as a torchd task file (YAML), each with a
+comment above it naming where it came from (file:line) and every warning, and the task
+names derived from commands and made unique. Shared by importcron and importgotorch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+# words that run another command: the name comes from the command they run
+_WRAPPERS = frozenset(("exec", "nice", "ionice", "nohup", "env", "sudo", "time", "command",
+                       "chronic", "flock", "timeout", "run-parts", "test", "["))
+
+Value = str | int | list[str] | dict[str, str]
+
+
+@dataclass(slots=True, kw_only=True)
+class Imported:
+    """One task to write, or one source entry that could not become a task (`skipped`)."""
+
+    origin: str  # file:line
+    name_hint: str = "task"
+    keys: list[tuple[str, Value]] = field(default_factory=list)  # in the order written
+    warnings: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why no task was written
+
+
+def name_from_command(command: str) -> str:
+    """A task name from a shell command: the base name of the program it runs (past
+    variable assignments and wrappers such as nice or timeout), in the task-name alphabet."""
+    try:
+        words = shlex.split(command, comments=False)
+    except ValueError:
+        words = command.split()
+    for word in words:
+        if _ASSIGNMENT.match(word) or word.startswith("-") or word in _WRAPPERS:
+            continue
+        if word.isdigit():  # an argument of a wrapper (nice -n 5, timeout 60)
+            continue
+        name = _NOT_NAME.sub("-", os.path.basename(word.rstrip("/"))).strip("-.")
+        if name:
+            return name
+    return "task"
+
+
+def _unique(names: list[str]) -> list[str]:
+    taken: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _scalar(value: str | int) -> str:
+    """A YAML scalar: numbers plain, text double-quoted (a JSON string is one)."""
+    return str(value) if isinstance(value, int) else json.dumps(value, ensure_ascii=False)
+
+
+def _value_lines(key: str, value: Value) -> list[str]:
+    if isinstance(value, list):
+        return [f"    {key}: [{', '.join(_scalar(v) for v in value)}]"]
+    if isinstance(value, dict):
+        return [f"    {key}:"] + [f"      {_scalar(k)}: {_scalar(v)}" for k, v in value.items()]
+    return [f"    {key}: {_scalar(value)}"]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def render(entries: list[Imported], source: str, what: str) -> str:
+    """The task file: a header, then each task (or a comment for each skipped entry)."""
+    tasks = [e for e in entries if e.skipped is None]
+    names = iter(_unique([e.name_hint for e in tasks]))
+    lines = [f"# imported by `torchd import {what}` from {source}",
+             "# check it with `torchd check -c FILE`; the README's \"Coming from cron and "
+             "gotorch\" says how each rule was read", "tasks:"]
+    if not tasks:
+        lines[-1] = "tasks: []"
+    for entry in entries:
+        lines.append("")
+        if entry.skipped is not None:
+            lines.append(f"  # {entry.origin}: skipped: {_one_line(entry.skipped)}")
+            continue
+        lines.append(f"  # {entry.origin}")
+        lines.extend(f"  # warning: {_one_line(w)}" for w in entry.warnings)
+        lines.append(f"  - name: {_scalar(next(names))}")
+        for key, value in entry.keys:
+            lines.extend(_value_lines(key, value))
+    return "\n".join(lines) + "\n"
