@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 def add_import(add: Callable[..., argparse.ArgumentParser]) -> None:
     command = add("import", "print a torchd task file made from a crontab or a gotorch task "
                   "list", state=False,
-                  examples=("torchd import crontab > tasks.yaml",
-                            "crontab -l | torchd import crontab - > tasks.yaml",
+                  examples=("torchd import crontab mycrontab > tasks.yaml",
+                            "torchd import crontab - > tasks.yaml",
                             "torchd import crontab /etc/crontab > system.yaml",
                             "torchd import crontab /srv/cron/jobs --system",
                             "torchd import gotorch /etc/gotorch/task.json > tasks.yaml"))
@@ -80,12 +80,13 @@ def cmd_import_crontab(args: argparse.Namespace) -> int:
 def cmd_import_gotorch(args: argparse.Namespace) -> int:
     from torchd.config.importgotorch import import_gotorch  # noqa: PLC0415
     from torchd.config.importout import render  # noqa: PLC0415
+    from torchd.core.schedule.zones import host_zone_spec, load_zone  # noqa: PLC0415
 
     text = _read(args.file)
     if text is None:
         return EXIT_CONFIG
-    try:
-        entries = import_gotorch(text, args.file, time.time())
+    try:  # gotorch ran in its host's zone, as the imported tasks will without `timezone`
+        entries = import_gotorch(text, args.file, time.time(), load_zone(host_zone_spec()))
     except json.JSONDecodeError as exc:
         print(f"{args.file}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}", file=sys.stderr)
         return EXIT_CONFIG

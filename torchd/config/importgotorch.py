@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC
+from datetime import UTC, tzinfo
 
 from torchd.config.importout import Imported, name_from_command
 from torchd.core.errors import ScheduleError
 from torchd.core.hostmatch import check_pattern
 from torchd.core.schedule.cronexpr import CronSchedule, parse_schedule
 from torchd.core.schedule.cronfields import CronFields
-from torchd.core.timefmt import iso_utc
+from torchd.core.timefmt import local_iso
 
 # gotorch's getRange, by gotorch's field order: (low, high); parseTimeRange walks
 # `for start < end`, so `high` itself is never set
@@ -75,8 +75,8 @@ def first_unlike(schedule: CronSchedule, times: list[str], now: float) -> tuple[
     if any(values is not None and not (values & ours[i]) for i, values in enumerate(real)):
         empty = [GOTORCH_FIELDS[i] for i, v in enumerate(real) if v is not None and not v & ours[i]]
         first = schedule.next_after(now)
-        return (first, f"gotorch never fired this task (its {', '.join(empty)} field "
-                "matched nothing)") if first is not None else None
+        return (first, f"gotorch never fired it at all: its {', '.join(empty)} field "
+                "matched nothing") if first is not None else None
     found: list[tuple[float, str]] = []
     for i, values in enumerate(real):
         missing = ours[i] - (values or set())
@@ -97,14 +97,16 @@ def _strings(value: object) -> Iterable[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def import_gotorch(text: str, source: str, now: float) -> list[Imported]:
-    """Every task of a gotorch task list, in order. Raises ValueError if the text is not
-    a JSON list (the CLI names the file)."""
+def import_gotorch(text: str, source: str, now: float,
+                   zone: tzinfo = UTC) -> list[Imported]:
+    """Every task of a gotorch task list, in order. `zone` is the one gotorch ran in (its
+    host's) and the imported tasks will: where the first unlike time is reckoned. Raises
+    ValueError if the text is not a JSON list (the CLI names the file)."""
     items = json.loads(text)
     if not isinstance(items, list):
         raise ValueError("expected a JSON list of tasks, as gotorch's task_tpl.json")
     lines = _item_lines(text, len(items))
-    entries = [_task(item, f"{source}:{line}", now)
+    entries = [_task(item, f"{source}:{line}", now, zone)
                for item, line in zip(items, lines, strict=True)]
     commands = [dict(e.keys).get("command") for e in entries if e.skipped is None]
     for entry in entries:  # gotorch keyed its tasks by Command: the last one won
@@ -135,7 +137,7 @@ def _item_lines(text: str, count: int) -> list[int]:
     return lines if len(lines) == count else [1] * count
 
 
-def _task(item: object, origin: str, now: float) -> Imported:
+def _task(item: object, origin: str, now: float, zone: tzinfo) -> Imported:
     entry = Imported(origin=origin)
     if not isinstance(item, dict):
         entry.skipped = "not a JSON object"
@@ -166,7 +168,7 @@ def _task(item: object, origin: str, now: float) -> Imported:
     else:
         if item.get("TaskType") not in ("common", None):
             entry.warnings.append(f"TaskType '{item.get('TaskType')}' read as common")
-        if (schedule := _schedule(item.get("Times"), entry, now)) is None:
+        if (schedule := _schedule(item.get("Times"), entry, now, zone)) is None:
             return entry
         entry.keys.insert(0, ("schedule", schedule))
         if max_running:
@@ -182,7 +184,7 @@ def _task(item: object, origin: str, now: float) -> Imported:
     return entry
 
 
-def _schedule(times: object, entry: Imported, now: float) -> str | None:
+def _schedule(times: object, entry: Imported, now: float, zone: tzinfo) -> str | None:
     if not isinstance(times, str) or len(times.split(" ")) != 6:
         entry.skipped = f"Times {json.dumps(times)} is not six fields separated by single " \
                         "spaces (gotorch refused it: 'time format error')"
@@ -194,7 +196,7 @@ def _schedule(times: object, entry: Imported, now: float) -> str | None:
     ordered = [_intended_field(fields[TO_TORCHD[i]], TO_TORCHD[i]) for i in range(6)]
     schedule_text = " ".join(ordered)
     try:
-        schedule = parse_schedule(schedule_text, UTC)
+        schedule = parse_schedule(schedule_text, zone)
     except ScheduleError as exc:
         entry.skipped = f"Times '{times}' (as torchd's '{schedule_text}'): {exc}"
         return None
@@ -204,6 +206,6 @@ def _schedule(times: object, entry: Imported, now: float) -> str | None:
                               "match, torchd (as cron) fires when either does")
     if (unlike := first_unlike(schedule, fields, now)) is not None:
         first, why = unlike
-        entry.warnings.append(f"fires at times gotorch's never did ({why}): first at "
-                              f"{iso_utc(first)}")
+        entry.warnings.append(f"fires at times gotorch's never did; {why}; the first such "
+                              f"time is {local_iso(first, zone)}")
     return schedule_text
