@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torchd.config.importcron import import_crontab
 from torchd.config.importgotorch import import_gotorch
@@ -183,3 +186,18 @@ def test_gotorch_warning_names_the_first_fire_gotorch_missed(tmp_path: Path) -> 
         assert all(_matches(parsed, t) for t in fires if t < first), entry.origin
         checked += 1
     assert checked >= 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(command=st.text(st.characters(exclude_characters="%\n\r\0",
+                                     exclude_categories=["Cs"]),
+                       min_size=1).filter(lambda c: c[0] not in " \t"))
+def test_any_command_comes_back_as_written(command: str) -> None:
+    """Whatever a crontab line's command holds (but `%`, cron's own, and NUL, skipped),
+    the task file written for it loads back to that very command, run with /bin/sh -c."""
+    entries = import_crontab(f"* * * * * {command}\n", "t", system=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "imported.yaml"
+        path.write_text(render(entries, "t", "crontab"))
+        (spec,) = load_config(path, identity=None).tasks
+    assert spec.command == ("/bin/sh", "-c", command)

@@ -101,7 +101,8 @@ def test_the_user_column_of_a_system_crontab_becomes_user() -> None:
     ("@fortnightly /bin/x", "unknown nickname '@fortnightly'"),
     ("* * * /bin/x", "expected five time fields and a command"),
     ("BAD-NAME=x", "environment line: 'BAD-NAME' is not a variable name torchd can set"),
-], ids=["range", "nickname", "short", "bad-name"])
+    ("* * * * * /bin/a\0b", "the line holds a NUL character"),
+], ids=["range", "nickname", "short", "bad-name", "nul"])
 def test_a_line_torchd_cannot_take_is_skipped_with_its_reason(line: str, reason: str) -> None:
     """Skipped, not guessed at: the reason names the field."""
     (entry,) = import_crontab(line + "\n", "t", system=False)
@@ -193,3 +194,20 @@ def test_gotorch_empty_command_and_bad_times_are_skipped() -> None:
     assert empty.skipped == "Command is empty (gotorch could not start it either)"
     assert short.skipped is not None
     assert "time format error" in short.skipped
+
+
+def test_text_yaml_cannot_hold_is_escaped(tmp_path: Path) -> None:
+    """A control character in a command or a warning still gives a file that loads, and
+    the command keeps it."""
+    text = "CRON_TZ=Bad\x7fZone\n* * * * * /bin/echo a\x01b\x85c\u00e9\n"
+    (spec,) = loaded(import_crontab(text, "t\x02", system=False), tmp_path)
+    assert spec.command == ("/bin/sh", "-c", "/bin/echo a\x01b\x85c\u00e9")
+
+
+def test_a_crontab_line_ends_only_at_newline() -> None:
+    """A form feed or NEL inside a line does not split it (str.splitlines would); a
+    Windows \\r\\n ending is read as \\n."""
+    entries = import_crontab("* * * * * /bin/a\x0cb\x85c\r\n* * * * * /bin/d\r\n", "t",
+                             system=False)
+    assert [dict(e.keys)["command"] for e in entries] == ["/bin/a\x0cb\x85c", "/bin/d"]
+    assert [e.origin for e in entries] == ["t:1", "t:2"]

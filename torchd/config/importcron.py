@@ -19,10 +19,12 @@ DEFAULT_PATH = "/usr/bin:/bin"
 DEFAULT_SHELL = "/bin/sh"
 NICKNAMES = frozenset(("@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily",
                        "@midnight", "@hourly"))
-_ENV = re.compile(r"""^\s*(?P<name>'[^']*'|"[^"]*"|[^\s='"]+)\s*=\s*(?P<value>.*?)\s*$""")
+# blanks are spaces and tabs, as cron's (Python's \s would take \x85, \x1c, ... too)
+_ENV = re.compile(r"""^[ \t]*(?P<name>'[^']*'|"[^"]*"|[^ \t='"]+)[ \t]*="""
+                  r"""[ \t]*(?P<value>.*?)[ \t]*$""")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_FIVE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(.*)$")
-_ONE = re.compile(r"^\s*(\S+)\s+(.*)$")
+_FIVE = re.compile(r"^[ \t]*" + r"([^ \t]+)[ \t]+" * 5 + r"(.*)$")
+_ONE = re.compile(r"^[ \t]*([^ \t]+)[ \t]+(.*)$")
 # a command that needs PATH: its first word is not an absolute path, or it is more than
 # one simple command (a pipe, a list, a substitution: the others may be looked up)
 _SHELL_SYNTAX = re.compile(r"[|;&`\n]|\$\(")
@@ -90,10 +92,16 @@ def import_crontab(text: str, source: str, *, system: bool) -> list[Imported]:
     apply to the schedule lines below them."""
     env = _Environment()
     entries: list[Imported] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # lines end at \n only, as cron reads them (str.splitlines would also split at \x85,
+    # \f, ...); a \r before it (a file saved on Windows) is dropped
+    for number, raw in enumerate(text.removesuffix("\n").split("\n"), start=1):
+        raw = raw.removesuffix("\r")  # noqa: PLW2901 - the line as cron would see it
         origin = f"{source}:{number}"
-        stripped = raw.strip()
+        stripped = raw.strip(" \t")
         if not stripped or stripped.startswith("#"):
+            continue
+        if "\0" in raw:  # cron's C strings end there; no command or value can hold it
+            entries.append(Imported(origin=origin, skipped="the line holds a NUL character"))
             continue
         if (match := _ENV.match(raw)) and not stripped[0].isdigit() and stripped[0] not in "*@-":
             name, value = _unquote(match["name"]), _unquote(match["value"])
@@ -110,7 +118,7 @@ def import_crontab(text: str, source: str, *, system: bool) -> list[Imported]:
 
 def _task_line(raw: str, origin: str, env: _Environment, *, system: bool) -> Imported:
     entry = Imported(origin=origin)
-    line = raw.lstrip()
+    line = raw.lstrip(" \t")
     if line.startswith("-"):  # cronie: do not log this job to syslog
         line = line[1:]
         entry.warnings.append("the leading '-' (no syslog line per run) is dropped: torchd "
@@ -141,7 +149,7 @@ def _task_line(raw: str, origin: str, env: _Environment, *, system: bool) -> Imp
     else:
         user = None
     command, stdin = split_percent(rest)
-    if not command.strip():
+    if not command.strip(" \t"):
         entry.skipped = "no command"
         return entry
     zone_name = env.variables.get("CRON_TZ")

@@ -11,6 +11,11 @@ import shlex
 from dataclasses import dataclass, field
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+# what YAML does not allow anywhere in a stream, even in a comment (YAML 1.1, "printable")
+_NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd"
+                            "\U00010000-\U0010ffff]")
+# and, in a quoted scalar, what YAML would read as a line break (folded into a space)
+_ESCAPED = re.compile(f"{_NOT_PRINTABLE.pattern}|[\x85\u2028\u2029]")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # words that run another command: the name comes from the command they run
 _WRAPPERS = frozenset(("exec", "nice", "ionice", "nohup", "env", "sudo", "time", "command",
@@ -63,7 +68,9 @@ def _unique(names: list[str]) -> list[str]:
 
 def _scalar(value: str | int) -> str:
     """A YAML scalar: numbers plain, text double-quoted (a JSON string is one)."""
-    return str(value) if isinstance(value, int) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int):
+        return str(value)
+    return _ESCAPED.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(value, ensure_ascii=False))
 
 
 def _value_lines(key: str, value: Value) -> list[str]:
@@ -75,14 +82,15 @@ def _value_lines(key: str, value: Value) -> list[str]:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.splitlines())
+    """Text for a comment: one line, what YAML cannot hold shown as \\xNN."""
+    return _NOT_PRINTABLE.sub(lambda m: f"\\x{ord(m[0]):02x}", " ".join(text.splitlines()))
 
 
 def render(entries: list[Imported], source: str, what: str) -> str:
     """The task file: a header, then each task (or a comment for each skipped entry)."""
     tasks = [e for e in entries if e.skipped is None]
     names = iter(_unique([e.name_hint for e in tasks]))
-    lines = [f"# imported by `torchd import {what}` from {source}",
+    lines = [f"# imported by `torchd import {what}` from {_one_line(source)}",
              "# check it with `torchd check -c FILE`; the README's \"Coming from cron and "
              "gotorch\" says how each rule was read", "tasks:"]
     if not tasks:
@@ -90,9 +98,9 @@ def render(entries: list[Imported], source: str, what: str) -> str:
     for entry in entries:
         lines.append("")
         if entry.skipped is not None:
-            lines.append(f"  # {entry.origin}: skipped: {_one_line(entry.skipped)}")
+            lines.append(f"  # {_one_line(entry.origin)}: skipped: {_one_line(entry.skipped)}")
             continue
-        lines.append(f"  # {entry.origin}")
+        lines.append(f"  # {_one_line(entry.origin)}")
         lines.extend(f"  # warning: {_one_line(w)}" for w in entry.warnings)
         lines.append(f"  - name: {_scalar(next(names))}")
         for key, value in entry.keys:
