@@ -211,3 +211,17 @@ def test_a_crontab_line_ends_only_at_newline() -> None:
                              system=False)
     assert [dict(e.keys)["command"] for e in entries] == ["/bin/a\x0cb\x85c", "/bin/d"]
     assert [e.origin for e in entries] == ["t:1", "t:2"]
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    ("test -x /usr/sbin/anacron || ( cd / && run-parts --report /etc/cron.daily )",
+     "cron.daily"),
+    ("test -e /run/systemd/system || SERVICE_MODE=1 /usr/lib/e2fsprogs/e2scrub_all_cron",
+     "e2scrub_all_cron"),
+    ("cd /srv/app && ./manage.py clearsessions", "manage.py"),
+    ("[ -f /x ] && /usr/bin/php /srv/job.php >/dev/null 2>&1", "php"),
+    ("test -f /x", "x"),
+], ids=["debian-daily", "e2scrub", "cd", "bracket", "only-a-test"])
+def test_a_list_is_named_after_the_command_it_is_for(command: str, name: str) -> None:
+    """Tests and cd's in a shell list do not name the task."""
+    assert name_from_command(command) == name

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -71,7 +72,7 @@ def cmd_import_crontab(args: argparse.Namespace) -> int:
     if text is None:
         return EXIT_CONFIG
     source = "stdin" if args.file == "-" else args.file
-    system = args.system or is_system_path(args.file)
+    system = args.system or (args.file != "-" and is_system_path(os.path.abspath(args.file)))
     entries = import_crontab(text, source, system=system)
     what = "crontab --system" if system else "crontab"
     return _report(entries, render(entries, source, what))

@@ -20,6 +20,8 @@ _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # words that run another command: the name comes from the command they run
 _WRAPPERS = frozenset(("exec", "nice", "ionice", "nohup", "env", "sudo", "time", "command",
                        "chronic", "flock", "timeout", "run-parts", "test", "["))
+_CHECKS = frozenset(("test", "[", "[[", "cd", "true", ":"))  # not what a list is for
+_OPERATOR_CHARS = frozenset("&|;()<>")
 
 Value = str | int | list[str] | dict[str, str]
 
@@ -37,11 +39,29 @@ class Imported:
 
 def name_from_command(command: str) -> str:
     """A task name from a shell command: the base name of the program it runs (past
-    variable assignments and wrappers such as nice or timeout), in the task-name alphabet."""
+    variable assignments and wrappers such as nice or timeout; in a list such as
+    `test -x X || (cd / && run-parts /etc/cron.daily)`, the first command that is not a
+    test or a cd), in the task-name alphabet."""
     try:
-        words = shlex.split(command, comments=False)
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        words = list(lexer)
     except ValueError:
         words = command.split()
+    segments: list[list[str]] = [[]]
+    for word in words:
+        if word and set(word) <= _OPERATOR_CHARS:
+            segments.append([])
+        else:
+            segments[-1].append(word)
+    for segment in segments:
+        if segment and segment[0] not in _CHECKS and (name := _program_name(segment)):
+            return name
+    return _program_name(words) or "task"
+
+
+def _program_name(words: list[str]) -> str | None:
     for word in words:
         if _ASSIGNMENT.match(word) or word.startswith("-") or word in _WRAPPERS:
             continue
@@ -50,7 +70,7 @@ def name_from_command(command: str) -> str:
         name = _NOT_NAME.sub("-", os.path.basename(word.rstrip("/"))).strip("-.")
         if name:
             return name
-    return "task"
+    return None
 
 
 def _unique(names: list[str]) -> list[str]:
