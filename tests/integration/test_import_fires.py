@@ -191,7 +191,7 @@ def test_gotorch_warning_names_the_first_fire_gotorch_missed(tmp_path: Path) -> 
 @settings(max_examples=300, deadline=None)
 @given(command=st.text(st.characters(exclude_characters="%\n\r\0",
                                      exclude_categories=["Cs"]),
-                       min_size=1).filter(lambda c: c[0] not in " \t"))
+                       min_size=1).filter(lambda c: c[0] not in " \t" and c.strip()))
 def test_any_command_comes_back_as_written(command: str) -> None:
     """Whatever a crontab line's command holds (but `%`, cron's own, and NUL, skipped),
     the task file written for it loads back to that very command, run with /bin/sh -c."""

@@ -149,7 +149,7 @@ def _task_line(raw: str, origin: str, env: _Environment, *, system: bool) -> Imp
     else:
         user = None
     command, stdin = split_percent(rest)
-    if not command.strip(" \t"):
+    if not command.strip():  # blanks only (as Python reads them, as torchd checks)
         entry.skipped = "no command"
         return entry
     zone_name = env.variables.get("CRON_TZ")
