@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -201,3 +202,20 @@ def test_any_command_comes_back_as_written(command: str) -> None:
         path.write_text(render(entries, "t", "crontab"))
         (spec,) = load_config(path, identity=None).tasks
     assert spec.command == ("/bin/sh", "-c", command)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(st.characters(exclude_characters="\n\r\0", exclude_categories=["Cs"]),
+                    min_size=1))
+def test_any_stdin_text_reaches_the_command(text: str) -> None:
+    """`cat%TEXT`: the imported command, run as torchd runs it, prints TEXT as cron feeds
+    it: each `%` a newline, each `\\%` a `%`, nothing added."""
+    entries = import_crontab(f"* * * * * cat%{text}\n", "t", system=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "imported.yaml"
+        path.write_text(render(entries, "t", "crontab"))
+        (spec,) = load_config(path, identity=None).tasks
+    result = subprocess.run(spec.command, env=dict(spec.env), capture_output=True,
+                            check=True, timeout=10)
+    expected = re.sub(r"\\%|%", lambda m: "%" if m[0] == "\\%" else "\n", text)
+    assert result.stdout.decode() == expected
