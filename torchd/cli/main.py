@@ -1,7 +1,7 @@
 """Command line: the parser and `main`, the only place that turns errors into exit codes.
 The commands are in taskfile (check, next), lifecycle (run, start, stop, reload,
 status), tasklist (list), operations (trigger, kill, pause, resume, history, logs,
-submit) and shipped (example, unit).
+submit), shipped (example, unit) and importing (import crontab, import gotorch).
 
 Exit codes: 0 success; 1 failure (not running, already running, timed out, daemon error);
 2 invalid task file or bad usage; 3 `status` when no daemon is running.
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from torchd import __version__
 from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
+from torchd.cli.importing import add_import
 from torchd.cli.lifecycle import cmd_reload, cmd_run, cmd_start, cmd_status, cmd_stop
 from torchd.cli.operations import (
     cmd_audit,
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.set_defaults(func=cmd_graph)
     _add_operations(add)
     _add_shipped(add)
+    add_import(add)  # import crontab, import gotorch
     return parser
 
 
