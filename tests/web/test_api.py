@@ -55,7 +55,7 @@ def test_every_request_but_healthz_needs_a_token(web_daemon: Callable[..., WebDa
     web = web_daemon(SLOW % "")
     assert web.request("/healthz", token=None)[0] == 200
     for path in ("/api/v1/status", "/api/v1", "/", "/metrics", "/static/style.css",
-                 "/api/v1/runs/x/log"):
+                 "/api/v1/runs/x/log", "/api/v1/runs/x/log/stream", "/%68ealthz/x"):
         status, headers, raw = web.request(path, token=None)
         assert status == 401, path
         assert headers["WWW-Authenticate"].startswith("Bearer")

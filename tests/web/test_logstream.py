@@ -31,6 +31,9 @@ tasks:
   - name: quick
     schedule: "0 0 1 1 *"
     command: ["sh", "-c", "seq 1 50"]
+  - name: big
+    schedule: "0 0 1 1 *"
+    command: ["sh", "-c", "seq 1 500000; printf 'no newline at the end'"]
 """
 
 
@@ -151,3 +154,27 @@ async def test_clients_that_go_away_leave_nothing_behind(
     wait_for(lambda: open_connections() == 0, timeout=10,
              message="the daemon to drop the streams of clients that left")
     assert web.api("kill", "POST", task="chatty")["ok"] is True
+
+
+async def test_a_big_runs_replay_reads_only_its_end(web_daemon: Callable[..., WebDaemon]) -> None:
+    """A run of 3.4 MB: the replay reads the end of it, not all of it, and a last line
+    without a newline still arrives; odd counts and ids are refused or ignored safely."""
+    web = web_daemon(TASKS)
+    run_id = web.api("trigger", "POST", task="big", wait=True)["result"]["run_id"]
+    async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {web.token}"}) as session:
+        url = f"{web.url}/api/v1/runs/{run_id}/log/stream"
+        async with session.get(url + "?lines=3") as response:
+            got = await events(response, lambda e: e.name == "end", deadline=10)
+        lines = output_lines(got)
+        assert lines[0] == "499999"  # the last 3 lines of 500,002, read from the end
+        assert lines[-1].startswith("no newline at the end--- torchd ")  # the frame follows
+        assert f"end run={run_id}" in lines[-1]
+        for odd in ("?lines=%C2%B2", "?lines=" + "9" * 40):
+            async with session.get(url + odd) as response:
+                got = await events(response, lambda e: e.name == "end", deadline=10)
+            assert f"end run={run_id}" in output_lines(got)[-1]
+        async with session.get(url, headers={"Last-Event-ID": "1" * 40}) as response:
+            assert response.status == 200
+            got = await events(response, lambda e: e.name == "end", deadline=20)
+        assert got[-1].name == "end"

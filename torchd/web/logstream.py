@@ -33,10 +33,18 @@ POLL = 0.2  # seconds between reads of the file
 PING = 15.0
 CHUNK = 1 << 20  # bytes read at most per poll
 HELD_LINE = 1.0  # a partial line is sent once it is this old (a prompt without newline)
-CHECK_ENDED = 2.0  # seconds between looks at the history for a run without a footer
+CHECK_ENDED = 10.0  # seconds between looks at the history for a run without a footer
 REPLAY_LINES = 100
+MAX_REPLAY_LINES = 10_000
+REPLAY_BYTES = 1 << 20  # of a run's output read for the replay at most
+MAX_PENDING = 64 << 10  # bytes of a line without its newline held back at most
 MAX_STREAMS = 256  # open at once per listener; more are refused (503) until some close
 _open_streams = 0
+
+
+def _number(text: str) -> int | None:
+    """A header's or query's count: ASCII digits, not absurdly many; else None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 async def follow_run(request: web.Request, run: dict[str, Any]) -> web.StreamResponse:
@@ -114,19 +122,26 @@ class _Follower:
     async def _start(self) -> bool:
         """Open the log and send what the client has not seen; True if that was all."""
         self._open()
-        resume = self._request.headers.get("Last-Event-ID", "")
-        if resume.isdigit():
-            self._offset = int(resume)
+        resume = _number(self._request.headers.get("Last-Event-ID", ""))
+        if resume is not None:
+            self._offset = resume
             return False
-        lines = self._request.query.get("lines", "")
-        count = int(lines) if lines.isdigit() else REPLAY_LINES
+        count = min(_number(self._request.query.get("lines", "")) or REPLAY_LINES,
+                    MAX_REPLAY_LINES)
         start = self._run["log_start"]
         head = self._pread(start, len(self._header) + 200) if start is not None else b""
         if start is not None and self._header in head.split(b"\n", 1)[0]:
-            data = self._pread_all(start)
-            self._offset = start + len(data)
+            # The last REPLAY_BYTES of the run's output at most: a client asks for its
+            # last lines, and a run may have written gigabytes.
+            end = self._size() if self._run["log_end"] is None else self._run["log_end"]
+            begin = max(start, end - REPLAY_BYTES)
+            data = self._pread(begin, end - begin)
+            self._offset = begin + len(data)
+            if begin > start:
+                data = data[data.find(b"\n") + 1:]  # from the first whole line
         else:  # rotated away, or the log cannot be read: what logview finds of it
-            data = run_output(context_of(self._request).paths.logs, self._run)
+            data = (await asyncio.to_thread(run_output, context_of(self._request).paths.logs,
+                                            self._run))[-REPLAY_BYTES:]
             self._offset = self._size()
         cut = data.find(self._footer)
         ended = cut >= 0 or self._run["outcome"] is not None
@@ -160,13 +175,6 @@ class _Follower:
         except OSError:
             return b""
 
-    def _pread_all(self, offset: int) -> bytes:
-        parts = []
-        while chunk := self._pread(offset, CHUNK):
-            parts.append(chunk)
-            offset += len(chunk)
-        return b"".join(parts)
-
     def _size(self) -> int:
         return os.fstat(self._fd).st_size if self._fd is not None else 0
 
@@ -191,6 +199,8 @@ class _Follower:
             await self._end()
             return True
         whole = data.rfind(b"\n") + 1
+        if len(data) - whole > MAX_PENDING:  # a line without end: sent as it is
+            whole = len(data)
         self._pending = data[whole:]
         if whole:
             await self._send(data[:whole], self._offset - len(self._pending))
