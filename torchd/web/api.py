@@ -83,7 +83,8 @@ async def verb(request: web.Request) -> web.Response:
         return failure(exc)
     except Exception as exc:  # one bad request must never stop the daemon
         log.exception("HTTP request failed: %s %s", request.method, request.path)
-        return failure(ProtocolError(ErrorCode.INTERNAL, f"internal error: {exc}"))
+        return failure(ProtocolError(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}); "
+                                     "the daemon logged it"))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
