@@ -386,6 +386,10 @@ def test_status_after_a_kill_9_counts_the_runs_left_behind(
         """)
     daemon = daemon_factory(config).start()
     wait_for(lambda: lines(pids), message="the keeper's pid")
+    # The daemon journals a run just after spawning it; the run may write its pid first.
+    wait_for(lambda: any(f" {lines(pids)[0]} " in f" {line} "
+                         for line in lines(daemon.state_dir / "children.journal")),
+             message="the keeper in the child journal")
     daemon.descendants()  # remembered for the teardown
     daemon.signal(signal.SIGKILL)
     daemon.wait_exit()

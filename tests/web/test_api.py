@@ -357,8 +357,13 @@ def test_half_sent_requests_cannot_starve_the_scheduler(
             conn = sockets.create_connection(("127.0.0.1", port), timeout=5)
             conn.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")  # never ended
             held.append(conn)
-        held_by_daemon = len(os.listdir(f"/proc/{web.daemon.pid}/fd")) - before
-        assert 400 < held_by_daemon < 700  # the cap of 512, give or take runs and closing
+
+        def held_by_daemon() -> int:
+            return len(os.listdir(f"/proc/{web.daemon.pid}/fd")) - before
+
+        # The cap of 512, give or take runs; those over it are closed as the loop gets to
+        # them (on a loaded machine a moment after they were accepted).
+        wait_for(lambda: 400 < held_by_daemon() < 600, message="the daemon to hold the cap")
 
 
         def fired_meanwhile() -> bool:

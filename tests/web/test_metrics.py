@@ -63,7 +63,7 @@ def runs_total(found: Samples) -> Counter[tuple[str, str, str]]:
 
 
 def history(web: WebDaemon) -> list[dict[str, Any]]:
-    result = web.daemon.cli("history", "--json", "-n", "100000")
+    result = web.daemon.cli("history", "--json", "-n", "10000")
     assert result.returncode == 0, result.stderr
     rows: list[dict[str, Any]] = json.loads(result.stdout)
     return rows
