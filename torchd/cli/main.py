@@ -32,6 +32,7 @@ from torchd.cli.operations import (
 from torchd.cli.shipped import cmd_example, cmd_unit
 from torchd.cli.taskfile import cmd_check, cmd_graph, cmd_next
 from torchd.cli.tasklist import cmd_list
+from torchd.cli.why import cmd_why
 from torchd.core.errors import TorchdError, UsageError
 from torchd.core.model import LogFormat
 
@@ -121,8 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--dot", action="store_true", help="in Graphviz's language")
     graph.set_defaults(func=cmd_graph)
     _add_operations(add)
+    _add_why(add)
     _add_shipped(add)
     return parser
+
+
+def _add_why(add: Callable[..., argparse.ArgumentParser]) -> None:
+    why = add("why", "why a task's fires ran or did not (read from the state dir; no daemon "
+              "needed)", config="optional", json_flag=True, times=True,
+              examples=("torchd why backup", "torchd why backup --at 2026-03-29T02:30:00",
+                        "torchd why backup --last 20 --json"))
+    why.add_argument("task")
+    why.add_argument("--at", metavar="TIME", help="the scheduled instant at or before this "
+                     "ISO 8601 time (without an offset: daemon.timezone); a future time: "
+                     "the next fire")
+    why.add_argument("--last", type=int, default=5, metavar="N",
+                     help="the last N scheduled instants (default 5), then the next fire")
+    why.set_defaults(func=cmd_why)
 
 
 def _log_format_flag(command: argparse.ArgumentParser) -> None:

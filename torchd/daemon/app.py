@@ -413,6 +413,7 @@ class App:
             await self._hooks.close(min(self._stop_grace, HOOK_GRACE))
         if self._history is not None:
             self._history.release()
+            self._history.load(at=self._clock.time(), kind="stop")  # for `torchd why`
             await asyncio.to_thread(self._history.stop)  # after the runs' ends are queued
         engine.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -646,6 +647,14 @@ class App:
             "changes": diff.as_dict() if diff else None,
             "errors": [str(p) for p in failure.problems] if failure else [],
         }
+        if self._history is not None and config is not None and diff is not None:
+            self._history.load(
+                at=self._clock.time(), kind="start" if source == "start" else "reload",
+                generation=self._reload_seq, config_file=str(self._config_path),
+                config_hash=config.digest, added=diff.added, changed=diff.changed,
+                removed=diff.removed,
+                inactive={t.name: "disabled" if not t.enabled else "not for this host"
+                          for t in config.tasks if not t.active})
         return self._last_reload
 
     # ----- what the control API asks of the daemon (control.api.DaemonPort) -----------
