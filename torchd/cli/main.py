@@ -102,8 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = add("list", "the tasks by next fire, with their last run", config="optional",
                   json_flag=True, times=True, examples=("torchd list", "torchd list --utc"))
     listing.set_defaults(func=cmd_list)
-    check = add("check", "validate a task file", config="required", state=False,
-                examples=("torchd check -c tasks.yaml", "torchd check -c /etc/torchd/tasks.d/"))
+    check = add("check", "validate a task file, and warn of what it likely does not mean "
+                "(README: lint warnings)", config="required", state=False,
+                examples=("torchd check -c tasks.yaml", "torchd check -c /etc/torchd/tasks.d/",
+                          "torchd check -c tasks.yaml --strict --state-dir /var/lib/torchd"))
+    check.add_argument("--strict", action="store_true", help="exit 2 if there is any warning")
+    check.add_argument("--state-dir", help="read the tasks' usual run times from this "
+                       "state dir's history (the @every overrun warning), and ask its daemon "
+                       "for the cluster's hosts")
     check.set_defaults(func=cmd_check)
     nxt = add("next", "print the next fire times", config="required", state=False,
               json_flag=True, times=True,
