@@ -201,7 +201,7 @@ def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
                       "history has (it records loads since this version)", [])
     present, inactive, changed = membership(loads, task, instant)
     if present is False:
-        since = f" (removed at {show(changed)})" if changed is not None else ""
+        since = f" (not in it since {show(changed)})" if changed is not None else ""
         return Answer(instant, fid, "absent", f"not run: the task was not in the file at "
                       f"that time{since}", [])
     if inactive is not None:
