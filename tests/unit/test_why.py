@@ -62,7 +62,7 @@ CASES = [
                  "missed: catchup none"), id="down-then-caught"),
     pytest.param([], [load(T - 100, "start", ("job",)), load(T - 50, "stop")], [], False,
                  ("down", "missed: the daemon was down: stopped t-50 and has not started "
-                 "since; its next start settles the missed fires by catch_up"),
+                 "since; its next start settles the missed fires"),
                  id="down-still"),
     pytest.param([], [load(T - 100, "start", ("other",))], [], False, ("absent",
                  "not run: the task was not in the file at that time (not in it since t-100)"),
@@ -148,3 +148,16 @@ def test_explain_future(given: dict[str, Any], reason: str) -> None:
                              "paused": False, "kind": "cron", "after": (),
                              "upstream_ok": None, "bounded": None, **given}
     assert explain_future("job", show=show, **facts).reason == reason
+
+
+def test_a_missed_fire_names_the_catchup_policy() -> None:
+    """A fire missed while the daemon was down says which catch-up policy settled it."""
+    loads = [load(T - 100, "start", ("job",)), load(T - 50, "stop"),
+             load(T + 50, "start", ("job",))]
+    missed = {**run("missed", reason="2 fire(s) missed", started=False),
+              "fire_id": fire_id("job", T + 20), "scheduled": T + 20, "missed_from": T,
+              "at": T + 50}
+    answer = explain("job", T, rows=[missed], loads=loads, pauses=[], run_on_one=False,
+                     show=show, catchup="catchup: last, starting_deadline: 60s")
+    assert answer.reason == ("missed: the daemon was down: stopped t-50 to t+50; at its "
+                             "start: 2 fire(s) missed (catchup: last, starting_deadline: 60s)")

@@ -157,8 +157,13 @@ def _past(task: str, spec: TaskSpec | None, database: Path, loads: list[dict[str
     rows = fire_rows(database, task, instants[0], instants[-1])
     pauses = pause_actions(database, task)
     one = spec is not None and spec.run_on is RunOn.ONE
+    policy = ""
+    if spec is not None:
+        policy = f"catchup: {spec.catchup}"
+        if spec.starting_deadline is not None:
+            policy += f", starting_deadline: {spec.starting_deadline:g}s"
     return [explain(task, instant, rows=rows, loads=loads, pauses=pauses, run_on_one=one,
-                    show=show) for instant in instants]
+                    show=show, catchup=policy) for instant in instants]
 
 
 def _future(task: str, spec: TaskSpec | None, paths: StatePaths, now: float,

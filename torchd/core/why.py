@@ -175,8 +175,10 @@ def _missed_covering(instant: float, rows: Sequence[dict[str, Any]]) -> dict[str
 
 def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
             loads: Sequence[dict[str, Any]], pauses: Sequence[dict[str, Any]],
-            run_on_one: bool, show: Show) -> Answer:
-    """Why the fire of `task` at `instant` (a past scheduled instant) ran or did not."""
+            run_on_one: bool, show: Show, catchup: str = "") -> Answer:
+    """Why the fire of `task` at `instant` (a past scheduled instant) ran or did not.
+    `catchup` (e.g. `catchup: none`) is added to a missed fire's reason."""
+    policy = f" ({catchup})" if catchup else ""
     fid = fire_id(task, instant)
     found = from_records(instant, fid, rows)
     if found is not None:
@@ -190,12 +192,13 @@ def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
         how = "stopped" if clean else "ended without a stop record (killed?) after"
         reason = f"missed: the daemon was down: {how} {show(start)} {until}"
         if missed is not None:
-            reason += f"; at its start: {missed.get('reason')}"
+            reason += f"; at its start: {missed.get('reason')}{policy}"
         elif up is None:
-            reason += "; its next start settles the missed fires by catch_up"
+            reason += f"; its next start settles the missed fires{policy}"
         return Answer(instant, fid, "down", reason, [missed] if missed else [])
     if missed is not None:
-        return Answer(instant, fid, "missed", f"missed: {missed.get('reason')}", [missed])
+        return Answer(instant, fid, "missed", f"missed: {missed.get('reason')}{policy}",
+                      [missed])
     if not lives or instant < lives[0].start:
         return Answer(instant, fid, "unknown", "no record: before the first daemon start the "
                       "history has (it records loads since this version)", [])
