@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Daemon, torchd_cmd, wait_for
+from tests.helpers import Daemon, RedisServer, torchd_cmd, wait_for
 from torchd.core.timefmt import from_iso
 
 pytestmark = pytest.mark.e2e
@@ -160,3 +160,38 @@ def test_check_warns_and_strict_fails(write_tasks: Callable[..., Path]) -> None:
         "command: [\"/bin/true\"]\n", "command: [\"/bin/true\"]\n    lint: {ignore: [all]}\n"))
     quiet = check(path, "--strict")
     assert (quiet.returncode, "warning" in quiet.stderr) == (0, False), quiet.stderr
+
+
+def test_why_names_the_host_that_claimed_a_fire(
+        tmp_path: Path, write_tasks: Callable[..., Path],
+        daemon_factory: Callable[..., Daemon], redis_server: RedisServer) -> None:
+    """Two hosts, a `run_on: one` task: each host's why tells of the fires the other ran,
+    by the other's host id, from its own state dir with the daemons stopped."""
+    config = write_tasks(f'daemon:\n  cluster: {{redis: "{redis_server.url}", name: t}}\n'
+                         'tasks:\n  - {name: one, schedule: "* * * * * *", run_on: one, '
+                         'command: ["/bin/true"]}\n')
+    hosts = [daemon_factory(config, state=f"host{i}", env={"TORCHD_HOST_ID": f"h{i}"}).start()
+             for i in range(2)]
+    wait_for(lambda: all(any(r["outcome"] == "ok" for r in history(h, "one")) for h in hosts),
+             timeout=30, message="both hosts ran a fire")
+    for host in hosts:
+        assert host.cli("stop").returncode == 0
+        host.wait_exit()
+    for mine, other in (("h0", "h1"), ("h1", "h0")):
+        told = answers(hosts[int(mine[1])], "one", 30)
+        ran_here = {a["fire_id"] for a in told if a["verdict"] == "ran"}
+        elsewhere = [a for a in told if a["verdict"] == "elsewhere"]
+        assert ran_here
+        assert elsewhere
+        claimed = [a for a in elsewhere if a["records"]]
+        assert claimed, elsewhere
+        named = [a for a in claimed if a["records"][0]["holder"]]
+        assert named, claimed  # a late claim finds a later fire run: told apart below
+        assert {a["reason"] for a in named} == {
+            f"not run here: claimed and run by host {other} (run_on: one; its history has "
+            "the run)"}
+        assert {a["reason"] for a in claimed if a not in named} <= {
+            "not run: the cluster had already run a later fire of the task (run_on: one)"}
+        ran_there = {r["fire_id"] for r in history(hosts[int(other[1])], "one")
+                     if r["outcome"] == "ok"}
+        assert {a["fire_id"] for a in named} <= ran_there

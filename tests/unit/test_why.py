@@ -81,7 +81,7 @@ CASES = [
                  ("unknown", "no record of this fire (pruned from the history, or added by a "
                  "reload after it)"), id="resumed"),
     pytest.param([], UP, [], True, ("elsewhere", "not run here: run_on: one and no record on "
-                 "this host: another host claimed it (its history has the run)"),
+                 "this host: another host likely claimed it (its history has the run)"),
                  id="cluster"),
     pytest.param([], [load(T + 10, "start", ("job",))], [], False, ("unknown",
                  "no record: before the first daemon start the history has (it records "
@@ -161,3 +161,17 @@ def test_a_missed_fire_names_the_catchup_policy() -> None:
                      show=show, catchup="catchup: last, starting_deadline: 60s")
     assert answer.reason == ("missed: the daemon was down: stopped t-50 to t+50; at its "
                              "start: 2 fire(s) missed (catchup: last, starting_deadline: 60s)")
+
+
+@pytest.mark.parametrize(("holder", "reason"), [
+    pytest.param("h2", "not run here: claimed and run by host h2 (run_on: one; its history "
+                 "has the run)", id="claimed"),
+    pytest.param(None, "not run: the cluster had already run a later fire of the task "
+                 "(run_on: one)", id="later-fire-ran"),
+])
+def test_a_lost_claim_names_the_host(holder: str | None, reason: str) -> None:
+    """A claim another host won is recorded, and named."""
+    claim = {"fire_id": fire_id("job", T), "scheduled": T, "holder": holder, "at": T}
+    answer = explain("job", T, rows=[], loads=UP, pauses=[], run_on_one=True, show=show,
+                     claims=[claim])
+    assert (answer.verdict, answer.reason) == ("elsewhere", reason)

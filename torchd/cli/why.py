@@ -25,7 +25,13 @@ from torchd.core.schedule.cronexpr import CronSchedule, Schedule, upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc, local_iso
 from torchd.core.why import Answer, explain, explain_future
-from torchd.store.history import fire_rows, pause_actions, query_loads, query_runs
+from torchd.store.history import (
+    fire_rows,
+    lost_claims,
+    pause_actions,
+    query_loads,
+    query_runs,
+)
 from torchd.store.opstate import JsonFile
 from torchd.store.statedir import StatePaths
 
@@ -162,8 +168,9 @@ def _past(task: str, spec: TaskSpec | None, database: Path, loads: list[dict[str
         policy = f"catchup: {spec.catchup}"
         if spec.starting_deadline is not None:
             policy += f", starting_deadline: {spec.starting_deadline:g}s"
+    claims = lost_claims(database, task, instants[0], instants[-1])
     return [explain(task, instant, rows=rows, loads=loads, pauses=pauses, run_on_one=one,
-                    show=show, catchup=policy) for instant in instants]
+                    show=show, catchup=policy, claims=claims) for instant in instants]
 
 
 def _future(task: str, spec: TaskSpec | None, paths: StatePaths, now: float,

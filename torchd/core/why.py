@@ -175,7 +175,8 @@ def _missed_covering(instant: float, rows: Sequence[dict[str, Any]]) -> dict[str
 
 def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
             loads: Sequence[dict[str, Any]], pauses: Sequence[dict[str, Any]],
-            run_on_one: bool, show: Show, catchup: str = "") -> Answer:
+            run_on_one: bool, show: Show, catchup: str = "",
+            claims: Sequence[dict[str, Any]] = ()) -> Answer:
     """Why the fire of `task` at `instant` (a past scheduled instant) ran or did not.
     `catchup` (e.g. `catchup: none`) is added to a missed fire's reason."""
     policy = f" ({catchup})" if catchup else ""
@@ -183,6 +184,13 @@ def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
     found = from_records(instant, fid, rows)
     if found is not None:
         return found
+    claim = next((c for c in claims if c.get("fire_id") == fid), None)
+    if claim is not None:
+        holder = claim.get("holder")
+        return Answer(instant, fid, "elsewhere", (
+            f"not run here: claimed and run by host {holder} (run_on: one; its history has "
+            "the run)" if holder else "not run: the cluster had already run a later fire of "
+            "the task (run_on: one)"), [claim])
     missed = _missed_covering(instant, rows)
     lives = sessions(loads)
     down = down_around(instant, lives)
@@ -214,7 +222,8 @@ def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
         return Answer(instant, fid, "paused", f"not run: paused since {show(pause)}", [])
     if run_on_one:
         return Answer(instant, fid, "elsewhere", "not run here: run_on: one and no record on "
-                      "this host: another host claimed it (its history has the run)", [])
+                      "this host: another host likely claimed it (its history has the run)",
+                      [])
     return Answer(instant, fid, "unknown", "no record of this fire (pruned from the history, "
                   "or added by a reload after it)", [])
 

@@ -30,6 +30,7 @@ from torchd.core.clock import Clock, SystemClock
 from torchd.core.errors import ConfigError, ConfigProblem, TorchdError
 from torchd.core.events import (
     EventBus,
+    FireClaimedElsewhere,
     FireMissed,
     FireSettled,
     FireSkipped,
@@ -482,6 +483,8 @@ class App:
             events.subscribe(RunNotStarted, history.not_started)
             events.subscribe(FireSkipped, lambda e: history.fire_skipped(e, self._clock.time()))
             events.subscribe(FireMissed, lambda e: history.fire_missed(e, self._clock.time()))
+            events.subscribe(FireClaimedElsewhere,
+                             lambda e: history.claimed_elsewhere(e, self._clock.time()))
         events.subscribe(FireSettled, self._settled)
         events.subscribe_all(hooks.on_event)
 

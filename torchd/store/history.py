@@ -30,7 +30,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from torchd.core.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
+from torchd.core.events import (
+    FireClaimedElsewhere,
+    FireMissed,
+    FireSkipped,
+    RunEnded,
+    RunNotStarted,
+    RunStarted,
+)
 from torchd.core.health import Health
 from torchd.core.model import HistoryPolicy, RunOutcome
 from torchd.core.runid import new_run_id
@@ -105,6 +112,15 @@ CREATE TABLE IF NOT EXISTS loads (  -- each start, reload and stop of a daemon (
     inactive TEXT              -- JSON {task: "disabled" | "not for this host"}
 );
 CREATE INDEX IF NOT EXISTS loads_at ON loads (at);
+CREATE TABLE IF NOT EXISTS claims_lost (  -- run_on: one fires another host claimed
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    task TEXT NOT NULL,
+    fire_id TEXT NOT NULL,
+    scheduled REAL NOT NULL,
+    holder TEXT                -- NULL: the cluster had run a later fire already
+);
+CREATE INDEX IF NOT EXISTS claims_lost_task ON claims_lost (task, scheduled);
 """
 _START_COLUMNS = ("run_id", "task", "fire_id", "scheduled", "at", "started", "pid", "host",
                   "attempt", "trigger", "log_file", "log_start")
@@ -214,6 +230,10 @@ def prune(conn: sqlite3.Connection, policy: HistoryPolicy, now: float) -> int:
         (policy.keep_runs_per_task,)).rowcount
     conn.execute("DELETE FROM hook_calls WHERE at < ?", (cutoff,))
     conn.execute("DELETE FROM audit WHERE at < ?", (cutoff,))
+    conn.execute("DELETE FROM claims_lost WHERE at < ?", (cutoff,))
+    conn.execute("DELETE FROM claims_lost WHERE id IN (SELECT id FROM (SELECT id, "
+                 "ROW_NUMBER() OVER (PARTITION BY task ORDER BY at DESC) AS n FROM "
+                 "claims_lost) WHERE n > ?)", (policy.keep_runs_per_task,))
     conn.commit()
     return removed
 
@@ -325,6 +345,11 @@ class HistoryWriter:
             "missed_from) VALUES (?,?,?,?,?,?,?,?,?)",
             (new_run_id(), event.task, event.fire_id, event.last, now, self._host,
              str(RunOutcome.MISSED), reason, event.first)))
+
+    def claimed_elsewhere(self, event: FireClaimedElsewhere, now: float) -> None:
+        self._queue.put((
+            "INSERT INTO claims_lost (at, task, fire_id, scheduled, holder) VALUES (?,?,?,?,?)",
+            (now, event.task, event.fire_id, event.scheduled, event.holder)))
 
     def load(self, *, at: float, kind: str, generation: int | None = None,
              config_file: str | None = None, config_hash: str | None = None,
@@ -615,6 +640,22 @@ def pause_actions(path: Path, task: str) -> list[dict[str, Any]]:
                 "SELECT at, action, target FROM audit WHERE action IN ('pause', 'resume') "
                 "AND result LIKE 'ok%' AND (target = ? OR target = 'all') ORDER BY at, id",
                 (task,)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+    return [dict(row) for row in rows]
+
+
+def lost_claims(path: Path, task: str, since: float, until: float) -> list[dict[str, Any]]:
+    """The fires of `task` scheduled in [since, until] that another host claimed."""
+    if not path.exists():
+        return []
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        try:
+            rows = conn.execute("SELECT fire_id, scheduled, holder, at FROM claims_lost WHERE "
+                                "task = ? AND scheduled >= ? AND scheduled <= ? ORDER BY "
+                                "scheduled", (task, since, until)).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
