@@ -1,10 +1,11 @@
 """Command line: the parser and `main`, the only place that turns errors into exit codes.
 The commands are in taskfile (check, next), lifecycle (run, start, stop, reload,
 status), tasklist (list), operations (trigger, kill, pause, resume, history, logs,
-submit) and shipped (example, unit).
+submit), why (why) and shipped (example, unit).
 
 Exit codes: 0 success; 1 failure (not running, already running, timed out, daemon error);
-2 invalid task file or bad usage; 3 `status` when no daemon is running.
+2 invalid task file or bad usage (and `check --strict` with a warning); 3 `status` when
+no daemon is running.
 """
 
 from __future__ import annotations
