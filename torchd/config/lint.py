@@ -25,7 +25,7 @@ from torchd.config.yamlvalues import Invalid
 from torchd.core.hostmatch import HostIdentity, pattern_matches
 from torchd.core.model import Config, TaskKind, TaskSpec
 from torchd.core.schedule.bounded import WindowedSchedule
-from torchd.core.schedule.cronexpr import CronSchedule, EverySchedule, Schedule
+from torchd.core.schedule.cronexpr import CronSchedule, EverySchedule, Schedule, upcoming
 from torchd.core.schedule.cronfields import CronFields
 from torchd.core.schedule.localtime import change_between, fixed_offset, offset_at
 
@@ -166,12 +166,7 @@ def shortest_gap(schedule: Schedule | None, now: float) -> float | None:
     cron = _cron(schedule)
     if cron is None:
         return None
-    fires: list[float] = []
-    cursor: float | None = now
-    while cursor is not None and len(fires) < SAMPLE_FIRES:
-        cursor = cron.next_after(cursor)
-        if cursor is not None:
-            fires.append(cursor)
+    fires = upcoming(cron, now, SAMPLE_FIRES)
     gaps = [b - a for a, b in itertools.pairwise(fires)]
     return min(gaps) if gaps else None
 
