@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from torchd.cli.why import past_instants
 from torchd.core.model import fire_id
+from torchd.core.schedule.cronexpr import parse_schedule
+from torchd.core.schedule.zones import load_zone
 from torchd.core.why import Session, explain, explain_future, membership, paused_at, sessions
 
 T = 1_000_000.0  # the instant asked about
@@ -175,3 +179,14 @@ def test_a_lost_claim_names_the_host(holder: str | None, reason: str) -> None:
     answer = explain("job", T, rows=[], loads=UP, pauses=[], run_on_one=True, show=show,
                      claims=[claim])
     assert (answer.verdict, answer.reason) == ("elsewhere", reason)
+
+
+def test_past_instants_are_the_schedules_last_fires() -> None:
+    """The last N fires at or before a time, oldest first, looking back as far as needed."""
+    until = datetime(2026, 12, 6, 10, 7, 30, tzinfo=UTC).timestamp()
+    every_five = parse_schedule("0 */5 * * * *", load_zone("UTC"))
+    assert [datetime.fromtimestamp(t, UTC).strftime("%H:%M") for t in
+            past_instants(every_five, until, 3)] == ["09:55", "10:00", "10:05"]
+    yearly = parse_schedule("0 0 0 1 1 *", load_zone("UTC"))
+    assert [datetime.fromtimestamp(t, UTC).year for t in
+            past_instants(yearly, until, 2)] == [2025, 2026]
