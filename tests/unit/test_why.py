@@ -190,3 +190,12 @@ def test_past_instants_are_the_schedules_last_fires() -> None:
     yearly = parse_schedule("0 0 0 1 1 *", load_zone("UTC"))
     assert [datetime.fromtimestamp(t, UTC).year for t in
             past_instants(yearly, until, 2)] == [2025, 2026]
+
+
+def test_a_killed_daemon_is_down_from_when_it_was_last_seen() -> None:
+    """A `seen` row (its last run record) moves a killed daemon's end past its last load."""
+    loads = [load(T - 100, "start", ("job",)), {"at": T - 30, "kind": "seen"},
+             load(T + 50, "start", ("job",))]
+    answer = explain("job", T, rows=[], loads=loads, pauses=[], run_on_one=False, show=show)
+    assert answer.reason == ("missed: the daemon was down: ended without a stop record "
+                             "(killed?) after t-30 to t+50")

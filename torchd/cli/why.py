@@ -27,6 +27,7 @@ from torchd.core.timefmt import iso_utc, local_iso
 from torchd.core.why import Answer, explain, explain_future
 from torchd.store.history import (
     fire_rows,
+    last_activity,
     lost_claims,
     pause_actions,
     query_loads,
@@ -98,7 +99,7 @@ def cmd_why(args: argparse.Namespace) -> int:
         print(f"torchd: no run history in {state_dir} (no {database.name}: no daemon has run "
               "with this state dir, or daemon.history is off)", file=sys.stderr)
         return EXIT_FAIL
-    loads = query_loads(database)
+    loads = seen_before_kills(database, query_loads(database))
     file = args.config or next((row["config_file"] for row in reversed(loads)
                                 if row["config_file"]), None)
     if file is None:
@@ -142,6 +143,24 @@ def cmd_why(args: argparse.Namespace) -> int:
         when = show(answer.instant) if answer.fire_id else "next"
         print(f"{when}  {answer.reason}")
     return EXIT_OK
+
+
+def seen_before_kills(database: Path, loads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The loads, with a `seen` row before each start that follows a daemon with no stop
+    record (killed): when its last run record says it was still at work."""
+    out: list[dict[str, Any]] = []
+    start: float | None = None
+    for row in loads:
+        if row["kind"] == "start":
+            if start is not None:
+                seen = last_activity(database, start, float(row["at"]))
+                if seen is not None:
+                    out.append({"at": seen, "kind": "seen"})
+            start = float(row["at"])
+        elif row["kind"] == "stop":
+            start = None
+        out.append(row)
+    return out
 
 
 def _json(answer: Answer) -> dict[str, Any]:

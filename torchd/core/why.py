@@ -49,7 +49,8 @@ class Answer:
 
 
 def sessions(loads: Sequence[dict[str, Any]]) -> list[Session]:
-    """Each daemon's start to stop, from the loads rows (oldest first)."""
+    """Each daemon's start to stop, from the loads rows (oldest first; a row of another
+    kind, such as `seen`, tells when the running daemon was last at work)."""
     found: list[Session] = []
     start: float | None = None
     pid: int | None = None

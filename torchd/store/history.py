@@ -661,3 +661,16 @@ def lost_claims(path: Path, task: str, since: float, until: float) -> list[dict[
                 return []
             raise
     return [dict(row) for row in rows]
+
+
+def last_activity(path: Path, since: float, until: float) -> float | None:
+    """The latest time a record in [since, until) shows the daemon at work (a run's start
+    or end, a fire skipped or missed): where a killed daemon was last seen."""
+    if not path.exists():
+        return None
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        # a run the next start closed as lost has that start as its end: not counted
+        row = conn.execute("SELECT MAX(CASE WHEN ended < ? THEN MAX(at, ended) ELSE at END) "
+                           "FROM runs WHERE at >= ? AND at < ?",
+                           (until, since, until)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
