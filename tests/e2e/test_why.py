@@ -195,3 +195,40 @@ def test_why_names_the_host_that_claimed_a_fire(
         ran_there = {r["fire_id"] for r in history(hosts[int(other[1])], "one")
                      if r["outcome"] == "ok"}
         assert {a["fire_id"] for a in named} <= ran_there
+
+
+def test_check_reads_usual_durations_from_the_state_dir(
+        write_tasks: Callable[..., Path], daemon_factory: Callable[..., Daemon]) -> None:
+    """`@every 1s` whose runs take 1.5 s: the overrun warning needs --state-dir's history."""
+    config = write_tasks('tasks:\n  - {name: long, schedule: "@every 1s", '
+                         'command: ["/bin/sleep", "1.5"]}\n')
+    daemon = daemon_factory(config).start()
+    wait_for(lambda: any(r["outcome"] == "ok" for r in history(daemon, "long")), timeout=15,
+             message="a run of long")
+    assert "[overrun]" not in check(config).stderr
+    result = check(config, "--state-dir", str(daemon.state_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {config}:2: task 'long': schedule: '@every 1s' is shorter than the " \
+        "task's usual run time (1.5" in result.stderr
+
+
+def test_check_warns_of_hosts_the_cluster_does_not_know(
+        write_tasks: Callable[..., Path], daemon_factory: Callable[..., Daemon],
+        redis_server: RedisServer) -> None:
+    """In cluster mode a hosts entry is checked against the registry's heartbeats, through
+    the daemon of the state dir; with none answering, a note says it was not checked."""
+    config = write_tasks(f'daemon:\n  cluster: {{redis: "{redis_server.url}", name: t}}\n'
+                         'tasks:\n  - {name: job, schedule: "@hourly", hosts: ["h0", "web-*"], '
+                         'command: ["/bin/true"]}\n')
+    daemon = daemon_factory(config, state="host0", env={"TORCHD_HOST_ID": "h0"})
+    alone = check(config, "--state-dir", str(daemon.state_dir))
+    assert "note: hosts entries not checked against the cluster: no daemon answered" \
+        in alone.stderr
+    daemon.start()
+    wait_for(lambda: "h0" in daemon.cli("status", "--cluster").stdout, timeout=15,
+             message="the heartbeat in Redis")
+    result = check(config, "--state-dir", str(daemon.state_dir))
+    warned = [line for line in result.stderr.splitlines() if "[hosts]" in line]
+    assert warned == [f"warning: {config}:4: task 'job': hosts: 'web-*' matches none of the 1 "
+                      "host(s) the cluster's registry knows [hosts] (correct the entry, or "
+                      "start torchd on that host; or silence it with lint: {ignore: [hosts]})"]
