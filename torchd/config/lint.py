@@ -28,6 +28,7 @@ from torchd.core.schedule.bounded import WindowedSchedule
 from torchd.core.schedule.cronexpr import CronSchedule, EverySchedule, Schedule, upcoming
 from torchd.core.schedule.cronfields import CronFields
 from torchd.core.schedule.localtime import change_between, fixed_offset, offset_at
+from torchd.core.timefmt import span
 
 # code -> what it warns of (README: "Lint warnings")
 CODES = {
@@ -155,7 +156,8 @@ def _cron(schedule: Schedule | None) -> CronSchedule | None:
 
 
 def _secs(seconds: float) -> str:
-    return f"{seconds:g}s"
+    """`1.5s`, `30s`, `1m`, `2h`: a fraction only where it matters."""
+    return f"{seconds:.3g}s" if seconds < 60 else span(seconds)
 
 
 def shortest_gap(schedule: Schedule | None, now: float) -> float | None:
