@@ -199,3 +199,12 @@ def test_a_killed_daemon_is_down_from_when_it_was_last_seen() -> None:
     answer = explain("job", T, rows=[], loads=loads, pauses=[], run_on_one=False, show=show)
     assert answer.reason == ("missed: the daemon was down: ended without a stop record "
                              "(killed?) after t-30 to t+50")
+
+
+def test_the_row_of_a_missed_stretch_names_its_policy() -> None:
+    """The fire that names a missed row (its last) reads like the others of the stretch."""
+    row = {**run("missed", reason="2 fire(s) missed", started=False), "missed_from": T - 1}
+    answer = explain("job", T, rows=[row], loads=UP, pauses=[], run_on_one=False,
+                     show=show, catchup="catchup: none")
+    assert (answer.verdict, answer.reason) == ("missed",
+                                               "missed: 2 fire(s) missed (catchup: none)")

@@ -163,9 +163,16 @@ def seen_before_kills(database: Path, loads: list[dict[str, Any]]) -> list[dict[
     return out
 
 
+TIMES = ("scheduled", "at", "started", "ended", "missed_from")  # a record's times
+
+
 def _json(answer: Answer) -> dict[str, Any]:
+    """The answer with its times in the JSON form (UTC to the millisecond)."""
     out = answer.as_dict()
     out["instant"] = iso_utc(answer.instant) if answer.fire_id else None
+    out["records"] = [{key: iso_utc(value) if key in TIMES and isinstance(value, float | int)
+                       else value for key, value in record.items()}
+                      for record in answer.records]
     return out
 
 

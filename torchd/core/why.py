@@ -183,7 +183,7 @@ def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
     policy = f" ({catchup})" if catchup else ""
     fid = fire_id(task, instant)
     found = from_records(instant, fid, rows)
-    if found is not None:
+    if found is not None and found.verdict != "missed":  # a missed one: was the daemon down?
         return found
     claim = next((c for c in claims if c.get("fire_id") == fid), None)
     if claim is not None:
