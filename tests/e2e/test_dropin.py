@@ -76,7 +76,7 @@ def test_each_problem_names_its_own_file_and_line(tmp_path: Path) -> None:
 KNOWN_KEYS = ("name, schedule, after, command, type, hosts, max_running, env, cwd, enabled, "
               "timezone, catchup, starting_deadline, overlap, queue_limit, kill_grace, "
               "timeout, retries, at, start_at, end_at, jitter, user, group, umask, nice, "
-              "limits, log, hooks, run_on, http")
+              "limits, log, hooks, run_on, http, lint")
 
 
 def test_an_empty_directory_is_refused(tmp_path: Path) -> None:

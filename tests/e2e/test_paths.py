@@ -79,15 +79,17 @@ def test_check_warns_of_a_cwd_or_program_missing_here(tmp_path: Path) -> None:
     result = torchd("check", "-c", str(config), cwd=Path("/"))
     assert result.returncode == 0, result.stderr  # one file serves hosts that may differ
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    fix = ("[missing] (install it, or restrict the task with hosts:; or silence it with "
+           "lint: {ignore: [missing]})")
     assert warnings == [
         f"warning: {config}:2: task 'no-dir': cwd: {tmp_path}/missing is not a directory "
-        "on this host",
+        f"on this host {fix}",
         f"warning: {config}:3: task 'no-script': command: {tmp_path}/missing.sh does not "
-        "exist on this host",
+        f"exist on this host {fix}",
         f"warning: {config}:4: task 'no-program': command: 'no-such-program-here' is not "
-        f"found on PATH={os.environ.get('PATH') or os.defpath}",
+        f"found on PATH={os.environ.get('PATH') or os.defpath} {fix}",
         f"warning: {config}:5: task 'not-executable': command: {tmp_path}/not-executable.sh "
-        "is not executable",
+        f"is not executable {fix}",
     ]
 
 

@@ -7,15 +7,18 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from torchd.core.events import FireSkipped, RunEnded, RunStarted
+from torchd.core.events import FireClaimedElsewhere, FireSkipped, RunEnded, RunStarted
 from torchd.core.model import HistoryPolicy, RunOutcome, Trigger, fire_id
 from torchd.store.history import (
     HOLD_START,
     HistoryWriter,
     close_lost_runs,
     connect,
+    last_activity,
+    lost_claims,
     outcome_counts,
     prune,
+    query_loads,
     query_runs,
     recent_runs,
 )
@@ -202,3 +205,51 @@ def test_a_run_that_ends_while_held_is_written_once_finished(tmp_path: Path) -> 
             "short", "failed", 100, 50)
 
     _on_loop(db, check)
+
+
+def test_loads_claims_and_last_activity_for_why(tmp_path: Path) -> None:
+    """The records `torchd why` reads: loads with their task lists, lost claims, and where a
+    killed daemon was last seen (a run the next start closed as lost does not count)."""
+    path = tmp_path / "history.db"
+    writer = HistoryWriter(path, HistoryPolicy(), host="test-host")
+    writer.start(lambda _pid, _started: False)
+    writer.load(at=NOW, kind="start", generation=1, config_file="/t.yaml", config_hash="abc",
+                added=["a", "b"], inactive={"b": "not for this host"})
+    writer.run_started(_started("r1", "a", NOW + 10))
+    writer.run_ended(_ended("r1", "a", NOW + 10))
+    writer.run_started(_started("r2", "a", NOW + 20))  # in flight when the daemon dies
+    writer.claimed_elsewhere(FireClaimedElsewhere("a", NOW + 5, "h2"), NOW + 5)
+    writer.stop()
+    again = HistoryWriter(path, HistoryPolicy(), host="test-host")
+    again.start(lambda _pid, _started: False)  # the next start closes r2 as lost
+    again.stop()
+    loads = query_loads(path)
+    assert [(r["kind"], r["added"], r["inactive"], r["config_file"]) for r in loads] == [
+        ("start", ["a", "b"], {"b": "not for this host"}, "/t.yaml")]
+    assert [(c["fire_id"], c["holder"]) for c in lost_claims(path, "a", NOW, NOW + 10)] == [
+        (fire_id("a", NOW + 5), "h2")]
+    assert last_activity(path, NOW, NOW + 100) == NOW + 20
+
+
+def test_pruning_keeps_the_loads_why_replays(tmp_path: Path) -> None:
+    """Old loads go, but the last start before the cutoff and what follows it stay."""
+    import contextlib
+    import time
+
+    from torchd.store.history import SCHEMA, connect, prepare_files, prune
+    from torchd.store.statedir import FileModes
+
+    path = tmp_path / "history.db"
+    prepare_files(path, FileModes())
+    now = time.time()
+    day = 86400.0
+    with contextlib.closing(connect(path)) as conn:
+        conn.executescript(SCHEMA)
+        for at, kind in ((now - 40 * day, "start"), (now - 35 * day, "reload"),
+                         (now - 33 * day, "start"), (now - 32 * day, "reload"),
+                         (now - 1 * day, "reload")):
+            conn.execute("INSERT INTO loads (at, kind, pid) VALUES (?, ?, 1)", (at, kind))
+        conn.commit()
+        prune(conn, HistoryPolicy(keep_days=30), now)
+        kept = [row[0] for row in conn.execute("SELECT kind FROM loads ORDER BY id")]
+    assert kept == ["start", "reload", "reload"]

@@ -1,10 +1,11 @@
 """Command line: the parser and `main`, the only place that turns errors into exit codes.
 The commands are in taskfile (check, next), lifecycle (run, start, stop, reload,
 status), tasklist (list), operations (trigger, kill, pause, resume, history, logs,
-submit), shipped (example, unit) and importing (import crontab, import gotorch).
+submit), why (why), shipped (example, unit) and importing (import crontab, import gotorch).
 
 Exit codes: 0 success; 1 failure (not running, already running, timed out, daemon error);
-2 invalid task file or bad usage; 3 `status` when no daemon is running.
+2 invalid task file or bad usage (and `check --strict` with a warning); 3 `status` when
+no daemon is running.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torchd.cli.operations import (
 from torchd.cli.shipped import cmd_example, cmd_unit
 from torchd.cli.taskfile import cmd_check, cmd_graph, cmd_next
 from torchd.cli.tasklist import cmd_list
+from torchd.cli.why import cmd_why
 from torchd.core.errors import TorchdError, UsageError
 from torchd.core.model import LogFormat
 
@@ -102,8 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = add("list", "the tasks by next fire, with their last run", config="optional",
                   json_flag=True, times=True, examples=("torchd list", "torchd list --utc"))
     listing.set_defaults(func=cmd_list)
-    check = add("check", "validate a task file", config="required", state=False,
-                examples=("torchd check -c tasks.yaml", "torchd check -c /etc/torchd/tasks.d/"))
+    check = add("check", "validate a task file, and warn of what it likely does not mean "
+                "(README: lint warnings)", config="required", state=False,
+                examples=("torchd check -c tasks.yaml", "torchd check -c /etc/torchd/tasks.d/",
+                          "torchd check -c tasks.yaml --strict --state-dir /var/lib/torchd"))
+    check.add_argument("--strict", action="store_true", help="exit 2 if there is any warning")
+    check.add_argument("--state-dir", help="read the tasks' usual run times from this "
+                       "state dir's history (the @every overrun warning), and ask its daemon "
+                       "for the cluster's hosts")
     check.set_defaults(func=cmd_check)
     nxt = add("next", "print the next fire times", config="required", state=False,
               json_flag=True, times=True,
@@ -122,9 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--dot", action="store_true", help="in Graphviz's language")
     graph.set_defaults(func=cmd_graph)
     _add_operations(add)
+    _add_why(add)
     _add_shipped(add)
     add_import(add)  # import crontab, import gotorch
     return parser
+
+
+def _add_why(add: Callable[..., argparse.ArgumentParser]) -> None:
+    why = add("why", "why a task's fires ran or did not (read from the state dir; no daemon "
+              "needed)", config="optional", json_flag=True, times=True,
+              examples=("torchd why backup", "torchd why backup --at 2026-03-29T02:30:00",
+                        "torchd why backup --last 20 --json"))
+    why.add_argument("task")
+    why.add_argument("--at", metavar="TIME", help="the scheduled instant at or before this "
+                     "ISO 8601 time (without an offset: daemon.timezone); a future time: "
+                     "the next fire")
+    why.add_argument("--last", type=int, default=5, metavar="N",
+                     help="the last N scheduled instants (default 5), then the next fire")
+    why.set_defaults(func=cmd_why)
 
 
 def _log_format_flag(command: argparse.ArgumentParser) -> None:

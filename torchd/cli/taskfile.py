@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
+import statistics
 import sys
 import time
+from pathlib import Path
 
-from torchd.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, load_or_report, text_zone
-from torchd.config.onthishost import missing_here
-from torchd.core.model import TaskKind
-from torchd.core.schedule.cronexpr import RebootSchedule, upcoming
+from torchd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAIL,
+    EXIT_OK,
+    call,
+    load_or_report,
+    resolve_state_dir,
+    text_zone,
+)
+from torchd.config.lint import lint
+from torchd.core.errors import TorchdError
+from torchd.core.hostmatch import HostIdentity
+from torchd.core.model import Config, TaskKind
+from torchd.core.schedule.cronexpr import EverySchedule, RebootSchedule, upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc, local_iso, relative
 from torchd.core.workflow import graph_dot, graph_text
@@ -28,9 +42,62 @@ def cmd_check(args: argparse.Namespace) -> int:
     print("process containment for a daemon started from this shell: "
           f"{describe_cgroup_mode(enabled=config.daemon.cgroups)}; child subreaper (as a "
           "systemd service its cgroup is the unit's: `torchd status` tells)")
-    for warning in missing_here(config):
+    warnings = lint(config, now=time.time(), durations=_usual_durations(args, config),
+                    known_hosts=_known_hosts(args, config))
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return EXIT_OK
+    if warnings:
+        print(f"{len(warnings)} warning(s)" + (" (--strict: exit 2)" if args.strict else ""),
+              file=sys.stderr)
+    return EXIT_CONFIG if warnings and args.strict else EXIT_OK
+
+
+USUAL_OF = 20  # a task's usual run time: the median of its last this many successful runs
+
+
+def _usual_durations(args: argparse.Namespace, config: Config) -> dict[str, float] | None:
+    """Each task's usual run time from the history of --state-dir (only when given)."""
+    if not args.state_dir:
+        return None
+    from torchd.store.history import recent_runs  # noqa: PLC0415
+    from torchd.store.statedir import StatePaths  # noqa: PLC0415
+
+    database = StatePaths(Path(args.state_dir)).history
+    names = [t.name for t in config.tasks if isinstance(t.schedule, EverySchedule)]
+    usual = {}
+    for name, runs in recent_runs(database, names, USUAL_OF).items():
+        times = [r["duration"] for r in runs if r["outcome"] == "ok" and r["duration"]]
+        if times:
+            usual[name] = statistics.median(times)
+    return usual
+
+
+def _known_hosts(args: argparse.Namespace, config: Config) -> list[HostIdentity] | None:
+    """The hosts of the cluster registry, as the daemon of this state dir sees them (cluster
+    mode only; None, with a note, when no daemon answers within CLUSTER_WAIT)."""
+    if config.daemon.cluster is None or not any(t.hosts for t in config.tasks):
+        return None
+    state_dir = resolve_state_dir(args, config)
+    try:
+        view = call(state_dir, "cluster", timeout=CLUSTER_WAIT)
+    except TorchdError:
+        view = None
+    if view is None or "hosts" not in view:
+        print(f"note: hosts entries not checked against the cluster: no daemon answered in "
+              f"{state_dir} (start one, or give --state-dir)", file=sys.stderr)
+        return None
+    known = []
+    for beat in view["hosts"]:
+        addresses = set()
+        for text in beat.get("addresses") or []:
+            with contextlib.suppress(ValueError):
+                addresses.add(ipaddress.ip_address(text))
+        known.append(HostIdentity(hostnames=frozenset({str(beat["host_id"]).lower()}),
+                                  addresses=frozenset(addresses)))
+    return known
+
+
+CLUSTER_WAIT = 2.0
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar, cast
 import yaml
 
 from torchd.config import yamlvalues as v
+from torchd.config.lint import as_lint
 from torchd.config.relpaths import against, file_dir
 from torchd.config.yamlsyntax import yaml_problem
 from torchd.core.errors import ConfigError, ConfigProblem, ScheduleError
@@ -109,6 +110,7 @@ TASK_KEYS = dict.fromkeys((
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
     "user", "group", "umask", "nice", "limits", "log", "hooks", "run_on", "http",
+    "lint",
 ))
 T = TypeVar("T")
 
@@ -375,6 +377,7 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "jitter": v.as_duration, "user": v.as_text, "group": v.as_text, "umask": v.as_umask,
     "nice": v.as_nice, "limits": v.as_limits, "log": v.as_log_overrides, "hooks": v.as_hooks,
     "run_on": v.one_of(RunOn), "after": v.as_after, "http": v.as_http_call,
+    "lint": as_lint,
 }
 
 
@@ -437,6 +440,7 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
         for_this_host=identity is None or hosts_match(given.get("hosts", ()), identity),
         line=line,
         file=walker.file,
+        key_lines=tuple((key, n.start_mark.line + 1) for key, n in nodes.items()),
         **given,
     )
 

@@ -101,11 +101,27 @@ class FireMissed:
         return fire_id(self.task, self.last)
 
 
-Event = RunStarted | RunEnded | RunNotStarted | FireSettled | FireSkipped | FireMissed
+@dataclass(frozen=True, slots=True)
+class FireClaimedElsewhere:
+    """A `run_on: one` fire this host did not run: another host claimed it (`holder`), or
+    the cluster had run a later fire of the task already (`holder` None)."""
 
-E = TypeVar("E", RunStarted, RunEnded, RunNotStarted, FireSettled, FireSkipped, FireMissed)
+    task: str
+    scheduled: float
+    holder: str | None
+
+    @property
+    def fire_id(self) -> str:
+        return fire_id(self.task, self.scheduled)
+
+
+Event = (RunStarted | RunEnded | RunNotStarted | FireSettled | FireSkipped | FireMissed
+         | FireClaimedElsewhere)
+
+E = TypeVar("E", RunStarted, RunEnded, RunNotStarted, FireSettled, FireSkipped, FireMissed,
+            FireClaimedElsewhere)
 EVENT_TYPES: tuple[type[Event], ...] = (RunStarted, RunEnded, RunNotStarted, FireSettled,
-                                        FireSkipped, FireMissed)
+                                        FireSkipped, FireMissed, FireClaimedElsewhere)
 
 
 class EventBus:

@@ -318,6 +318,10 @@ class TaskSpec:
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
     file: str = field(default="", compare=False)  # its file, in a drop-in directory
+    # `torchd check`'s lint (config.lint): the warnings silenced (`lint: {ignore: [...]}`)
+    # and the line of each key the task gives, so a warning names the field's line.
+    lint: frozenset[str] = field(default=frozenset(), compare=False)
+    key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def schedule_text(self) -> str | None:

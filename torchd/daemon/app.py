@@ -30,6 +30,7 @@ from torchd.core.clock import Clock, SystemClock
 from torchd.core.errors import ConfigError, ConfigProblem, TorchdError
 from torchd.core.events import (
     EventBus,
+    FireClaimedElsewhere,
     FireMissed,
     FireSettled,
     FireSkipped,
@@ -413,6 +414,7 @@ class App:
             await self._hooks.close(min(self._stop_grace, HOOK_GRACE))
         if self._history is not None:
             self._history.release()
+            self._history.load(at=self._clock.time(), kind="stop")  # for `torchd why`
             await asyncio.to_thread(self._history.stop)  # after the runs' ends are queued
         engine.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -481,6 +483,8 @@ class App:
             events.subscribe(RunNotStarted, history.not_started)
             events.subscribe(FireSkipped, lambda e: history.fire_skipped(e, self._clock.time()))
             events.subscribe(FireMissed, lambda e: history.fire_missed(e, self._clock.time()))
+            events.subscribe(FireClaimedElsewhere,
+                             lambda e: history.claimed_elsewhere(e, self._clock.time()))
         events.subscribe(FireSettled, self._settled)
         events.subscribe_all(hooks.on_event)
 
@@ -646,6 +650,14 @@ class App:
             "changes": diff.as_dict() if diff else None,
             "errors": [str(p) for p in failure.problems] if failure else [],
         }
+        if self._history is not None and config is not None and diff is not None:
+            self._history.load(
+                at=self._clock.time(), kind="start" if source == "start" else "reload",
+                generation=self._reload_seq, config_file=str(self._config_path),
+                config_hash=config.digest, added=diff.added, changed=diff.changed,
+                removed=diff.removed,
+                inactive={t.name: "disabled" if not t.enabled else "not for this host"
+                          for t in config.tasks if not t.active})
         return self._last_reload
 
     # ----- what the control API asks of the daemon (control.api.DaemonPort) -----------

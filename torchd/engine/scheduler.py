@@ -23,6 +23,7 @@ from torchd.core.clock import Clock
 from torchd.core.errors import SchedulerError
 from torchd.core.events import (
     Event,
+    FireClaimedElsewhere,
     FireMissed,
     FireSettled,
     FireSkipped,
@@ -587,6 +588,7 @@ class Scheduler:
         if claim.won:
             self._admission.fire_batch([(state, fire)])
         else:
+            self._on_event(FireClaimedElsewhere(name, fire.scheduled, claim.holder))
             log.debug("task %s: fire %s %s", name, fid,
                       f"runs on {claim.holder}" if claim.holder else
                       "not run: the cluster ran a later fire of the task already",

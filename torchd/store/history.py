@@ -19,6 +19,7 @@ process; a power cut can lose the last commits).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -29,7 +30,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from torchd.core.events import FireMissed, FireSkipped, RunEnded, RunNotStarted, RunStarted
+from torchd.core.events import (
+    FireClaimedElsewhere,
+    FireMissed,
+    FireSkipped,
+    RunEnded,
+    RunNotStarted,
+    RunStarted,
+)
 from torchd.core.health import Health
 from torchd.core.model import HistoryPolicy, RunOutcome
 from torchd.core.runid import new_run_id
@@ -90,12 +98,36 @@ CREATE TABLE IF NOT EXISTS audit (
     result TEXT NOT NULL       -- ok, or the error code and message
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE TABLE IF NOT EXISTS loads (  -- each start, reload and stop of a daemon (`torchd why`)
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,        -- start | reload | stop
+    pid INTEGER NOT NULL,
+    generation INTEGER,
+    config_file TEXT,
+    config_hash TEXT,
+    added TEXT,                -- JSON lists of task names; at a start every task is added
+    changed TEXT,
+    removed TEXT,
+    inactive TEXT              -- JSON {task: "disabled" | "not for this host"}
+);
+CREATE INDEX IF NOT EXISTS loads_at ON loads (at);
+CREATE TABLE IF NOT EXISTS claims_lost (  -- run_on: one fires another host claimed
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    task TEXT NOT NULL,
+    fire_id TEXT NOT NULL,
+    scheduled REAL NOT NULL,
+    holder TEXT                -- NULL: the cluster had run a later fire already
+);
+CREATE INDEX IF NOT EXISTS claims_lost_task ON claims_lost (task, scheduled);
 """
 _START_COLUMNS = ("run_id", "task", "fire_id", "scheduled", "at", "started", "pid", "host",
                   "attempt", "trigger", "log_file", "log_start")
 _END_COLUMNS = ("ended", "duration", "outcome", "exit_code", "signal", "log_end", "err_start",
                 "err_end", "cpu_seconds", "memory_peak", "reason")
-ADDED_COLUMNS = {"cpu_seconds": "REAL", "memory_peak": "INTEGER"}  # since the first schema
+ADDED_COLUMNS = {"cpu_seconds": "REAL", "memory_peak": "INTEGER",  # since the first schema
+                 "missed_from": "REAL"}  # a missed row: its first fire (scheduled: the last)
 
 
 def _insert(columns: tuple[str, ...]) -> str:
@@ -198,6 +230,14 @@ def prune(conn: sqlite3.Connection, policy: HistoryPolicy, now: float) -> int:
         (policy.keep_runs_per_task,)).rowcount
     conn.execute("DELETE FROM hook_calls WHERE at < ?", (cutoff,))
     conn.execute("DELETE FROM audit WHERE at < ?", (cutoff,))
+    # Loads before the last start ahead of the cutoff: `why` replays the reloads from a
+    # start, so that start and what follows it stay.
+    conn.execute("DELETE FROM loads WHERE id < (SELECT MAX(id) FROM loads WHERE kind = "
+                 "'start' AND at < ?)", (cutoff,))
+    conn.execute("DELETE FROM claims_lost WHERE at < ?", (cutoff,))
+    conn.execute("DELETE FROM claims_lost WHERE id IN (SELECT id FROM (SELECT id, "
+                 "ROW_NUMBER() OVER (PARTITION BY task ORDER BY at DESC) AS n FROM "
+                 "claims_lost) WHERE n > ?)", (policy.keep_runs_per_task,))
     conn.commit()
     return removed
 
@@ -305,10 +345,27 @@ class HistoryWriter:
         if event.reason:
             reason = f"{reason}: {event.reason}"
         self._queue.put((
-            "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason, "
+            "missed_from) VALUES (?,?,?,?,?,?,?,?,?)",
             (new_run_id(), event.task, event.fire_id, event.last, now, self._host,
-             str(RunOutcome.MISSED), reason)))
+             str(RunOutcome.MISSED), reason, event.first)))
+
+    def claimed_elsewhere(self, event: FireClaimedElsewhere, now: float) -> None:
+        self._queue.put((
+            "INSERT INTO claims_lost (at, task, fire_id, scheduled, holder) VALUES (?,?,?,?,?)",
+            (now, event.task, event.fire_id, event.scheduled, event.holder)))
+
+    def load(self, *, at: float, kind: str, generation: int | None = None,
+             config_file: str | None = None, config_hash: str | None = None,
+             added: Sequence[str] = (), changed: Sequence[str] = (),
+             removed: Sequence[str] = (), inactive: dict[str, str] | None = None) -> None:
+        """A daemon's start, applied reload or stop, for the loads table."""
+        self._queue.put((
+            "INSERT INTO loads (at, kind, pid, generation, config_file, config_hash, added, "
+            "changed, removed, inactive) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (at, kind, os.getpid(), generation, config_file, config_hash,
+             json.dumps(list(added)), json.dumps(list(changed)), json.dumps(list(removed)),
+             json.dumps(inactive or {}))))
 
     def hook_call(self, *, task: str, run_id: str | None, event: str, action: str,
                   target: str, ok: bool, detail: str) -> None:
@@ -531,3 +588,93 @@ def last_successes(path: Path) -> dict[str, float]:
         rows = conn.execute("SELECT task, MAX(ended) FROM runs WHERE outcome = ? GROUP BY task",
                             (str(RunOutcome.OK),)).fetchall()
     return {str(task): float(ended) for task, ended in rows if ended is not None}
+
+
+def _loads_rows(conn: sqlite3.Connection, until: float | None) -> list[sqlite3.Row]:
+    try:
+        if until is None:
+            return conn.execute("SELECT * FROM loads ORDER BY at, id").fetchall()
+        return conn.execute("SELECT * FROM loads WHERE at <= ? ORDER BY at, id",
+                            (until,)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # a database no daemon of this version opened
+            return []
+        raise
+
+
+def query_loads(path: Path, *, until: float | None = None) -> list[dict[str, Any]]:
+    """Every start, reload and stop recorded (up to `until`), oldest first, with the task
+    lists decoded."""
+    if not path.exists():
+        return []
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        rows = _loads_rows(conn, until)
+    out = []
+    for row in rows:
+        item = dict(row)
+        for key, empty in (("added", "[]"), ("changed", "[]"), ("removed", "[]"),
+                           ("inactive", "{}")):
+            item[key] = json.loads(item[key] or empty)
+        out.append(item)
+    return out
+
+
+def fire_rows(path: Path, task: str, since: float, until: float) -> list[dict[str, Any]]:
+    """The records of `task` about fires scheduled in [since, until] (a missed row when its
+    range meets it), oldest first."""
+    if not path.exists():
+        return []
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        first = "missed_from" if "missed_from" in have else "scheduled"
+        rows = conn.execute(
+            f"SELECT * FROM runs WHERE task = ? AND scheduled >= ? "  # noqa: S608 - a column
+            f"AND COALESCE({first}, scheduled) <= ? ORDER BY scheduled, at",
+            (task, since, until)).fetchall()
+    return [dict(row) for row in rows]
+
+
+def pause_actions(path: Path, task: str) -> list[dict[str, Any]]:
+    """The pauses and resumes of `task` or of every task that were done, oldest first."""
+    if not path.exists():
+        return []
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT at, action, target FROM audit WHERE action IN ('pause', 'resume') "
+                "AND result LIKE 'ok%' AND (target = ? OR target = 'all') ORDER BY at, id",
+                (task,)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+    return [dict(row) for row in rows]
+
+
+def lost_claims(path: Path, task: str, since: float, until: float) -> list[dict[str, Any]]:
+    """The fires of `task` scheduled in [since, until] that another host claimed."""
+    if not path.exists():
+        return []
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        try:
+            rows = conn.execute("SELECT fire_id, scheduled, holder, at FROM claims_lost WHERE "
+                                "task = ? AND scheduled >= ? AND scheduled <= ? ORDER BY "
+                                "scheduled", (task, since, until)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+    return [dict(row) for row in rows]
+
+
+def last_activity(path: Path, since: float, until: float) -> float | None:
+    """The latest time a record in [since, until) shows the daemon at work (a run's start
+    or end, a fire skipped or missed): where a killed daemon was last seen."""
+    if not path.exists():
+        return None
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        # a run the next start closed as lost has that start as its end: not counted
+        row = conn.execute("SELECT MAX(CASE WHEN ended < ? THEN MAX(at, ended) ELSE at END) "
+                           "FROM runs WHERE at >= ? AND at < ?",
+                           (until, since, until)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
