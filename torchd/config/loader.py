@@ -49,6 +49,7 @@ from torchd.core.model import (
 )
 from torchd.core.schedule.bounded import AtSchedule, WindowedSchedule
 from torchd.core.schedule.cronexpr import CronSchedule, DstPolicy, Schedule, parse_schedule
+from torchd.core.schedule.window import KeepWindow
 from torchd.core.schedule.zones import ZoneError, host_zone_spec, load_zone, parse_instant
 from torchd.core.workflow import graph_problems
 from torchd.system.accounts import (
@@ -109,7 +110,7 @@ TASK_KEYS = dict.fromkeys((
     "timezone", "catchup", "starting_deadline", "overlap", "queue_limit", "kill_grace",
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
     "user", "group", "umask", "nice", "limits", "log", "hooks", "run_on", "http",
-    "dst",
+    "dst", "window",
 ))
 T = TypeVar("T")
 
@@ -383,14 +384,14 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "jitter": v.as_duration, "user": v.as_text, "group": v.as_text, "umask": v.as_umask,
     "nice": v.as_nice, "limits": v.as_limits, "log": v.as_log_overrides, "hooks": v.as_hooks,
     "run_on": v.one_of(RunOn), "after": v.as_after, "http": v.as_http_call,
-    "dst": v.as_dst,
+    "dst": v.as_dst, "window": v.as_window,
 }
 
 
 # Task keys whose converted value is the TaskSpec field of the same name; `_task` sets the
 # others (`schedule` is text here, a Schedule there) itself.
 _SAME_NAME_FIELDS = (frozenset(TASK_KEYS) & {f.name for f in fields(TaskSpec)}) - {
-    "name", "command", "schedule", "timezone", "log", "http", "dst"}
+    "name", "command", "schedule", "timezone", "log", "http", "dst", "window"}
 
 
 def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: DaemonSettings,
@@ -434,10 +435,14 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
                              if key in _SAME_NAME_FIELDS}
     if "at" in nodes:  # a one-time task whose instant passed while the daemon was down runs
         given.setdefault("catchup", Catchup.LAST)
+    window = _keep_window(walker, task_input, kind=kind, zone_name=zone_name)
+    if len(walker.problems) != before:
+        return None
     return new_task_spec(
         name=str(name),
         kind=kind,
         schedule=schedule,
+        window=window,
         command=cast("tuple[str, ...]", values.get("command", ())),
         http=cast("HttpCall | None", values.get("http")),
         timezone=zone_name,
@@ -536,6 +541,30 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
         walker.problem(nodes["end_at"], label, "end_at", "must be after start_at")
         return None
     return WindowedSchedule(inner=schedule, start=start, end=end)
+
+
+def _keep_window(walker: _Walker, task: _TaskInput, *, kind: TaskKind,
+                 zone_name: str) -> KeepWindow | None:
+    """A daemon task's keep-alive window: its schedule read in the task's zone."""
+    given = task.values.get("window")
+    if "window" not in task.nodes or not isinstance(given, tuple):
+        return None
+    node = task.nodes["window"]
+    if kind is not TaskKind.DAEMON:
+        walker.problem(node, task.label, "window", "only a daemon task (type: daemon) is kept "
+                       "alive inside a window; a cron task has its schedule")
+        return None
+    text, duration = cast("tuple[str, float]", given)
+    try:
+        schedule = parse_schedule(text, load_zone(zone_name))
+    except ScheduleError as exc:
+        walker.problem(node, task.label, "window", f"schedule: {exc}")
+        return None
+    if not isinstance(schedule, CronSchedule):
+        walker.problem(node, task.label, "window", f"schedule: a window opens on a cron "
+                       f"expression; '{schedule.text}' is not one")
+        return None
+    return KeepWindow(schedule=schedule, duration=duration)
 
 
 def _parse_or_report(walker: _Walker, node: yaml.Node, label: str, text: str,

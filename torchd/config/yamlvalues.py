@@ -808,3 +808,19 @@ def as_dst(node: yaml.Node) -> DstPolicy:
     fields = _Fields(node, DST_KEYS, "key", suggest=True)
     return DstPolicy(**fields.converted({"skipped": one_of(Skipped),
                                          "repeated": one_of(Repeated)}))
+
+
+WINDOW_KEYS = ("schedule", "for")
+
+
+def as_window(node: yaml.Node) -> tuple[str, float]:
+    """`window: {schedule: CRON, for: DURATION}`: (the schedule's text, seconds); the
+    loader reads the schedule in the task's zone."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(WINDOW_KEYS)}, got "
+                            f"{kind_of(node)}")
+    fields = _Fields(node, WINDOW_KEYS, "key", suggest=True)
+    fields.require("schedule", "'schedule' (when the window opens) is required")
+    fields.require("for", "'for' (how long the window stays open) is required")
+    values = fields.converted({"schedule": as_text, "for": as_positive_duration})
+    return values["schedule"], values["for"]
