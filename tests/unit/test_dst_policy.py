@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.unit.test_config import problems, task_file
 from torchd.config.loader import ParseCache, parse_config
-from torchd.core.errors import ConfigError
 from torchd.core.schedule.cronexpr import (
     CronSchedule,
     DstPolicy,
@@ -25,10 +25,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 
 def _problems(body: str) -> list[str]:
-    text = "tasks:\n  - name: job\n" + textwrap.indent(textwrap.dedent(body), "    ")
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text.encode(), "t.yaml", identity=None)
-    return [str(p) for p in caught.value.problems]
+    return problems(task_file(body))
 
 
 @pytest.mark.parametrize(("body", "expected"), [
