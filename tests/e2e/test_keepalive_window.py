@@ -42,33 +42,34 @@ def _window(daemon: Daemon) -> dict[str, Any]:
 
 def test_a_window_opens_and_closes(tmp_path: Path, write_tasks: Callable[..., Path],
                                    daemon_factory: Factory) -> None:
-    """Started at 10:00:07, outside: nothing runs until 10:00:10; at 10:00:14 the instance
-    is stopped with TERM and its run recorded killed, reason "window closed"."""
+    """Started at 10:00:05 (the 10:00:00 window closed at :04; a start under load takes
+    seconds): nothing runs until 10:00:15; at 10:00:19 the instance is stopped with TERM
+    and its run recorded killed, reason "window closed"."""
     out = tmp_path / "out"
-    daemon = daemon_factory(write_tasks(_tasks(out, '{schedule: "*/10 * * * * *", for: 4s}')))
-    daemon.start_env = libfaketime(FAKETIME="@2026-11-22 10:00:07")
+    daemon = daemon_factory(write_tasks(_tasks(out, '{schedule: "*/15 * * * * *", for: 4s}')))
+    daemon.start_env = libfaketime(FAKETIME="@2026-11-22 10:00:05")
     daemon.start()
-    assert _window(daemon) == {"schedule": "*/10 * * * * *", "for": 4.0, "open": False,
-                               "closes_at": None, "next_opening": "2026-11-22T10:00:10.000Z"}
+    assert _window(daemon) == {"schedule": "*/15 * * * * *", "for": 4.0, "open": False,
+                               "closes_at": None, "next_opening": "2026-11-22T10:00:15.000Z"}
     assert lines(out) == []
-    wait_for(lambda: lines(out) == ["start"], timeout=10, message="the window's instance")
+    wait_for(lambda: lines(out) == ["start"], timeout=15, message="the window's instance")
     assert _window(daemon)["open"] is True
-    assert _window(daemon)["closes_at"] == "2026-11-22T10:00:14.000Z"
+    assert _window(daemon)["closes_at"] == "2026-11-22T10:00:19.000Z"
     wait_for(lambda: lines(out) == ["start", "term"], timeout=10, message="the stop at close")
     (run,) = ended_runs(daemon, "worker", 1)
     assert (run["outcome"], run["reason"]) == ("killed", "window closed")
     wait_for(lambda: not _window(daemon)["open"], timeout=5, message="closed in status")
-    assert _window(daemon)["next_opening"] == "2026-11-22T10:00:20.000Z"
+    assert _window(daemon)["next_opening"] == "2026-11-22T10:00:30.000Z"
 
 
 def test_a_daemon_started_inside_a_window_starts_at_once(
         tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory) -> None:
     out = tmp_path / "out"
-    daemon = daemon_factory(write_tasks(_tasks(out, '{schedule: "*/10 * * * * *", for: 8s}')))
+    daemon = daemon_factory(write_tasks(_tasks(out, '{schedule: "0 * * * * *", for: 30s}')))
     daemon.start_env = libfaketime(FAKETIME="@2026-11-22 10:00:11")
     daemon.start()
     wait_for(lambda: lines(out) == ["start"], timeout=3, message="the instance at start")
-    assert _window(daemon)["closes_at"] == "2026-11-22T10:00:18.000Z"
+    assert _window(daemon)["closes_at"] == "2026-11-22T10:00:30.000Z"
 
 
 def test_a_reload_that_changes_the_window_applies_it_at_once(
