@@ -6,6 +6,9 @@ rules as the README states them, with no cleverness:
 - when the clock jumps forward over wall times that match, one fire at the jump;
 - schedules whose hour field allows every hour fire whenever a second's wall time
   matches (elapsed time: nothing at the jump, twice in the repeated hour).
+With a task's `dst` policy given, the every-hour exception goes and the policy decides:
+`skipped: skip` drops the fire at the jump, `repeated: both` fires on the second showing
+too.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.oracle import field_sets
 from tests.strategies import cron_expressions
-from torchd.core.schedule.cronexpr import parse_schedule, upcoming
+from torchd.core.schedule.cronexpr import DstPolicy, Repeated, Skipped, parse_schedule, upcoming
 
 ZONES = ("America/New_York", "Europe/London", "Australia/Lord_Howe", "America/Santiago",
          "Pacific/Chatham", "Asia/Kolkata", "UTC")
@@ -45,11 +49,16 @@ def offset_changes(zone: ZoneInfo, year: int) -> list[int]:
     return changes
 
 
-def reference_fires(expression: str, zone: ZoneInfo, start: int, end: int) -> list[int]:
+def reference_fires(expression: str, zone: ZoneInfo, start: int, end: int,
+                    policy: tuple[str, str] | None = None) -> list[int]:
     sets = field_sets(expression)
     fields = expression.split()
     either_day = not fields[3].startswith("*") and not fields[5].startswith("*")
     every_hour = len(sets[2]) == 24
+    if policy is None:  # today's rule: run-after and first, but every-hour is elapsed
+        run_after, both = not every_hour, every_hour
+    else:
+        run_after, both = policy[0] == "run-after", policy[1] == "both"
 
     weekdays = {d % 7 for d in sets[5]}
 
@@ -64,8 +73,8 @@ def reference_fires(expression: str, zone: ZoneInfo, start: int, end: int) -> li
     for instant in range(start + 1, end + 1):
         local = datetime.fromtimestamp(instant, zone)
         wall = instant + int(local.utcoffset().total_seconds())  # type: ignore[union-attr]
-        due = matches(local) and (every_hour or local.fold == 0)
-        if wall - previous > 1 and not every_hour:  # the clock jumped over some wall times
+        due = matches(local) and (both or local.fold == 0)
+        if wall - previous > 1 and run_after:  # the clock jumped over some wall times
             due = due or any(matches(_WALL_EPOCH + timedelta(seconds=w))
                              for w in range(previous + 1, wall))
         if due:
@@ -74,8 +83,11 @@ def reference_fires(expression: str, zone: ZoneInfo, start: int, end: int) -> li
     return fires
 
 
-def _ours(expression: str, zone: ZoneInfo, start: int, end: int) -> list[int]:
-    schedule = parse_schedule(expression, zone)
+def _ours(expression: str, zone: ZoneInfo, start: int, end: int,
+          policy: tuple[str, str] | None = None) -> list[int]:
+    dst = None if policy is None else DstPolicy(skipped=Skipped(policy[0]),
+                                                repeated=Repeated(policy[1]))
+    schedule = parse_schedule(expression, zone, dst)
     fires, cursor = [], float(start)
     while True:
         found = schedule.next_after(cursor)
@@ -104,6 +116,35 @@ def test_around_offset_changes_matches_reference(expression: str, change: tuple[
     start = change[1] - lead
     assert _ours(expression, zone, start, start + WINDOW) == reference_fires(
         expression, zone, start, start + WINDOW)
+
+
+POLICIES = [(skipped, repeated) for skipped in ("run-after", "skip")
+            for repeated in ("first", "both")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(expression=cron_expressions(dense=True), change=st.sampled_from(CHANGES),
+       lead=st.integers(0, WINDOW), policy=st.sampled_from(POLICIES))
+def test_dst_policies_around_offset_changes_match_reference(
+        expression: str, change: tuple[str, int], lead: int, policy: tuple[str, str]) -> None:
+    """Each of the four policies, in every zone with changes, every-hour schedules too."""
+    zone = ZoneInfo(change[0])
+    start = change[1] - lead
+    assert _ours(expression, zone, start, start + WINDOW, policy) == reference_fires(
+        expression, zone, start, start + WINDOW, policy)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids="/".join)
+@pytest.mark.parametrize("change", CHANGES, ids=[f"{name}@{at}" for name, at in CHANGES])
+def test_each_policy_at_each_change_with_a_fire_every_minute(
+        change: tuple[str, int], policy: tuple[str, str]) -> None:
+    """A schedule that fires on every minute of hours 0-3 and 22-23 (never every hour),
+    through every change of 2026 in every zone."""
+    expression = "0 * 0-3,22-23 * * *"
+    zone = ZoneInfo(change[0])
+    start, end = change[1] - WINDOW, change[1] + WINDOW
+    assert _ours(expression, zone, start, end, policy) == reference_fires(
+        expression, zone, start, end, policy)
 
 
 @settings(max_examples=30, deadline=None)

@@ -57,7 +57,8 @@ def task_file(body: str) -> str:
                  "known keys: name, schedule, after, command, type, hosts, max_running, env, "
                  "cwd, enabled, timezone, catchup, starting_deadline, overlap, queue_limit, "
                  "kill_grace, timeout, retries, at, start_at, end_at, jitter, user, group, "
-                 "umask, nice, limits, log, hooks, run_on, http, lint", id="unknown-key"),
+                 "umask, nice, limits, log, hooks, run_on, http, lint, dst, window",
+                 id="unknown-key"),
     pytest.param('schedule: "@hourly"\nat: 2026-12-01T10:00:00Z\ncommand: "true"\n',
                  "t.yaml:4: task 'job': at: give either schedule (repeating) or at (once), "
                  "not both", id="schedule-and-at"),

@@ -42,6 +42,25 @@ def test_dst_names_the_skipped_and_repeated_dates_and_what_torchd_does() -> None
     ]
 
 
+@pytest.mark.parametrize(("policy", "skipped", "repeated"), [
+    pytest.param("{skipped: skip}", "it does not fire (dst: skipped: skip)",
+                 "torchd fires at the first showing only", id="skip"),
+    pytest.param("{repeated: both}", "torchd fires once at 03:00:00",
+                 "torchd fires at both showings (dst: repeated: both)", id="both"),
+])
+def test_dst_says_what_the_tasks_policy_does(policy: str, skipped: str, repeated: str) -> None:
+    found = warnings(one_task(f"timezone: Europe/Paris\ndst: {policy}", "0 30 2 * * *"))
+    assert len(found) == 2
+    assert f"(the clock jumps from 02:00 to 03:00; {skipped})" in found[0]
+    assert f"(shown twice; {repeated})" in found[1]
+
+
+def test_every_hour_with_a_policy_is_warned_about() -> None:
+    """With dst: given, an every-hour schedule no longer follows elapsed time."""
+    found = warnings(one_task("timezone: Europe/Paris\ndst: {skipped: skip}", "0 30 * * * *"))
+    assert "it does not fire (dst: skipped: skip)" in found[0]
+
+
 @pytest.mark.parametrize(("zone", "schedule"), [
     pytest.param("UTC", "0 30 2 * * *", id="utc"),
     pytest.param("Europe/Paris", "0 30 4 * * *", id="outside-the-change"),

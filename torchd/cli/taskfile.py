@@ -9,6 +9,7 @@ import json
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from torchd.cli.common import (
@@ -24,7 +25,14 @@ from torchd.config.lint import lint
 from torchd.core.errors import TorchdError
 from torchd.core.hostmatch import HostIdentity
 from torchd.core.model import Config, TaskKind
-from torchd.core.schedule.cronexpr import EverySchedule, RebootSchedule, upcoming
+from torchd.core.schedule.bounded import WindowedSchedule
+from torchd.core.schedule.cronexpr import (
+    CronSchedule,
+    EverySchedule,
+    RebootSchedule,
+    Schedule,
+    upcoming,
+)
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc, local_iso, relative
 from torchd.core.workflow import graph_dot, graph_text
@@ -119,6 +127,20 @@ def _instant(text: str, zone: str) -> float | None:
         return None
 
 
+def _cron_of(schedule: Schedule | None) -> CronSchedule | None:
+    inner = schedule.inner if isinstance(schedule, WindowedSchedule) else schedule
+    return inner if isinstance(inner, CronSchedule) else None
+
+
+def _dst_mark(fire: float, schedule: Schedule | None) -> str:
+    """Marks a fire in the second showing of its zone's repeated hour (`repeated: both`,
+    or an every-hour schedule without a policy)."""
+    cron = _cron_of(schedule)
+    if cron is None or not datetime.fromtimestamp(fire, cron.zone).fold:
+        return ""
+    return "  (repeated hour, second showing)"
+
+
 def cmd_next(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
@@ -150,6 +172,8 @@ def cmd_next(args: argparse.Namespace) -> int:
         else:
             assert spec.schedule is not None  # noqa: S101 - cron tasks have one
             fires[spec.name] = upcoming(spec.schedule, now, args.count)
+            if (cron := _cron_of(spec.schedule)) is not None and cron.dst is not None:
+                notes[spec.name] = f"dst: {cron.dst.text}"
         if not spec.active:
             notes[spec.name] = "disabled" if not spec.enabled else "not for this host"
     if args.json:
@@ -157,6 +181,7 @@ def cmd_next(args: argparse.Namespace) -> int:
                          indent=2))
         return EXIT_OK
     zones = {spec.name: spec.timezone for spec in tasks}
+    schedules = {spec.name: spec.schedule for spec in tasks}
     for name, times in fires.items():
         note = f"  ({notes[name]})" if name in notes else ""
         print(f"{name}{note}")
@@ -164,5 +189,5 @@ def cmd_next(args: argparse.Namespace) -> int:
         for fire in times:
             # from now, unless previewing another instant (--after)
             distance = f"  ({relative(fire, now)})" if args.after is None else ""
-            print(f"  {local_iso(fire, zone)}{distance}")
+            print(f"  {local_iso(fire, zone)}{distance}{_dst_mark(fire, schedules[name])}")
     return EXIT_OK

@@ -25,7 +25,14 @@ from torchd.config.yamlvalues import Invalid
 from torchd.core.hostmatch import HostIdentity, pattern_matches
 from torchd.core.model import Config, TaskKind, TaskSpec
 from torchd.core.schedule.bounded import WindowedSchedule
-from torchd.core.schedule.cronexpr import CronSchedule, EverySchedule, Schedule, upcoming
+from torchd.core.schedule.cronexpr import (
+    CronSchedule,
+    EverySchedule,
+    Repeated,
+    Schedule,
+    Skipped,
+    upcoming,
+)
 from torchd.core.schedule.cronfields import CronFields
 from torchd.core.schedule.localtime import change_between, fixed_offset, offset_at
 from torchd.core.timefmt import span
@@ -214,8 +221,11 @@ def dst_warnings(cron: CronSchedule, zone_name: str, now: float) -> Iterator[Fou
     """The fires that fall in a skipped or repeated wall time in the next DST_YEARS, and
     what torchd does with them (core.schedule.localtime's rules)."""
     fields = cron.fields
-    if fields.every_hour:  # elapsed time across a change: nothing skipped or repeated
+    policy = cron.dst
+    if fields.every_hour and policy is None:  # elapsed time: nothing skipped or repeated
         return
+    skip = policy is not None and policy.skipped is Skipped.SKIP
+    both = policy is not None and policy.repeated is Repeated.BOTH
     skipped: list[str] = []
     repeated: list[str] = []
     for change, before, after in dst_changes(cron.zone, now):
@@ -229,12 +239,14 @@ def dst_warnings(cron: CronSchedule, zone_name: str, now: float) -> Iterator[Fou
         edge = (datetime.fromtimestamp(change + after, UTC).replace(tzinfo=None)
                 if after > before else None)
         if after > before:
+            done = ("it does not fire (dst: skipped: skip)" if skip
+                    else f"torchd fires once at {edge:%H:%M:%S}")
             skipped.append(f"{times}{more} on {wall_start.date()} (the clock jumps from "
-                           f"{wall_start:%H:%M} to {edge:%H:%M}; torchd fires once at "
-                           f"{edge:%H:%M:%S})")
+                           f"{wall_start:%H:%M} to {edge:%H:%M}; {done})")
         else:
-            repeated.append(f"{times}{more} on {wall_start.date()} (shown twice; torchd fires "
-                            "at the first showing only)")
+            done = ("torchd fires at both showings (dst: repeated: both)" if both
+                    else "torchd fires at the first showing only")
+            repeated.append(f"{times}{more} on {wall_start.date()} (shown twice; {done})")
     if skipped:
         yield ("dst", "schedule", f"'{cron.text}' in {zone_name}: skipped wall time "
                f"{'; '.join(skipped)}", "pick a time outside the change, or timezone: UTC")

@@ -49,7 +49,8 @@ from torchd.core.model import (
     new_task_spec,
 )
 from torchd.core.schedule.bounded import AtSchedule, WindowedSchedule
-from torchd.core.schedule.cronexpr import Schedule, parse_schedule
+from torchd.core.schedule.cronexpr import CronSchedule, DstPolicy, Schedule, parse_schedule
+from torchd.core.schedule.window import KeepWindow
 from torchd.core.schedule.zones import ZoneError, host_zone_spec, load_zone, parse_instant
 from torchd.core.workflow import graph_problems
 from torchd.system.accounts import (
@@ -111,6 +112,7 @@ TASK_KEYS = dict.fromkeys((
     "timeout", "retries", "at", "start_at", "end_at", "jitter",
     "user", "group", "umask", "nice", "limits", "log", "hooks", "run_on", "http",
     "lint",
+    "dst", "window",
 ))
 T = TypeVar("T")
 
@@ -280,8 +282,15 @@ def _http_paths(walker: _Walker, http: HttpSettings | None) -> HttpSettings | No
                    viewer_token_file=viewer and against(walker.base, viewer))
 
 
-def _schedule_key(text: str, timezone: str) -> str:
-    return f"{text.strip()}\0{timezone}"
+def _schedule_key(text: str, timezone: str, dst: DstPolicy | None = None) -> str:
+    """Tasks share a Schedule when expression, zone and DST policy are all the same."""
+    policy = "" if dst is None else dst.text
+    return f"{text.strip()}\0{timezone}\0{policy}"
+
+
+def _dst_of(schedule: Schedule) -> DstPolicy | None:
+    inner = schedule.inner if isinstance(schedule, WindowedSchedule) else schedule
+    return inner.dst if isinstance(inner, CronSchedule) else None
 
 
 @dataclass
@@ -378,13 +387,14 @@ _TASK_CONVERTERS: dict[str, Callable[[yaml.Node], object]] = {
     "nice": v.as_nice, "limits": v.as_limits, "log": v.as_log_overrides, "hooks": v.as_hooks,
     "run_on": v.one_of(RunOn), "after": v.as_after, "http": v.as_http_call,
     "lint": as_lint,
+    "dst": v.as_dst, "window": v.as_window,
 }
 
 
 # Task keys whose converted value is the TaskSpec field of the same name; `_task` sets the
 # others (`schedule` is text here, a Schedule there) itself.
 _SAME_NAME_FIELDS = (frozenset(TASK_KEYS) & {f.name for f in fields(TaskSpec)}) - {
-    "name", "command", "schedule", "timezone", "log", "http"}
+    "name", "command", "schedule", "timezone", "log", "http", "dst", "window"}
 
 
 def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: DaemonSettings,
@@ -428,10 +438,14 @@ def _task(walker: _Walker, node: yaml.Node, label: str, line: int, *, daemon: Da
                              if key in _SAME_NAME_FIELDS}
     if "at" in nodes:  # a one-time task whose instant passed while the daemon was down runs
         given.setdefault("catchup", Catchup.LAST)
+    window = _keep_window(walker, task_input, kind=kind, zone_name=zone_name)
+    if len(walker.problems) != before:
+        return None
     return new_task_spec(
         name=str(name),
         kind=kind,
         schedule=schedule,
+        window=window,
         command=cast("tuple[str, ...]", values.get("command", ())),
         http=cast("HttpCall | None", values.get("http")),
         timezone=zone_name,
@@ -480,7 +494,7 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
     """The task's schedule from `schedule` or `at`, inside its start_at/end_at window."""
     node, label, values, nodes = task.node, task.label, task.values, task.nodes
     if kind is TaskKind.DAEMON:
-        for key in ("schedule", "at", "start_at", "end_at", "jitter"):
+        for key in ("schedule", "at", "start_at", "end_at", "jitter", "dst"):
             if key in nodes:
                 walker.problem(nodes[key], label, key,
                                "a daemon task is kept running and takes no schedule")
@@ -490,7 +504,7 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
         return None
     if "after" in nodes:  # fired by its upstreams' runs (core.workflow), not by a clock
         for key in ("schedule", "at", "start_at", "end_at", "jitter", "catchup",
-                    "starting_deadline"):
+                    "starting_deadline", "dst"):
             if key in nodes:
                 walker.problem(nodes[key], label, key, "a task with 'after' is started by "
                                "its upstream tasks' runs and takes no schedule")
@@ -505,19 +519,24 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
         return None
     schedule: Schedule | None = None
     at_text, schedule_text = values.get("at"), values.get("schedule")
+    dst = cast("DstPolicy | None", values.get("dst"))
     if isinstance(at_text, str):
         schedule = AtSchedule(text=f"at {at_text}", instant=parse_instant(at_text, zone_name))
     elif isinstance(schedule_text, str) and schedule_text.strip().lower().startswith("@random"):
         schedule = _parse_or_report(walker, nodes["schedule"], label, schedule_text, zone_name)
     elif isinstance(schedule_text, str):  # shared by every task with the same expression
-        cache_key = _schedule_key(schedule_text, zone_name)
+        cache_key = _schedule_key(schedule_text, zone_name, dst)
         used.add(cache_key)
         schedule = schedules.get(cache_key)
         if schedule is None:
             schedule = _parse_or_report(walker, nodes["schedule"], label, schedule_text,
-                                        zone_name)
+                                        zone_name, dst=dst)
             if schedule is not None:
                 schedules[cache_key] = schedule
+    if dst is not None and schedule is not None and not isinstance(schedule, CronSchedule):
+        walker.problem(nodes["dst"], label, "dst", f"applies to a cron expression; "
+                       f"'{schedule.text}' does not follow the wall clock")
+        return None
     bounds = [values.get(key) for key in ("start_at", "end_at")]
     if schedule is None or bounds == [None, None]:
         return schedule
@@ -528,10 +547,34 @@ def _task_schedule(walker: _Walker, task: _TaskInput, *, kind: TaskKind, zone_na
     return WindowedSchedule(inner=schedule, start=start, end=end)
 
 
-def _parse_or_report(walker: _Walker, node: yaml.Node, label: str, text: str,
-                     zone_name: str) -> Schedule | None:
+def _keep_window(walker: _Walker, task: _TaskInput, *, kind: TaskKind,
+                 zone_name: str) -> KeepWindow | None:
+    """A daemon task's keep-alive window: its schedule read in the task's zone."""
+    given = task.values.get("window")
+    if "window" not in task.nodes or not isinstance(given, tuple):
+        return None
+    node = task.nodes["window"]
+    if kind is not TaskKind.DAEMON:
+        walker.problem(node, task.label, "window", "only a daemon task (type: daemon) is kept "
+                       "alive inside a window; a cron task has its schedule")
+        return None
+    text, duration = cast("tuple[str, float]", given)
     try:
-        return parse_schedule(text, load_zone(zone_name))
+        schedule = parse_schedule(text, load_zone(zone_name))
+    except ScheduleError as exc:
+        walker.problem(node, task.label, "window", f"schedule: {exc}")
+        return None
+    if not isinstance(schedule, CronSchedule):
+        walker.problem(node, task.label, "window", f"schedule: a window opens on a cron "
+                       f"expression; '{schedule.text}' is not one")
+        return None
+    return KeepWindow(schedule=schedule, duration=duration)
+
+
+def _parse_or_report(walker: _Walker, node: yaml.Node, label: str, text: str,
+                     zone_name: str, *, dst: DstPolicy | None = None) -> Schedule | None:
+    try:
+        return parse_schedule(text, load_zone(zone_name), dst)
     except ScheduleError as exc:
         walker.problem(node, label, "schedule", str(exc))
         return None
@@ -641,7 +684,8 @@ def _parse_text(text: str, data: bytes, file: str, *, identity: HostIdentity | N
                 if spec.line != line:
                     spec = _moved(spec, line)
                 if spec.schedule is not None:
-                    used.add(_schedule_key(spec.schedule.text, spec.timezone))
+                    used.add(_schedule_key(spec.schedule.text, spec.timezone,
+                                           _dst_of(spec.schedule)))
             if spec is not None:
                 tasks.append(spec)
                 if cache is not None and _reusable(spec):

@@ -34,6 +34,7 @@ from torchd.core.model import (
     Webhook,
     name_problem,
 )
+from torchd.core.schedule.cronexpr import DstPolicy, Repeated, Skipped
 from torchd.core.schedule.zones import ZoneError, load_zone
 from torchd.system.accounts import LIMITS
 
@@ -794,3 +795,32 @@ def as_http_call(node: yaml.Node) -> HttpCall:
         "body": partial(_substitutable, allow_empty=True), "timeout": as_positive_duration,
         "expect_status": _as_statuses, "expect_body": _as_regex, "tls_verify": as_boolean,
         "max_log_bytes": as_size}))
+
+
+DST_KEYS = ("skipped", "repeated")
+
+
+def as_dst(node: yaml.Node) -> DstPolicy:
+    """`dst: {skipped: run-after|skip, repeated: first|both}`; a key not given keeps
+    today's rule for it (run-after, first)."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(DST_KEYS)}, got {kind_of(node)}")
+    fields = _Fields(node, DST_KEYS, "key", suggest=True)
+    return DstPolicy(**fields.converted({"skipped": one_of(Skipped),
+                                         "repeated": one_of(Repeated)}))
+
+
+WINDOW_KEYS = ("schedule", "for")
+
+
+def as_window(node: yaml.Node) -> tuple[str, float]:
+    """`window: {schedule: CRON, for: DURATION}`: (the schedule's text, seconds); the
+    loader reads the schedule in the task's zone."""
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"expected a mapping of {', '.join(WINDOW_KEYS)}, got "
+                            f"{kind_of(node)}")
+    fields = _Fields(node, WINDOW_KEYS, "key", suggest=True)
+    fields.require("schedule", "'schedule' (when the window opens) is required")
+    fields.require("for", "'for' (how long the window stays open) is required")
+    values = fields.converted({"schedule": as_text, "for": as_positive_duration})
+    return values["schedule"], values["for"]

@@ -9,6 +9,7 @@ from typing import NamedTuple, TypeVar
 
 from torchd.core.fastinit import fast_constructor
 from torchd.core.schedule.cronexpr import Schedule
+from torchd.core.schedule.window import KeepWindow
 from torchd.core.timefmt import iso_utc
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -315,6 +316,7 @@ class TaskSpec:
     run_on: RunOn = RunOn.ALL
     after: After | None = None  # fired by its upstreams' runs (core.workflow), not a clock
     http: HttpCall | None = None  # an HTTP task: a request instead of a command
+    window: KeepWindow | None = None  # a daemon task kept alive only inside this window
     for_this_host: bool = True
     line: int = field(default=0, compare=False)  # where the task starts in its file
     file: str = field(default="", compare=False)  # its file, in a drop-in directory

@@ -58,6 +58,7 @@ from torchd.engine.timetable import (
     Timetable,
     sleep_until,
 )
+from torchd.engine.windows import Windows
 from torchd.process.cgroups import RunCgroupParent
 from torchd.process.output import OutputEcho
 from torchd.process.runner import (
@@ -117,6 +118,8 @@ class Scheduler:
         self._keep_alive = KeepAlive(launch=self._launch_instance, may_keep=self._keeps,
                                      lease_expiry=self._lease_expiry,
                                      stopping=lambda: self._stopping)
+        self._windows = Windows(clock=clock, opened=self._window_opened,
+                                closed=self._window_closed)
 
     def _on_event(self, event: Event) -> None:
         """Tell the subscribers; a fire that did not run is told to the chains as well
@@ -167,6 +170,7 @@ class Scheduler:
         state = self._tasks.pop(name, None)
         if state is None:
             return None
+        self._windows.forget(name)
         self._stand_down(state, "the task was changed or removed", self._kill_grace)
         return state
 
@@ -188,6 +192,8 @@ class Scheduler:
                 state.keepers.append(keeper)
                 if self._started and self._may_keep(spec):
                     self._keep_alive.start(keeper, waiting_for)
+            if self._started:
+                self._watch_window(spec)
             return
         if spec.after is not None:
             return  # fired by its upstreams' runs (chains), never by the timetable
@@ -227,6 +233,7 @@ class Scheduler:
                 if self._may_keep(state.spec):
                     for keeper in state.keepers:
                         self._keep_alive.start(keeper, [])
+                self._watch_window(state.spec)
             elif isinstance(state.spec.schedule, RebootSchedule):
                 if not self.is_paused(state.spec.name):
                     at_boot.append((state, Fire(self._clock.time())))
@@ -534,15 +541,40 @@ class Scheduler:
     # ----- cluster -----------------------------------------------------------------------
     def _may_keep(self, spec: TaskSpec) -> bool:
         """Whether this host keeps a daemon-type task's instances running now."""
-        if not spec.active or self.is_paused(spec.name):
+        if not spec.active or self.is_paused(spec.name) or not self._window_open(spec):
             return False
         return self._cluster.holds(spec)
 
     def lease_tasks(self) -> set[str]:
-        """Daemon-type `run_on: one` tasks this host would run if it held their lease."""
+        """Daemon-type `run_on: one` tasks this host would run if it held their lease (a
+        windowed one only while its window is open)."""
         return {name for name, state in self._tasks.items()
                 if self._cluster.leased(state.spec) and state.spec.active
-                and not self.is_paused(name)}
+                and not self.is_paused(name) and self._window_open(state.spec)}
+
+    # ----- keep-alive windows ------------------------------------------------------------
+    def _window_open(self, spec: TaskSpec) -> bool:
+        return spec.window is None or spec.window.state_at(self._clock.time()).open
+
+    def _watch_window(self, spec: TaskSpec) -> None:
+        if spec.window is not None and spec.active:
+            self._windows.watch(spec.name, spec.window, self._window_open(spec))
+
+    def _window_opened(self, name: str) -> None:
+        """Start the instances (a run_on: one task asks for its lease first)."""
+        state = self._tasks[name]
+        self._restart_keepers(state)
+        self.on_lease_tasks(self.lease_tasks())
+
+    def _window_closed(self, name: str) -> None:
+        """Stop the instances as any stop does (TERM, kill_grace, KILL); their runs end
+        killed, with the reason "window closed" in the history."""
+        state = self._tasks[name]
+        for keeper in state.keepers:
+            if keeper.handle is not None and keeper.handle.run.ended is None:
+                keeper.handle.run.reason = "window closed"
+            self._keep_alive.stop(keeper, state.spec.kill_grace)
+        self.on_lease_tasks(self.lease_tasks())
 
     def lease_changed(self, name: str, held: bool, stop_within: float) -> None:
         """The cluster gave or took this host's lease of a task: start or stop it. A lost
@@ -698,6 +730,7 @@ class Scheduler:
         self.request_stop()
         for claiming in self._claiming:
             claiming.cancel()
+        self._windows.cancel_all()
         self._chains.cancel()
         for state in self._tasks.values():
             self._stand_down(state, "shutdown", None)
@@ -786,6 +819,14 @@ class Scheduler:
                                      "http_status": last.http_status}
             if spec.kind is TaskKind.DAEMON:
                 entry["instances"] = [k.view() for k in state.keepers]
+            if spec.window is not None:
+                window = spec.window.state_at(self._clock.time())
+                entry["window"] = {
+                    "schedule": spec.window.schedule.text, "for": spec.window.duration,
+                    "open": window.open, "closes_at": iso_utc(window.closes_at)
+                    if window.closes_at is not None else None,
+                    "next_opening": iso_utc(window.next_opening)
+                    if window.next_opening is not None else None}
             entry.update(self._cluster.view(spec, state.last_claim))
             tasks.append(entry)
         return tasks

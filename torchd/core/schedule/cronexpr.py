@@ -6,6 +6,9 @@ Cron arithmetic is done here over the values cronfields reads, in the task's zon
 - a wall time repeated by a fall-back fires once, on its first showing;
 - except schedules whose hour field allows every hour: they follow elapsed time, so they
   skip the gap and fire again in the repeated hour, as an interval timer would.
+A task's `dst` policy (DstPolicy) replaces these rules for its schedule: `skipped:
+run-after|skip` for wall times in a gap, `repeated: first|both` for those in a repeated
+hour, applied to every cron schedule alike (no every-hour exception once it is given).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import random
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
+from enum import StrEnum
 from typing import Protocol
 
 from torchd.core.durations import parse_duration
@@ -27,6 +31,7 @@ from torchd.core.schedule.localtime import (
     offset_at,
     repeat_end,
     wall_date,
+    wall_offsets,
     wall_seconds,
 )
 
@@ -35,6 +40,33 @@ SEARCH_YEARS = 30  # past this a schedule counts as ended (the calendar check ru
 _MONTH_LENGTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # _WEEKDAY_DAYS[k]: the days of a month (bits 1-31) that fall k weekdays after the 1st.
 _WEEKDAY_DAYS = tuple(sum(1 << d for d in range(k + 1, 32, 7)) for k in range(7))
+
+
+class Skipped(StrEnum):
+    """What a wall time that a spring-forward gap skips does."""
+
+    RUN_AFTER = "run-after"  # fires once, at the instant the gap ends
+    SKIP = "skip"  # does not fire that day
+
+
+class Repeated(StrEnum):
+    """What a wall time that a fall-back repeats does."""
+
+    FIRST = "first"  # fires on its first showing only
+    BOTH = "both"  # fires on both showings
+
+
+@dataclass(frozen=True, slots=True)
+class DstPolicy:
+    """A task's `dst:` policy. Not given (None on the schedule): run-after and first,
+    except schedules whose hour field allows every hour, which follow elapsed time."""
+
+    skipped: Skipped = Skipped.RUN_AFTER
+    repeated: Repeated = Repeated.FIRST
+
+    @property
+    def text(self) -> str:
+        return f"skipped: {self.skipped}, repeated: {self.repeated}"
 
 
 class Schedule(Protocol):
@@ -100,6 +132,7 @@ class CronSchedule:
     text: str
     fields: CronFields
     zone: tzinfo
+    dst: DstPolicy | None = None
     _last_query: float = field(init=False, repr=False, default=float("nan"))
     _last_answer: float | None = field(init=False, repr=False, default=None)
     _fixed_offset: int | None = field(init=False, repr=False, default=None)
@@ -120,12 +153,30 @@ class CronSchedule:
             offset = self._fixed_offset
             found = self._next_match(math.floor(ts + offset) + 1)
             answer = None if found is None else float(found - offset)
-        elif self.fields.every_hour:
-            answer = self._next_elapsed(ts)
         else:
-            answer = self._next_wall_clock(ts)
+            answer = self._next_in_zone(ts)
         self._last_query, self._last_answer = ts, answer
         return answer
+
+    def _next_in_zone(self, ts: float) -> float | None:
+        """The policy's rule. Fires of (skip, both) are exactly the instants whose wall
+        time matches (elapsed time); (run-after, both) adds the ends of gaps, that is the
+        union of the elapsed and first-showing answers."""
+        dst = self.dst
+        if dst is None:
+            if self.fields.every_hour:
+                return self._next_elapsed(ts)
+            return self._next_wall_clock(ts, skip_gaps=False)
+        skip_gaps = dst.skipped is Skipped.SKIP
+        if dst.repeated is Repeated.FIRST:
+            return self._next_wall_clock(ts, skip_gaps=skip_gaps)
+        elapsed = self._next_elapsed(ts)
+        if skip_gaps:
+            return elapsed
+        first = self._next_wall_clock(ts, skip_gaps=False)
+        if first is None or elapsed is None:
+            return first if elapsed is None else elapsed
+        return min(first, elapsed)
 
     def _next_elapsed(self, ts: float) -> float | None:
         """Instants whose wall time matches: within one offset the mapping is a shift;
@@ -144,8 +195,9 @@ class CronSchedule:
             cursor, strict = change, False
         return None
 
-    def _next_wall_clock(self, ts: float) -> float | None:
-        """Each matching wall time once, at its first showing (or the end of its gap).
+    def _next_wall_clock(self, ts: float, *, skip_gaps: bool) -> float | None:
+        """Each matching wall time once, at its first showing (or the end of its gap,
+        unless `skip_gaps`).
         That instant never decreases as the wall time grows, so the first matching wall
         time after ts's whose instant is after ts is the answer."""
         start = math.floor(ts + offset_at(self.zone, ts)) + 1
@@ -154,6 +206,11 @@ class CronSchedule:
             start = max(start, math.ceil(end_of_repeat))
         found = self._next_match(start)
         while found is not None:
+            if skip_gaps:
+                before, after = wall_offsets(self.zone, found)
+                if before < after:  # in a gap: this wall time does not show today
+                    found = self._next_match(found + 1)
+                    continue
             instant = first_instant(self.zone, found)
             if instant > ts:
                 return float(instant)
@@ -226,13 +283,14 @@ class CronSchedule:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CronSchedule):
             return NotImplemented
-        return (self.expression, str(self.zone)) == (other.expression, str(other.zone))
+        return ((self.expression, str(self.zone), self.dst)
+                == (other.expression, str(other.zone), other.dst))
 
     def __hash__(self) -> int:
-        return hash((self.expression, str(self.zone)))
+        return hash((self.expression, str(self.zone), self.dst))
 
 
-def parse_schedule(text: str, zone: tzinfo) -> Schedule:
+def parse_schedule(text: str, zone: tzinfo, dst: DstPolicy | None = None) -> Schedule:
     """Turn a schedule string into a Schedule, or raise ScheduleError saying what is wrong."""
     stripped = text.strip()
     if not stripped:
@@ -257,8 +315,9 @@ def parse_schedule(text: str, zone: tzinfo) -> Schedule:
                 f"unknown macro '{stripped}'; known: {', '.join(sorted(MACROS))}, "
                 "@every <duration>, @random <min> <max>, @reboot"
             )
-        return CronSchedule(text=stripped, fields=read_cron(MACROS[lowered]), zone=zone)
-    return CronSchedule(text=stripped, fields=read_cron(stripped), zone=zone)
+        return CronSchedule(text=stripped, fields=read_cron(MACROS[lowered]), zone=zone,
+                            dst=dst)
+    return CronSchedule(text=stripped, fields=read_cron(stripped), zone=zone, dst=dst)
 
 
 def _random(text: str) -> RandomSchedule:
