@@ -374,7 +374,8 @@ def test_next_previews_a_dst_day_from_any_instant(write_tasks: Callable[..., Pat
     assert preview.stdout.splitlines() == [  # text: in the task's zone
         "nightly", "  2026-11-01T01:30:00-04:00", "  2026-11-02T01:30:00-05:00",
         "  2026-11-03T01:30:00-05:00",
-        "hourly", "  2026-11-01T01:00:00-04:00", "  2026-11-01T01:00:00-05:00",
+        "hourly", "  2026-11-01T01:00:00-04:00",
+        "  2026-11-01T01:00:00-05:00  (repeated hour, second showing)",
         "  2026-11-01T02:00:00-05:00"]
     as_json = torchd("next", "-c", str(config), "-n", "3", "--after",
                      "2026-11-01T00:00:00-04:00", "--json")
