@@ -256,8 +256,9 @@ def test_three_daemons_run_a_run_on_one_downstream_once_per_upstream_run(
         redis_server: RedisServer) -> None:
     """Three daemons on one Redis: a `run_on: one` upstream every second, a `run_on: one`
     downstream after it (no max_running: on a loaded machine a run may outlast a second,
-    and a trigger skipped by the limit is not what this counts), and a fan-in after two `run_on: one` upstreams that may run on
-    different hosts: each downstream runs exactly once per triggering upstream run."""
+    and a trigger skipped by the limit is not what this counts), and a fan-in after two
+    `run_on: one` upstreams that may run on different hosts: each downstream runs exactly
+    once per triggering upstream run."""
     out = tmp_path / "out"
     record = RECORD.replace("@FILE", str(out))
     config = cluster_file(write_tasks, redis_server, f"""
