@@ -93,6 +93,20 @@ def test_a_chain_runs_each_link_with_its_upstream_and_workflow(
     assert (tasks["transform"]["upstreams"], tasks["transform"]["downstreams"]) == (
         ["extract"], ["load"])
     assert tasks["transform"]["next_fire"] is None
+    index = {t["name"]: t for t in daemon_index(daemon)}
+    assert (index["load"]["after"], index["extract"]["after"]) == (True, False)
+    # why finds a downstream's runs by their fire ids (named after the upstream run)
+    why = daemon.cli("why", "load", "--last", "1", "-c", str(config))
+    assert why.returncode == 0, why.stderr
+    assert f"ran: run {load['run']}" in why.stdout
+
+
+def daemon_index(daemon: Daemon) -> list[dict[str, object]]:
+    from torchd.control import client
+
+    reply: dict[str, list[dict[str, object]]] = client.call(
+        daemon.state_dir / "torchd.sock", "index")
+    return reply["tasks"]
 
 
 def test_fan_in_fires_once_when_every_upstream_succeeded(
@@ -151,6 +165,7 @@ def test_on_failure_fires_after_the_retries_and_success_edges_say_why(
                        message="transform's skipped row")
     assert skipped[0]["reason"] == f"upstream failed: extract run {attempts[1]['run']}"
     assert skipped[0]["fire_id"] == f"transform@extract.{attempts[1]['run']}"
+    assert skipped[0]["trigger"] == "upstream"  # counted as what it was for
     assert runs(out, "transform") == []
     assert len(runs(out, "alert")) == 1
 

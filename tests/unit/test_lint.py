@@ -162,3 +162,10 @@ def test_lint_key_errors(value: str, message: str) -> None:
     with pytest.raises(ConfigError) as raised:
         warnings(one_task(f"lint: {value}"))
     assert [str(p) for p in raised.value.problems] == [message]
+
+
+def test_an_http_tasks_timeout_longer_than_the_gap() -> None:
+    found = warnings('tasks:\n  - name: ping\n    schedule: "*/30 * * * * *"\n'
+                     '    http: {url: "http://127.0.0.1:9/", timeout: 2m}\n')
+    assert len(found) == 1
+    assert "http.timeout: 2m lets a run outlast the 30s between fires" in found[0]

@@ -87,7 +87,7 @@ def test_events_feed_runs_total_by_task_trigger_and_outcome() -> None:
                                       attempt=1, trigger=Trigger.SCHEDULE, error="no", time=1.0))
     metrics.fire_skipped(FireSkipped(task="a", scheduled=1.0, reason="paused"))
     metrics.fire_skipped(FireSkipped(task="a", scheduled=1.0, reason="full", dropped=True,
-                                     run_id="m"))
+                                     run_id="m", trigger=Trigger.MANUAL))
     metrics.fire_missed(FireMissed(task="b", first=1.0, last=3.0, count=3))
     found, _ = scrape(metrics)
     runs = {labels: v for (name, labels), v in found.items() if name == "torchd_runs_total"}

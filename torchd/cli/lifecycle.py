@@ -292,9 +292,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         next_fire = task["next_fire"]
         rows.append((task["name"], task["type"], task["schedule"] or "-", here,
                      when(next_fire, task["timezone"]) if next_fire else "-",
-                     ",".join(str(p) for p in task["running"]) or "-", last_text))
+                     _running_text(task), last_text))
     print_table(rows)
     return EXIT_OK
+
+
+def _running_text(task: dict[str, Any]) -> str:
+    """The pids of a task's runs going on, and `http` for each that has none."""
+    shown = [str(pid) for pid in task["running"]]
+    shown += ["http"] * (task.get("runs", len(shown)) - len(shown))
+    return ",".join(shown) or "-"
 
 
 def _not_running_status(state_dir: Path, *, as_json: bool) -> int:

@@ -19,6 +19,7 @@ from torchd.cli.common import (
     resolve_state_dir,
     text_zone,
 )
+from torchd.control.verbs import RUN_TIMES
 from torchd.core.model import RunOn, TaskSpec
 from torchd.core.schedule.bounded import AtSchedule, WindowedSchedule
 from torchd.core.schedule.cronexpr import CronSchedule, Schedule, upcoming
@@ -163,14 +164,13 @@ def seen_before_kills(database: Path, loads: list[dict[str, Any]]) -> list[dict[
     return out
 
 
-TIMES = ("scheduled", "at", "started", "ended", "missed_from")  # a record's times
 
 
 def _json(answer: Answer) -> dict[str, Any]:
     """The answer with its times in the JSON form (UTC to the millisecond)."""
     out = answer.as_dict()
     out["instant"] = iso_utc(answer.instant) if answer.fire_id else None
-    out["records"] = [{key: iso_utc(value) if key in TIMES and isinstance(value, float | int)
+    out["records"] = [{key: iso_utc(value) if key in RUN_TIMES and isinstance(value, float | int)
                        else value for key, value in record.items()}
                       for record in answer.records]
     return out
@@ -178,14 +178,16 @@ def _json(answer: Answer) -> dict[str, Any]:
 
 def _past(task: str, spec: TaskSpec | None, database: Path, loads: list[dict[str, Any]], *,
           until: float, count: int, show: Any) -> list[Answer]:
+    fires: list[tuple[float, str | None]]
     if spec is not None and spec.schedule is not None and _computable(spec.schedule):
-        instants = past_instants(spec.schedule, until, count)
-    else:  # no schedule to count from: the fires the history has
+        fires = [(instant, None) for instant in past_instants(spec.schedule, until, count)]
+    else:  # no schedule to count from (@every, after:): the fires the history has, by id
         rows = query_runs(database, task=task, limit=count * 4, until=until + 1)
-        instants = sorted({float(r["scheduled"]) for r in rows
-                           if r["scheduled"] is not None})[-count:]
-    if not instants:
+        fires = sorted({(float(r["scheduled"]), r["fire_id"]) for r in rows
+                        if r["scheduled"] is not None and r["fire_id"]})[-count:]
+    if not fires:
         return []
+    instants = [instant for instant, _ in fires]
     rows = fire_rows(database, task, instants[0], instants[-1])
     pauses = pause_actions(database, task)
     one = spec is not None and spec.run_on is RunOn.ONE
@@ -196,7 +198,8 @@ def _past(task: str, spec: TaskSpec | None, database: Path, loads: list[dict[str
             policy += f", starting_deadline: {spec.starting_deadline:g}s"
     claims = lost_claims(database, task, instants[0], instants[-1])
     return [explain(task, instant, rows=rows, loads=loads, pauses=pauses, run_on_one=one,
-                    show=show, catchup=policy, claims=claims) for instant in instants]
+                    show=show, catchup=policy, claims=claims, fid=fid)
+            for instant, fid in fires]
 
 
 def _future(task: str, spec: TaskSpec | None, paths: StatePaths, now: float,

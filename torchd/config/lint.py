@@ -129,9 +129,10 @@ def _task_warnings(spec: TaskSpec, config: Config, now: float,
                    "on the days both do", "to mean both, keep one day field '*' and test the "
                    "other in the command")
     gap = shortest_gap(spec.schedule, now)
-    if spec.timeout is not None and gap is not None and gap < spec.timeout \
-            and spec.max_running == 1:
-        yield ("timeout", "timeout", f"{_secs(spec.timeout)} lets a run outlast the "
+    timeout, where = ((spec.http.timeout, "http.timeout") if spec.http is not None
+                      else (spec.timeout, "timeout"))
+    if timeout is not None and gap is not None and gap < timeout and spec.max_running == 1:
+        yield ("timeout", where, f"{_secs(timeout)} lets a run outlast the "
                f"{_secs(gap)} between fires, and with max_running: 1 the fires meanwhile "
                f"are {'queued' if str(spec.overlap) == 'queue' else 'skipped'}",
                "shorten timeout below the gap, or raise max_running")

@@ -20,6 +20,9 @@ def idle_reason(task: dict[str, Any]) -> str | None:
     if task["paused"]:
         return "paused"
     if task["type"] == "daemon":
+        window = task.get("window")
+        if window and not window.get("open"):
+            return f"window closed, opens {window.get('next_opening') or 'never'}"
         return "daemon task"
     if task["schedule"] == "@reboot":
         return "at start only"

@@ -241,7 +241,7 @@ class SubmitReply(TypedDict):
     timezone: str  # the submission's zone: daemon.timezone
 
 
-RUN_TIMES = ("scheduled", "at", "started", "ended")  # the history's columns holding a time
+RUN_TIMES = ("scheduled", "at", "started", "ended", "missed_from")  # columns holding a time
 
 
 def run_row(row: dict[str, Any], timezone: str | None) -> dict[str, Any]:
@@ -316,8 +316,9 @@ class Status:
 @dataclass(frozen=True, slots=True)
 class TaskIndex:
     """Every task in a few fields (name, schedule, type, enabled, for_this_host, paused,
-    running: a count, next_fire, last_outcome), by name: cheap at 10,000 tasks, for a
-    client that filters before it asks `status` for a page. Reply: IndexReply."""
+    running: a count, next_fire, last_outcome, after: whether upstreams fire it), by name:
+    cheap at 10,000 tasks, for a client that filters before it asks `status` for a page.
+    Reply: IndexReply."""
 
     verb: ClassVar[str] = "index"
 
@@ -474,8 +475,9 @@ class TaskInfo:
 @dataclass(frozen=True, slots=True)
 class Fires:
     """The fires due in the next `hours` (at most 168) of the given `tasks` (default every
-    task), at most `limit` per task and MAX_FIRES in all: the daily plan. Reply:
-    FiresReply; a task whose fires were cut short is in `truncated`."""
+    task), at most `limit` per task and MAX_FIRES in all, each time listed (the daily plan
+    counts them per slot: `timeline`). Reply: FiresReply; a task whose fires were cut
+    short is in `truncated`."""
 
     verb: ClassVar[str] = "fires"
     tasks: list[str] = field(default_factory=list)

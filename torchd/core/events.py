@@ -81,6 +81,7 @@ class FireSkipped:
     dropped: bool = False
     run_id: str | None = None  # the id a manual trigger announced for it
     named: str | None = None  # a downstream fire's id (core.workflow.chain_fire_id)
+    trigger: Trigger = Trigger.SCHEDULE  # what the fire was for
 
     @property
     def fire_id(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchd.core.model import fire_id
+from torchd.core.model import RunOutcome, fire_id
 
 Show = Callable[[float], str]  # how a time is written in a reason
 
@@ -157,7 +157,8 @@ def from_records(instant: float, fid: str, rows: Sequence[dict[str, Any]]) -> An
     if outcome is None:
         return Answer(instant, fid, "running", f"running: run {last['run_id']} on "
                       f"{last.get('host') or '?'}", mine)
-    attempts = [r for r in mine if r.get("started") is not None or r["outcome"] == "start_error"]
+    attempts = [r for r in mine
+                if r.get("started") is not None or r["outcome"] == RunOutcome.START_ERROR]
     retried = f" after {len(attempts)} attempts" if len(attempts) > 1 else ""
     verdict = "ran" if outcome == "ok" else "failed"
     return Answer(instant, fid, verdict, f"ran{retried}: {_run_text(last)}", mine)
@@ -177,11 +178,12 @@ def _missed_covering(instant: float, rows: Sequence[dict[str, Any]]) -> dict[str
 def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
             loads: Sequence[dict[str, Any]], pauses: Sequence[dict[str, Any]],
             run_on_one: bool, show: Show, catchup: str = "",
-            claims: Sequence[dict[str, Any]] = ()) -> Answer:
+            claims: Sequence[dict[str, Any]] = (), fid: str | None = None) -> Answer:
     """Why the fire of `task` at `instant` (a past scheduled instant) ran or did not.
-    `catchup` (e.g. `catchup: none`) is added to a missed fire's reason."""
+    `catchup` (e.g. `catchup: none`) is added to a missed fire's reason. `fid`: the fire's
+    id when it is not TASK@INSTANT (a downstream's fire is named after its upstream run)."""
     policy = f" ({catchup})" if catchup else ""
-    fid = fire_id(task, instant)
+    fid = fid or fire_id(task, instant)
     found = from_records(instant, fid, rows)
     if found is not None and found.verdict != "missed":  # a missed one: was the daemon down?
         return found

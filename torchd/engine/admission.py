@@ -67,7 +67,8 @@ class Admission:
         for state, fire in self._daemon_waiting:
             self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
                                        reason=f"held by daemon.max_running at {why}",
-                                       dropped=True, run_id=fire.run_id))
+                                       dropped=True, run_id=fire.run_id,
+                                       trigger=fire.trigger))
         self._daemon_waiting.clear()
 
     def start_waiting(self, state: TaskState) -> None:
@@ -85,7 +86,8 @@ class Admission:
             for fire in state.waiting:
                 self._on_event(FireSkipped(task=state.spec.name, scheduled=fire.scheduled,
                                            reason=why, dropped=True, run_id=fire.run_id,
-                                           named=fire.cause.fire_id if fire.cause else None))
+                                           named=fire.cause.fire_id if fire.cause else None,
+                                           trigger=fire.trigger))
         state.waiting = None
 
     def _enqueue(self, state: TaskState, fire: Fire, running: int) -> str:
@@ -246,5 +248,6 @@ class Admission:
                 extra=run_fields(spec.name, run_id=fire.run_id, fire_id=fid,
                                  outcome=RunOutcome.DROPPED if dropped else RunOutcome.SKIPPED))
         self._on_event(FireSkipped(task=spec.name, scheduled=fire.scheduled, reason=reason,
-                                   dropped=dropped, run_id=fire.run_id, named=named))
+                                   dropped=dropped, run_id=fire.run_id, named=named,
+                                   trigger=fire.trigger))
         return f"{verb}: {reason}"

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from torchd.core.clock import Clock
 from torchd.core.events import Event, FireMissed, FireSkipped
-from torchd.core.model import After, On, RunOutcome, TaskSpec
+from torchd.core.model import After, On, RunOutcome, TaskSpec, Trigger
 from torchd.core.workflow import (
     FAILURES,
     Cause,
@@ -189,7 +189,7 @@ class Chains:
     def _skip(self, down: str, named: str | None, reason: str) -> None:
         log.info("task %s: not run: %s", down, reason)
         self._on_event(FireSkipped(task=down, scheduled=self._clock.time(), reason=reason,
-                                   named=named))
+                                   named=named, trigger=Trigger.UPSTREAM))
 
     def cancel(self) -> None:
         """Shutdown: offers to the cluster not answered yet are abandoned."""

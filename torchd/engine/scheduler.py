@@ -773,7 +773,8 @@ class Scheduler:
                  "next_fire": iso_utc(state.next_fire)
                  if state.next_fire and state.spec.active else None,
                  "last_outcome": None if state.last_run is None
-                 else str(state.last_run.outcome)}
+                 else str(state.last_run.outcome),
+                 "after": state.spec.after is not None}
                 for name, state in sorted(self._tasks.items())]
 
     def snapshot(self, names: Collection[str] | None = None) -> list[dict[str, object]]:
@@ -798,6 +799,7 @@ class Scheduler:
                 "next_fire": iso_utc(state.next_fire) if state.next_fire and spec.active
                 else None,
                 "running": sorted(h.run.pid for h in runs if h.run.pid is not None),
+                "runs": len(runs),  # going on now, an HTTP task's (no pid) included
                 "running_since": iso_utc(max(h.run.started for h in runs)) if runs else None,
                 "waiting": self._admission.waiting(state),
                 "retries_pending": self._retries.pending(state),

@@ -335,9 +335,9 @@ class HistoryWriter:
         outcome = RunOutcome.DROPPED if event.dropped else RunOutcome.SKIPPED
         self._queue.put((
             "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, "
-            "reason) VALUES (?,?,?,?,?,?,?,?)",
+            "reason, trigger) VALUES (?,?,?,?,?,?,?,?,?)",
             (event.run_id or new_run_id(), event.task, event.fire_id, event.scheduled, now,
-             self._host, str(outcome), event.reason)))
+             self._host, str(outcome), event.reason, str(event.trigger))))
 
     def fire_missed(self, event: FireMissed, now: float) -> None:
         reason = (f"{event.count} fire(s) missed from {iso_utc(event.first)} to "

@@ -113,8 +113,7 @@ class Metrics:
         self._count((event.task, event.trigger, RunOutcome.START_ERROR))
 
     def fire_skipped(self, event: FireSkipped) -> None:
-        trigger = Trigger.SCHEDULE if event.run_id is None else Trigger.MANUAL
-        self._count((event.task, trigger,
+        self._count((event.task, event.trigger,
                      RunOutcome.DROPPED if event.dropped else RunOutcome.SKIPPED))
 
     def fire_missed(self, event: FireMissed) -> None:

@@ -52,7 +52,7 @@ async def overview(request: web.Request) -> web.Response:
         running, missed, failures = running["runs"], missed["runs"], failures["runs"]
         idle = [t["name"] for t in tasks if t["last_outcome"] is None and t["enabled"]
                 and t["for_this_host"] and not t["paused"] and t["type"] == "cron"
-                and t["next_fire"] is None and not t["running"]]
+                and t["next_fire"] is None and not t["running"] and not t["after"]]
         suspects = sorted({r["task"] for r in failures}
                           | {t["name"] for t in tasks if t["last_outcome"] in FAILED})
         upcoming = heapq.nsmallest(NEXT_FIRES, (t for t in tasks if t["next_fire"]),

@@ -57,7 +57,7 @@ def _state(task: dict[str, Any]) -> list[str]:
         words.append("not for this host")
     if task["paused"]:
         words.append("paused")
-    if task["running"]:
+    if task["runs"]:
         words.append("running")
     return words
 
