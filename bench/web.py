@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import re
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ from bench.run import (
 
 PATHS = ("/api/v1/status", "/api/v1/list", "/", "/tasks", "/tasks?q=rare42", "/metrics")
 POLLED = re.compile(r'hx-get="([^"]+)"[^>]*hx-trigger="[^"]*every (\d+(?:\.\d+)?)s')
+HEADERS = re.compile(r"hx-headers='(\{[^']*\})'")
 GUSH = ("import sys, time\n"
         "line = b'x' * 1023 + b'\\n'\n"
         "while True:\n"
@@ -64,9 +66,10 @@ print(sum(got))
 '''
 
 
-def _get(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[int, bytes, float]:
+def _get(conn: http.client.HTTPConnection, path: str, token: str,
+         extra: dict[str, str] | None = None) -> tuple[int, bytes, float]:
     began = time.perf_counter()
-    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}", **(extra or {})})
     response = conn.getresponse()
     body = response.read()
     return response.status, body, time.perf_counter() - began
@@ -102,7 +105,8 @@ def requests_at_scale(stamp: Path, count: int, samples: int) -> list[Result]:
 
 class DashboardTab:
     """What an open dashboard page asks of the daemon: the page once, then each element
-    htmx polls (`hx-trigger="every Ns"`) at its interval."""
+    htmx polls (`hx-trigger="every Ns"`) at its interval, with the element's `hx-headers`
+    as htmx sends them (taken again from each answer that replaces it)."""
 
     def __init__(self, url: str, port: int, token: str) -> None:
         self._port = port
@@ -126,13 +130,21 @@ class DashboardTab:
         self.requests += 1
         polled = [(path, float(every)) for path, every in POLLED.findall(page.decode())]
         due = {path: time.monotonic() + every for path, every in polled}
+        sent = _headers_of(page)
         while not self._stop.wait(0.05):
             for path, every in polled:
                 if time.monotonic() >= due[path]:
-                    _get(conn, path.replace("&amp;", "&"), self._token)
+                    status, body, _ = _get(conn, path.replace("&amp;", "&"), self._token, sent)
+                    if status == 200:
+                        sent = _headers_of(body)
                     self.requests += 1
                     due[path] += every
         conn.close()
+
+
+def _headers_of(page: bytes) -> dict[str, str]:
+    found = HEADERS.search(page.decode())
+    return json.loads(found.group(1)) if found else {}
 
 
 def idle_with_a_dashboard(stamp: Path, count: int, seconds: int) -> list[Result]:

@@ -22,6 +22,8 @@ from torchd.control.verbs import (
     ClusterView,
     Fires,
     FiresReply,
+    Glance,
+    GlanceReply,
     History,
     HistoryReply,
     IndexReply,
@@ -106,6 +108,7 @@ class DaemonPort(Protocol):
     def ping(self) -> PingReply: ...
     def status(self, names: Collection[str] | None = None) -> StatusReply: ...
     def index(self) -> list[dict[str, object]]: ...
+    def glance(self, count: int) -> dict[str, object]: ...
     def last_reload(self) -> ReloadRecord | None: ...
     async def reload(self, source: str) -> ReloadRecord | None:
         """The reload's record; None if the daemon is stopping."""
@@ -145,9 +148,10 @@ class ControlApi:
         self._submitted_file = JsonFile(paths.submitted, [], modes)
         self._submitted: dict[str, dict[str, Any]] = {}
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._changes = 0
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Ping: self.ping, LastReload: self.last_reload, Status: self.status,
-            TaskIndex: self.index,
+            TaskIndex: self.index, Glance: self.glance,
             ListTasks: self.list_tasks, Plan: self.plan, Reload: self.reload, Stop: self.stop,
             Trigger: self.trigger, Kill: self.kill, Pause: self.pause, Resume: self.resume,
             Logs: self.logs, History: self.history, Recent: self.recent, Submit: self.submit,
@@ -172,6 +176,7 @@ class ControlApi:
             self._audit(peer, request, f"interrupted: {type(exc).__name__}")
             raise
         self._audit(peer, request, _done(reply))
+        self._changes += 1
         return reply
 
     def refuse(self, request: Request, peer: Peer, code: ErrorCode, message: str) -> None:
@@ -219,7 +224,14 @@ class ControlApi:
     def _save_submitted(self) -> None:
         self._submitted_file.save(list(self._submitted.values()))
 
+    @property
+    def changes(self) -> int:
+        """How many events and actions the daemon has seen: a view made at one count is
+        still true while the count is the same (the dashboard's polls use it)."""
+        return self._changes
+
     def on_event(self, event: Event) -> None:
+        self._changes += 1
         if isinstance(event, FireSettled) and event.task in self._submitted:
             # At most once, like the ledger for `at:` tasks: settled means it will not be
             # started again, even if the daemon dies while it runs.
@@ -239,6 +251,9 @@ class ControlApi:
 
     async def status(self, request: Status) -> StatusReply:
         return self._daemon.status(request.tasks)
+
+    async def glance(self, request: Glance) -> GlanceReply:
+        return cast(GlanceReply, self._daemon.glance(request.count))
 
     async def index(self, _request: TaskIndex) -> IndexReply:
         return {"tasks": self._daemon.index()}

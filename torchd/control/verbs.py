@@ -64,6 +64,13 @@ class StatusReply(TypedDict):
     tasks: list[dict[str, object]]  # one snapshot per task: see the README
 
 
+class GlanceReply(TypedDict):
+    tasks: int  # how many there are
+    next: list[str]  # the soonest to fire first
+    failing: list[str]
+    never_ran: list[str]
+
+
 class IndexReply(TypedDict):
     tasks: list[dict[str, object]]
 
@@ -314,6 +321,16 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class Glance:
+    """What an overview shows of every task, at little cost with 10,000 of them: the
+    `count` tasks that fire soonest, those whose last run failed, and the active cron
+    tasks that never ran and have no fire to come. Reply: GlanceReply."""
+
+    verb: ClassVar[str] = "glance"
+    count: int = field(default=10, metadata=_up_to(MAX_NEXT))
+
+
+@dataclass(frozen=True, slots=True)
 class TaskIndex:
     """Every task in a few fields (name, schedule, type, enabled, for_this_host, paused,
     running: a count, next_fire, last_outcome, after: whether upstreams fire it), by name:
@@ -526,13 +543,13 @@ class ClusterView:
     verb: ClassVar[str] = "cluster"
 
 
-Request = (Ping | LastReload | Status | TaskIndex | ListTasks | Plan | Reload | Stop
+Request = (Ping | LastReload | Status | Glance | TaskIndex | ListTasks | Plan | Reload | Stop
            | Trigger | Kill | Pause | Resume | Logs | History | Recent | RunInfo | TaskInfo
            | Fires | Submit | Audit | ClusterView | Timeline)
 VERBS: dict[str, type[Request]] = {cls.verb: cls for cls in (
-    Ping, LastReload, Status, TaskIndex, ListTasks, Plan, Reload, Stop, Trigger, Kill, Pause,
-    Resume, Logs, History, Recent, RunInfo, TaskInfo, Fires, Submit, Audit, ClusterView,
-    Timeline)}
+    Ping, LastReload, Status, Glance, TaskIndex, ListTasks, Plan, Reload, Stop, Trigger, Kill,
+    Pause, Resume, Logs, History, Recent, RunInfo, TaskInfo, Fires, Submit, Audit,
+    ClusterView, Timeline)}
 
 
 def is_action(request: Request) -> bool:

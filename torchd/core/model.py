@@ -47,6 +47,11 @@ class RunOutcome(StrEnum):
     LOST = "lost"  # in flight when the daemon died (kill -9, power): its end is unknown
 
 
+# A run that did not succeed: `history --failed`, the dashboard's "failing".
+FAILED_OUTCOMES = frozenset({RunOutcome.FAILED, RunOutcome.TIMEOUT, RunOutcome.START_ERROR,
+                             RunOutcome.LOST})
+
+
 class Trigger(StrEnum):
     """Why a run started."""
 

@@ -680,6 +680,10 @@ class App:
         assert self._scheduler is not None  # noqa: S101 - made before serving
         return self._scheduler.index()
 
+    def glance(self, count: int) -> dict[str, object]:
+        assert self._scheduler is not None  # noqa: S101 - made before serving
+        return self._scheduler.glance(count)
+
     def status(self, names: Collection[str] | None = None) -> StatusReply:
         config = self._current_config()
         assert self._scheduler is not None  # noqa: S101 - made before serving

@@ -11,6 +11,7 @@ longer. A changed task gets a new token; timetable entries with an old token are
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 from collections import deque
@@ -31,6 +32,7 @@ from torchd.core.events import (
 from torchd.core.health import Health
 from torchd.core.logfields import run_fields
 from torchd.core.model import (
+    FAILED_OUTCOMES,
     Config,
     RunOutcome,
     TaskGauges,
@@ -760,6 +762,30 @@ class Scheduler:
                            paused_all or name in paused, running.get(name, 0),
                            state.next_fire if state.spec.active else None)
                 for name, state in self._tasks.items()]
+
+    def glance(self, count: int) -> dict[str, object]:
+        """What an overview needs of every task, in one pass without a dict per task: the
+        `count` soonest to fire, those whose last run failed, and the active cron tasks
+        that never ran and have no fire to come."""
+        running = self._runs.counts()
+        paused_all, paused = self._paused_all, self._paused
+        soonest: list[tuple[float, str]] = []
+        failing: list[str] = []
+        never: list[str] = []
+        for name, state in self._tasks.items():
+            spec, last = state.spec, state.last_run
+            if state.next_fire and spec.active:
+                soonest.append((state.next_fire, name))
+            if last is not None:
+                if last.outcome in FAILED_OUTCOMES:
+                    failing.append(name)
+            elif (spec.active and spec.kind is TaskKind.CRON and spec.after is None
+                  and not state.next_fire and not running.get(name)
+                  and not (paused_all or name in paused)):
+                never.append(name)
+        return {"tasks": len(self._tasks),
+                "next": [name for _, name in heapq.nsmallest(count, soonest)],
+                "failing": sorted(failing), "never_ran": sorted(never)}
 
     def index(self) -> list[dict[str, object]]:
         """Every task in a few fields, by name: what a dashboard filters 10,000 tasks on

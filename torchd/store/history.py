@@ -39,7 +39,7 @@ from torchd.core.events import (
     RunStarted,
 )
 from torchd.core.health import Health
-from torchd.core.model import HistoryPolicy, RunOutcome
+from torchd.core.model import FAILED_OUTCOMES, HistoryPolicy, RunOutcome
 from torchd.core.runid import new_run_id
 from torchd.core.timefmt import iso_utc
 from torchd.store.statedir import FileModes, open_file
@@ -139,7 +139,7 @@ INSERT_STARTED = _insert(_START_COLUMNS)
 INSERT_FINISHED = _insert(_START_COLUMNS + _END_COLUMNS)
 UPDATE_ENDED = (f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _END_COLUMNS)} "  # noqa: S608
                 "WHERE run_id = ?")
-FAILED = (RunOutcome.FAILED, RunOutcome.TIMEOUT, RunOutcome.START_ERROR, RunOutcome.LOST)
+FAILED = tuple(sorted(FAILED_OUTCOMES))
 PRUNE_EVERY = 3600.0
 BATCH_WINDOW = 0.1  # records gather this long while they keep coming
 HOLD_START = 0.1  # the loop keeps a run's start this long, for its end to join it

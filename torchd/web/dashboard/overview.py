@@ -5,14 +5,13 @@ page; htmx refreshes its live part every few seconds."""
 from __future__ import annotations
 
 import asyncio
-import heapq
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from torchd.control.protocol import ProtocolError
-from torchd.control.verbs import Audit, ClusterView, History, Recent, Status, TaskIndex
+from torchd.control.verbs import Audit, ClusterView, Glance, History, Recent, Status
 from torchd.core.timefmt import from_iso, span
 from torchd.web.context import call, context_of
 from torchd.web.dashboard.common import Refused, ask, shown
@@ -25,6 +24,8 @@ LONG_RUN = 1.5  # a run this many times its typical duration (and LONG_RUN_MIN m
 LONG_RUN_MIN = 5.0  # seconds
 MAX_ASKED = 100  # tasks of each kind whose recent runs the overview asks for
 HEARTBEAT_LATE = 10.0  # seconds without a cluster heartbeat that mark a host down
+SEEN_HEADER = "X-Torchd-Seen"
+UNCHANGED_FOR = 60.0  # seconds an unchanged overview is kept by its poll at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,24 +42,26 @@ def add_routes(app: web.Application) -> None:
 
 
 async def overview(request: web.Request) -> web.Response:
-    now = context_of(request).clock.time()
+    context = context_of(request)
+    now = context.clock.time()
+    # htmx polls the live part every few seconds with the token of what it shows: while
+    # nothing happened (no event, no action) and the minute is the same (countdowns), the
+    # answer is 204 and htmx keeps the page, so an open dashboard costs the daemon ~nothing.
+    seen = f"{context.api.changes}-{int(now // UNCHANGED_FOR)}"
+    if request.headers.get(SEEN_HEADER) == seen:
+        return web.Response(status=204)
     try:
-        index, running, missed, failures, audit = await asyncio.gather(
-            ask(request, TaskIndex()), ask(request, History(outcome="running", limit=200)),
+        glance, running, missed, failures, audit = await asyncio.gather(
+            ask(request, Glance(count=NEXT_FIRES)),
+            ask(request, History(outcome="running", limit=200)),
             ask(request, History(outcome="missed", since=now - 86400, limit=200)),
             ask(request, History(failed=True, since=now - 86400, limit=500)),
             ask(request, Audit(limit=15)))
-        tasks = index["tasks"]
         running, missed, failures = running["runs"], missed["runs"], failures["runs"]
-        idle = [t["name"] for t in tasks if t["last_outcome"] is None and t["enabled"]
-                and t["for_this_host"] and not t["paused"] and t["type"] == "cron"
-                and t["next_fire"] is None and not t["running"] and not t["after"]]
-        suspects = sorted({r["task"] for r in failures}
-                          | {t["name"] for t in tasks if t["last_outcome"] in FAILED})
-        upcoming = heapq.nsmallest(NEXT_FIRES, (t for t in tasks if t["next_fire"]),
-                                   key=lambda t: t["next_fire"])
+        idle = glance["never_ran"]
+        suspects = sorted({r["task"] for r in failures} | set(glance["failing"]))
         status, latest, recent = await asyncio.gather(
-            ask(request, Status(tasks=[t["name"] for t in upcoming])),
+            ask(request, Status(tasks=glance["next"])),
             ask(request, Recent(tasks=suspects[:MAX_ASKED] + idle[:MAX_ASKED], count=3)),
             ask(request, Recent(tasks=sorted({r["task"] for r in running}), count=20,
                                 hours=0)))
@@ -74,7 +77,7 @@ async def overview(request: web.Request) -> web.Response:
         run["elapsed"] = max(now - from_iso(run["started"] or run["at"]), 0.0)
         run["typical"] = typical.get(run["task"])
     next_fires = sorted(status["tasks"], key=lambda t: (t["next_fire"] or "", t["name"]))
-    return page(request, "overview.html", daemon=status, task_count=len(tasks),
+    return page(request, "overview.html", daemon=status, task_count=glance["tasks"], seen=seen,
                 shown=shown(request),
                 attention=_attention(status, failing=failing, never=never,
                                            running=running, missed=missed, cluster=cluster),

@@ -11,11 +11,12 @@ from typing import Any
 from cron_descriptor import ExpressionDescriptor, Options
 
 from torchd.core.errors import TorchdError
+from torchd.core.model import FAILED_OUTCOMES
 from torchd.core.schedule.cronfields import MACROS
 from torchd.core.schedule.zones import load_zone
 from torchd.core.timefmt import from_iso, local_iso, relative, span
 
-FAILED = frozenset({"failed", "timeout", "start-error", "lost"})
+FAILED = FAILED_OUTCOMES  # StrEnum members: equal to their text
 NOT_RUN = frozenset({"skipped", "missed", "dropped"})
 MACRO_WORDS = {"@reboot": "once, when the daemon starts"}
 
