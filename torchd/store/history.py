@@ -261,6 +261,8 @@ class HistoryWriter:
         self._last_write = 0.0  # monotonic; read and written by the writer thread only
         self._call_later = call_later
         self._held: dict[str, tuple[object, ...]] = {}  # run id -> INSERT_STARTED params
+        self._handed = 0  # records put on the queue (the loop's count) ...
+        self._written = 0  # ... and those the writer thread has committed (or failed to)
         self._hold_timer: Cancellable | None = None
 
     def start(self, alive: Callable[[int, float], bool]) -> list[dict[str, Any]]:
@@ -279,13 +281,18 @@ class HistoryWriter:
             self._hold_timer.cancel()
             self._hold_timer = None
         for params in self._held.values():
-            self._queue.put((INSERT_STARTED, params))
+            self._put((INSERT_STARTED, params))
         self._held.clear()
+
+    def _put(self, record: Statement) -> None:
+        self._handed += 1
+        self._queue.put(record)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything handed over so far is written (for readers in the daemon;
-        call release() on the loop first)."""
-        if self._thread is None:
+        call release() on the loop first). At once when all of it is written already: a
+        dashboard's reads must not wake the writer for nothing."""
+        if self._thread is None or self._written == self._handed:
             return
         done = threading.Event()
         self._queue.put(done)
@@ -305,7 +312,7 @@ class HistoryWriter:
                   event.started, event.pid, self._host, event.attempt, event.trigger,
                   event.log_file, event.log_start)
         if self._call_later is None:
-            self._queue.put((INSERT_STARTED, params))
+            self._put((INSERT_STARTED, params))
             return
         self._held[event.run_id] = params
         if self._hold_timer is None:
@@ -317,15 +324,15 @@ class HistoryWriter:
                  event.memory_peak, event.reason)
         started = self._held.pop(event.run_id, None)
         if started is None:
-            self._queue.put((UPDATE_ENDED, (*ended, event.run_id)))
+            self._put((UPDATE_ENDED, (*ended, event.run_id)))
             return
-        self._queue.put((INSERT_FINISHED, started + ended))
+        self._put((INSERT_FINISHED, started + ended))
         if not self._held and self._hold_timer is not None:
             self._hold_timer.cancel()  # nothing left to hold: no wake-up for it
             self._hold_timer = None
 
     def not_started(self, event: RunNotStarted) -> None:
-        self._queue.put((
+        self._put((
             "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, host, attempt, "
             "trigger, outcome, reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (event.run_id, event.task, event.fire_id, event.scheduled, event.time, self._host,
@@ -333,7 +340,7 @@ class HistoryWriter:
 
     def fire_skipped(self, event: FireSkipped, now: float) -> None:
         outcome = RunOutcome.DROPPED if event.dropped else RunOutcome.SKIPPED
-        self._queue.put((
+        self._put((
             "INSERT OR REPLACE INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, "
             "reason, trigger) VALUES (?,?,?,?,?,?,?,?,?)",
             (event.run_id or new_run_id(), event.task, event.fire_id, event.scheduled, now,
@@ -344,14 +351,14 @@ class HistoryWriter:
                   f"{iso_utc(event.last)}")
         if event.reason:
             reason = f"{reason}: {event.reason}"
-        self._queue.put((
+        self._put((
             "INSERT INTO runs (run_id, task, fire_id, scheduled, at, host, outcome, reason, "
             "missed_from) VALUES (?,?,?,?,?,?,?,?,?)",
             (new_run_id(), event.task, event.fire_id, event.last, now, self._host,
              str(RunOutcome.MISSED), reason, event.first)))
 
     def claimed_elsewhere(self, event: FireClaimedElsewhere, now: float) -> None:
-        self._queue.put((
+        self._put((
             "INSERT INTO claims_lost (at, task, fire_id, scheduled, holder) VALUES (?,?,?,?,?)",
             (now, event.task, event.fire_id, event.scheduled, event.holder)))
 
@@ -360,7 +367,7 @@ class HistoryWriter:
              added: Sequence[str] = (), changed: Sequence[str] = (),
              removed: Sequence[str] = (), inactive: dict[str, str] | None = None) -> None:
         """A daemon's start, applied reload or stop, for the loads table."""
-        self._queue.put((
+        self._put((
             "INSERT INTO loads (at, kind, pid, generation, config_file, config_hash, added, "
             "changed, removed, inactive) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (at, kind, os.getpid(), generation, config_file, config_hash,
@@ -369,7 +376,7 @@ class HistoryWriter:
 
     def hook_call(self, *, task: str, run_id: str | None, event: str, action: str,
                   target: str, ok: bool, detail: str) -> None:
-        self._queue.put((
+        self._put((
             "INSERT INTO hook_calls (at, task, run_id, event, action, target, ok, detail) "
             "VALUES (?,?,?,?,?,?,?,?)",
             (time.time(), task, run_id, event, action, target, int(ok), detail)))
@@ -377,7 +384,7 @@ class HistoryWriter:
     def action(self, *, at: float, transport: str, peer: str, action: str,
                target: str | None, result: str) -> None:
         """An operator's action (see control.audit), for the audit table."""
-        self._queue.put((
+        self._put((
             "INSERT INTO audit (at, transport, peer, action, target, result) "
             "VALUES (?,?,?,?,?,?)", (at, transport, peer, action, target, result)))
 
@@ -415,6 +422,7 @@ class HistoryWriter:
         if records:
             self._write(conn, statements(records))
             self._last_write = time.monotonic()
+            self._written += len(records)  # read by flush() on the loop: an int is atomic
         for item in batch:
             if isinstance(item, threading.Event):
                 item.set()
