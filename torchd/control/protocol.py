@@ -34,16 +34,23 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode() + b"\n"
 
 
-def decode_request(line: bytes, known: Collection[str]) -> dict[str, Any]:
-    """The request object of one line, whose `cmd` is one of `known`."""
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """The JSON object `raw` holds (`what` names it in a refusal: "a request line", "the
+    body"): the socket's and HTTP's one parse of a request."""
     try:
-        message = json.loads(line)
+        message = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not a JSON line: {exc}") from None
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what} is not JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the request is nested too deeply") from None
     if not isinstance(message, dict):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what} must be a JSON object")
+    return message
+
+
+def decode_request(line: bytes, known: Collection[str]) -> dict[str, Any]:
+    """The request object of one line, whose `cmd` is one of `known`."""
+    message = json_object(line, "a request line")
     cmd = message.get("cmd")
     if not isinstance(cmd, str) or cmd not in known:
         raise ProtocolError(ErrorCode.BAD_REQUEST,

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from torchd.control.protocol import MAX_LINE, ErrorCode, ProtocolError, error, ok
+from torchd.control.protocol import MAX_LINE, ErrorCode, ProtocolError, error, json_object, ok
 from torchd.control.verbs import (
     VERBS,
     Logs,
@@ -91,17 +91,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_LINE:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the request is too large")
     raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        message = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the body is not JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "the request is nested too deeply") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
-    return message
+    return json_object(raw, "the body") if raw.strip() else {}
 
 
 async def run_log(request: web.Request) -> web.Response:
