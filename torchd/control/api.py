@@ -72,7 +72,14 @@ from torchd.control.verbs import (
 from torchd.core.clock import Clock
 from torchd.core.durations import parse_duration
 from torchd.core.errors import ConfigError, SchedulerError
-from torchd.core.events import Event, FireSettled, FireSkipped, RunEnded, RunNotStarted
+from torchd.core.events import (
+    Event,
+    FireMissed,
+    FireSettled,
+    FireSkipped,
+    RunEnded,
+    RunNotStarted,
+)
 from torchd.core.hostmatch import check_pattern, hosts_match
 from torchd.core.model import Catchup, Config, RunOutcome, TaskKind, TaskSpec, name_problem
 from torchd.core.schedule.bounded import AtSchedule
@@ -148,7 +155,7 @@ class ControlApi:
         self._submitted_file = JsonFile(paths.submitted, [], modes)
         self._submitted: dict[str, dict[str, Any]] = {}
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._changes = 0
+        self._notable = 0
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Ping: self.ping, LastReload: self.last_reload, Status: self.status,
             TaskIndex: self.index, Glance: self.glance,
@@ -176,7 +183,7 @@ class ControlApi:
             self._audit(peer, request, f"interrupted: {type(exc).__name__}")
             raise
         self._audit(peer, request, _done(reply))
-        self._changes += 1
+        self._notable += 1
         return reply
 
     def refuse(self, request: Request, peer: Peer, code: ErrorCode, message: str) -> None:
@@ -225,13 +232,17 @@ class ControlApi:
         self._submitted_file.save(list(self._submitted.values()))
 
     @property
-    def changes(self) -> int:
-        """How many events and actions the daemon has seen: a view made at one count is
-        still true while the count is the same (the dashboard's polls use it)."""
-        return self._changes
+    def notable(self) -> int:
+        """How many notable things happened: a run that did not succeed or did not start,
+        a fire skipped or missed, an operator's action. A dashboard's view made at one
+        count shows every failure while the count is the same (runs that succeed are
+        routine: a view refreshes them on its own schedule)."""
+        return self._notable
 
     def on_event(self, event: Event) -> None:
-        self._changes += 1
+        if isinstance(event, RunNotStarted | FireSkipped | FireMissed) or (
+                isinstance(event, RunEnded) and event.outcome != RunOutcome.OK):
+            self._notable += 1
         if isinstance(event, FireSettled) and event.task in self._submitted:
             # At most once, like the ledger for `at:` tasks: settled means it will not be
             # started again, even if the daemon dies while it runs.

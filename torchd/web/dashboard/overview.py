@@ -45,9 +45,11 @@ async def overview(request: web.Request) -> web.Response:
     context = context_of(request)
     now = context.clock.time()
     # htmx polls the live part every few seconds with the token of what it shows: while
-    # nothing happened (no event, no action) and the minute is the same (countdowns), the
-    # answer is 204 and htmx keeps the page, so an open dashboard costs the daemon ~nothing.
-    seen = f"{context.api.changes}-{int(now // UNCHANGED_FOR)}"
+    # nothing notable happened (a failure, a skip, an action: ControlApi.notable) and the
+    # minute is the same, the answer is 204 and htmx keeps the page. Routine runs and the
+    # countdowns are so refreshed once a minute, failures at the next poll, and an open
+    # dashboard costs a busy daemon one render a minute.
+    seen = f"{context.api.notable}-{int(now // UNCHANGED_FOR)}"
     if request.headers.get(SEEN_HEADER) == seen:
         return web.Response(status=204)
     try:
