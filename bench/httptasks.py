@@ -25,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.peers import free_port
 from bench.run import Result, build_stamp, emit_table, fire_stats, read_stamps, workdir
 
 SERVER = '''
@@ -58,14 +59,6 @@ asyncio.run(main())
 '''
 LEAD = 8  # seconds from the daemon's start to the burst (it loads N tasks meanwhile)
 AFTER = 6  # seconds watched after the burst
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _arrivals(port: int, who: str) -> list[int]:
@@ -146,7 +139,7 @@ def mode_httptasks(args: argparse.Namespace) -> list[Result]:
     rounds: dict[str, list[Result]] = {"floor": [], "torchd": []}
     for _ in range(args.repeats):
         with workdir() as tmp:
-            port = _free_port()
+            port = free_port()
             server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)],
                                       start_new_session=True)
             try:

@@ -35,7 +35,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, free_port, start_redis
+from bench.peers import PEERS, WORK, Peer, Task, TorchdPeer, start_redis
 from torchd.cluster.coordinator import Cluster, host_figures
 from torchd.config.loader import parse_config
 from torchd.core.clock import SystemClock
@@ -875,180 +875,16 @@ def mode_web(args: argparse.Namespace) -> list[Result]:
     return measure(args)
 
 
-# ----- 8. the daily plan page ------------------------------------------------------------------
-def plan_schedule(i: int) -> str:
-    """The plan's mix: ten tasks every second first (the costliest page), then one task in
-    a hundred every minute, the rest every five minutes, their seconds spread."""
-    if i < 10:
-        return "* * * * * *"
-    if i % 100 == 0:
-        return f"{i % 60} * * * * *"
-    return f"{i % 60} {i % 5}-59/5 * * * *"
-
-
 def mode_plan(args: argparse.Namespace) -> list[Result]:
-    """The daily plan page (`/plan`) of a daemon with `--tasks` tasks: the time from sending
-    the request to the last byte of the page, over loopback, for the first page (the
-    per-second tasks), a page in the middle and a name filter."""
-    import urllib.request  # noqa: PLC0415 - this mode alone
+    from bench.web import mode_plan as measure  # noqa: PLC0415 - it builds on this module
 
-    results: list[Result] = []
-    with workdir() as tmp_name:
-        work = Path(tmp_name)
-        port = free_port()
-        lines = [f'  - {{name: task{i:05d}, schedule: "{plan_schedule(i)}", '
-                 f'command: ["/bin/true"]}}' for i in range(args.tasks)]
-        config = work / "tasks.yaml"
-        config.write_text(f'daemon: {{watch: false, http: {{listen: "127.0.0.1:{port}"}}}}\n'
-                          "tasks:\n" + "\n".join(lines) + "\n")
-        log = (work / "torchd.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "torchd", "run", "-c", str(config),
-                                 "--state-dir", str(work / "state")], stdout=log,
-                                stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            token_file = work / "state" / "http.token"
-            deadline = time.monotonic() + 300
-            while not token_file.exists() or not _answers(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("torchd did not start its HTTP listener")
-                time.sleep(0.05)
-            time.sleep(args.settle)  # some runs in the history
-            token = token_file.read_text().strip()
-            middle = args.tasks // 100  # page numbers are 1-based: the middle of 50-task pages
-            for label, path in (("page 1", "/plan"), ("middle page", f"/plan?page={middle}"),
-                                ("filter", "/plan?match=task0999")):
-                took = []
-                size = 0
-                for _ in range(args.requests):
-                    request = urllib.request.Request(
-                        f"http://127.0.0.1:{port}{path}",
-                        headers={"Authorization": f"Bearer {token}"})
-                    t0 = time.perf_counter()
-                    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-                        size = len(response.read())
-                    took.append((time.perf_counter() - t0) * 1000)
-                results.append({"measure": "plan", "peer": "torchd", "tasks": args.tasks,
-                                "page": label, "requests": args.requests,
-                                "p50_ms": round(statistics.median(took), 1),
-                                "p99_ms": round(percentile(took, 99), 1), "kb": size // 1024})
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-            log.close()
-    keys = ["tasks", "page", "requests", "p50_ms", "p99_ms", "kb"]
-    emit_table(["tasks", "page", "requests", "p50 ms", "p99 ms", "KB"],
-               [cells(r, keys) for r in results])
-    return results
-
-
-# ----- dashboard ------------------------------------------------------------------------------
-class _WebPeer(TorchdPeer):
-    """torchd with its HTTP listener on a free loopback port."""
-
-    port = 0
-
-    def _daemon_keys(self, watch: bool) -> str:
-        return super()._daemon_keys(watch) + f", http: {{listen: 127.0.0.1:{self.port}}}"
-
-
-def _prefill_history(state: Path, tasks: list[Task], per_task: int) -> None:
-    """`per_task` finished runs of every task, as the daemon would have recorded them."""
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    writer = HistoryWriter(state / "history.db", HistoryPolicy(), host="bench")
-    writer.start(lambda _pid, _started: False)
-    now = time.time() - 3600
-    for i in range(per_task):
-        for k, task in enumerate(tasks):
-            at = now - (per_task - i) * 60 - k * 0.001
-            common = {"task": task.name, "run_id": f"{i:04x}{k:08x}", "pid": 1000 + k,
-                      "started": at, "scheduled": float(int(at)), "fire_id": f"{task.name}@x",
-                      "attempt": 1, "log_file": f"{task.name}.log", "trigger": "schedule"}
-            writer.run_started(RunStarted(**common, log_start=0))  # type: ignore[arg-type]
-            writer.run_ended(RunEnded(  # type: ignore[arg-type]
-                **common, outcome="ok" if (i + k) % 7 else "failed", exit_code=0, signal=None,
-                ended=at + 0.5, duration=0.5, log_end=10, err_start=None, err_end=None))
-    writer.flush(timeout=600)
-    writer.stop()
-
-
-def _wait_listening(port: int, timeout: float = 60.0) -> None:
-    import urllib.request  # noqa: PLC0415 - this mode only
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _timed_gets(port: int, token: str, path: str, count: int) -> list[float]:
-    """Seconds per GET of `path`, one keep-alive connection: on loopback, the server's
-    time plus a little for the client."""
-    import http.client  # noqa: PLC0415 - this mode only
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    took = []
-    try:
-        for _ in range(count):
-            begin = time.perf_counter()
-            conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-            response = conn.getresponse()
-            response.read()
-            took.append(time.perf_counter() - begin)
-            if response.status != 200:
-                raise RuntimeError(f"GET {path}: {response.status}")
-    finally:
-        conn.close()
-    return took
+    return measure(args)
 
 
 def mode_dashboard(args: argparse.Namespace) -> list[Result]:
-    """The dashboard's pages with many tasks (and a history of runs of each): time per
-    request, p50 and p99, for the Tasks page (first, a middle page, filtered) and others."""
-    from bench.peers import free_port  # noqa: PLC0415 - this mode only
+    from bench.web import mode_dashboard as measure  # noqa: PLC0415 - it builds on this module
 
-    tasks = [Task(f"job{i:05d}", rare_schedule(i), ("true",)) for i in range(args.tasks)]
-    results: list[Result] = []
-    with workdir() as tmp_name:
-        peer = _WebPeer(Path(tmp_name) / "torchd")
-        peer.port = free_port()
-        _prefill_history(peer.state, tasks, args.runs_per_task)
-        peer.start(tasks)
-        try:
-            _wait_listening(peer.port)
-            token = (peer.state / "http.token").read_text().strip()
-            middle = max(args.tasks // 100, 1)
-            for path in ("/tasks", f"/tasks?page={middle}", "/tasks?q=job012",
-                         "/tasks?state=paused", f"/tasks/{tasks[-1].name}", "/runs", "/"):
-                _timed_gets(peer.port, token, path, 3)  # warm
-                took = sorted(_timed_gets(peer.port, token, path, args.requests))
-                results.append({"measure": "dashboard", "peer": "torchd", "path": path,
-                                "tasks": args.tasks, "requests": len(took),
-                                "p50_ms": round(percentile(took, 50) * 1000, 1),
-                                "p99_ms": round(percentile(took, 99) * 1000, 1)})
-        finally:
-            peer.stop()
-    keys = ["path", "tasks", "requests", "p50_ms", "p99_ms"]
-    emit_table(["page", "tasks", "requests", "p50 ms", "p99 ms"],
-               [cells(r, keys) for r in results])
-    return results
-
-
-def _answers(port: int) -> bool:
-    import urllib.request  # noqa: PLC0415 - this mode alone
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
-                                    timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
+    return measure(args)
 
 
 # ----- metrics -------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ from bench.run import (
     running,
     workdir,
 )
+from torchd.core.events import RunEnded, RunStarted
+from torchd.core.model import HistoryPolicy
+from torchd.store.history import HistoryWriter
 
 PATHS = ("/api/v1/status", "/api/v1/list", "/", "/tasks", "/tasks?q=rare42", "/metrics")
 POLLED = re.compile(r'hx-get="([^"]+)"[^>]*hx-trigger="[^"]*every (\d+(?:\.\d+)?)s')
@@ -75,6 +78,109 @@ def _get(conn: http.client.HTTPConnection, path: str, token: str,
     return response.status, body, time.perf_counter() - began
 
 
+def timed_gets(peer: TorchdHttpPeer, path: str, count: int) -> tuple[list[float], int]:
+    """Milliseconds per GET of `path` over one keep-alive connection (the server's time
+    plus a loopback round trip), and the size of the last answer; RuntimeError unless
+    every answer is 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", peer.port, timeout=60)
+    took, size = [], 0
+    try:
+        for _ in range(count):
+            status, body, spent = _get(conn, path, peer.token)
+            if status != 200:
+                raise RuntimeError(f"GET {path}: {status}")
+            took.append(spent * 1e3)
+            size = len(body)
+    finally:
+        conn.close()
+    return took, size
+
+
+def _p50_p99(took: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(took), 1),
+            "p99_ms": round(percentile(took, 99), 1)}
+
+
+def plan_schedule(i: int) -> str:
+    """The plan's mix: ten tasks every second first (the costliest page), then one task in
+    a hundred every minute, the rest every five minutes, their seconds spread."""
+    if i < 10:
+        return "* * * * * *"
+    if i % 100 == 0:
+        return f"{i % 60} * * * * *"
+    return f"{i % 60} {i % 5}-59/5 * * * *"
+
+
+def mode_plan(args: argparse.Namespace) -> list[Result]:
+    """The daily plan page (`/plan`) of a daemon with `--tasks` tasks, after `--settle`
+    seconds of runs: the first page (the per-second tasks), a page in the middle and a
+    name filter."""
+    tasks = [Task(f"task{i:05d}", plan_schedule(i), ("/bin/true",))
+             for i in range(args.tasks)]
+    results: list[Result] = []
+    with workdir() as tmp, running("torchd-http", tasks, Path(tmp) / "peer") as (
+            peer, _proc, _started):
+        assert isinstance(peer, TorchdHttpPeer)
+        time.sleep(args.settle)  # some runs in the history
+        middle = args.tasks // 100  # page numbers are 1-based: the middle of 50-task pages
+        for label, path in (("page 1", "/plan"), ("middle page", f"/plan?page={middle}"),
+                            ("filter", "/plan?match=task0999")):
+            took, size = timed_gets(peer, path, args.requests)
+            results.append({"measure": "plan", "peer": "torchd", "tasks": args.tasks,
+                            "page": label, "requests": args.requests, **_p50_p99(took),
+                            "kb": size // 1024})
+    emit_table(["tasks", "page", "requests", "p50 ms", "p99 ms", "KB"],
+               [[r["tasks"], r["page"], r["requests"], r["p50_ms"], r["p99_ms"], r["kb"]]
+                for r in results])
+    return results
+
+
+def _prefill_history(state: Path, tasks: list[Task], per_task: int) -> None:
+    """`per_task` finished runs of every task, as the daemon would have recorded them."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    writer = HistoryWriter(state / "history.db", HistoryPolicy(), host="bench")
+    writer.start(lambda _pid, _started: False)
+    now = time.time() - 3600
+    for i in range(per_task):
+        for k, task in enumerate(tasks):
+            at = now - (per_task - i) * 60 - k * 0.001
+            common = {"task": task.name, "run_id": f"{i:04x}{k:08x}", "pid": 1000 + k,
+                      "started": at, "scheduled": float(int(at)), "fire_id": f"{task.name}@x",
+                      "attempt": 1, "log_file": f"{task.name}.log", "trigger": "schedule"}
+            writer.run_started(RunStarted(**common, log_start=0))  # type: ignore[arg-type]
+            writer.run_ended(RunEnded(  # type: ignore[arg-type]
+                **common, outcome="ok" if (i + k) % 7 else "failed", exit_code=0, signal=None,
+                ended=at + 0.5, duration=0.5, log_end=10, err_start=None, err_end=None))
+    writer.flush(timeout=600)
+    writer.stop()
+
+
+def mode_dashboard(args: argparse.Namespace) -> list[Result]:
+    """The dashboard's pages with many tasks and `--runs-per-task` runs of each in the
+    history: the Tasks page (first, a middle page, filtered) and the others."""
+    tasks = [Task(f"job{i:05d}", rare_schedule(i), ("true",)) for i in range(args.tasks)]
+    results: list[Result] = []
+    with workdir() as tmp:
+        peer = TorchdHttpPeer(Path(tmp) / "torchd")
+        _prefill_history(peer.state, tasks, args.runs_per_task)
+        peer.start(tasks)
+        try:
+            middle = max(args.tasks // 100, 1)
+            for path in ("/tasks", f"/tasks?page={middle}", "/tasks?q=job012",
+                         "/tasks?state=paused", f"/tasks/{tasks[-1].name}", "/runs", "/"):
+                timed_gets(peer, path, 3)  # warm
+                took, _ = timed_gets(peer, path, args.requests)
+                results.append({"measure": "dashboard", "peer": "torchd", "path": path,
+                                "tasks": args.tasks, "requests": len(took),
+                                **_p50_p99(took)})
+        finally:
+            peer.stop()
+    emit_table(["page", "tasks", "requests", "p50 ms", "p99 ms"],
+               [[r["path"], r["tasks"], r["requests"], r["p50_ms"], r["p99_ms"]]
+                for r in results])
+    return results
+
+
 def requests_at_scale(stamp: Path, count: int, samples: int) -> list[Result]:
     results = []
     with workdir() as tmp:
@@ -93,8 +199,7 @@ def requests_at_scale(stamp: Path, count: int, samples: int) -> list[Result]:
                 row: Result = {"measure": "web-requests", "tasks": count, "path": path,
                                "status": status}
                 if status == 200:
-                    row.update(p50_ms=round(statistics.median(times), 1),
-                               p99_ms=round(percentile(times, 99), 1))
+                    row.update(_p50_p99(times))
                 results.append(row)
             conn.close()
     emit_table(["tasks", "path", "status", "p50 ms", "p99 ms"],
