@@ -117,7 +117,9 @@ def test_plan_marks_overlaps_from_run_durations(web_daemon: Start) -> None:
     assert rects(svg, "fire", "quick")
     assert not rects(svg, "overlap", "quick")
     timeline = web.api("timeline", match="slow")["result"]["tasks"][0]
-    assert timeline["longest"] >= 3
+    # The run's start is stamped just after the spawn, so `sleep 3` can measure a hair
+    # under 3 s; what makes the overlap is a run longer than the 2-second period.
+    assert 2 < timeline["longest"] < 10
     assert timeline["overlaps"]
 
 

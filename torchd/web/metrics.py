@@ -134,8 +134,9 @@ class Metrics:
         """The body and content type of /metrics."""
         hosts = claims = None
         if self._cluster is not None:
-            claims = dict(self._cluster.claim_counts)
             hosts = await self._cluster.live_hosts()
+            # Copied with the run counts below, with no await between: one instant.
+            claims = dict(self._cluster.claim_counts)
         return await asyncio.to_thread(self.text, self.read(claims, hosts))
 
     def read(self, claims: dict[str, int] | None = None,
