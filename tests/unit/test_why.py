@@ -135,6 +135,8 @@ FUTURE = [
     pytest.param({"paused": True}, "no next fire: the task is paused (torchd resume)",
                  id="paused"),
     pytest.param({"kind": "daemon"}, "daemon task: kept running, no schedule", id="daemon"),
+    pytest.param({"at_start": True, "next_fire": None},
+                 "no next fire: @reboot runs once, when the daemon starts", id="reboot"),
     pytest.param({"after": ("a", "b")}, "fires when its upstreams end (a, b): no upstream "
                  "success yet", id="after-none"),
     pytest.param({"after": ("a",), "upstream_ok": T - 3}, "fires when its upstreams end (a): "
@@ -149,7 +151,7 @@ FUTURE = [
 def test_explain_future(given: dict[str, Any], reason: str) -> None:
     """The next fire, or the one reason there is none."""
     facts: dict[str, Any] = {"next_fire": T + 60, "enabled": True, "for_this_host": True,
-                             "paused": False, "kind": "cron", "after": (),
+                             "paused": False, "kind": "cron", "at_start": False, "after": (),
                              "upstream_ok": None, "bounded": None, **given}
     assert explain_future("job", show=show, **facts).reason == reason
 

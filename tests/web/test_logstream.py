@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.webhelpers import WebDaemon
+from torchd.web.logstream import MAX_STREAMS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
@@ -178,3 +179,35 @@ async def test_a_big_runs_replay_reads_only_its_end(web_daemon: Callable[..., We
             assert response.status == 200
             got = await events(response, lambda e: e.name == "end", deadline=20)
         assert got[-1].name == "end"
+
+
+async def test_live_logs_past_the_cap_are_refused_until_one_closes(
+        web_daemon: Callable[..., WebDaemon]) -> None:
+    """MAX_STREAMS live logs on one listener; the next is a 503 with Retry-After, and once
+    a client leaves, a new one is served again."""
+    web = web_daemon(TASKS)
+    run_id = start(web, "chatty")
+    url = f"{web.url}/api/v1/runs/{run_id}/log/stream?lines=1"
+    async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {web.token}"},
+            connector=aiohttp.TCPConnector(limit=0)) as session:
+        held = [await session.get(url) for _ in range(MAX_STREAMS)]
+        assert {r.status for r in held} == {200}
+        async with session.get(url) as refused:
+            assert (refused.status, refused.headers["Retry-After"]) == (503, "10")
+            assert f"{MAX_STREAMS} live logs are open already" in await refused.text()
+        held.pop().close()
+
+        async def served() -> bool:
+            async with session.get(url) as response:
+                if response.status == 503:
+                    return False
+                assert response.status == 200
+                return bool(await events(response, lambda e: "tick" in e.data, deadline=5))
+
+        async with asyncio.timeout(10):  # the daemon sees the client gone at its next write
+            while not await served():
+                await asyncio.sleep(0.2)
+        for response in held:
+            response.close()
+    assert web.api("kill", "POST", task="chatty")["ok"] is True

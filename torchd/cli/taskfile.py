@@ -25,6 +25,7 @@ from torchd.config.lint import lint
 from torchd.core.errors import TorchdError
 from torchd.core.hostmatch import HostIdentity
 from torchd.core.model import Config, TaskKind
+from torchd.core.nofire import NoFire, inactive, unscheduled
 from torchd.core.schedule.bounded import WindowedSchedule
 from torchd.core.schedule.cronexpr import (
     CronSchedule,
@@ -141,6 +142,11 @@ def _dst_mark(fire: float, schedule: Schedule | None) -> str:
     return "  (repeated hour, second showing)"
 
 
+# `next`'s note for a task without fires where a word or two would not say enough.
+NEXT_SAYS = {NoFire.DAEMON: "daemon task: kept running, no schedule",
+             NoFire.AT_START: "runs once when the daemon starts"}
+
+
 def cmd_next(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
@@ -162,20 +168,22 @@ def cmd_next(args: argparse.Namespace) -> int:
     fires: dict[str, list[float]] = {}
     notes: dict[str, str] = {}
     for spec in tasks:
-        fires[spec.name] = []
-        if spec.kind is TaskKind.DAEMON:
-            notes[spec.name] = "daemon task: kept running, no schedule"
-        elif spec.after is not None:
+        schedule = spec.schedule
+        shape = unscheduled(daemon=spec.kind is TaskKind.DAEMON,
+                            at_start=isinstance(schedule, RebootSchedule),
+                            after=spec.after is not None)
+        # From the file alone: no pause is known, and a disabled task or one for other
+        # hosts has its fires listed all the same (what it would do).
+        fires[spec.name] = ([] if shape is not None or schedule is None
+                            else upcoming(schedule, now, args.count))
+        cause = inactive(enabled=spec.enabled, for_this_host=spec.for_this_host) or shape
+        if cause is NoFire.AFTER:
+            assert spec.after is not None  # noqa: S101 - unscheduled says so
             notes[spec.name] = f"after {', '.join(spec.after.tasks)}: no schedule"
-        elif isinstance(spec.schedule, RebootSchedule):
-            notes[spec.name] = "runs once when the daemon starts"
-        else:
-            assert spec.schedule is not None  # noqa: S101 - cron tasks have one
-            fires[spec.name] = upcoming(spec.schedule, now, args.count)
-            if (cron := _cron_of(spec.schedule)) is not None and cron.dst is not None:
-                notes[spec.name] = f"dst: {cron.dst.text}"
-        if not spec.active:
-            notes[spec.name] = "disabled" if not spec.enabled else "not for this host"
+        elif cause is not None:
+            notes[spec.name] = NEXT_SAYS.get(cause, cause.value)
+        elif (cron := _cron_of(schedule)) is not None and cron.dst is not None:
+            notes[spec.name] = f"dst: {cron.dst.text}"
     if args.json:
         print(json.dumps({name: [iso_utc(t) for t in times] for name, times in fires.items()},
                          indent=2))

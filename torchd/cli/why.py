@@ -22,7 +22,7 @@ from torchd.cli.common import (
 from torchd.control.verbs import RUN_TIMES
 from torchd.core.model import RunOn, TaskSpec
 from torchd.core.schedule.bounded import AtSchedule, WindowedSchedule
-from torchd.core.schedule.cronexpr import CronSchedule, Schedule, upcoming
+from torchd.core.schedule.cronexpr import CronSchedule, RebootSchedule, Schedule, upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc, local_iso
 from torchd.core.why import Answer, explain, explain_future
@@ -222,7 +222,7 @@ def _future(task: str, spec: TaskSpec | None, paths: StatePaths, now: float,
         bounded = f"{schedule.text}: counted from the daemon's start or last reload"
     return explain_future(task, next_fire=following, enabled=spec.enabled,
                           for_this_host=spec.for_this_host, paused=_paused_now(paths, task),
-                          kind=str(spec.kind), after=after, upstream_ok=upstream_ok,
-                          bounded=bounded, show=show)
+                          kind=str(spec.kind), at_start=isinstance(schedule, RebootSchedule),
+                          after=after, upstream_ok=upstream_ok, bounded=bounded, show=show)
 
 

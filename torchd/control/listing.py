@@ -9,26 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from torchd.control.verbs import LastRun, ListRow
+from torchd.core.nofire import NoFire, no_fire
 
 
 def idle_reason(task: dict[str, Any]) -> str | None:
     """Why a task has no next fire, in a few words; None when it has one."""
-    if not task["enabled"]:
-        return "disabled"
-    if not task["for_this_host"]:
-        return "not for this host"
-    if task["paused"]:
-        return "paused"
-    if task["type"] == "daemon":
+    cause = no_fire(enabled=task["enabled"], for_this_host=task["for_this_host"],
+                    paused=task["paused"], daemon=task["type"] == "daemon",
+                    at_start=task["schedule"] == "@reboot", after=bool(task.get("upstreams")),
+                    has_next=bool(task["next_fire"]))
+    if cause is NoFire.DAEMON:
         window = task.get("window")
         if window and not window.get("open"):
             return f"window closed, opens {window.get('next_opening') or 'never'}"
-        return "daemon task"
-    if task["schedule"] == "@reboot":
-        return "at start only"
-    if task.get("upstreams"):
+    if cause is NoFire.AFTER:
         return f"after {', '.join(task['upstreams'])}"
-    return None if task["next_fire"] else "no more fires"
+    return None if cause is None else cause.value
 
 
 def last_run(task: dict[str, Any]) -> LastRun | None:

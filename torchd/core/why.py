@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchd.core.model import RunOutcome, fire_id
+from torchd.core.nofire import NoFire, no_fire
 
 Show = Callable[[float], str]  # how a time is written in a reason
 
@@ -231,26 +232,33 @@ def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
                   "or added by a reload after it)", [])
 
 
+# What `why` says for each reason there is no next fire (core.nofire has their order).
+NO_FIRE_SAYS = {
+    NoFire.DISABLED: "no next fire: the task is disabled (enabled: false)",
+    NoFire.NOT_HERE: "no next fire here: the task is not for this host (hosts:)",
+    NoFire.PAUSED: "no next fire: the task is paused (torchd resume)",
+    NoFire.DAEMON: "daemon task: kept running, no schedule",
+    NoFire.AT_START: "no next fire: @reboot runs once, when the daemon starts",
+}
+
+
 def explain_future(task: str, *, next_fire: float | None, enabled: bool, for_this_host: bool,
-                   paused: bool, kind: str, after: Sequence[str], upstream_ok: float | None,
-                   bounded: str | None, show: Show) -> Answer:
+                   paused: bool, kind: str, at_start: bool, after: Sequence[str],
+                   upstream_ok: float | None, bounded: str | None, show: Show) -> Answer:
     """The next fire, or why there is none: disabled, not for this host, paused, a daemon
-    task, fired by upstreams, or its schedule ended (`bounded` says how)."""
-    def none(reason: str) -> Answer:
-        return Answer(next_fire or 0.0, "", "none", reason, [])
-    if not enabled:
-        return none("no next fire: the task is disabled (enabled: false)")
-    if not for_this_host:
-        return none("no next fire here: the task is not for this host (hosts:)")
-    if paused:
-        return none("no next fire: the task is paused (torchd resume)")
-    if kind == "daemon":
-        return none("daemon task: kept running, no schedule")
-    if after:
+    task, @reboot, fired by upstreams, or its schedule ended (`bounded` says how)."""
+    cause = no_fire(enabled=enabled, for_this_host=for_this_host, paused=paused,
+                    daemon=kind == "daemon", at_start=at_start, after=bool(after),
+                    has_next=next_fire is not None)
+    if cause is None:
+        assert next_fire is not None  # noqa: S101 - no_fire says so
+        return Answer(next_fire, fire_id(task, next_fire), "next", "next fire", [])
+    if cause is NoFire.AFTER:
         last = (f"the last upstream success ended at {show(upstream_ok)}"
                 if upstream_ok is not None else "no upstream success yet")
-        return none(f"fires when its upstreams end ({', '.join(after)}): {last}")
-    if next_fire is None:
-        return none(f"no next fire: {bounded or 'the schedule has no more fires'}")
-    return Answer(next_fire, fire_id(task, next_fire), "next",
-                  "next fire", [])
+        reason = f"fires when its upstreams end ({', '.join(after)}): {last}"
+    elif cause is NoFire.ENDED:
+        reason = f"no next fire: {bounded or 'the schedule has no more fires'}"
+    else:
+        reason = NO_FIRE_SAYS[cause]
+    return Answer(next_fire or 0.0, "", "none", reason, [])

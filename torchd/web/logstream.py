@@ -39,7 +39,16 @@ MAX_REPLAY_LINES = 10_000
 REPLAY_BYTES = 1 << 20  # of a run's output read for the replay at most
 MAX_PENDING = 64 << 10  # bytes of a line without its newline held back at most
 MAX_STREAMS = 256  # open at once per listener; more are refused (503) until some close
-_open_streams = 0
+
+
+class OpenStreams:
+    """The live logs one listener has open."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+OPEN_STREAMS: web.AppKey[OpenStreams] = web.AppKey("open_streams", OpenStreams)
 
 
 def _number(text: str) -> int | None:
@@ -48,16 +57,16 @@ def _number(text: str) -> int | None:
 
 
 async def follow_run(request: web.Request, run: dict[str, Any]) -> web.StreamResponse:
-    global _open_streams  # noqa: PLW0603 - one count for the process's one listener
-    if _open_streams >= MAX_STREAMS:
+    streams = request.app[OPEN_STREAMS]
+    if streams.count >= MAX_STREAMS:
         raise web.HTTPServiceUnavailable(
             text=f"{MAX_STREAMS} live logs are open already; try again later\n",
             headers={"Retry-After": "10"})
-    _open_streams += 1
+    streams.count += 1
     try:
         return await _stream(request, run)
     finally:
-        _open_streams -= 1
+        streams.count -= 1
 
 
 async def _stream(request: web.Request, run: dict[str, Any]) -> web.StreamResponse:

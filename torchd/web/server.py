@@ -24,6 +24,7 @@ from torchd.web.auth import (
     logout,
 )
 from torchd.web.context import CONTEXT, WebContext
+from torchd.web.logstream import OPEN_STREAMS, OpenStreams
 
 log = logging.getLogger("torchd.http")
 STATIC = Path(__file__).parent / "static"
@@ -79,6 +80,7 @@ def make_app(context: WebContext, tokens: Tokens) -> web.Application:
     app[TOKENS] = tokens
     app[SESSIONS] = Sessions()
     app[METRICS_OPEN] = not context.settings.metrics_auth
+    app[OPEN_STREAMS] = OpenStreams()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/login", login)
     app.router.add_post("/logout", logout)
