@@ -235,3 +235,23 @@ tasks:
     assert upstream is not None
     assert "failed" in upstream.group(1)
     assert "runs on failure of extract" in body
+
+
+def test_a_task_without_a_next_fire_says_why(web_daemon: WebStarter) -> None:
+    """The tasks page's next-fire column gives the reason `list` gives: daemon, @reboot,
+    after upstreams, paused, not for this host; a scheduled task keeps its countdown."""
+    web = web_daemon('daemon:\n  http: {listen: LISTEN}\ntasks:\n'
+                     '  - {name: tick, schedule: "0 */5 * * * *", command: ["true"]}\n'
+                     '  - {name: later, schedule: "0 0 3 * * *", command: ["true"]}\n'
+                     '  - {name: keeper, type: daemon, command: [sleep, "600"]}\n'
+                     '  - {name: boot, schedule: "@reboot", command: ["true"]}\n'
+                     '  - {name: child, after: tick, command: ["true"]}\n'
+                     '  - {name: there, schedule: "0 0 4 * * *", hosts: [no-such-host.invalid],'
+                     ' command: ["true"]}\n')
+    assert web.api("pause", "POST", task="later")["ok"] is True
+    _, body = page(web, "/tasks")
+    said = dict(re.findall(r'data-task="([^"]+)">.*?<td>(?:<span class="muted" data-idle>'
+                           r'([^<]*)</span>|<time)', body, re.S))
+    assert said == {"tick": "", "later": "paused", "keeper": "daemon task",
+                    "boot": "at start only", "child": "after tick",
+                    "there": "not for this host"}

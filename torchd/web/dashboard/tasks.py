@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from torchd.control.listing import idle_reason
 from torchd.control.protocol import ProtocolError
 from torchd.control.verbs import History, Logs, Recent, Status, TaskIndex, TaskInfo
 from torchd.web.context import call
@@ -96,6 +97,7 @@ async def task_list(request: web.Request) -> web.Response:
     for row in rows:
         row["recent"] = list(reversed(recent["tasks"].get(row["name"], {}).get("runs", [])))
         row["state_words"] = _state(row)
+        row["idle"] = idle_reason(row)  # why there is no next fire, as `list` says it
     here = request.path_qs
     return page(request, "tasks.html", rows=rows, total=len(index),
                 matched=len(chosen), q=needle, state=state, states=STATES, page_no=number,
