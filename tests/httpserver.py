@@ -4,6 +4,7 @@ loopback port: it answers what a test asks for and counts what it was asked."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -18,13 +19,14 @@ from tests.helpers import free_port
 @dataclass
 class LocalServer:
     port: int
+    scheme: str = "http"
     hits: Counter[str] = field(default_factory=Counter)  # path -> requests received
     seen: list[dict[str, str]] = field(default_factory=list)  # each request's headers
     hanging: int = 0  # requests waiting in /hang now
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def count(self, path: str) -> int:
         with self._lock:
@@ -91,14 +93,15 @@ class LocalServer:
 
 
 @contextmanager
-def local_server() -> Iterator[LocalServer]:
-    """Serve on a free loopback port until the block ends."""
-    server = LocalServer(free_port())
+def local_server(tls: ssl.SSLContext | None = None) -> Iterator[LocalServer]:
+    """Serve on a free loopback port until the block ends (over TLS with `tls`)."""
+    server = LocalServer(free_port(), "http" if tls is None else "https")
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(server.app(), handle_signals=False, shutdown_timeout=0.5,
                            handler_cancellation=True)  # a dropped request ends its handler
     loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", server.port).start())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", server.port,
+                                        ssl_context=tls).start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:

@@ -5,11 +5,13 @@ requests."""
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.e2e.test_operations import as_json, ended_runs, history, ok
 from tests.helpers import Daemon, fire_ids, free_port, record_cmd, wait_for
@@ -220,3 +222,33 @@ def test_command_fires_go_on_beside_many_requests(start: Callable[..., Daemon],
     wait_for(lambda: server.count("/ok") >= 300 * 5, timeout=30, message="5 s of requests")
     failed = [r for r in history(daemon, "-n", "2000") if r["outcome"] not in ("ok", None)]
     assert failed == []
+
+
+def test_tls_is_verified_against_the_hosts_trust_store(
+        write_tasks: Callable[..., Path], daemon_factory: Factory, tmp_path: Path) -> None:
+    """A certificate from a CA the host does not trust: the run fails with a `TLS:` reason
+    and no request reaches the server; `tls_verify: false` goes through; with the CA added
+    to the daemon's trust store (SSL_CERT_FILE, as an operator would) the same task is ok."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with local_server(context) as server:
+        tasks = write_tasks(
+            "tasks:\n"
+            f"  - {{name: strict, schedule: '@yearly', http: {server.url('/ok')}}}\n"
+            f"  - {{name: lax, schedule: '@yearly', http: {{url: {server.url('/status/200')},"
+            " tls_verify: false}}\n")
+        daemon = daemon_factory(tasks).start()
+        assert trigger(daemon, "strict")["outcome"] == "failed"
+        reason = last_run(daemon, "strict")["reason"]
+        assert reason.startswith("TLS: ")
+        assert "CERTIFICATE_VERIFY_FAILED" in reason
+        assert server.count("/ok") == 0
+        assert trigger(daemon, "lax")["outcome"] == "ok"
+        assert server.count("/status/200") == 1
+        trusting = daemon_factory(tasks, state="trusting",
+                                  env={"SSL_CERT_FILE": str(ca_file)}).start()
+        assert trigger(trusting, "strict")["outcome"] == "ok"
+        assert server.count("/ok") == 1
