@@ -107,7 +107,20 @@ def local_server(tls: ssl.SSLContext | None = None) -> Iterator[LocalServer]:
     try:
         yield server
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(_cleanup(runner), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+async def _cleanup(runner: web.AppRunner) -> None:
+    """The runner's cleanup, then an end to connections still open: a TLS one waits for
+    its peer's close_notify (a client that keeps it alive never sends one), and its
+    socket would be left for the garbage collector to find in a later test."""
+    handlers = runner.server.connections if runner.server is not None else []
+    transports = [h.transport for h in handlers if h.transport is not None]
+    await runner.cleanup()
+    for transport in transports:
+        transport.abort()
+    for _ in range(3):  # the aborts close their sockets in callbacks of the next rounds
+        await asyncio.sleep(0)
