@@ -56,6 +56,7 @@ def status(daemon: Daemon, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
+@pytest.mark.timeout(240)  # a minute of fires, and three daemons' starts on a loaded machine
 def test_three_hosts_run_each_fire_exactly_once(tmp_path: Path,
                                                 write_tasks: Callable[..., Path],
                                                 daemon_factory: Factory,
@@ -95,15 +96,19 @@ def test_three_hosts_run_each_fire_exactly_once(tmp_path: Path,
     assert view["config_drift"] is False
     last = status(hosts[1])["tasks"][0]["last_claim"]
     assert last["host"] in {"h0", "h1", "h2"}
+    def ran_on(index: int) -> set[str]:
+        return {f"t0@{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(second))}"
+                for (task, second), ran in per_second(out).items() if task == "t0"
+                and ran == [f"h{index}"]}
+
     for index, host in enumerate(hosts):  # each host's history holds the runs it won
+        before = ran_on(index)
         rows = json.loads(host.cli("history", "t0", "-n", "1000", "--json").stdout)
+        after = ran_on(index)  # the hosts go on firing: read around the history
         assert {r["host"] for r in rows} == {f"h{index}"}
         recorded = {r["fire_id"] for r in rows}
-        ran_here = {f"t0@{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(second))}"
-                    for (task, second), ran in runs.items() if task == "t0"
-                    and ran == [f"h{index}"]}
-        assert ran_here <= recorded
-        assert len(recorded) < len(ran_here) + 5  # only what it won (and ran since)
+        assert before <= recorded
+        assert len(recorded - after) <= 2  # only what it won (a run may not have written yet)
 
 
 def test_a_daemon_task_fails_over_when_its_holder_dies(tmp_path: Path,
@@ -137,7 +142,9 @@ def test_a_daemon_task_fails_over_when_its_holder_dies(tmp_path: Path,
     failover = time.monotonic() - killed_at
     print(f"failover after {failover:.2f}s (lease_ttl 3s)")
     assert lines(out)[1] == other.env["TORCHD_HOST_ID"]
-    assert failover < 3 + 1  # the TTL, and a second to start the instance
+    # Not before the lease (renewed every second) could expire; within the TTL and what a
+    # loaded machine takes to claim and start the instance.
+    assert 3 - 1 - 0.5 <= failover < 3 + 3
     assert status(other)["tasks"][0]["lease_held"] is True
 
 
@@ -168,7 +175,12 @@ def test_redis_outage_skips_one_runs_and_work_resumes(tmp_path: Path,
     resumed = wait_for(first_single_after_outage, timeout=15,
                        message="run_on: one fires again")
     print(f"run_on: one resumed {resumed - restarted:.1f}s after Redis came back")
-    wait_for(lambda: time.time() > resumed + 5, timeout=10, message="fires after the outage")
+    def settled() -> bool:
+        runs = per_second(out)
+        return (all(len(runs.get(("every", s), [])) >= 2 for s in range(down_from, resumed + 4))
+                and all(runs.get(("single", s)) for s in range(resumed, resumed + 4)))
+
+    wait_for(settled, timeout=20, message="fires after the outage")
     runs = per_second(out)
     for second in range(down_from, resumed + 4):
         assert sorted(runs.get(("every", second), [])) == ["h0", "h1"], second
@@ -194,14 +206,18 @@ def test_an_overloaded_host_leaves_fires_to_idle_ones(tmp_path: Path,
     busy = cluster_file(write_tasks, redis_server, task, "busy.yaml", ", max_load: 0")
     idle = cluster_file(write_tasks, redis_server, task, "idle.yaml", ", max_load: 100")
     busy_host, idle_host = start_hosts(daemon_factory, [busy, idle])
-    # h0 started first and ran the fires alone until h1 came up
-    def first_of_h1() -> int:
-        return next((i for i, line in enumerate(lines(out)) if line.endswith(" h1")), -1)
 
-    wait_for(lambda: first_of_h1() >= 0, timeout=10, message="h1's first fire")
-    first = first_of_h1()
-    wait_for(lambda: len(lines(out)) >= first + 8, timeout=15, message="eight more fires")
-    assert {line.split()[1] for line in lines(out)[first:]} == {"h1"}
+    # h0 started first and ran the fires alone until h1 came up. Judged by each fire's
+    # second, not by the order of the lines: h0's last claim, a second late, may write its
+    # line after h1's first.
+    def seconds_of(host: str) -> list[int]:
+        return sorted(second for (_, second), ran in per_second(out).items() if host in ran)
+
+    first = wait_for(lambda: next(iter(seconds_of("h1")), None), timeout=10,
+                     message="h1's first fire")
+    wait_for(lambda: len([s for s in seconds_of("h1") if s > first + 1]) >= 8, timeout=15,
+             message="eight more fires")
+    assert [s for s in seconds_of("h0") if s > first + 1] == []
     assert status(busy_host, "--cluster")["config_drift"] is True
     idle_host.signal(signal.SIGTERM)
     idle_host.wait_exit()

@@ -19,6 +19,7 @@ import pytest
 from tests.e2e.test_operations import as_json, ended_runs
 from tests.helpers import (
     Daemon,
+    lines,
     process_gone,
     remove_run_cgroups,
     require_root,
@@ -170,7 +171,9 @@ def test_a_run_s_cpu_time_is_in_the_history(write_tasks: Callable[..., Path],
     """With a cgroup per run, the CPU its processes used is recorded, a process nobody
     waits for included (its time is in no parent's rusage: only the cgroup has it). The
     run first waits for its move into the cgroup: what leaves the tree before that is
-    ended with the run but not counted (see cgroups.py)."""
+    ended with the run but not counted (see cgroups.py). The orphan burns one second of
+    CPU (RLIMIT_CPU ends it), however long a loaded machine takes to give it that; the run
+    waits for it to end (a zombie: the daemon reaps adopted orphans in its own time)."""
     require_root()
     config = write_tasks("""
         tasks:
@@ -178,29 +181,37 @@ def test_a_run_s_cpu_time_is_in_the_history(write_tasks: Callable[..., Path],
             schedule: "@yearly"
             command: >-
               until grep -q /run- /proc/$$/cgroup; do sleep 0.01; done;
-              (timeout 0.5 sh -c 'while :; do :; done' &); sleep 1
+              (sh -c 'echo $$ > burner.pid; ulimit -t 1; while :; do :; done' &);
+              until [ -s burner.pid ]; do sleep 0.01; done; p=$(cat burner.pid);
+              while kill -0 $p 2>/dev/null && ! grep -qs '^State:.Z' /proc/$p/status;
+              do sleep 0.05; done
     """)
     daemon = daemon_factory(config).start()
     daemon.cli("trigger", "burn", "--wait")
     (run,) = as_json(daemon, "history", "burn")
-    assert 0.3 <= run["cpu_seconds"] <= 2.0, run
+    assert 0.8 <= run["cpu_seconds"] <= 3.0, run
 
 
-def zombies_of(pid: int) -> int:
-    return sum(1 for child in psutil.Process(pid).children()
-               if child.status() == psutil.STATUS_ZOMBIE)
+def zombies_of(pid: int) -> set[int]:
+    found = set()
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # reaped meanwhile
+            if child.status() == psutil.STATUS_ZOMBIE:
+                found.add(child.pid)
+    return found
 
 
 def test_as_pid_1_every_orphan_is_reaped_and_stop_is_quick(
         tmp_path: Path, write_tasks: Callable[..., Path]) -> None:
     """In a PID namespace of its own (a container), orphans from the runs come to torchd;
-    none is left a zombie, and a stop takes well under the grace period."""
+    none is left a zombie, and a stop takes well under the grace period (10 s)."""
     require_root()
     unshare = require_tool("unshare")
-    config = write_tasks("""
+    fired = tmp_path / "fired"
+    config = write_tasks(f"""
         tasks:
-          - {name: orphans, schedule: "* * * * * *",
-             command: "(sleep 0.1 &); (sleep 0.2 &); (sleep 0.3 &); true"}
+          - {{name: orphans, schedule: "* * * * * *",
+             command: "(sleep 0.1 &); (sleep 0.2 &); (sleep 0.3 &); echo . >> {fired}"}}
     """)
     state = tmp_path / "state"
     err = (tmp_path / "stderr").open("wb")
@@ -211,13 +222,17 @@ def test_as_pid_1_every_orphan_is_reaped_and_stop_is_quick(
         daemon = wait_for(lambda: psutil.Process(outer.pid).children(), timeout=20,
                           message="torchd as pid 1")[0]
         wait_for((state / "torchd.sock").exists, timeout=20, message="serving")
-        time.sleep(6)  # six seconds of orphans: eighteen, each exiting in 0.3 s
-        assert zombies_of(daemon.pid) <= 3, [c.status() for c in daemon.children()]
+        # Six runs leave eighteen orphans, each exiting within 0.3 s: unreaped, they would
+        # pile up; reaped, any zombie seen now is gone soon after.
+        wait_for(lambda: len(lines(fired)) >= 6, timeout=30, message="six runs of orphans")
+        seen = zombies_of(daemon.pid)
+        wait_for(lambda: not seen & zombies_of(daemon.pid), timeout=10,
+                 message=f"the zombies {sorted(seen)} reaped")
         started = time.monotonic()
         stop = subprocess.run(torchd_cmd("stop", "--state-dir", str(state)),
                               capture_output=True, text=True, timeout=60, check=False)
         assert stop.returncode == 0, stop.stderr
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 8  # with the CLI's own start on a loaded machine
         outer.wait(timeout=10)
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -21,10 +21,12 @@ Factory = Callable[..., Daemon]
 def test_the_lease_is_taken_only_inside_the_window(
         tmp_path: Path, write_tasks: Callable[..., Path], daemon_factory: Factory,
         redis_server: RedisServer) -> None:
-    """A window opens every 15 s for 8 s; both hosts start just after one closed: no
+    """A window opens every 30 s for 12 s; both hosts start just after one closed: no
     lease until the next opening, then one host holds it and runs the one instance; at
     the close the instance stops and the lease is let go. (The first lease in a fresh
-    Redis waits out the epoch hold, about 4 s: hence `for: 8s`.)"""
+    Redis waits out the epoch hold, about 4 s, and a loaded machine's CLI takes seconds:
+    hence `for: 12s`; the 18 s closed leave it time to start two daemons and ask one of
+    them before the opening.)"""
     out = tmp_path / "out"
     command = (f"echo $TORCHD_HOST_ID >> {out}; trap 'echo term >> {out}; exit 0' TERM; "
                "while :; do sleep 0.1; done")
@@ -36,17 +38,17 @@ def test_the_lease_is_taken_only_inside_the_window(
             type: daemon
             run_on: one
             kill_grace: 2s
-            window: {{schedule: "*/15 * * * * *", for: 8s}}
+            window: {{schedule: "*/30 * * * * *", for: 12s}}
             command: "{command}"
         """)
-    wait_for(lambda: 8.2 <= time.time() % 15 < 9, timeout=20, message="a window's close")
+    wait_for(lambda: 12.2 <= time.time() % 30 < 13, timeout=35, message="a window's close")
     hosts = [daemon_factory(config, state=f"host{i}", env={"TORCHD_HOST_ID": f"h{i}"}).start()
              for i in range(2)]
-    assert time.time() % 15 >= 8, "started outside the window"
+    assert time.time() % 30 >= 12, "started outside the window"
     assert status(hosts[0], "--cluster")["leases"] == {}
-    wait_for(lambda: len(lines(out)) == 1, timeout=15, message="one instance in the window")
+    wait_for(lambda: len(lines(out)) == 1, timeout=35, message="one instance in the window")
     holder = lines(out)[0]
     assert status(hosts[1], "--cluster")["leases"] == {"worker": holder}
-    wait_for(lambda: lines(out) == [holder, "term"], timeout=10, message="the stop at close")
-    wait_for(lambda: status(hosts[0], "--cluster")["leases"] == {}, timeout=5,
+    wait_for(lambda: lines(out) == [holder, "term"], timeout=15, message="the stop at close")
+    wait_for(lambda: status(hosts[0], "--cluster")["leases"] == {}, timeout=10,
              message="the lease let go after the window")

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.test_operations import as_json, ended_runs, ok
 from tests.helpers import Daemon, full_filesystem, lines, wait_for
+from torchd.core.timefmt import from_iso
 
 pytestmark = pytest.mark.e2e
 Factory = Callable[..., Daemon]
@@ -212,4 +213,9 @@ def test_a_failing_webhook_is_recorded_and_scheduling_goes_on(
                      message="a failed webhook recorded")
     assert calls[0][0] == 0
     assert calls[0][1].endswith("after 4 attempts")
-    assert len(lines(out)) >= 7  # fired every second during the 7 s of retries
+    # Fired every second during the 7 s of retries, each on time (a loop the retries held
+    # up would start them late, all at once).
+    wait_for(lambda: len(lines(out)) >= 7, timeout=10, message="seven fires")
+    runs = as_json(daemon, "history", "tick", "-n", "7")
+    assert len(runs) == 7
+    assert all(from_iso(r["started"]) - from_iso(r["scheduled"]) < 2.0 for r in runs), runs

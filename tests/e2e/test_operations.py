@@ -295,7 +295,8 @@ def test_submit_runs_once_and_at_survives_restart(tmp_path: Path,
     wait_for(lambda: lines(out) == ["now"], message="the submitted run")
     row = ended_runs(daemon, "submit:now", 1)[0]
     assert (row["trigger"], row["outcome"]) == ("submit", "ok")
-    later = submit(daemon, "--name", "later", "--at", "4s", "--", "/bin/sh", "-c",
+    # due after the restart below, however slowly a loaded machine makes it
+    later = submit(daemon, "--name", "later", "--at", "10s", "--", "/bin/sh", "-c",
                    f"echo later >> {out}")
     assert later.returncode == 0, later.stderr
     tasks = {t["name"]: t for t in as_json(daemon, "status")["tasks"]}
@@ -306,7 +307,7 @@ def test_submit_runs_once_and_at_survives_restart(tmp_path: Path,
     assert [e["name"] for e in json.loads((daemon.state_dir / "submitted.json").read_text())] \
         == ["submit:later"]
     daemon.start()
-    wait_for(lambda: lines(out) == ["now", "later"], timeout=15, message="the later run")
+    wait_for(lambda: lines(out) == ["now", "later"], timeout=25, message="the later run")
     wait_for(lambda: json.loads((daemon.state_dir / "submitted.json").read_text()) == [],
              message="the submission forgotten once run")
     bad = submit(daemon, "--at", "2001-01-01T00:00:00Z", "--", "true")

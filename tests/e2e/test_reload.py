@@ -40,8 +40,10 @@ def replace_file(path: Path, text: str) -> None:
 def test_reload_keeps_running_cron_run_and_applies_new_schedule(
         tmp_path: Path, write_tasks: Callable[..., Path],
         daemon_factory: Callable[..., Daemon]) -> None:
-    long_out, tick_out = tmp_path / "long", tmp_path / "tick"
-    long_cmd = f'echo "start $$" >> {long_out}; sleep 3; echo "done $$" >> {long_out}'
+    long_out, tick_out, release = tmp_path / "long", tmp_path / "tick", tmp_path / "release"
+    # The run goes on until the test lets it end, however slowly the reload comes.
+    long_cmd = (f'echo "start $$" >> {long_out}; until [ -e {release} ]; do sleep 0.05; done;'
+                f' echo "done $$" >> {long_out}')
     config = write_tasks(f"""
         daemon: {{watch: false}}
         tasks:
@@ -79,6 +81,7 @@ def test_reload_keeps_running_cron_run_and_applies_new_schedule(
     assert (again["source"], again["ok"], again["seq"]) == ("request", True, full["seq"] + 1)
     assert again["changes"] == {"added": [], "changed": {}, "removed": [], "unchanged": 2}
     assert psutil.pid_exists(pid), "reload must not touch a running cron run"
+    release.touch()
     wait_for(lambda: f"done {pid}" in lines(long_out), timeout=10, message="the run to finish")
     # The run's last echo comes before its exit, and its footer after the daemon reaps it.
     footers = wait_for(lambda: [line for line in lines(daemon.log_dir / "long.log")

@@ -278,8 +278,8 @@ def test_keep_alive_restarts_with_growing_backoff(tmp_path: Path) -> None:
     rec = run_scheduler(tmp_path, (keeper("flappy", ("/bin/true",)),), body)
     starts = [e.started for e in rec.of(RunStarted)]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert 0.9 <= gaps[0] < 1.9
-    assert 1.9 <= gaps[1] < 3.5
+    assert 0.9 <= gaps[0] < 3.0  # the backoff's 1 s and 2 s, and room for a loaded machine
+    assert 1.9 <= gaps[1] < 5.0
 
 
 def test_missing_executable_is_not_retried_in_a_tight_loop(tmp_path: Path) -> None:
@@ -320,14 +320,15 @@ def test_run_ends_when_its_process_exits_despite_a_grandchild(tmp_path: Path) ->
 
 
 def test_no_thread_per_child_and_no_leaked_descriptors(tmp_path: Path) -> None:
-    tasks = tuple(cron(f"t{i}", FastSchedule(3600), "sleep 0.5") for i in range(40))
+    # Children that outlive the start of all forty, however slowly a loaded machine spawns.
+    tasks = tuple(cron(f"t{i}", FastSchedule(3600), "sleep 3") for i in range(40))
     before_fds = len(os.listdir("/proc/self/fd"))
     threads: list[int] = []
 
     async def body(scheduler: Scheduler, rec: Recorder) -> None:
-        await until(lambda: scheduler.running_count() == 40, 5, "40 running children")
+        await until(lambda: scheduler.running_count() == 40, 10, "40 running children")
         threads.append(threading.active_count())
-        await until(lambda: len(rec.of(RunEnded)) == 40, 10, "all children reaped")
+        await until(lambda: len(rec.of(RunEnded)) == 40, 20, "all children reaped")
         me = psutil.Process()
         assert [c for c in me.children() if c.status() == psutil.STATUS_ZOMBIE] == []
 
@@ -510,13 +511,13 @@ def test_without_a_launch_instant_the_first_fire_is_after_start(tmp_path: Path) 
     from the moment it is applied, as before."""
     now = time.time()
     tasks = (cron("past", AtSchedule(text="at", instant=now - 0.5), "true"),
-             cron("soon", AtSchedule(text="at", instant=now + 0.3), "true"))
+             cron("soon", AtSchedule(text="at", instant=now + 2), "true"))
 
     async def body(_s: Scheduler, rec: Recorder) -> None:
         await until(lambda: rec.of(RunEnded), 5, "the fire after start")
 
     rec = run_scheduler(tmp_path, tasks, body)
-    assert [e.scheduled for e in rec.of(RunStarted)] == [now + 0.3]
+    assert [e.scheduled for e in rec.of(RunStarted)] == [now + 2]
 
 
 def _soon() -> ShiftedClock:
@@ -579,7 +580,7 @@ def test_jitter_delays_the_start_but_not_the_fire_id(tmp_path: Path) -> None:
     rec = run_scheduler(tmp_path, (cron("spread", FastSchedule(3600), "true", jitter=1.5),),
                         body, clock=clock)
     (started,) = rec.of(RunStarted)
-    assert hour <= started.started <= hour + 1.5 + 0.5
+    assert hour <= started.started <= hour + 1.5 + 1.0  # the jitter, and a loaded machine
     assert _log_fires(tmp_path / "spread.log") == [fire_id("spread", hour)]
     assert rec.of(FireMissed) == []
 
