@@ -132,6 +132,26 @@ def test_why_finds_the_file_the_daemon_ran(
     assert found["answers"][0]["reason"].startswith(f"ran: run {run['run_id']} on ")
 
 
+def test_why_names_the_upstream_run_that_counts_for_the_edge(
+        write_tasks: Callable[..., Path], daemon_factory: Callable[..., Daemon]) -> None:
+    """For a task fired by upstreams, the last upstream run of the outcome its edge counts
+    (`on: failure` a failure, the default a success)."""
+    config = write_tasks("""
+        tasks:
+          - {name: load, schedule: "@yearly", command: ["/bin/false"]}
+          - {name: alert, after: {tasks: [load], on: failure}, command: ["/bin/true"]}
+          - {name: report, after: load, command: ["/bin/true"]}
+        """)
+    daemon = daemon_factory(config).start()
+    daemon.cli("trigger", "load", "--wait")
+    (failed,) = [r for r in history(daemon, "load") if r["outcome"] == "failed"]
+    shown = daemon.cli("why", "alert", "-c", str(config), "--utc").stdout.splitlines()[-1]
+    assert shown.endswith("fires when its upstreams end (load): the last upstream failure "
+                          f"ended at {failed['ended'][:19]}+00:00"), shown
+    assert answers(daemon, "report", 1)[-1]["reason"] == (
+        "fires when its upstreams end (load): no upstream success yet")
+
+
 def check(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(torchd_cmd("check", "-c", str(path), *extra), capture_output=True,
                           text=True, timeout=60, check=False)

@@ -139,8 +139,13 @@ FUTURE = [
                  "no next fire: @reboot runs once, when the daemon starts", id="reboot"),
     pytest.param({"after": ("a", "b")}, "fires when its upstreams end (a, b): no upstream "
                  "success yet", id="after-none"),
-    pytest.param({"after": ("a",), "upstream_ok": T - 3}, "fires when its upstreams end (a): "
-                 "the last upstream success ended at t-3", id="after-ok"),
+    pytest.param({"after": ("a",), "upstream_last": T - 3}, "fires when its upstreams end "
+                 "(a): the last upstream success ended at t-3", id="after-ok"),
+    pytest.param({"after": ("a",), "on": "failure"}, "fires when its upstreams end (a): "
+                 "no upstream failure yet", id="after-failure-none"),
+    pytest.param({"after": ("a",), "on": "always", "upstream_last": T - 3},
+                 "fires when its upstreams end (a): the last upstream run ended at t-3",
+                 id="after-always"),
     pytest.param({"next_fire": None, "bounded": "end_at 2026-01-01T00:00:00.000Z has passed"},
                  "no next fire: end_at 2026-01-01T00:00:00.000Z has passed", id="ended"),
     pytest.param({}, "next fire", id="next"),
@@ -152,7 +157,7 @@ def test_explain_future(given: dict[str, Any], reason: str) -> None:
     """The next fire, or the one reason there is none."""
     facts: dict[str, Any] = {"next_fire": T + 60, "enabled": True, "for_this_host": True,
                              "paused": False, "kind": "cron", "at_start": False, "after": (),
-                             "upstream_ok": None, "bounded": None, **given}
+                             "upstream_last": None, "bounded": None, **given}
     assert explain_future("job", show=show, **facts).reason == reason
 
 

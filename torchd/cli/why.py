@@ -20,12 +20,13 @@ from torchd.cli.common import (
     text_zone,
 )
 from torchd.control.verbs import RUN_TIMES
-from torchd.core.model import RunOn, TaskSpec
+from torchd.core.model import On, RunOn, RunOutcome, TaskSpec
 from torchd.core.schedule.bounded import AtSchedule, WindowedSchedule
 from torchd.core.schedule.cronexpr import CronSchedule, RebootSchedule, Schedule, upcoming
 from torchd.core.schedule.zones import parse_instant
 from torchd.core.timefmt import iso_utc, local_iso
 from torchd.core.why import Answer, explain, explain_future
+from torchd.core.workflow import satisfies
 from torchd.store.history import (
     fire_rows,
     last_activity,
@@ -38,6 +39,7 @@ from torchd.store.opstate import JsonFile
 from torchd.store.statedir import StatePaths
 
 MAX_LAST = 1000  # --last at most
+UPSTREAM_RUNS = 100  # an upstream's newest runs looked at for the last one that counts
 LOOK_BACK = 2 * 366 * 86400.0  # how far back scheduled instants are looked for
 
 
@@ -206,12 +208,16 @@ def _future(task: str, spec: TaskSpec | None, paths: StatePaths, now: float,
             show: Any) -> Answer:
     if spec is None:
         return Answer(now, "", "none", "no next fire: the task is not in the file", [])
-    upstream_ok = None
+    upstream_last = None
     after = spec.after.tasks if spec.after is not None else ()
-    for up in after:
-        runs = query_runs(paths.history, task=up, outcome="ok", limit=1)
-        if runs and runs[0]["ended"] is not None:
-            upstream_ok = max(upstream_ok or 0.0, float(runs[0]["ended"]))
+    on = spec.after.on if spec.after is not None else On.SUCCESS
+    for up in after:  # the latest end of an upstream run whose outcome counts for the edge
+        ended = next((float(run["ended"]) for run in query_runs(paths.history, task=up,
+                                                                limit=UPSTREAM_RUNS)
+                      if run["ended"] is not None and run["outcome"] is not None
+                      and satisfies(on, RunOutcome(run["outcome"]))), None)
+        if ended is not None:
+            upstream_last = max(upstream_last or 0.0, ended)
     schedule = spec.schedule
     following = None
     if schedule is not None and _computable(schedule):
@@ -223,6 +229,7 @@ def _future(task: str, spec: TaskSpec | None, paths: StatePaths, now: float,
     return explain_future(task, next_fire=following, enabled=spec.enabled,
                           for_this_host=spec.for_this_host, paused=_paused_now(paths, task),
                           kind=str(spec.kind), at_start=isinstance(schedule, RebootSchedule),
-                          after=after, upstream_ok=upstream_ok, bounded=bounded, show=show)
+                          after=after, on=str(on), upstream_last=upstream_last,
+                          bounded=bounded, show=show)
 
 

@@ -242,11 +242,17 @@ NO_FIRE_SAYS = {
 }
 
 
+# An upstream run that counts for an edge with `on:` this, as `why` names it.
+COUNTED_RUN = {"success": "success", "failure": "failure", "always": "run"}
+
+
 def explain_future(task: str, *, next_fire: float | None, enabled: bool, for_this_host: bool,
                    paused: bool, kind: str, at_start: bool, after: Sequence[str],
-                   upstream_ok: float | None, bounded: str | None, show: Show) -> Answer:
+                   on: str = "success", upstream_last: float | None, bounded: str | None,
+                   show: Show) -> Answer:
     """The next fire, or why there is none: disabled, not for this host, paused, a daemon
-    task, @reboot, fired by upstreams, or its schedule ended (`bounded` says how)."""
+    task, @reboot, fired by upstreams (`upstream_last`: when the latest upstream run that
+    counts for `on` ended), or its schedule ended (`bounded` says how)."""
     cause = no_fire(enabled=enabled, for_this_host=for_this_host, paused=paused,
                     daemon=kind == "daemon", at_start=at_start, after=bool(after),
                     has_next=next_fire is not None)
@@ -254,8 +260,9 @@ def explain_future(task: str, *, next_fire: float | None, enabled: bool, for_thi
         assert next_fire is not None  # noqa: S101 - no_fire says so
         return Answer(next_fire, fire_id(task, next_fire), "next", "next fire", [])
     if cause is NoFire.AFTER:
-        last = (f"the last upstream success ended at {show(upstream_ok)}"
-                if upstream_ok is not None else "no upstream success yet")
+        counted = COUNTED_RUN[on]
+        last = (f"the last upstream {counted} ended at {show(upstream_last)}"
+                if upstream_last is not None else f"no upstream {counted} yet")
         reason = f"fires when its upstreams end ({', '.join(after)}): {last}"
     elif cause is NoFire.ENDED:
         reason = f"no next fire: {bounded or 'the schedule has no more fires'}"
