@@ -21,9 +21,9 @@ def show(ts: float) -> str:
 
 
 def load(at: float, kind: str, added: tuple[str, ...] = (), *,
-         removed: tuple[str, ...] = (), inactive: dict[str, str] | None = None,
-         pid: int = 1) -> dict[str, Any]:
-    return {"at": at, "kind": kind, "pid": pid, "added": list(added), "changed": [],
+         removed: tuple[str, ...] = (), changed: tuple[str, ...] = (),
+         inactive: dict[str, str] | None = None, pid: int = 1) -> dict[str, Any]:
+    return {"at": at, "kind": kind, "pid": pid, "added": list(added), "changed": list(changed),
             "removed": list(removed), "inactive": inactive or {}}
 
 
@@ -84,6 +84,13 @@ CASES = [
                           {"at": T - 1, "action": "resume", "target": "all"}], False,
                  ("unknown", "no record of this fire (pruned from the history, or added by a "
                  "reload after it)"), id="resumed"),
+    pytest.param([], [load(T - 100, "start", ("job",)), load(T - 10, "reload",
+                                                             changed=("job",)),
+                      load(T + 10, "reload", changed=("job",)),
+                      load(T + 20, "reload", changed=("job",))], [], False,
+                 ("unknown", "no record of this fire: the task was changed by the reload at "
+                  "t+10, and its schedule before may not have had this instant"),
+                 id="changed-after"),
     pytest.param([], UP, [], True, ("elsewhere", "not run here: run_on: one and no record on "
                  "this host: another host likely claimed it (its history has the run)"),
                  id="cluster"),

@@ -228,6 +228,12 @@ def explain(task: str, instant: float, *, rows: Sequence[dict[str, Any]],
         return Answer(instant, fid, "elsewhere", "not run here: run_on: one and no record on "
                       "this host: another host likely claimed it (its history has the run)",
                       [])
+    changed_by = next((float(r["at"]) for r in loads if r["kind"] == "reload"
+                       and float(r["at"]) > instant and task in (r.get("changed") or ())), None)
+    if changed_by is not None:  # the instant comes from the schedule as it is now
+        return Answer(instant, fid, "unknown", "no record of this fire: the task was changed "
+                      f"by the reload at {show(changed_by)}, and its schedule before may not "
+                      "have had this instant", [])
     return Answer(instant, fid, "unknown", "no record of this fire (pruned from the history, "
                   "or added by a reload after it)", [])
 
