@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, cast
 from torchd.control import timeline
 from torchd.control.listing import list_rows
 from torchd.control.protocol import ErrorCode, ProtocolError
+from torchd.control.readpool import in_read_pool
 from torchd.control.verbs import (
     Audit,
     AuditReply,
@@ -376,7 +377,7 @@ class ControlApi:
         except ValueError as exc:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, str(exc)) from None
         if request.follow_offset is not None:
-            data, next_offset = await asyncio.to_thread(
+            data, next_offset = await in_read_pool(
                 follow_chunk, self._paths.logs, request.task, request.follow_offset,
                 err=request.stderr)
             return {"text": data.decode(errors="replace"), "offset": next_offset}
@@ -421,8 +422,8 @@ class ControlApi:
         unknown = wanted - {t.name for t in config.tasks}
         if unknown:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"no task {', '.join(sorted(unknown))}")
-        fires, truncated = await asyncio.to_thread(_fires_between, specs, start, end,
-                                                   request.limit)
+        fires, truncated = await in_read_pool(_fires_between, specs, start, end,
+                                              request.limit)
         return {"start": iso_utc(start), "end": iso_utc(end), "fires": fires,
                 "timezones": {t.name: t.timezone for t in specs}, "truncated": truncated}
 
@@ -439,8 +440,8 @@ class ControlApi:
         runs, longest = await _reading_history(run_slots, self._paths.history,
                                                [task.name for task in page],
                                                slots.start(first), now + 1, request.slot)
-        rows = await asyncio.to_thread(timeline.rows, page, slots, now=now, end=now + window,
-                                       runs=runs, longest=longest, first=first)
+        rows = await in_read_pool(timeline.rows, page, slots, now=now, end=now + window,
+                                  runs=runs, longest=longest, first=first)
         return {"now": iso_utc(now), "origin": iso_utc(slots.origin), "slot": request.slot,
                 "hours": request.hours, "first": first, "last": slots.index(now + window),
                 "timezone": config.daemon.timezone, "total": len(found),
@@ -456,7 +457,7 @@ class ControlApi:
     async def _flush(self) -> None:
         if self._history is not None:
             self._history.release()
-            await asyncio.to_thread(self._history.flush)
+            await asyncio.to_thread(self._history.flush)  # the writer's, not a read
 
     # ----- one-off tasks -----------------------------------------------------------------
     async def submit(self, request: Submit) -> SubmitReply:
@@ -518,7 +519,7 @@ async def _reading_history(read: Callable[..., _T], *args: Any, **kwargs: Any) -
     """`read` (of the history database) in a thread; a failure to read it (no descriptors
     left, a disk error) is `unavailable` with the reason, not a bug."""
     try:
-        return await asyncio.to_thread(read, *args, **kwargs)
+        return await in_read_pool(read, *args, **kwargs)
     except (sqlite3.Error, OSError) as exc:
         raise ProtocolError(ErrorCode.UNAVAILABLE,
                             f"the run history cannot be read now: {exc}") from None

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from torchd.control.protocol import ProtocolError
+from torchd.control.readpool import in_read_pool
 from torchd.control.verbs import RunInfo
 from torchd.core.model import RunOutcome
 from torchd.store.logview import last_lines, run_output
@@ -149,8 +150,8 @@ class _Follower:
             if begin > start:
                 data = data[data.find(b"\n") + 1:]  # from the first whole line
         else:  # rotated away, or the log cannot be read: what logview finds of it
-            data = (await asyncio.to_thread(run_output, context_of(self._request).paths.logs,
-                                            self._run))[-REPLAY_BYTES:]
+            data = (await in_read_pool(run_output, context_of(self._request).paths.logs,
+                                       self._run))[-REPLAY_BYTES:]
             self._offset = self._size()
         cut = data.find(self._footer)
         ended = cut >= 0 or self._run["outcome"] is not None

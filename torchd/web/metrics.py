@@ -9,12 +9,12 @@ the text in a thread, so that fires due meanwhile are not held up by it."""
 
 from __future__ import annotations
 
-import asyncio
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from torchd.control.readpool import in_read_pool
 from torchd.core.events import (
     EventBus,
     FireMissed,
@@ -137,7 +137,7 @@ class Metrics:
             hosts = await self._cluster.live_hosts()
             # Copied with the run counts below, with no await between: one instant.
             claims = dict(self._cluster.claim_counts)
-        return await asyncio.to_thread(self.text, self.read(claims, hosts))
+        return await in_read_pool(self.text, self.read(claims, hosts))
 
     def read(self, claims: dict[str, int] | None = None,
              hosts: int | None = None) -> ScrapeData:
