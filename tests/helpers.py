@@ -152,7 +152,8 @@ class Daemon:
     state_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    seen: set[int] = field(default_factory=set)
+    seen: dict[int, float] = field(default_factory=dict)  # its pid and its descendants':
+    # pid -> when the process started
     start_env: dict[str, str] = field(default_factory=dict)  # the daemon's alone, not the CLI's
     spawned_by: float = 0.0  # time.time() once the daemon process had started (exec done)
     cmd: Callable[..., list[str]] = field(default=torchd_cmd)
@@ -178,6 +179,8 @@ class Daemon:
             )
         self.spawned_by = time.time()
         proc = self.proc
+        with contextlib.suppress(psutil.NoSuchProcess):  # its group is killed in teardown
+            self.seen[proc.pid] = psutil.Process(proc.pid).create_time()
         # Connecting (not just seeing the file) skips a socket a killed daemon left behind.
         wait_for(lambda: self._answers() or proc.poll() is not None, timeout=20,
                  message="daemon socket")
@@ -214,7 +217,9 @@ class Daemon:
             found = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-        self.seen.update(p.pid for p in found)
+        for process in found:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.seen[process.pid] = process.create_time()
         return found
 
     def signal(self, signum: int) -> None:
@@ -237,11 +242,25 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        # the daemon's own group, then each run's session group
-        for pgid in {self.proc.pid, *self.seen}:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+        # The daemon's own group, then each run's session group: each only where it can
+        # hit nothing but what this daemon started. The suite starts tens of thousands of
+        # processes and pids wrap (pid_max 32768): a pid seen early in a test may name
+        # another test's process, and so its group, by the teardown.
+        for pgid, started in self.seen.items():
+            if _group_is_ours(pgid, started):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
         remove_run_cgroups(self.state_dir)
+
+
+def _group_is_ours(pgid: int, started: float) -> bool:
+    """Whether process group `pgid`, led by a process that started at `started`, is still
+    that one: its leader lives on, or no process has its pid (then the group, if it
+    exists, is what is left of it: Linux gives no new process the id of a live group)."""
+    try:
+        return psutil.Process(pgid).create_time() == started
+    except psutil.NoSuchProcess:
+        return True
 
 
 def remove_run_cgroups(state_dir: Path) -> None:
