@@ -149,3 +149,25 @@ def test_a_claim_whose_answer_came_too_late_is_still_run(
     asyncio.run(body())
     blocker.close()
     probe.close()
+
+
+def test_fires_waiting_out_the_hold_of_a_new_epoch_are_still_claimed(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh Redis: the first claim writes back the host's settled fires, then waits out
+    the hold. The ledger is settled ahead (a fire is settled when due, before its claim),
+    so what is written back must stop short of the fires still to be claimed: else they
+    come out `later`, lost, though no later fire ran."""
+    monkeypatch.setattr(coordinator, "EPOCH_HOLD", 0.5)
+    ledger = {"job": 101.0}  # the fires at 100 and 101 are due; neither has been claimed
+
+    async def body() -> None:
+        host = Cluster(ClusterSettings(redis=redis_server.url, name="hold", lease_ttl=3.0),
+                       host_id="a", describe=lambda: {"config_hash": "x"},
+                       settled=lambda: ledger)
+        host.load = 0.0
+        first, second = await asyncio.gather(host.claim("job", 100.0),
+                                             host.claim("job", 101.0))
+        assert (first.won, first.error, second.won, second.error) == (True, None, True, None)
+        await host.close()
+
+    asyncio.run(body())

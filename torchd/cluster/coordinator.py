@@ -267,6 +267,7 @@ class Cluster:
         self._loops: list[asyncio.Task[None]] = []
         self._giving_back: set[asyncio.Task[None]] = set()
         self._claiming: dict[str, asyncio.Lock] = {}  # task -> its claims, one at a time
+        self._unclaimed: dict[str, list[float]] = {}  # task -> fires asked, not answered yet
         # This host's claims by result (won, lost, later, error): torchd_cluster_claims_total.
         self.claim_counts = dict.fromkeys(("won", "lost", "later", "error"), 0)
 
@@ -341,6 +342,11 @@ class Cluster:
         """Write this host's latest settled fires into the epoch Redis has (made if it has
         none), and take that epoch as known. Raises Unavailable."""
         fires = dict(self._settled())
+        for task, waiting in self._unclaimed.items():
+            # The ledger is settled ahead (a fire when due, before its claim): what this
+            # host ran of the task ends before the first fire it still has to claim.
+            if task in fires:
+                fires[task] = min(fires[task], min(waiting) - 0.001)
         keys = [self._key("epoch"), *(self._key("last", task) for task in fires),
                 *(self._key("fence", task) for task in self._tokens)]
         args = [secrets.token_hex(4), *(str(round(at * 1000)) for at in fires.values()),
@@ -362,18 +368,30 @@ class Cluster:
             return OVERLOADED_DELAY
         return min(self.load, 1.0) * CLAIM_SPREAD
 
-    async def claim(self, task: str, scheduled: float) -> Claim:
-        """Claim one fire. A host's claims of one task are made one at a time, in the order
-        asked: claims held back together (EPOCH_HOLD) must not go out of order, where a
-        later fire's claim would make an earlier one's come too late."""
-        delay = self.claim_delay()
-        if delay:
-            await asyncio.sleep(delay)
-        lock = self._claiming.get(task)
-        if lock is None:
-            lock = self._claiming[task] = asyncio.Lock()
-        async with lock:
-            claim = await self._claim_fire(task, scheduled)
+    def claim(self, task: str, scheduled: float) -> Awaitable[Claim]:
+        """Claim one fire: asked when called (a write-back from then on stops short of it),
+        answered when awaited. A host's claims of one task are made one at a time, in the
+        order asked: claims held back together (EPOCH_HOLD) must not go out of order, where
+        a later fire's claim would make an earlier one's come too late."""
+        unclaimed = self._unclaimed.setdefault(task, [])
+        unclaimed.append(scheduled)
+        return self._answer_claim(task, scheduled, unclaimed)
+
+    async def _answer_claim(self, task: str, scheduled: float,
+                            unclaimed: list[float]) -> Claim:
+        try:
+            delay = self.claim_delay()
+            if delay:
+                await asyncio.sleep(delay)
+            lock = self._claiming.get(task)
+            if lock is None:
+                lock = self._claiming[task] = asyncio.Lock()
+            async with lock:
+                claim = await self._claim_fire(task, scheduled)
+        finally:
+            unclaimed.remove(scheduled)
+            if not unclaimed:
+                del self._unclaimed[task]
         result = ("error" if claim.error is not None else "won" if claim.won
                   else "lost" if claim.holder is not None else "later")
         self.claim_counts[result] += 1

@@ -15,7 +15,7 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +33,7 @@ from torchd.core.health import Health
 from torchd.core.logfields import run_fields
 from torchd.core.model import (
     FAILED_OUTCOMES,
+    Claim,
     Config,
     RunOutcome,
     TaskGauges,
@@ -600,15 +601,17 @@ class Scheduler:
                 keeper.handle.lease_renewed(expiry)
 
     def _claim_then_fire(self, state: TaskState, fire: Fire) -> None:
-        task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire))
+        claims = self._cluster.claims
+        assert claims is not None  # noqa: S101 - only called in cluster mode
+        asked = claims.claim(state.spec.name, fire.scheduled)  # asked now, in this pass
+        task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire, asked))
         self._claiming.add(task)
         task.add_done_callback(self._claiming.discard)
 
-    async def _claim_and_run(self, state: TaskState, fire: Fire) -> None:
-        claims = self._cluster.claims
-        assert claims is not None  # noqa: S101 - only called in cluster mode
+    async def _claim_and_run(self, state: TaskState, fire: Fire,
+                             asked: Awaitable[Claim]) -> None:
         name = state.spec.name
-        claim = await claims.claim(name, fire.scheduled)
+        claim = await asked
         if self._stopping or self._tasks.get(name) is not state:
             return
         fid = fire_id(name, fire.scheduled)
