@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import logging
 import random
 from collections import deque
@@ -607,6 +608,8 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire, asked))
         self._claiming.add(task)
         task.add_done_callback(self._claiming.discard)
+        if inspect.iscoroutine(asked):  # a task cancelled before its start (a stop) never
+            task.add_done_callback(lambda _: asked.close())  # awaits it: let it go quietly
 
     async def _claim_and_run(self, state: TaskState, fire: Fire,
                              asked: Awaitable[Claim]) -> None:
