@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 
 import pytest
 import redis
@@ -151,23 +152,52 @@ def test_a_claim_whose_answer_came_too_late_is_still_run(
     probe.close()
 
 
-def test_fires_waiting_out_the_hold_of_a_new_epoch_are_still_claimed(
+def _host(redis: RedisServer, host: str, ledger: dict[str, float]) -> Cluster:
+    cluster = Cluster(ClusterSettings(redis=redis.url, name="hold", lease_ttl=3.0),
+                      host_id=host, describe=lambda: {"config_hash": "x"},
+                      settled=lambda: ledger)
+    cluster.load = 0.0
+    return cluster
+
+
+def test_fires_due_during_a_new_epochs_hold_are_claimed_once_it_ends(
         redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh Redis: the first claim writes back the host's settled fires, then waits out
-    the hold. The ledger is settled ahead (a fire is settled when due, before its claim),
-    so what is written back must stop short of the fires still to be claimed: else they
-    come out `later`, lost, though no later fire ran."""
+    """A new Redis: the first claim writes back the host's settled fires, then waits out
+    the hold. The ledger is settled ahead (a fire is settled when due, before its claim):
+    written back as it is, the fires still waiting would come out `later` (lost, though no
+    host ran them). Past the margin after the epoch's making nothing can have run before,
+    so the write-back stops there and the fires are claimed."""
     monkeypatch.setattr(coordinator, "EPOCH_HOLD", 0.5)
-    ledger = {"job": 101.0}  # the fires at 100 and 101 are due; neither has been claimed
+    soon = time.time() + 5  # well past the margin (1 s) after the epoch is made
+    ledger = {"job": soon + 1}
 
     async def body() -> None:
-        host = Cluster(ClusterSettings(redis=redis_server.url, name="hold", lease_ttl=3.0),
-                       host_id="a", describe=lambda: {"config_hash": "x"},
-                       settled=lambda: ledger)
-        host.load = 0.0
-        first, second = await asyncio.gather(host.claim("job", 100.0),
-                                             host.claim("job", 101.0))
+        host = _host(redis_server, "a", ledger)
+        first, second = await asyncio.gather(host.claim("job", soon), host.claim("job", soon + 1))
         assert (first.won, first.error, second.won, second.error) == (True, None, True, None)
         await host.close()
 
     asyncio.run(body())
+
+
+def test_a_fire_run_before_redis_emptied_is_not_run_again(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host b ran a fire; Redis loses its data; host a, which had settled that fire but not
+    yet claimed it (an overloaded host claims late), writes it back and is answered
+    `later`: the fire is not run twice."""
+    monkeypatch.setattr(coordinator, "EPOCH_HOLD", 0.5)
+    fire = time.time() - 0.5
+    flusher = redis.Redis.from_url(redis_server.url)
+
+    async def body() -> None:
+        b = _host(redis_server, "b", {})
+        assert (await b.claim("job", fire)).won  # in the first epoch
+        flusher.flushall()
+        a = _host(redis_server, "a", {"job": fire})
+        late = await a.claim("job", fire)
+        assert (late.won, late.holder, late.error) == (False, None, None)
+        for cluster in (a, b):
+            await cluster.close()
+
+    asyncio.run(body())
+    flusher.close()

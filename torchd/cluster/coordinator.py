@@ -22,10 +22,11 @@ Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
 - `epoch`: "ID CREATED_MS", made by the first host to find Redis empty (a restart without
   persistence, a new Redis). A host that sees an epoch it does not know (at a claim or a
   heartbeat) first writes back the latest fire it settled of each task into `last:TASK`
-  (only where that is later), and no fire is claimed for EPOCH_HOLD after the epoch was
-  made, so that every live host has written back what it knows before a host whose clock
-  lags can claim a fire another host already ran. The fencing tokens it has seen are
-  written back the same way, so a token never goes back.
+  (only where that is later, and no further than RESTORE_MARGIN past the epoch's making:
+  the fires due after that cannot have run before), and no fire is claimed for EPOCH_HOLD
+  after the epoch was made, so that every live host has written back what it knows before
+  a host whose clock lags can claim a fire another host already ran. The fencing tokens
+  it has seen are written back the same way, so a token never goes back.
 
 When Redis does not answer, the client backs off (0.5 s doubling to 8 s) and every claim
 fails at once until the next probe succeeds: such fires are missed, never run twice.
@@ -67,6 +68,9 @@ REDIS_TIMEOUT = 1.0
 # REDIS_TIMEOUT); a host whose calls time out meanwhile claims nothing either.
 EPOCH_HOLD = HEARTBEAT + 2 * REDIS_TIMEOUT
 SKEW_WARNING = 1.0  # seconds between a host's clock and Redis's that `status` warns of
+# How far past a new epoch's making a written-back fire may reach: a host whose clock runs
+# ahead by up to this much could have claimed such a fire in the Redis that was lost.
+RESTORE_MARGIN = SKEW_WARNING
 
 
 def _epoch_check(epoch_key: str, known: str, hold: str) -> str:
@@ -93,8 +97,13 @@ redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('set', KEYS[2], ARGV[2])
 return {'won'}
 """
-# KEYS: epoch, then last:TASK and fence:TASK keys; ARGV: a new epoch's id, then the value
-# this host knows for each (a fire in ms, a fencing token), written where it is higher.
+# KEYS: epoch, then N last:TASK keys and the fence:TASK keys; ARGV: a new epoch's id, N,
+# the margin (ms), then the value this host knows for each key (a fire in ms, a fencing
+# token), written where it is higher. A fire is written back at most up to the epoch's
+# making plus the margin (RESTORE_MARGIN): only a fire due before that can have been
+# claimed in the Redis that was lost. The fire ledger is settled when a fire is due,
+# before its claim, so an uncapped write-back would turn the fires still waiting out the
+# hold into `later` on every host: lost, though no host had run them.
 RESTORE = """
 local epoch = redis.call('get', KEYS[1])
 if not epoch then
@@ -102,9 +111,13 @@ if not epoch then
   epoch = ARGV[1] .. ' ' .. (t[1] * 1000 + math.floor(t[2] / 1000))
   redis.call('set', KEYS[1], epoch)
 end
+local cap = tonumber(string.match(epoch, '(%d+)$')) + tonumber(ARGV[3])
+local fires = tonumber(ARGV[2])
 for i = 2, #KEYS do
-  if tonumber(ARGV[i]) > tonumber(redis.call('get', KEYS[i]) or '-1') then
-    redis.call('set', KEYS[i], ARGV[i])
+  local value = ARGV[i + 2]
+  if i <= fires + 1 and tonumber(value) > cap then value = string.format('%d', cap) end
+  if tonumber(value) > tonumber(redis.call('get', KEYS[i]) or '-1') then
+    redis.call('set', KEYS[i], value)
   end
 end
 return epoch
@@ -267,7 +280,6 @@ class Cluster:
         self._loops: list[asyncio.Task[None]] = []
         self._giving_back: set[asyncio.Task[None]] = set()
         self._claiming: dict[str, asyncio.Lock] = {}  # task -> its claims, one at a time
-        self._unclaimed: dict[str, list[float]] = {}  # task -> fires asked, not answered yet
         # This host's claims by result (won, lost, later, error): torchd_cluster_claims_total.
         self.claim_counts = dict.fromkeys(("won", "lost", "later", "error"), 0)
 
@@ -342,14 +354,10 @@ class Cluster:
         """Write this host's latest settled fires into the epoch Redis has (made if it has
         none), and take that epoch as known. Raises Unavailable."""
         fires = dict(self._settled())
-        for task, waiting in self._unclaimed.items():
-            # The ledger is settled ahead (a fire when due, before its claim): what this
-            # host ran of the task ends before the first fire it still has to claim.
-            if task in fires:
-                fires[task] = min(fires[task], min(waiting) - 0.001)
         keys = [self._key("epoch"), *(self._key("last", task) for task in fires),
                 *(self._key("fence", task) for task in self._tokens)]
-        args = [secrets.token_hex(4), *(str(round(at * 1000)) for at in fires.values()),
+        args = [secrets.token_hex(4), str(len(fires)), str(round(RESTORE_MARGIN * 1000)),
+                *(str(round(at * 1000)) for at in fires.values()),
                 *(str(token) for token in self._tokens.values())]
         epoch = str(await self._ask(lambda: self._restore_script(keys=keys, args=args),
                                     probe=True))
@@ -368,30 +376,18 @@ class Cluster:
             return OVERLOADED_DELAY
         return min(self.load, 1.0) * CLAIM_SPREAD
 
-    def claim(self, task: str, scheduled: float) -> Awaitable[Claim]:
-        """Claim one fire: asked when called (a write-back from then on stops short of it),
-        answered when awaited. A host's claims of one task are made one at a time, in the
-        order asked: claims held back together (EPOCH_HOLD) must not go out of order, where
-        a later fire's claim would make an earlier one's come too late."""
-        unclaimed = self._unclaimed.setdefault(task, [])
-        unclaimed.append(scheduled)
-        return self._answer_claim(task, scheduled, unclaimed)
-
-    async def _answer_claim(self, task: str, scheduled: float,
-                            unclaimed: list[float]) -> Claim:
-        try:
-            delay = self.claim_delay()
-            if delay:
-                await asyncio.sleep(delay)
-            lock = self._claiming.get(task)
-            if lock is None:
-                lock = self._claiming[task] = asyncio.Lock()
-            async with lock:
-                claim = await self._claim_fire(task, scheduled)
-        finally:
-            unclaimed.remove(scheduled)
-            if not unclaimed:
-                del self._unclaimed[task]
+    async def claim(self, task: str, scheduled: float) -> Claim:
+        """Claim one fire. A host's claims of one task are made one at a time, in the order
+        asked: claims held back together (EPOCH_HOLD) must not go out of order, where a
+        later fire's claim would make an earlier one's come too late."""
+        delay = self.claim_delay()
+        if delay:
+            await asyncio.sleep(delay)
+        lock = self._claiming.get(task)
+        if lock is None:
+            lock = self._claiming[task] = asyncio.Lock()
+        async with lock:
+            claim = await self._claim_fire(task, scheduled)
         result = ("error" if claim.error is not None else "won" if claim.won
                   else "lost" if claim.holder is not None else "later")
         self.claim_counts[result] += 1

@@ -4,7 +4,6 @@ is told (its guard, its fencing token). Without cluster mode every fire runs her
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Protocol
 
 from torchd.core.model import After, Claim, RunOn, TaskKind, TaskSpec, fire_id
@@ -16,8 +15,7 @@ LEASE_MARGIN = 1.0  # a leased instance's guard ends it this long before the lea
 class FireClaims(Protocol):
     """Cluster mode's say over `run_on: one` tasks (the cluster module implements it)."""
 
-    def claim(self, task: str, scheduled: float) -> Awaitable[Claim]:
-        """Claim one fire: asked when called, answered when awaited."""
+    async def claim(self, task: str, scheduled: float) -> Claim: ...
 
     def holds(self, task: str) -> bool: ...
 

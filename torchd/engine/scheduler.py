@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import inspect
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,7 +33,6 @@ from torchd.core.health import Health
 from torchd.core.logfields import run_fields
 from torchd.core.model import (
     FAILED_OUTCOMES,
-    Claim,
     Config,
     RunOutcome,
     TaskGauges,
@@ -602,19 +600,15 @@ class Scheduler:
                 keeper.handle.lease_renewed(expiry)
 
     def _claim_then_fire(self, state: TaskState, fire: Fire) -> None:
-        claims = self._cluster.claims
-        assert claims is not None  # noqa: S101 - only called in cluster mode
-        asked = claims.claim(state.spec.name, fire.scheduled)  # asked now, in this pass
-        task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire, asked))
+        task = asyncio.get_running_loop().create_task(self._claim_and_run(state, fire))
         self._claiming.add(task)
         task.add_done_callback(self._claiming.discard)
-        if inspect.iscoroutine(asked):  # a task cancelled before its start (a stop) never
-            task.add_done_callback(lambda _: asked.close())  # awaits it: let it go quietly
 
-    async def _claim_and_run(self, state: TaskState, fire: Fire,
-                             asked: Awaitable[Claim]) -> None:
+    async def _claim_and_run(self, state: TaskState, fire: Fire) -> None:
+        claims = self._cluster.claims
+        assert claims is not None  # noqa: S101 - only called in cluster mode
         name = state.spec.name
-        claim = await asked
+        claim = await claims.claim(name, fire.scheduled)
         if self._stopping or self._tasks.get(name) is not state:
             return
         fid = fire_id(name, fire.scheduled)
