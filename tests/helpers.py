@@ -152,8 +152,8 @@ class Daemon:
     state_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    seen: dict[int, float] = field(default_factory=dict)  # its pid and its descendants':
-    # pid -> when the process started
+    seen: dict[int, int] = field(default_factory=dict)  # its pid and its descendants':
+    # pid -> when the process started (_start_ticks)
     start_env: dict[str, str] = field(default_factory=dict)  # the daemon's alone, not the CLI's
     spawned_by: float = 0.0  # time.time() once the daemon process had started (exec done)
     cmd: Callable[..., list[str]] = field(default=torchd_cmd)
@@ -179,8 +179,9 @@ class Daemon:
             )
         self.spawned_by = time.time()
         proc = self.proc
-        with contextlib.suppress(psutil.NoSuchProcess):  # its group is killed in teardown
-            self.seen[proc.pid] = psutil.Process(proc.pid).create_time()
+        started = _start_ticks(proc.pid)  # its group is killed in teardown
+        if started is not None:
+            self.seen[proc.pid] = started
         # Connecting (not just seeing the file) skips a socket a killed daemon left behind.
         wait_for(lambda: self._answers() or proc.poll() is not None, timeout=20,
                  message="daemon socket")
@@ -218,8 +219,9 @@ class Daemon:
         except psutil.NoSuchProcess:
             return []
         for process in found:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                self.seen[process.pid] = process.create_time()
+            started = _start_ticks(process.pid)
+            if started is not None:
+                self.seen[process.pid] = started
         return found
 
     def signal(self, signum: int) -> None:
@@ -242,25 +244,33 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        # The daemon's own group, then each run's session group: each only where it can
-        # hit nothing but what this daemon started. The suite starts tens of thousands of
-        # processes and pids wrap (pid_max 32768): a pid seen early in a test may name
-        # another test's process, and so its group, by the teardown.
-        for pgid, started in self.seen.items():
-            if _group_is_ours(pgid, started):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, signal.SIGKILL)
+            # Reaped just now: its group's id is not yet anybody else's.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        # What it started and is still there: a group led by such a process whole, another
+        # process alone. Each only if its pid still names the process seen: the suite
+        # starts tens of thousands of processes and pids wrap (pid_max 32768), so a pid
+        # seen early in a test may name another test's process, or group, by now. What a
+        # run left without being seen is its cgroup's to end.
+        for pid, started in self.seen.items():
+            if _start_ticks(pid) != started:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
         remove_run_cgroups(self.state_dir)
 
 
-def _group_is_ours(pgid: int, started: float) -> bool:
-    """Whether process group `pgid`, led by a process that started at `started`, is still
-    that one: its leader lives on, or no process has its pid (then the group, if it
-    exists, is what is left of it: Linux gives no new process the id of a live group)."""
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat:
+    unlike a time of day, no clock step changes it); None if there is no such process."""
     try:
-        return psutil.Process(pgid).create_time() == started
-    except psutil.NoSuchProcess:
-        return True
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
 
 
 def remove_run_cgroups(state_dir: Path) -> None:
@@ -297,15 +307,17 @@ def end_detached(state_dir: Path) -> None:
             return
     except (FileNotFoundError, ValueError, psutil.Error):
         return
-    children = proc.children(recursive=True)
+    children = {child.pid: _start_ticks(child.pid) for child in proc.children(recursive=True)}
     proc.terminate()
     try:
         proc.wait(timeout=15)
     except psutil.TimeoutExpired:
         proc.kill()
-    for child in children:
+    for child, started in children.items():
+        if started is None or _start_ticks(child) != started:
+            continue  # gone, and its pid may name another test's process by now
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
+            os.killpg(child, signal.SIGKILL)
 
 
 def process_gone(pid: int) -> bool:

@@ -165,14 +165,16 @@ def test_fires_due_during_a_new_epochs_hold_are_claimed_once_it_ends(
     """A new Redis: the first claim writes back the host's settled fires, then waits out
     the hold. The ledger is settled ahead (a fire is settled when due, before its claim):
     written back as it is, the fires still waiting would come out `later` (lost, though no
-    host ran them). Past the margin after the epoch's making nothing can have run before,
-    so the write-back stops there and the fires are claimed."""
+    host ran them). Past the epoch's making plus the host's clock lead and a margin, this
+    host cannot have run a fire before, so the write-back stops there and the fires are
+    claimed."""
     monkeypatch.setattr(coordinator, "EPOCH_HOLD", 0.5)
-    soon = time.time() + 5  # well past the margin (1 s) after the epoch is made
+    soon = time.time() + 5  # well past the margin (0.5 s) after the epoch is made
     ledger = {"job": soon + 1}
 
     async def body() -> None:
         host = _host(redis_server, "a", ledger)
+        host.skew = 0.0  # its clock measured (the heartbeat's job), in step with Redis's
         first, second = await asyncio.gather(host.claim("job", soon), host.claim("job", soon + 1))
         assert (first.won, first.error, second.won, second.error) == (True, None, True, None)
         await host.close()

@@ -22,10 +22,11 @@ Keys, all under `torchd:NAME:` (NAME is `daemon.cluster.name`):
 - `epoch`: "ID CREATED_MS", made by the first host to find Redis empty (a restart without
   persistence, a new Redis). A host that sees an epoch it does not know (at a claim or a
   heartbeat) first writes back the latest fire it settled of each task into `last:TASK`
-  (only where that is later, and no further than RESTORE_MARGIN past the epoch's making:
-  the fires due after that cannot have run before), and no fire is claimed for EPOCH_HOLD
-  after the epoch was made, so that every live host has written back what it knows before
-  a host whose clock lags can claim a fire another host already ran. The fencing tokens
+  (only where that is later, and, once it has measured its clock against Redis's, no
+  further past the epoch's making than its clock runs ahead plus RESTORE_MARGIN: a fire
+  due after that cannot have been run by this host before), and no fire is claimed for
+  EPOCH_HOLD after the epoch was made, so that every live host has written back what it
+  knows before a host whose clock lags can claim a fire another host already ran. The fencing tokens
   it has seen are written back the same way, so a token never goes back.
 
 When Redis does not answer, the client backs off (0.5 s doubling to 8 s) and every claim
@@ -68,9 +69,9 @@ REDIS_TIMEOUT = 1.0
 # REDIS_TIMEOUT); a host whose calls time out meanwhile claims nothing either.
 EPOCH_HOLD = HEARTBEAT + 2 * REDIS_TIMEOUT
 SKEW_WARNING = 1.0  # seconds between a host's clock and Redis's that `status` warns of
-# How far past a new epoch's making a written-back fire may reach: a host whose clock runs
-# ahead by up to this much could have claimed such a fire in the Redis that was lost.
-RESTORE_MARGIN = SKEW_WARNING
+# How far past a new epoch's making, beyond how far its clock runs ahead of Redis's, a
+# host's written-back fire may reach (the error of that measure, with room to spare).
+RESTORE_MARGIN = 0.5
 
 
 def _epoch_check(epoch_key: str, known: str, hold: str) -> str:
@@ -98,12 +99,13 @@ redis.call('set', KEYS[2], ARGV[2])
 return {'won'}
 """
 # KEYS: epoch, then N last:TASK keys and the fence:TASK keys; ARGV: a new epoch's id, N,
-# the margin (ms), then the value this host knows for each key (a fire in ms, a fencing
-# token), written where it is higher. A fire is written back at most up to the epoch's
-# making plus the margin (RESTORE_MARGIN): only a fire due before that can have been
-# claimed in the Redis that was lost. The fire ledger is settled when a fire is due,
-# before its claim, so an uncapped write-back would turn the fires still waiting out the
-# hold into `later` on every host: lost, though no host had run them.
+# the reach (ms, or '' for none), then the value this host knows for each key (a fire in
+# ms, a fencing token), written where it is higher. A fire is written back at most up to
+# the epoch's making plus the reach (the host's clock lead plus RESTORE_MARGIN): a fire
+# this host claimed in the Redis that was lost was due before that. The fire ledger is
+# settled when a fire is due, before its claim, so a write-back without the cap turns the
+# fires still waiting out the hold into `later` on every host: lost, though no host ran
+# them. A host that has not measured its clock yet writes back without the cap.
 RESTORE = """
 local epoch = redis.call('get', KEYS[1])
 if not epoch then
@@ -111,11 +113,14 @@ if not epoch then
   epoch = ARGV[1] .. ' ' .. (t[1] * 1000 + math.floor(t[2] / 1000))
   redis.call('set', KEYS[1], epoch)
 end
-local cap = tonumber(string.match(epoch, '(%d+)$')) + tonumber(ARGV[3])
+local cap = nil
+if ARGV[3] ~= '' then cap = tonumber(string.match(epoch, '(%d+)$')) + tonumber(ARGV[3]) end
 local fires = tonumber(ARGV[2])
 for i = 2, #KEYS do
   local value = ARGV[i + 2]
-  if i <= fires + 1 and tonumber(value) > cap then value = string.format('%d', cap) end
+  if cap and i <= fires + 1 and tonumber(value) > cap then
+    value = string.format('%d', cap)
+  end
   if tonumber(value) > tonumber(redis.call('get', KEYS[i]) or '-1') then
     redis.call('set', KEYS[i], value)
   end
@@ -356,7 +361,9 @@ class Cluster:
         fires = dict(self._settled())
         keys = [self._key("epoch"), *(self._key("last", task) for task in fires),
                 *(self._key("fence", task) for task in self._tokens)]
-        args = [secrets.token_hex(4), str(len(fires)), str(round(RESTORE_MARGIN * 1000)),
+        reach = ("" if self.skew is None
+                 else str(round((max(self.skew, 0.0) + RESTORE_MARGIN) * 1000)))
+        args = [secrets.token_hex(4), str(len(fires)), reach,
                 *(str(round(at * 1000)) for at in fires.values()),
                 *(str(token) for token in self._tokens.values())]
         epoch = str(await self._ask(lambda: self._restore_script(keys=keys, args=args),
