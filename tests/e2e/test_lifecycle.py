@@ -270,7 +270,9 @@ def test_second_sigterm_forces_the_stop(tmp_path: Path, write_tasks: Callable[..
              message="the shutdown to begin")
     assert psutil.pid_exists(stubborn)
     daemon.signal(signal.SIGTERM)
-    assert daemon.wait_exit(timeout=5) == 0  # well inside the 10 s grace
+    # Inside the 10 s grace: a forced stop. (Under heavy load one took 5.2 s after the
+    # run's kill, the runs' end being awaited up to 5 s in Runs.stop_all.)
+    assert daemon.wait_exit(timeout=9) == 0
     assert process_gone(stubborn)
     assert "stop signal during the stop: killing every run now" in daemon.stderr()
     assert "restarting" not in daemon.stderr()  # a stopping daemon starts nothing
