@@ -9,7 +9,8 @@ import re
 import subprocess
 import sys
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
 
@@ -328,25 +329,33 @@ def test_torchd_web_without_a_listener_says_how_to_add_one(
     assert "http: {listen:" in printed.stderr
 
 
-def test_a_daemon_of_its_own_user_makes_a_private_token_that_root_can_print(
-        tmp_path: Path) -> None:
+@contextmanager
+def nobody_web_daemon() -> Iterator[tuple[Path, WebDaemon]]:
+    """A daemon with a listener, run as `nobody` from a home of its own: (home, daemon)."""
     with user_owned_dir("nobody") as home:
         port = free_port()
         config = home / "tasks.yaml"
         config.write_text(SLOW.replace("LISTEN", f"127.0.0.1:{port}") % "")
         daemon = Daemon(config=config, state_dir=home / "state", cmd=torchd_as("nobody"))
         try:
-            web = start_web_daemon(daemon, port)
-            info = (home / "state" / "http.token").stat()
-            assert info.st_mode & 0o777 == 0o600
-            assert info.st_uid != 0
-            printed = subprocess.run(  # as root
-                [sys.executable, "-m", "torchd", "web", "--state-dir", str(home / "state")],
-                capture_output=True, text=True, check=False)
-            assert printed.returncode == 0, printed.stderr
-            assert web.token in printed.stdout
+            yield home, start_web_daemon(daemon, port)
         finally:
             daemon.kill_everything()
+
+
+def torchd_web_as_root(state_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "torchd", "web", "--state-dir", str(state_dir)],
+                          capture_output=True, text=True, check=False)
+
+
+def test_a_daemon_of_its_own_user_makes_a_private_token_that_root_can_print() -> None:
+    with nobody_web_daemon() as (home, web):
+        info = (home / "state" / "http.token").stat()
+        assert info.st_mode & 0o777 == 0o600
+        assert info.st_uid != 0
+        printed = torchd_web_as_root(home / "state")
+        assert printed.returncode == 0, printed.stderr
+        assert web.token in printed.stdout
 
 
 def test_half_sent_requests_cannot_starve_the_scheduler(
@@ -399,25 +408,15 @@ def test_torchd_web_never_reads_a_path_the_daemon_names(tmp_path: Path) -> None:
     secret = tmp_path / "root-only"
     secret.write_text("ROOT-ONLY-SECRET-first-line-123456\n")
     secret.chmod(0o600)
-    with user_owned_dir("nobody") as home:
-        port = free_port()
-        config = home / "tasks.yaml"
-        config.write_text(SLOW.replace("LISTEN", f"127.0.0.1:{port}") % "")
-        daemon = Daemon(config=config, state_dir=home / "state", cmd=torchd_as("nobody"))
-        try:
-            start_web_daemon(daemon, port)
-            token = home / "state" / "http.token"
-            token.unlink()
-            token.symlink_to(secret)
-            os.lchown(token, *(home.stat().st_uid, home.stat().st_gid))
-            printed = subprocess.run(  # as root
-                [sys.executable, "-m", "torchd", "web", "--state-dir", str(home / "state")],
-                capture_output=True, text=True, check=False)
-            assert printed.returncode == 1
-            assert "symlink" in printed.stderr
-            assert "ROOT-ONLY" not in printed.stdout + printed.stderr
-        finally:
-            daemon.kill_everything()
+    with nobody_web_daemon() as (home, _):
+        token = home / "state" / "http.token"
+        token.unlink()
+        token.symlink_to(secret)
+        os.lchown(token, *(home.stat().st_uid, home.stat().st_gid))
+        printed = torchd_web_as_root(home / "state")
+        assert printed.returncode == 1
+        assert "symlink" in printed.stderr
+        assert "ROOT-ONLY" not in printed.stdout + printed.stderr
 
 
 def test_torchd_web_reads_a_token_file_the_task_file_names(
